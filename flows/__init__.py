@@ -1,0 +1,1 @@
+"""Prefect flows: bodies only wire named tasks."""

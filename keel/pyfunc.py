@@ -1,0 +1,48 @@
+"""The registered model: an MLflow pyfunc that predicts from raw feature rows.
+
+Preprocessing (vocabularies, scaling) is part of the model, stored as JSON next to
+the weights, so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` needs only
+raw rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+
+from keel.features import Preprocessor
+from keel.net import NetConfig, TabularNet
+
+
+def save_artifacts(preprocessor: Preprocessor, net: TabularNet, threshold: float,
+                   directory: Path) -> dict[str, str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "preprocessor.json").write_text(json.dumps(preprocessor.to_dict()))
+    (directory / "net.json").write_text(json.dumps({**net.cfg.to_dict(), "threshold": threshold}))
+    torch.save(net.state_dict(), directory / "weights.pt")
+    return {name: str(directory / f"{name}{ext}")
+            for name, ext in (("preprocessor", ".json"), ("net", ".json"), ("weights", ".pt"))}
+
+
+class FlightDelayModel(mlflow.pyfunc.PythonModel):
+    """Raw rows -> ``probability`` of a 15+ min delay and the ``delayed`` label."""
+
+    def load_context(self, context) -> None:
+        self.preprocessor = Preprocessor.from_dict(
+            json.loads(Path(context.artifacts["preprocessor"]).read_text()))
+        net_cfg = json.loads(Path(context.artifacts["net"]).read_text())
+        self.threshold = float(net_cfg.pop("threshold"))
+        self.net = TabularNet(NetConfig(**net_cfg))
+        self.net.load_state_dict(torch.load(context.artifacts["weights"], weights_only=True))
+        self.net.eval()
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        cat, num = self.preprocessor.transform(model_input)
+        with torch.no_grad():
+            prob = torch.sigmoid(self.net(torch.from_numpy(cat), torch.from_numpy(num))).double().numpy()
+        return pd.DataFrame({"probability": prob, "delayed": (prob >= self.threshold).astype(np.int64)})

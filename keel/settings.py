@@ -1,0 +1,240 @@
+"""One settings object for every location and knob keel uses.
+
+Layers, later wins: the packaged ``conf/defaults.toml`` < ``<workspace>/keel.toml``
+< ``[profiles.<name>]`` < ``KEEL_<SECTION>__<KEY>`` environment variables < explicit
+overrides. Loading reads files and the environment only: it creates nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+WORKSPACE_FILE = "keel.toml"
+ENV_PREFIX = "KEEL_"
+
+
+class ConfigError(ValueError):
+    """A settings file or variable that keel cannot use."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    dir: Path
+    suite: Path
+    demo_months: list[str]
+    sample_rows: int = Field(ge=0)
+
+
+class SplitConfig(_Section):
+    val_pct: int = Field(ge=1, le=45)
+    test_pct: int = Field(ge=1, le=45)
+    salt: str
+
+
+class FeatureConfig(_Section):
+    label: str
+    categorical: list[str]
+    numeric: list[str]
+    slices: list[str]
+
+
+class TrainConfig(_Section):
+    seed: int
+    max_epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    hidden: list[int]
+    dropout: float = Field(ge=0, lt=1)
+    emb_dim_max: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    limit_train_batches: float | int
+    num_threads: int = Field(ge=1)
+    threshold_policy: Literal["fixed", "max_f1"]
+    threshold: float = Field(gt=0, lt=1)
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: str
+    experiment: str
+    model_name: str
+
+
+class DvcConfig(_Section):
+    remote: str
+    remote_url: str
+
+
+class PrefectConfig(_Section):
+    api_url: str
+
+
+class ReportsConfig(_Section):
+    dir: Path
+
+
+class Settings(_Section):
+    """Resolved settings: every path absolute, every URI explicit."""
+
+    workspace: Path
+    profile: str | None = None
+    data: DataConfig
+    split: SplitConfig
+    features: FeatureConfig
+    train: TrainConfig
+    mlflow: MlflowConfig
+    dvc: DvcConfig
+    prefect: PrefectConfig
+    reports: ReportsConfig
+
+    @property
+    def dvc_file(self) -> Path:
+        """DVC writes the pointer next to the tracked directory: ``data`` -> ``data.dvc``."""
+        return self.data.dir.with_name(self.data.dir.name + ".dvc")
+
+    def model_inputs(self) -> dict[str, Any]:
+        """The part of the config that determines the trained model."""
+        return self.model_dump(mode="json", include={"split", "features", "train"})
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.model_inputs(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+        """A copy with dotted-key overrides applied (``{"train.max_epochs": 1}``)."""
+        raw = self.model_dump(mode="json")
+        _merge(raw, _undot(overrides))
+        return Settings.model_validate(raw)
+
+
+def _defaults() -> dict[str, Any]:
+    text = resources.files("keel").joinpath("conf/defaults.toml").read_text()
+    return tomllib.loads(text)
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _undot(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``KEEL_TRAIN__MAX_EPOCHS=3`` -> ``{"train": {"max_epochs": "3"}}``; JSON for lists."""
+    flat: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        key = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        if value.startswith(("[", "{")):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"environment variable {name}: not valid JSON: {exc}") from exc
+        flat[key] = value
+    return _undot(flat)
+
+
+def find_workspace(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` that holds a keel.toml."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / WORKSPACE_FILE).is_file():
+            return candidate
+    raise ConfigError(
+        f"no {WORKSPACE_FILE} found in {here} or its parents: run 'keel init DIR' "
+        f"or pass --workspace / set KEEL_WORKSPACE"
+    )
+
+
+def _resolve(raw: dict[str, Any], workspace: Path) -> dict[str, Any]:
+    def path(value: str | Path) -> str:
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else workspace / p)
+
+    raw["workspace"] = str(workspace)
+    raw["data"]["dir"] = path(raw["data"]["dir"])
+    suite = raw["data"].get("suite") or ""
+    raw["data"]["suite"] = (
+        path(suite) if suite else str(resources.files("keel").joinpath("conf/suites/flights.json"))
+    )
+    raw["reports"]["dir"] = path(raw["reports"]["dir"])
+    ml = raw["mlflow"]
+    if not ml.get("tracking_uri"):
+        ml["tracking_uri"] = f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}"
+    if not ml.get("registry_uri"):
+        ml["registry_uri"] = ml["tracking_uri"]
+    if not ml.get("artifact_root"):
+        ml["artifact_root"] = (workspace / "mlflow" / "artifacts").as_uri()
+    elif "://" not in ml["artifact_root"]:
+        ml["artifact_root"] = Path(path(ml["artifact_root"])).as_uri()
+    url = raw["dvc"]["remote_url"]
+    if "://" not in url:
+        raw["dvc"]["remote_url"] = path(url)
+    return raw
+
+
+def load_settings(
+    workspace: Path | str | None = None,
+    *,
+    profile: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings for a workspace (default: KEEL_WORKSPACE, else found from CWD)."""
+    env = os.environ if environ is None else environ
+    if workspace is None:
+        workspace = env.get("KEEL_WORKSPACE") or find_workspace()
+    ws = Path(workspace).expanduser().resolve()
+    profile = profile or env.get("KEEL_PROFILE") or None
+
+    raw = _defaults()
+    profiles = raw.pop("profiles", {})
+    ws_file = ws / WORKSPACE_FILE
+    if ws_file.is_file():
+        try:
+            ws_raw = tomllib.loads(ws_file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{ws_file}: {exc}") from exc
+        profiles = _merge(profiles, ws_raw.pop("profiles", {}))
+        _merge(raw, ws_raw)
+    if profile:
+        if profile not in profiles:
+            raise ConfigError(f"unknown profile {profile!r}; known: {sorted(profiles)}")
+        _merge(raw, profiles[profile])
+    _merge(raw, _env_layer(env))
+    if overrides:
+        _merge(raw, _undot(overrides))
+    raw["profile"] = profile
+    try:
+        return Settings.model_validate(_resolve(raw, ws))
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"incomplete settings for workspace {ws}: {exc}") from exc
+    except ValueError as exc:  # pydantic.ValidationError names the field and the rule
+        raise ConfigError(f"invalid settings for workspace {ws}:\n{exc}") from exc

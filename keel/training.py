@@ -1,0 +1,225 @@
+"""Lightning training: module, tensor-backed data module, trainer and fit()."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchmetrics.classification import BinaryAUROC
+
+from keel.features import Preprocessor
+from keel.net import NetConfig, TabularNet
+from keel.settings import FeatureConfig, TrainConfig
+
+
+# ---------------------------------------------------------------- data
+class TensorRows(Dataset):
+    """Rows held as tensors; a batch is fetched with one fancy-index per tensor."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index):  # single rows: only for debugging / generic tools
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, index: torch.Tensor):  # the DataLoader's batched fetch
+        return tuple(t[index] for t in self.tensors)
+
+
+def _as_batch(batch):
+    return batch
+
+
+class ShuffledBatches(Sampler):
+    """Index tensors of one randperm per epoch; the generator is seeded once, so the
+    sequence of epochs is the same on every run."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool):
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        return iter(order.split(self.batch_size))
+
+
+@dataclass(frozen=True)
+class EncodedSplit:
+    cat: torch.Tensor
+    num: torch.Tensor
+    y: torch.Tensor
+
+    @classmethod
+    def encode(cls, pre: Preprocessor, frame: pd.DataFrame, label: str) -> "EncodedSplit":
+        cat, num = pre.transform(frame)
+        return cls(torch.from_numpy(cat), torch.from_numpy(num),
+                   torch.from_numpy(frame[label].to_numpy(dtype=np.float32)))
+
+
+def make_loader(split: EncodedSplit, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
+    return DataLoader(TensorRows(split.cat, split.num, split.y),
+                      batch_sampler=ShuffledBatches(len(split.y), batch_size, seed, shuffle),
+                      collate_fn=_as_batch)
+
+
+class FlightsDataModule(pl.LightningDataModule):
+    def __init__(self, train: EncodedSplit, val: EncodedSplit | None, batch_size: int, seed: int):
+        super().__init__()
+        self.train, self.val, self.batch_size, self.seed = train, val, batch_size, seed
+
+    def train_dataloader(self) -> DataLoader:
+        return make_loader(self.train, self.batch_size, self.seed, shuffle=True)
+
+    def val_dataloader(self):
+        if self.val is None:
+            return []
+        return make_loader(self.val, max(self.batch_size, 4096), self.seed, shuffle=False)
+
+
+# ---------------------------------------------------------------- model
+class FlightDelayModule(pl.LightningModule):
+    def __init__(self, net_cfg: NetConfig, lr: float, weight_decay: float, pos_weight: float = 1.0):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.net = TabularNet(net_cfg)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.loss = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
+        self.val_auc = BinaryAUROC()
+        self._train_loss = torch.zeros(())
+        self._train_rows = 0
+
+    def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        return self.net(cat, num)
+
+    def training_step(self, batch, batch_idx):
+        cat, num, y = batch
+        loss = self.loss(self.net(cat, num), y)
+        # accumulate instead of self.log per step: logging every step costs ~2.5 ms (STACK.md)
+        self._train_loss = self._train_loss + loss.detach() * len(y)
+        self._train_rows += len(y)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_rows:
+            self.log("train/loss", self._train_loss / self._train_rows)
+        self._train_loss, self._train_rows = torch.zeros(()), 0
+
+    def validation_step(self, batch, batch_idx):
+        cat, num, y = batch
+        logits = self.net(cat, num)
+        self.log("val/loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
+        self.val_auc.update(torch.sigmoid(logits), y.long())
+        self.log("val/auc", self.val_auc, on_epoch=True)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class KeepBestWeights(pl.Callback):
+    """Keep the weights of the epoch with the lowest monitored value, in memory."""
+
+    def __init__(self, monitor: str = "val/loss"):
+        self.monitor = monitor
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and (self.best is None or float(value) < self.best):
+            self.best, self.best_epoch = float(value), trainer.current_epoch
+            self.state = copy.deepcopy(module.net.state_dict())
+
+
+def build_trainer(cfg: TrainConfig, *, logger: Any = False, callbacks: list | None = None,
+                  validate: bool = True, **overrides: Any) -> pl.Trainer:
+    kwargs: dict[str, Any] = dict(
+        max_epochs=cfg.max_epochs,
+        limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=1.0 if validate else 0,
+        accelerator="cpu",
+        devices=1,
+        deterministic=True,
+        logger=logger,
+        callbacks=callbacks or [],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),
+        num_sanity_val_steps=0,
+        log_every_n_steps=1_000_000,  # epoch-level logging only
+    )
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
+# ---------------------------------------------------------------- fit
+@dataclass
+class TrainedModel:
+    preprocessor: Preprocessor
+    net: TabularNet
+    threshold: float
+    epochs_run: int
+    best_epoch: int | None
+    best_val_loss: float | None
+
+    @torch.no_grad()
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        self.net.eval()
+        cat, num = self.preprocessor.transform(frame)
+        logits = self.net(torch.from_numpy(cat), torch.from_numpy(num))
+        return torch.sigmoid(logits).double().numpy()
+
+
+def fit(train: pd.DataFrame, val: pd.DataFrame, features: FeatureConfig, cfg: TrainConfig,
+        *, logger: Any = False) -> TrainedModel:
+    """Train deterministically on CPU; early stopping on val/loss; best weights kept."""
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    torch.set_num_threads(cfg.num_threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    pre = Preprocessor.fit(train, features.categorical, features.numeric)
+    net_cfg = NetConfig(pre.cardinalities, pre.numeric_width, list(cfg.hidden), cfg.dropout,
+                        cfg.emb_dim_max)
+    module = FlightDelayModule(net_cfg, cfg.lr, cfg.weight_decay)
+    data = FlightsDataModule(EncodedSplit.encode(pre, train, features.label),
+                             EncodedSplit.encode(pre, val, features.label), cfg.batch_size, cfg.seed)
+    best = KeepBestWeights("val/loss")
+    stop = pl.callbacks.EarlyStopping("val/loss", patience=cfg.patience, mode="min")
+    trainer = build_trainer(cfg, logger=logger, callbacks=[best, stop])
+    trainer.fit(module, datamodule=data)
+    if best.state is not None:
+        module.net.load_state_dict(best.state)
+    module.net.eval()
+    model = TrainedModel(pre, module.net, cfg.threshold, trainer.current_epoch, best.best_epoch,
+                         best.best)
+    if cfg.threshold_policy == "max_f1" and len(val):
+        model.threshold = max_f1_threshold(val[features.label].to_numpy(), model.predict_proba(val))
+    return model
+
+
+def max_f1_threshold(y_true: np.ndarray, prob: np.ndarray) -> float:
+    """The probability threshold that maximises F1 on (validation) data."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(y_true, prob)
+    if len(thresholds) == 0:
+        return 0.5
+    f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], 1e-12, None)
+    return float(thresholds[int(np.argmax(f1))])

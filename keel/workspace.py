@@ -1,0 +1,160 @@
+"""The workspace edge: git, DVC and the directory layout.
+
+Every function here takes explicit paths/settings and is called from a task or
+the CLI; nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from keel.settings import WORKSPACE_FILE, Settings
+
+GITIGNORE_LINES = ["/mlflow/*", "!/mlflow/.gitignore", "/reports/", "/dvc-remote/",
+                   "/.venv/", "__pycache__/", "*.egg-info/"]
+
+WORKSPACE_TEMPLATE = """\
+# keel workspace settings. Keys and defaults: keel/conf/defaults.toml.
+# Environment variables KEEL_<SECTION>__<KEY> override this file.
+
+[mlflow]
+experiment = "keel-flight-delay"
+model_name = "flight-delay"
+
+[dvc]
+remote = "local"
+remote_url = "dvc-remote"
+"""
+
+
+class DataVersionError(RuntimeError):
+    """data/ and data.dvc disagree, or a version cannot be materialised."""
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    md5: str                      # DVC md5 of data/ ("<hex>.dir")
+    files: int
+    size: int
+
+    @property
+    def short(self) -> str:
+        return self.md5.removesuffix(".dir")[:10]
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed in {cwd}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def git_commit(directory: Path) -> str:
+    """HEAD of the git repo holding ``directory``, '+dirty' if it has changes; 'none' if no repo."""
+    try:
+        sha = _run(["git", "rev-parse", "HEAD"], directory)
+    except (RuntimeError, FileNotFoundError):
+        return "none"
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], directory)
+    return f"{sha}+dirty" if dirty else sha
+
+
+def _append_missing(path: Path, lines: list[str]) -> None:
+    have = path.read_text().splitlines() if path.exists() else []
+    new = [line for line in lines if line not in have]
+    if new:
+        with path.open("a") as fh:
+            if have and have[-1] != "":
+                fh.write("\n")
+            fh.write("\n".join(new) + "\n")
+
+
+def init_workspace(directory: Path) -> Path:
+    """Make ``directory`` a ready keel workspace (idempotent): git, DVC, local remote,
+    MLflow store dir and a default keel.toml."""
+    from dvc.repo import Repo
+
+    ws = Path(directory).expanduser().resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    if not (ws / ".git").exists():
+        _run(["git", "init", "-q"], ws)
+    if not (ws / ".dvc").exists():
+        Repo.init(str(ws)).close()
+    if not (ws / WORKSPACE_FILE).exists():
+        (ws / WORKSPACE_FILE).write_text(WORKSPACE_TEMPLATE)
+    (ws / "mlflow").mkdir(exist_ok=True)
+    (ws / "mlflow" / ".gitignore").write_text("*\n!.gitignore\n")
+    _append_missing(ws / ".gitignore", GITIGNORE_LINES)
+    return ws
+
+
+def configure_remote(settings: Settings) -> None:
+    """Point the DVC remote named in settings at its URL (``.dvc/config.local``, untracked),
+    creating a local remote directory when the URL is a path."""
+    from dvc.repo import Repo
+
+    url = settings.dvc.remote_url
+    if "://" not in url:
+        Path(url).mkdir(parents=True, exist_ok=True)
+    with Repo(str(settings.workspace)) as repo:
+        with repo.config.edit("local") as conf:
+            conf["remote"][settings.dvc.remote] = {"url": url}
+            conf["core"]["remote"] = settings.dvc.remote
+
+
+def read_data_version(dvc_file: Path) -> DataVersion | None:
+    """The version recorded in data.dvc, or None when there is none yet."""
+    if not dvc_file.exists():
+        return None
+    meta = yaml.safe_load(dvc_file.read_text()) or {}
+    outs = meta.get("outs") or []
+    if not outs or "md5" not in outs[0]:
+        raise DataVersionError(f"{dvc_file}: no 'outs[0].md5' entry; is it a DVC pointer file?")
+    out = outs[0]
+    return DataVersion(md5=out["md5"], files=int(out.get("nfiles", 0)), size=int(out.get("size", 0)))
+
+
+def add_and_push(settings: Settings) -> DataVersion:
+    """``dvc add data`` then ``dvc push`` of that version to the configured remote."""
+    from dvc.repo import Repo
+
+    configure_remote(settings)
+    with Repo(str(settings.workspace)) as repo:
+        repo.add(str(settings.data.dir))
+        repo.push(targets=[str(settings.dvc_file)], remote=settings.dvc.remote)
+    version = read_data_version(settings.dvc_file)
+    assert version is not None, "dvc add wrote no pointer file"
+    return version
+
+
+def ensure_checked_out(settings: Settings) -> DataVersion:
+    """Make data/ hold exactly the version data.dvc records: pull it when absent,
+    refuse when data/ has changes that data.dvc does not record."""
+    from dvc.repo import Repo
+
+    version = read_data_version(settings.dvc_file)
+    rel = settings.data.dir.relative_to(settings.workspace)
+    if version is None:
+        raise DataVersionError(
+            f"{settings.dvc_file} does not exist: no dataset version yet. "
+            f"Run 'keel ingest --month 2013-01' first.")
+    configure_remote(settings)
+    with Repo(str(settings.workspace)) as repo:
+        if not settings.data.dir.exists():
+            try:
+                repo.pull(targets=[str(settings.dvc_file)], remote=settings.dvc.remote)
+            except Exception as exc:  # dvc raises its own hierarchy; name what is missing
+                raise DataVersionError(
+                    f"{rel}/ is absent and version {version.md5} could not be pulled from "
+                    f"remote '{settings.dvc.remote}' ({settings.dvc.remote_url}): {exc}. "
+                    f"Re-create it with 'keel ingest'.") from exc
+        status = repo.status(targets=[str(settings.dvc_file)])
+    if status:
+        raise DataVersionError(
+            f"{rel}/ differs from {settings.dvc_file.name} ({status}): record the change with "
+            f"'keel ingest' (or 'dvc add {rel}'), or restore it with 'dvc checkout'.")
+    return version

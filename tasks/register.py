@@ -1,0 +1,90 @@
+"""Registration: log the pyfunc model with signature and example, create the
+registry version with its tags, set the aliases."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from importlib.metadata import version as dist_version
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+
+from keel.settings import Settings
+from keel.validation import ValidationReport
+from tasks.data import DatasetRef, Splits
+from tasks.evaluate import Evaluation
+
+# What a serving environment needs to load the model (explicit: skips MLflow's
+# 9-15 s requirement inference).
+RUNTIME_DISTRIBUTIONS = ("mlflow", "torch", "pandas", "numpy", "pyarrow", "cloudpickle")
+TAGGED_METRICS = ("test/roc_auc", "test/f1", "test/accuracy", "test/precision", "test/recall",
+                  "test/log_loss")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def registry_uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def version_tags(settings: Settings, dataset: DatasetRef, validation: ValidationReport,
+                 evaluation: Evaluation, git_sha: str) -> dict[str, str]:
+    tags = {"data_version": dataset.version.md5, "git_sha": git_sha,
+            "config_hash": settings.config_hash(), "validation_status": validation.status}
+    tags.update({k: f"{evaluation.metrics[k]:.6g}" for k in TAGGED_METRICS if k in evaluation.metrics})
+    return tags
+
+
+@task(name="register-model", cache_policy=NONE)  # not retried: a retry could add a second version
+def register_model(settings: Settings, model, splits: Splits, run_id: str, dataset: DatasetRef,
+                   validation: ValidationReport, evaluation: Evaluation) -> RegisteredVersion:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import infer_signature
+
+    import keel
+    from keel import tracking
+    from keel.pyfunc import FlightDelayModel, save_artifacts
+    from keel.workspace import git_commit
+
+    example = splits.test[model.preprocessor.columns].head(5).reset_index(drop=True)
+    prob = model.predict_proba(example)
+    output = pd.DataFrame({"probability": prob, "delayed": (prob >= model.threshold).astype("int64")})
+    signature = infer_signature(example, output)
+    requirements = [f"{d}=={dist_version(d)}" for d in RUNTIME_DISTRIBUTIONS]
+
+    tracking.use_tracking(settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, Path(tmp))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=FlightDelayModel(), artifacts=artifacts,
+                code_paths=[str(Path(keel.__file__).parent)], signature=signature,
+                input_example=example, pip_requirements=requirements)
+
+    client = tracking.client(settings)
+    name = settings.mlflow.model_name
+    try:
+        client.create_registered_model(name, description="keel flight-delay classifier")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    tags = version_tags(settings, dataset, validation, evaluation, git_commit(settings.workspace))
+    mv = client.create_model_version(name, source=info.model_uri, run_id=run_id,
+                                     model_id=info.model_id, tags=tags)
+    aliases = ["challenger"]
+    client.set_registered_model_alias(name, "challenger", mv.version)
+    if tracking.current_alias_version(settings, "champion") is None:
+        client.set_registered_model_alias(name, "champion", mv.version)
+        aliases.append("champion")
+    return RegisteredVersion(name, str(mv.version), run_id, info.model_uri, aliases)

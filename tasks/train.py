@@ -1,0 +1,75 @@
+"""Training tasks: the MLflow run's edges and the Lightning fit."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from keel.settings import Settings
+from keel.validation import ValidationReport
+from tasks.data import DatasetRef, Splits
+
+
+def run_name(dataset: DatasetRef) -> str:
+    months = dataset.months
+    span = months[0] if len(months) == 1 else f"{months[0]}..{months[-1]}"
+    return f"data-{dataset.version.short} ({span})"
+
+
+@task(name="start-run", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationReport,
+              splits: Splits) -> str:
+    """Open one MLflow run per training, named after the data version; log params,
+    the resolved config, the data version and the git commit."""
+    from mlflow.entities import Param, RunTag
+
+    from keel import tracking
+    from keel.workspace import git_commit
+
+    client = tracking.client(settings)
+    experiment_id = tracking.ensure_experiment(settings)
+    commit = git_commit(settings.workspace)
+    run = client.create_run(experiment_id, run_name=run_name(dataset), tags={
+        "data_version": dataset.version.md5,
+        "data_months": ",".join(dataset.months),
+        "git_sha": commit,
+        "mlflow.source.git.commit": commit.removesuffix("+dirty"),
+        "config_hash": settings.config_hash(),
+        "validation_status": validation.status,
+        "profile": settings.profile or "default",
+    })
+    params = tracking.flatten("", settings.model_inputs())
+    params.update({"data.version": dataset.version.md5, "data.rows": str(dataset.rows),
+                   **{f"data.rows_{k}": str(v) for k, v in splits.sizes().items()}})
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in sorted(params.items())],
+                     tags=[RunTag("keel.workspace", str(settings.workspace))])
+    client.log_dict(run.info.run_id, settings.model_dump(mode="json"), "config/resolved.json")
+    client.log_text(run.info.run_id, settings.dvc_file.read_text(), "data/data.dvc")
+    return run.info.run_id
+
+
+@task(name="train-model", cache_policy=NONE)
+def train_model(settings: Settings, splits: Splits, run_id: str):
+    """Fit the Lightning model; per-epoch metrics go to the MLflow run."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from keel.training import fit
+
+    logger = MLFlowLogger(experiment_name=settings.mlflow.experiment,
+                          tracking_uri=settings.mlflow.tracking_uri, run_id=run_id)
+    from keel import tracking
+
+    model = fit(splits.train, splits.val, settings.features, settings.train, logger=logger)
+    client = tracking.client(settings)
+    client.log_metric(run_id, "train/epochs_run", model.epochs_run)
+    if model.best_epoch is not None:
+        client.log_metric(run_id, "val/best_epoch", model.best_epoch)
+        client.log_metric(run_id, "val/best_loss", model.best_val_loss)
+    return model
+
+
+@task(name="end-run", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+def end_run(settings: Settings, run_id: str, status: str = "FINISHED") -> None:
+    from keel import tracking
+
+    tracking.client(settings).set_terminated(run_id, status=status)

