@@ -48,7 +48,8 @@ def current_alias_version(settings: Settings, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client(settings).get_model_version_by_alias(settings.mlflow.model_name, alias).version
+        mv = client(settings).get_model_version_by_alias(settings.mlflow.model_name, alias)
+        return str(mv.version)
     except MlflowException as exc:
         # "no such model" / "no such alias" mean none yet; anything else (server down) is raised
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):

@@ -162,7 +162,7 @@ def build_trainer(cfg: TrainConfig, *, logger: Any = False, callbacks: list | No
         enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(),
         num_sanity_val_steps=0,
-        log_every_n_steps=1_000_000,  # epoch-level logging only
+        log_every_n_steps=50,  # the module itself logs at epoch level only
     )
     kwargs.update(overrides)
     return pl.Trainer(**kwargs)

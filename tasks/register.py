@@ -4,6 +4,7 @@ registry version with its tags, set the aliases."""
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -60,7 +61,11 @@ def register_model(settings: Settings, model, splits: Splits, run_id: str, datas
     example = splits.test[model.preprocessor.columns].head(5).reset_index(drop=True)
     prob = model.predict_proba(example)
     output = pd.DataFrame({"probability": prob, "delayed": (prob >= model.threshold).astype("int64")})
-    signature = infer_signature(example, output)
+    with warnings.catch_warnings():
+        # integer features stay "long" on purpose: MLflow then coerces serving input to
+        # int, which keeps categorical codes such as month=1 exact
+        warnings.filterwarnings("ignore", message=".*integer column")
+        signature = infer_signature(example, output)
     requirements = [f"{d}=={dist_version(d)}" for d in RUNTIME_DISTRIBUTIONS]
 
     tracking.use_tracking(settings)

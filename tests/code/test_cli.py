@@ -1,0 +1,58 @@
+"""The keel command: lazy imports, clear errors and exit codes."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "lightning", "prefect", "mlflow", "great_expectations", "dvc", "pandas", "pydantic")
+
+
+def _keel(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "keel.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_help_imports_none_of_the_heavy_stack():
+    code = ("import sys; sys.argv = ['keel', '--help']\n"
+            "from keel.cli import app\n"
+            "try:\n    app()\nexcept SystemExit:\n    pass\n"
+            f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "ingest" in proc.stdout and "train" in proc.stdout
+    assert "LOADED []" in proc.stdout, proc.stdout
+
+
+def test_init_makes_a_workspace(tmp_path):
+    proc = _keel("init", str(tmp_path / "w"))
+    assert proc.returncode == 0, proc.stderr
+    w = tmp_path / "w"
+    assert (w / "keel.toml").is_file() and (w / ".dvc").is_dir() and (w / ".git").is_dir()
+    assert "/mlflow/*" in (w / ".gitignore").read_text()
+    proc = _keel("-w", str(w), "config")
+    assert proc.returncode == 0 and str(w / "data") in proc.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["ingest", "--month", "2013-13"], "YYYY-MM"),
+    (["ingest"], "say which months"),
+    (["ingest", "--from", "2013-05", "--to", "2013-02"], "empty"),
+])
+def test_bad_ingest_arguments_exit_2(tmp_path, args, needle):
+    (tmp_path / "keel.toml").write_text("")
+    proc = _keel("-w", str(tmp_path), *args)
+    assert proc.returncode == 2 and needle in proc.stderr
+
+
+def test_missing_workspace_is_a_clear_error(tmp_path):
+    proc = _keel("config", cwd=tmp_path, env={"KEEL_WORKSPACE": ""})
+    assert proc.returncode == 2 and "keel init" in proc.stderr
+
+
+@pytest.mark.slow
+def test_train_without_data_fails_cleanly(tmp_path):
+    assert _keel("init", str(tmp_path / "w")).returncode == 0
+    proc = _keel("-w", str(tmp_path / "w"), "-p", "test", "train")
+    assert proc.returncode == 1
+    assert "no dataset version yet" in proc.stderr and "keel ingest" in proc.stderr

@@ -1,0 +1,99 @@
+"""Data tasks on tiny real frames, against a real git + DVC workspace in tmp."""
+
+import hashlib
+
+import pandas as pd
+import pytest
+
+from keel import dataset as ds
+from keel.workspace import DataVersionError, read_data_version
+from tasks.data import build_partitions, load_splits, resolve_dataset, validate_data, version_data
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_build_partitions_writes_one_deterministic_file_per_month(workspace):
+    parts = build_partitions.fn(workspace, ["2013-01", "2013-02"])
+    assert [p.path.name for p in parts] == ["2013-01.parquet", "2013-02.parquet"]
+    assert all(p.rows == workspace.data.sample_rows for p in parts)
+    first = _md5(parts[0].path)
+    build_partitions.fn(workspace, ["2013-01"])
+    assert _md5(parts[0].path) == first
+    frame = pd.read_parquet(parts[0].path)
+    assert list(frame.columns) == ds.COLUMNS
+    assert set(frame["month"]) == {1}
+
+
+def test_month_features_are_known_before_departure(source):
+    frame = ds.build_month(*source, "2013-03")
+    leaks = {"dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "tailnum"}
+    assert not leaks & set(frame.columns)
+    flights = source[0]
+    march = flights[(flights.month == 3)]
+    expected = (~(march["arr_delay"] < 15)).sum()  # late, cancelled or diverted
+    assert frame["delayed"].sum() == expected and len(frame) == len(march)
+    assert frame["wind_speed"].max() <= ds.MAX_WIND_MPH
+
+
+def test_version_data_adds_and_pushes_to_the_remote(workspace):
+    build_partitions.fn(workspace, ["2013-01"])
+    version = version_data.fn(workspace)
+    assert version == read_data_version(workspace.dvc_file)
+    assert version.md5.endswith(".dir") and version.files == 1
+    remote = workspace.dvc.remote_url
+    pushed = {p.parent.name + p.name for p in __import__("pathlib").Path(remote).rglob("*") if p.is_file()}
+    dir_hash = version.md5.removesuffix(".dir")
+    assert any(h.startswith(dir_hash) for h in pushed), "the .dir object of the version is in the remote"
+
+
+def test_resolve_dataset_reports_partitions_and_rows(ingested):
+    ref = resolve_dataset.fn(ingested)
+    assert ref.months == ["2013-01", "2013-02"]
+    assert ref.rows == 2 * ingested.data.sample_rows
+    assert ref.version == read_data_version(ingested.dvc_file)
+
+
+def test_resolve_dataset_pulls_a_missing_data_dir_from_the_remote(ingested):
+    import shutil
+
+    shutil.rmtree(ingested.data.dir)
+    ref = resolve_dataset.fn(ingested)
+    assert ref.rows == 2 * ingested.data.sample_rows
+
+
+def test_resolve_dataset_refuses_unrecorded_changes(ingested):
+    path = ingested.data.dir / "2013-01.parquet"
+    ds.write_partition(pd.read_parquet(path).head(100), path)
+    with pytest.raises(DataVersionError, match="differs from data.dvc"):
+        resolve_dataset.fn(ingested)
+
+
+def test_resolve_dataset_without_any_version(workspace):
+    with pytest.raises(DataVersionError, match="no dataset version yet"):
+        resolve_dataset.fn(workspace)
+
+
+def test_validate_data_passes_and_keeps_the_report(ingested):
+    report = validate_data.fn(ingested, resolve_dataset.fn(ingested))
+    assert report.success and report.status == "passed"
+    assert report.evaluated == 2 * 59
+    assert all(p.exists() for p in report.paths)
+    assert str(ingested.reports.dir) in str(report.paths[0])
+
+
+def test_load_splits_are_disjoint_and_stable(ingested):
+    ref = resolve_dataset.fn(ingested)
+    splits = load_splits.fn(ingested, ref)
+    sizes = splits.sizes()
+    assert sum(sizes.values()) == ref.rows
+    assert 0 < sizes["test"] < sizes["train"] and 0 < sizes["val"] < sizes["train"]
+    keys = [set(map(tuple, s[ds.KEY_COLUMNS].to_numpy().tolist()))
+            for s in (splits.train, splits.val, splits.test)]
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+    # a row keeps its split when data grows: split one month alone, then with another
+    jan = ds.read_partition(ingested.data.dir / "2013-01.parquet")
+    _, _, test_alone = ds.split_frame(jan, 10, 10, ingested.split.salt)
+    jan_in_test = splits.test[splits.test["month"] == 1]
+    assert test_alone[ds.KEY_COLUMNS].equals(jan_in_test[ds.KEY_COLUMNS].reset_index(drop=True))

@@ -1,0 +1,86 @@
+"""start/train/evaluate/log/register/report tasks against a real MLflow sqlite store in tmp."""
+
+import pytest
+
+from tasks.data import load_splits, resolve_dataset, validate_data
+from tasks.evaluate import evaluate_model, log_evaluation
+from tasks.register import register_model
+from tasks.report import summary_markdown
+from tasks.train import end_run, run_name, start_run, train_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def trained(ingested):
+    dataset = resolve_dataset.fn(ingested)
+    validation = validate_data.fn(ingested, dataset)
+    splits = load_splits.fn(ingested, dataset)
+    run_id = start_run.fn(ingested, dataset, validation, splits)
+    model = train_model.fn(ingested, splits, run_id)
+    evaluation = evaluate_model.fn(ingested, model, splits)
+    return dict(settings=ingested, dataset=dataset, validation=validation, splits=splits,
+                run_id=run_id, model=model, evaluation=evaluation)
+
+
+def _client(settings):
+    from keel.tracking import client
+
+    return client(settings)
+
+
+def test_start_run_records_data_version_config_and_commit(trained):
+    s, run_id, dataset = trained["settings"], trained["run_id"], trained["dataset"]
+    run = _client(s).get_run(run_id)
+    assert run.info.run_name == run_name(dataset) and dataset.version.short in run.info.run_name
+    assert run.data.tags["data_version"] == dataset.version.md5
+    assert run.data.tags["config_hash"] == s.config_hash()
+    assert run.data.tags["validation_status"] == "passed"
+    assert run.data.tags["git_sha"]  # 'none' in a repo without commits, else the sha
+    assert run.data.params["train.batch_size"] == str(s.train.batch_size)
+    assert run.data.params["data.version"] == dataset.version.md5
+    names = {a.path for a in _client(s).list_artifacts(run_id, "config")}
+    assert names == {"config/resolved.json"}
+
+
+def test_train_model_logs_per_epoch_metrics(trained):
+    s, run_id = trained["settings"], trained["run_id"]
+    history = _client(s).get_metric_history(run_id, "val/loss")
+    assert len(history) == trained["model"].epochs_run == s.train.max_epochs
+    assert _client(s).get_metric_history(run_id, "train/loss")
+
+
+def test_evaluate_and_log_evaluation(trained):
+    s, run_id, ev = trained["settings"], trained["run_id"], trained["evaluation"]
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"):
+        assert 0 <= ev.metrics[f"test/{key}"] < 10
+    assert ev.metrics["test/rows"] == len(trained["splits"].test)
+    assert set(ev.slices["slice"]) == {"origin", "carrier"}
+    paths = log_evaluation.fn(s, ev, run_id)
+    c = _client(s)
+    logged = {a.path for a in c.list_artifacts(run_id, "evaluation/plots")}
+    assert logged == {"evaluation/plots/confusion_matrix.png", "evaluation/plots/roc_curve.png",
+                      "evaluation/plots/pr_curve.png"}
+    assert "evaluation/slices.csv" in paths
+    assert c.get_run(run_id).data.metrics["test/f1"] == pytest.approx(ev.metrics["test/f1"])
+
+
+def test_register_sets_challenger_and_first_champion_only(trained):
+    s = trained["settings"]
+    args = (s, trained["model"], trained["splits"], trained["run_id"], trained["dataset"],
+            trained["validation"], trained["evaluation"])
+    first = register_model.fn(*args)
+    assert first.aliases == ["challenger", "champion"]
+    mv = _client(s).get_model_version(s.mlflow.model_name, first.version)
+    assert mv.tags["data_version"] == trained["dataset"].version.md5
+    assert mv.tags["validation_status"] == "passed"
+    assert {"git_sha", "config_hash", "test/f1", "test/roc_auc"} <= set(mv.tags)
+    second = register_model.fn(*args)
+    assert second.aliases == ["challenger"]
+    c = _client(s)
+    assert str(c.get_model_version_by_alias(s.mlflow.model_name, "champion").version) == first.version
+    assert str(c.get_model_version_by_alias(s.mlflow.model_name, "challenger").version) == second.version
+    end_run.fn(s, trained["run_id"])
+    assert c.get_run(trained["run_id"]).info.status == "FINISHED"
+    md = summary_markdown(s, trained["dataset"], trained["validation"], trained["evaluation"], second)
+    assert f"v{second.version}" in md and trained["dataset"].version.md5 in md and "test/f1" in md

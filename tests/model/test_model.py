@@ -1,0 +1,105 @@
+"""Model behaviour: preprocessing, determinism, the pyfunc round trip, evaluation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from keel.dataset import split_frame
+from keel.features import Preprocessor
+from keel.settings import load_settings
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return load_settings(tmp_path_factory.mktemp("ws"), profile="test", environ={})
+
+
+@pytest.fixture(scope="module")
+def splits(month_frame, settings):
+    return split_frame(month_frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt)
+
+
+def test_preprocessor_handles_unknown_categories_and_missing_numbers(month_frame, settings):
+    f = settings.features
+    pre = Preprocessor.fit(month_frame, f.categorical, f.numeric)
+    rows = month_frame.head(2).copy()
+    rows.loc[rows.index[0], "carrier"] = "never-seen"
+    rows.loc[rows.index[0], "pressure"] = np.nan
+    cat, num = pre.transform(rows)
+    assert cat.shape == (2, len(f.categorical)) and num.shape == (2, 2 * len(f.numeric))
+    assert cat[0, f.categorical.index("carrier")] == 0        # unknown bucket
+    assert cat[1].min() >= 1                                   # known values
+    i = f.numeric.index("pressure")
+    assert num[0, i] == 0.0 and num[0, len(f.numeric) + i] == 1.0  # imputed + flagged
+    assert Preprocessor.from_dict(pre.to_dict()) == pre
+
+
+def test_training_is_deterministic_on_cpu(splits, settings):
+    from keel.training import fit
+
+    train, val, _ = splits
+    a = fit(train, val, settings.features, settings.train)
+    b = fit(train, val, settings.features, settings.train)
+    for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    assert a.threshold == b.threshold
+
+
+@pytest.mark.slow
+def test_model_beats_chance_on_held_out_rows(splits, settings):
+    from sklearn.metrics import roc_auc_score
+
+    from keel.training import fit
+
+    train, val, test = splits
+    cfg = settings.train.model_copy(update={"max_epochs": 8, "limit_train_batches": 1.0})
+    model = fit(train, val, settings.features, cfg)
+    auc = roc_auc_score(test["delayed"], model.predict_proba(test))
+    assert auc > 0.6, auc
+
+
+def test_pyfunc_round_trip_predicts_from_raw_rows(splits, settings, tmp_path):
+    import mlflow.pyfunc
+
+    from keel.pyfunc import FlightDelayModel, save_artifacts
+    from keel.training import fit
+
+    train, val, test = splits
+    model = fit(train, val, settings.features, settings.train)
+    artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, tmp_path / "a")
+    mlflow.pyfunc.save_model(str(tmp_path / "m"), python_model=FlightDelayModel(),
+                             artifacts=artifacts, pip_requirements=["mlflow"])
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    raw = test[model.preprocessor.columns].head(50)
+    out = loaded.predict(raw)
+    assert list(out.columns) == ["probability", "delayed"] and len(out) == 50
+    np.testing.assert_allclose(out["probability"].to_numpy(), model.predict_proba(raw), rtol=1e-6)
+    assert ((out["probability"] >= model.threshold).astype(int) == out["delayed"]).all()
+
+
+def test_classification_metrics_come_from_sklearn_definitions():
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from keel.evaluation import classification_metrics, slice_table
+
+    y = np.array([0, 0, 1, 1, 1, 0])
+    p = np.array([0.1, 0.6, 0.7, 0.4, 0.9, 0.2])
+    m = classification_metrics(y, p, 0.5)
+    assert m["f1"] == pytest.approx(f1_score(y, p >= 0.5))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    table = slice_table(pd.DataFrame({"origin": list("AABBBA")}), y, p, 0.5, ["origin"])
+    assert list(table["value"]) == ["A", "B"] and list(table["rows"]) == [3, 3]
+
+
+def test_max_f1_threshold_beats_the_default_on_imbalanced_scores():
+    from sklearn.metrics import f1_score
+
+    from keel.training import max_f1_threshold
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.25).astype(int)
+    p = np.clip(0.2 + 0.15 * y + rng.normal(0, 0.1, 2000), 0, 1)
+    t = max_f1_threshold(y, p)
+    assert f1_score(y, p >= t) > f1_score(y, p >= 0.5)
