@@ -1,0 +1,40 @@
+# keel: the two commands a newcomer needs are `make demo` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+KEEL   := $(VENV)/bin/keel
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench lock clean-demo
+
+# torch first and alone: `torch==2.13.0` takes the CPU wheel on disk; any other
+# spec would pull GBs of CUDA. Everything else is pinned by constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Ingest the demo months (2013-01..03), then validate, train, evaluate and register.
+demo: $(STAMP)
+	$(KEEL) ingest --demo
+	$(KEEL) train
+
+## The whole test-suite (unit, data, model, integration). ~2 min on 2 cores.
+test: $(STAMP)
+	$(PY) -m pytest
+
+## Skip the tests marked slow (no training, no Prefect flow runs).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+## Benchmarks (not run in CI): Lightning vs a hand-written loop, as a ratio.
+bench: $(STAMP)
+	$(PY) bench/train_throughput.py
+
+## Re-lock the environment after changing a pin in pyproject.toml.
+lock: $(STAMP)
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.tmp
+	mv constraints.tmp constraints.txt
