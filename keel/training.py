@@ -99,8 +99,10 @@ class FlightDelayModule(pl.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.loss = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
         self.val_auc = BinaryAUROC()
+        # epoch accumulators, updated in place: re-assigning attributes of an nn.Module
+        # each step goes through its slow __setattr__
         self._train_loss = torch.zeros(())
-        self._train_rows = 0
+        self._train_rows = [0]
 
     def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         return self.net(cat, num)
@@ -109,14 +111,15 @@ class FlightDelayModule(pl.LightningModule):
         cat, num, y = batch
         loss = self.loss(self.net(cat, num), y)
         # accumulate instead of self.log per step: logging every step costs ~2.5 ms (STACK.md)
-        self._train_loss = self._train_loss + loss.detach() * len(y)
-        self._train_rows += len(y)
+        self._train_loss.add_(loss.detach() * len(y))
+        self._train_rows[0] += len(y)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self._train_rows:
-            self.log("train/loss", self._train_loss / self._train_rows)
-        self._train_loss, self._train_rows = torch.zeros(()), 0
+        if self._train_rows[0]:
+            self.log("train/loss", self._train_loss / self._train_rows[0])
+        self._train_loss.zero_()
+        self._train_rows[0] = 0
 
     def validation_step(self, batch, batch_idx):
         cat, num, y = batch
