@@ -193,8 +193,12 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, features: FeatureConfig, cfg: Tr
         *, logger: Any = False) -> TrainedModel:
     """Train deterministically on CPU; early stopping on val/loss; best weights kept."""
     import logging
+    import warnings
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # keel logs per epoch on purpose; Lightning's own deprecation chatter is not the user's concern
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
     torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     pre = Preprocessor.fit(train, features.categorical, features.numeric)

@@ -55,7 +55,7 @@ def register_model(settings: Settings, model, splits: Splits, run_id: str, datas
 
     import keel
     from keel import tracking
-    from keel.pyfunc import FlightDelayModel, save_artifacts
+    from keel.pyfunc import save_artifacts
     from keel.workspace import git_commit
 
     example = splits.test[model.preprocessor.columns].head(5).reset_index(drop=True)
@@ -73,8 +73,8 @@ def register_model(settings: Settings, model, splits: Splits, run_id: str, datas
         artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, Path(tmp))
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=FlightDelayModel(), artifacts=artifacts,
-                code_paths=[str(Path(keel.__file__).parent)], signature=signature,
+                name="model", python_model=str(Path(keel.__file__).parent / "pyfunc_entry.py"),
+                artifacts=artifacts, code_paths=[str(Path(keel.__file__).parent)], signature=signature,
                 input_example=example, pip_requirements=requirements)
 
     client = tracking.client(settings)
