@@ -89,3 +89,11 @@ def test_invalid_data_stops_before_training_and_registers_nothing(workspace):
     assert str(c.get_model_version_by_alias(workspace.mlflow.model_name, "champion").version) == good.version
     runs = c.search_runs([c.get_experiment_by_name(workspace.mlflow.experiment).experiment_id])
     assert len(runs) == 1  # no run was opened for the rejected data
+
+    # the same through the command a user runs: exit 1, the rule on stderr
+    proc = subprocess.run([sys.executable, "-m", "keel.cli", "-w", str(workspace.workspace),
+                           "-p", "test", "train"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert "column 'origin'" in proc.stderr and "allowed categories" in proc.stderr
+    assert str(workspace.reports.dir / "validation") in proc.stderr
+    assert len(c.search_model_versions(f"name='{workspace.mlflow.model_name}'")) == 1
