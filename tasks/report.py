@@ -19,7 +19,7 @@ def summary_markdown(settings: Settings, dataset: DatasetRef, validation: Valida
                      evaluation: Evaluation, registered: RegisteredVersion) -> str:
     lines = [
         f"# keel training run: {registered.name} v{registered.version}", "",
-        f"- **data version**: `{dataset.version.md5}` ({', '.join(dataset.months)}; "
+        f"- **data version**: `{dataset.version.md5}` ({', '.join(dataset.partition_names)}; "
         f"{dataset.rows} rows)",
         f"- **validation**: {validation.status} ({validation.evaluated} expectations)",
         f"- **registered**: `{registered.registry_uri}` aliases: {', '.join(registered.aliases)}",

@@ -11,8 +11,8 @@ from tasks.data import DatasetRef, Splits
 
 
 def run_name(dataset: DatasetRef) -> str:
-    months = dataset.months
-    span = months[0] if len(months) == 1 else f"{months[0]}..{months[-1]}"
+    names = dataset.partition_names
+    span = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
     return f"data-{dataset.version.short} ({span})"
 
 
@@ -24,19 +24,22 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
     from mlflow.entities import Param, RunTag
 
     from keel import tracking
+    from keel.lineage import environment_lock
     from keel.workspace import git_commit
 
+    env_hash, packages = environment_lock()
     client = tracking.client(settings)
     experiment_id = tracking.ensure_experiment(settings)
     commit = git_commit(settings.workspace)
     run = client.create_run(experiment_id, run_name=run_name(dataset), tags={
         "data_version": dataset.version.md5,
-        "data_months": ",".join(dataset.months),
+        "data_partitions": ",".join(dataset.partition_names),
         "git_sha": commit,
         "mlflow.source.git.commit": commit.removesuffix("+dirty"),
         "config_hash": settings.config_hash(),
         "validation_status": validation.status,
         "profile": settings.profile or "default",
+        "env_hash": env_hash,
     })
     params = tracking.flatten("", settings.model_inputs())
     params.update({"data.version": dataset.version.md5, "data.rows": str(dataset.rows),
@@ -45,20 +48,24 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
                      tags=[RunTag("keel.workspace", str(settings.workspace))])
     client.log_dict(run.info.run_id, settings.model_dump(mode="json"), "config/resolved.json")
     client.log_text(run.info.run_id, settings.dvc_file.read_text(), "data/data.dvc")
+    client.log_dict(run.info.run_id, {p.path.stem: p.rows for p in dataset.partitions},
+                    "data/partitions.json")
+    client.log_text(run.info.run_id, "\n".join(packages) + "\n", "environment/packages.txt")
     return run.info.run_id
 
 
 @task(name="train-model", cache_policy=NONE)
-def train_model(settings: Settings, splits: Splits, run_id: str):
-    """Fit the Lightning model; per-epoch metrics go to the MLflow run."""
+def train_model(settings: Settings, splits: Splits, run_id: str | None):
+    """Fit the Lightning model; per-epoch metrics go to the MLflow run (none: no logging)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
+    from keel import tracking
     from keel.training import fit
 
+    if run_id is None:
+        return fit(splits.train, splits.val, settings.features, settings.train)
     logger = MLFlowLogger(experiment_name=settings.mlflow.experiment,
                           tracking_uri=settings.mlflow.tracking_uri, run_id=run_id)
-    from keel import tracking
-
     model = fit(splits.train, splits.val, settings.features, settings.train, logger=logger)
     client = tracking.client(settings)
     client.log_metric(run_id, "train/epochs_run", model.epochs_run)

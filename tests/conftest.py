@@ -66,8 +66,7 @@ def workspace(tmp_path: Path):
 @pytest.fixture
 def ingested(workspace):
     """The test workspace with two small months ingested, versioned and pushed."""
-    from tasks.data import build_partitions, version_data
+    from tasks.data import build_batches, commit_batches
 
-    build_partitions.fn(workspace, ["2013-01", "2013-02"])
-    version_data.fn(workspace)
+    commit_batches.fn(workspace, build_batches.fn(workspace, ["2013-01", "2013-02"], {}))
     return workspace

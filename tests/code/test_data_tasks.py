@@ -7,23 +7,26 @@ import pytest
 
 from keel import dataset as ds
 from keel.workspace import DataVersionError, read_data_version
-from tasks.data import build_partitions, load_splits, resolve_dataset, validate_data, version_data
+from tasks.data import (build_batches, commit_batches, load_splits, resolve_dataset,
+                        validate_batches, validate_data)
 
 
 def _md5(path):
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def test_build_partitions_writes_one_deterministic_file_per_month(workspace):
-    parts = build_partitions.fn(workspace, ["2013-01", "2013-02"])
-    assert [p.path.name for p in parts] == ["2013-01.parquet", "2013-02.parquet"]
-    assert all(p.rows == workspace.data.sample_rows for p in parts)
-    first = _md5(parts[0].path)
-    build_partitions.fn(workspace, ["2013-01"])
-    assert _md5(parts[0].path) == first
-    frame = pd.read_parquet(parts[0].path)
-    assert list(frame.columns) == ds.COLUMNS
-    assert set(frame["month"]) == {1}
+def test_batches_are_built_in_memory_then_committed_as_deterministic_files(workspace):
+    batches = build_batches.fn(workspace, ["2013-01", "2013-02"], {})
+    assert [b.name for b in batches] == ["2013-01", "2013-02"]
+    assert all(len(b.frame) == workspace.data.sample_rows for b in batches)
+    assert not workspace.data.dir.exists()  # building writes nothing
+    commit_batches.fn(workspace, batches)
+    first = workspace.data.dir / "2013-01.parquet"
+    digest = _md5(first)
+    commit_batches.fn(workspace, build_batches.fn(workspace, ["2013-01"], {}))
+    assert _md5(first) == digest
+    frame = pd.read_parquet(first)
+    assert list(frame.columns) == ds.COLUMNS and set(frame["month"]) == {1}
 
 
 def test_month_features_are_known_before_departure(source):
@@ -37,20 +40,34 @@ def test_month_features_are_known_before_departure(source):
     assert frame["wind_speed"].max() <= ds.MAX_WIND_MPH
 
 
-def test_version_data_adds_and_pushes_to_the_remote(workspace):
-    build_partitions.fn(workspace, ["2013-01"])
-    version = version_data.fn(workspace)
+def test_commit_adds_pushes_and_records_the_version(workspace):
+    import json
+    from pathlib import Path
+
+    version = commit_batches.fn(workspace, build_batches.fn(workspace, ["2013-01"], {}))
     assert version == read_data_version(workspace.dvc_file)
     assert version.md5.endswith(".dir") and version.files == 1
-    remote = workspace.dvc.remote_url
-    pushed = {p.parent.name + p.name for p in __import__("pathlib").Path(remote).rglob("*") if p.is_file()}
-    dir_hash = version.md5.removesuffix(".dir")
-    assert any(h.startswith(dir_hash) for h in pushed), "the .dir object of the version is in the remote"
+    objects = {p.parent.name + p.name for p in Path(workspace.dvc.remote_url).rglob("*") if p.is_file()}
+    assert version.md5 in objects, "the version's .dir manifest is in the remote"
+    log = [json.loads(line) for line in (workspace.workspace / "data-versions.jsonl").read_text().splitlines()]
+    assert log[-1]["md5"] == version.md5
+    assert log[-1]["partitions"] == {"2013-01": workspace.data.sample_rows}
+
+
+def test_validate_batches_checks_a_batch_alone(workspace, month_frame, tmp_path):
+    bad = month_frame.assign(carrier="ZZ")
+    path = tmp_path / "bad-batch.parquet"
+    bad.to_parquet(path)
+    batches = build_batches.fn(workspace, ["2013-01"], {"bad-batch": path})
+    report = validate_batches.fn(workspace, batches)
+    assert not report.success
+    assert {f.file for f in report.failures} == {str(path)}  # names the user's file
+    assert all(p.exists() for p in report.paths)
 
 
 def test_resolve_dataset_reports_partitions_and_rows(ingested):
     ref = resolve_dataset.fn(ingested)
-    assert ref.months == ["2013-01", "2013-02"]
+    assert ref.partition_names == ["2013-01", "2013-02"]
     assert ref.rows == 2 * ingested.data.sample_rows
     assert ref.version == read_data_version(ingested.dvc_file)
 

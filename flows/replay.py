@@ -1,0 +1,30 @@
+"""keel-replay: rebuild a model version from its recorded data, config and seed,
+and report how the rebuild compares."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from keel.lineage import ReplayReport
+from keel.settings import Settings
+from tasks.data import load_splits
+from tasks.evaluate import evaluate_model
+from tasks.lineage import (compare_replay, discard_scratch, load_lineage, materialise_dataset,
+                           open_scratch, write_replay_report)
+from tasks.train import train_model
+
+
+@flow(name="keel-replay", validate_parameters=False)
+def replay_flow(settings: Settings, version: str) -> ReplayReport:
+    lineage = load_lineage(settings, version)
+    scratch = open_scratch(settings)
+    try:
+        recorded, dataset = materialise_dataset(settings, lineage, scratch)
+        splits = load_splits(recorded, dataset)
+        model = train_model(recorded, splits, None)
+        evaluation = evaluate_model(recorded, model, splits)
+        report = compare_replay(lineage, model, evaluation)
+    finally:
+        discard_scratch(scratch)
+    write_replay_report(settings, report)
+    return report

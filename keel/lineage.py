@@ -1,0 +1,120 @@
+"""Lineage: what a model version was built from, and how a replay compares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def environment_lock() -> tuple[str, list[str]]:
+    """(sha256 prefix, sorted ``name==version`` of every installed distribution)."""
+    from importlib.metadata import distributions
+
+    packages = sorted({f"{d.metadata['Name'].lower()}=={d.version}" for d in distributions()
+                       if d.metadata["Name"]})
+    digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:16]
+    return digest, packages
+
+
+def weights_sha256(state_dict: dict[str, Any]) -> str:
+    """Checksum of a torch state dict: names, dtypes, shapes and raw bytes, in order."""
+    h = hashlib.sha256()
+    for name, tensor in state_dict.items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def package_diff(recorded: list[str], current: list[str]) -> dict[str, list[str]]:
+    def split(items):
+        return dict(item.split("==", 1) for item in items if "==" in item)
+
+    a, b = split(recorded), split(current)
+    return {"removed": sorted(f"{k}=={a[k]}" for k in a.keys() - b.keys()),
+            "added": sorted(f"{k}=={b[k]}" for k in b.keys() - a.keys()),
+            "changed": sorted(f"{k}: {a[k]} -> {b[k]}" for k in a.keys() & b.keys() if a[k] != b[k])}
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Everything recorded about one registered model version."""
+    name: str
+    version: str
+    run_id: str
+    data_version: str
+    dvc_file: str                      # content of data.dvc at training time
+    partitions: dict[str, int]         # partition -> rows
+    git_sha: str
+    config: dict[str, Any]             # resolved settings at training time
+    config_hash: str
+    env_hash: str
+    packages: list[str]
+    weights_sha256: str
+    metrics: dict[str, float]
+
+    def describe(self) -> str:
+        model_inputs = {k: self.config[k] for k in ("split", "features", "train") if k in self.config}
+        lines = [
+            f"model:        {self.name} v{self.version} (run {self.run_id})",
+            f"data version: {self.data_version}",
+            *[f"  {name}: {rows} rows" for name, rows in self.partitions.items()],
+            f"git sha:      {self.git_sha}",
+            f"config hash:  {self.config_hash}",
+            "config:       " + json.dumps(model_inputs, sort_keys=True),
+            f"weights:      sha256 {self.weights_sha256}",
+            f"environment:  {self.env_hash} ({len(self.packages)} packages)",
+            *[f"  {p}" for p in self.packages],
+        ]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    lineage: Lineage
+    metrics: dict[str, float]
+    weights_sha256: str
+    packages: list[str]
+    deltas: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def weights_equal(self) -> bool:
+        return self.weights_sha256 == self.lineage.weights_sha256
+
+    @property
+    def metrics_identical(self) -> bool:
+        return bool(self.deltas) and all(d == 0.0 for d in self.deltas.values())
+
+    @property
+    def environment(self) -> dict[str, list[str]]:
+        return package_diff(self.lineage.packages, self.packages)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.lineage.name, "version": self.lineage.version,
+                "data_version": self.lineage.data_version, "metrics_identical": self.metrics_identical,
+                "metric_deltas": self.deltas, "recorded_metrics": self.lineage.metrics,
+                "replayed_metrics": self.metrics, "weights_equal": self.weights_equal,
+                "recorded_weights_sha256": self.lineage.weights_sha256,
+                "replayed_weights_sha256": self.weights_sha256, "environment_diff": self.environment}
+
+    def markdown(self) -> str:
+        env = self.environment
+        lines = [f"# Replay of {self.lineage.name} v{self.lineage.version}", "",
+                 f"- data version `{self.lineage.data_version}` re-materialised from the DVC remote",
+                 f"- metrics identical: **{self.metrics_identical}**",
+                 f"- weight checksums equal: **{self.weights_equal}** (`{self.weights_sha256[:16]}`)",
+                 f"- environment: {len(env['changed'])} changed, {len(env['added'])} added, "
+                 f"{len(env['removed'])} removed packages", "",
+                 "| metric | recorded | replayed | delta |", "|---|---|---|---|"]
+        lines += [f"| {k} | {self.lineage.metrics[k]:.6f} | {self.metrics[k]:.6f} | {d:+.2e} |"
+                  for k, d in sorted(self.deltas.items())]
+        for kind in ("changed", "added", "removed"):
+            lines += [f"- {kind}: {p}" for p in env[kind]]
+        return "\n".join(lines) + "\n"
+
+
+def compare(lineage: Lineage, metrics: dict[str, float], weights: str, packages: list[str]) -> ReplayReport:
+    deltas = {k: metrics[k] - lineage.metrics[k] for k in metrics if k in lineage.metrics}
+    return ReplayReport(lineage, metrics, weights, packages, deltas)

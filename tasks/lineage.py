@@ -1,0 +1,106 @@
+"""Lineage and replay tasks: read what a model version recorded, rebuild its data
+from the DVC remote, and compare a retrained model with it."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from keel.lineage import Lineage, ReplayReport
+from keel.settings import Settings
+from tasks.data import DatasetRef
+
+
+@task(name="load-lineage", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+def load_lineage(settings: Settings, version: str) -> Lineage:
+    from mlflow.exceptions import MlflowException
+
+    from keel import tracking
+
+    client = tracking.client(settings)
+    name = settings.mlflow.model_name
+    try:
+        mv = client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise ValueError(f"model '{name}' has no version {version!r} in "
+                         f"{settings.mlflow.registry_uri}") from exc
+    run = client.get_run(mv.run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        def text(path: str) -> str:
+            return Path(client.download_artifacts(mv.run_id, path, tmp)).read_text()
+
+        dvc_file = text("data/data.dvc")
+        partitions = json.loads(text("data/partitions.json"))
+        config = json.loads(text("config/resolved.json"))
+        packages = text("environment/packages.txt").split()
+    return Lineage(
+        name=name, version=str(mv.version), run_id=mv.run_id,
+        data_version=mv.tags.get("data_version", run.data.tags.get("data_version", "")),
+        dvc_file=dvc_file, partitions=partitions, git_sha=mv.tags.get("git_sha", ""),
+        config=config, config_hash=mv.tags.get("config_hash", ""),
+        env_hash=mv.tags.get("env_hash", ""), packages=packages,
+        weights_sha256=mv.tags.get("weights_sha256", ""), metrics=dict(run.data.metrics))
+
+
+@task(name="open-scratch", cache_policy=NONE)
+def open_scratch(settings: Settings) -> Path:
+    """A temp workspace for a replay, outside the user's workspace."""
+    return Path(tempfile.mkdtemp(prefix="keel-replay-"))
+
+
+@task(name="discard-scratch", cache_policy=NONE)
+def discard_scratch(directory: Path) -> None:
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@task(name="materialise-dataset", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -> tuple[Settings, DatasetRef]:
+    """The recorded data version, pulled from the remote into ``directory`` (never
+    data/), and settings that train exactly as recorded there."""
+    from keel import dataset as ds
+    from keel.settings import Settings as S
+    from keel.workspace import materialise, read_data_version
+    from tasks.data import Partition, pq_rows
+
+    data_dir = materialise(settings, lineage.dvc_file, directory)
+    recorded = dict(lineage.config)
+    replay = S.model_validate({
+        **recorded, "workspace": str(directory),
+        "data": {**recorded["data"], "dir": str(data_dir)},
+        "reports": {"dir": str(directory / "reports")},
+        "mlflow": settings.mlflow.model_dump(), "dvc": settings.dvc.model_dump(),
+    })
+    if replay.config_hash() != lineage.config_hash:
+        raise ValueError(f"recorded config of v{lineage.version} hashes to {replay.config_hash()}, "
+                         f"not the recorded {lineage.config_hash}")
+    version = read_data_version(directory / "data.dvc")
+    parts = tuple(Partition(p, pq_rows(p)) for p in ds.list_partitions(data_dir))
+    return replay, DatasetRef(version, parts)
+
+
+@task(name="compare-replay", cache_policy=NONE)
+def compare_replay(lineage: Lineage, model, evaluation) -> ReplayReport:
+    from keel.lineage import compare, environment_lock, weights_sha256
+
+    return compare(lineage, evaluation.metrics, weights_sha256(model.net.state_dict()),
+                   environment_lock()[1])
+
+
+@task(name="write-replay-report", cache_policy=NONE)
+def write_replay_report(settings: Settings, report: ReplayReport) -> Path:
+    from prefect.artifacts import create_markdown_artifact
+
+    out = settings.reports.dir / "replay"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{report.lineage.name}-v{report.lineage.version}"
+    (out / f"{stem}.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    (out / f"{stem}.md").write_text(report.markdown())
+    create_markdown_artifact(key="keel-replay", markdown=report.markdown(),
+                             description=f"replay of {stem}")
+    return out / f"{stem}.md"

@@ -1,0 +1,147 @@
+"""Dataset versions, lineage and replay on real git + DVC (local remote) in tmp dirs."""
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from keel.validation import DataValidationError
+from keel.workspace import DataVersionError
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _snapshot(settings) -> dict[str, str]:
+    """Every file of data/, data.dvc and the remote, by content."""
+    roots = [settings.data.dir, Path(settings.dvc.remote_url)]
+    files = [p for r in roots if r.exists() for p in r.rglob("*") if p.is_file()]
+    if settings.dvc_file.exists():
+        files.append(settings.dvc_file)
+    return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+
+def _remove_from_remote(settings, partition: str) -> None:
+    import json
+
+    from keel.workspace import read_data_version
+
+    md5 = read_data_version(settings.dvc_file).md5
+    remote = Path(settings.dvc.remote_url) / "files" / "md5"
+    manifest = json.loads((remote / md5[:2] / md5[2:]).read_text())
+    (entry,) = [e for e in manifest if e["relpath"] == f"{partition}.parquet"]
+    (remote / entry["md5"][:2] / entry["md5"][2:]).unlink()
+
+
+def test_replay_of_v1_while_v3_is_current_is_identical(workspace):
+    from flows.ingest import ingest_flow
+    from flows.replay import replay_flow
+    from flows.train import train_flow
+    from tasks.lineage import load_lineage
+
+    v1 = ingest_flow(workspace, ["2013-01"])
+    model_v1 = train_flow(workspace)
+    v2 = ingest_flow(workspace, ["2013-02"])
+    v3 = ingest_flow(workspace, ["2013-03"])
+    assert len({v1.md5, v2.md5, v3.md5}) == 3 and v3.files == 3
+    model_v3 = train_flow(workspace)
+
+    # lineage never depended on a commit: data.dvc is not even committed here
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=workspace.workspace,
+                            capture_output=True, text=True).stdout
+    assert "data.dvc" in status
+
+    lineage = load_lineage.fn(workspace, model_v1.version)
+    assert lineage.data_version == v1.md5 and lineage.partitions == {"2013-01": workspace.data.sample_rows}
+    assert lineage.config_hash == workspace.config_hash() and len(lineage.env_hash) == 16
+    assert any(p.startswith("torch==") for p in lineage.packages)
+    text = lineage.describe()
+    assert v1.md5 in text and "2013-01" in text and lineage.weights_sha256 in text
+    assert load_lineage.fn(workspace, model_v3.version).data_version == v3.md5
+
+    before = _snapshot(workspace)
+    report = replay_flow(workspace, model_v1.version)
+    assert _snapshot(workspace) == before, "replay must not touch data/, data.dvc or the remote"
+    assert report.metrics_identical, report.deltas
+    assert report.deltas and all(d == 0.0 for d in report.deltas.values())
+    assert {"test/roc_auc", "test/f1", "val/log_loss"} <= set(report.deltas)
+    assert report.weights_equal
+    assert report.environment == {"removed": [], "added": [], "changed": []}
+    md = (workspace.reports.dir / "replay" / f"{workspace.mlflow.model_name}-v{model_v1.version}.md")
+    assert "metrics identical: **True**" in md.read_text()
+
+
+def test_a_corrupt_batch_is_rejected_and_changes_nothing(workspace, tmp_path):
+    from flows.ingest import ingest_flow
+
+    ingest_flow(workspace, ["2013-01"])
+    before = _snapshot(workspace)
+    versions_log = (workspace.workspace / "data-versions.jsonl").read_text()
+    batch = pd.read_parquet(workspace.data.dir / "2013-01.parquet").head(1200).copy()
+    batch.loc[batch.index[:5], "dest"] = "NOWHERE"
+    path = tmp_path / "late-batch.parquet"
+    batch.to_parquet(path)
+
+    with pytest.raises(DataValidationError) as err:
+        ingest_flow(workspace, [], {"late-batch": path})
+    assert str(path) in str(err.value) and "column 'dest'" in str(err.value)
+    assert _snapshot(workspace) == before
+    assert not (workspace.data.dir / "late-batch.parquet").exists()
+    assert (workspace.workspace / "data-versions.jsonl").read_text() == versions_log
+
+    # the same rows, valid, go in as their own partition
+    batch.loc[batch.index[:5], "dest"] = "IAH"
+    batch.to_parquet(path)
+    version = ingest_flow(workspace, [], {"late-batch": path})
+    assert version.files == 2 and (workspace.data.dir / "late-batch.parquet").exists()
+
+
+def test_missing_remote_object_is_caught_before_registration_and_by_replay(workspace):
+    from flows.ingest import ingest_flow
+    from flows.replay import replay_flow
+    from flows.train import train_flow
+    from keel.tracking import client
+
+    ingest_flow(workspace, ["2013-01"])
+    registered = train_flow(workspace)
+    ingest_flow(workspace, ["2013-02"])
+    _remove_from_remote(workspace, "2013-02")
+
+    with pytest.raises(DataVersionError, match=r"incomplete in DVC remote.*2013-02\.parquet"):
+        train_flow(workspace)
+    c = client(workspace)
+    versions = c.search_model_versions(f"name='{workspace.mlflow.model_name}'")
+    assert [str(v.version) for v in versions] == [registered.version]
+    exp = c.get_experiment_by_name(workspace.mlflow.experiment).experiment_id
+    statuses = sorted(r.info.status for r in c.search_runs([exp]))
+    assert statuses == ["FAILED", "FINISHED"]
+
+    _remove_from_remote(workspace, "2013-01")  # now v1's data is gone from the remote too
+    with pytest.raises(DataVersionError, match=r"incomplete in DVC remote.*2013-01\.parquet"):
+        replay_flow(workspace, registered.version)
+
+
+def test_an_ingest_killed_halfway_leaves_the_previous_version_usable(workspace):
+    from dvc.repo import Repo
+
+    from flows.ingest import ingest_flow
+    from keel import dataset as ds
+    from keel.workspace import begin_ingest
+    from tasks.data import build_batches, resolve_dataset
+
+    v1 = ingest_flow(workspace, ["2013-01"])
+    v1_pointer = workspace.dvc_file.read_text()
+    # what a kill leaves behind after the new partition was written and `dvc add` ran,
+    # but before push and the end of the ingest
+    begin_ingest(workspace)
+    (batch,) = build_batches.fn(workspace, ["2013-02"], {})
+    ds.write_partition(batch.frame, ds.partition_path(workspace.data.dir, "2013-02"))
+    with Repo(str(workspace.workspace)) as repo:
+        repo.add(str(workspace.data.dir))
+    assert workspace.dvc_file.read_text() != v1_pointer
+
+    ref = resolve_dataset.fn(workspace)
+    assert ref.version == v1 and ref.partition_names == ["2013-01"]
+    assert workspace.dvc_file.read_text() == v1_pointer
+    assert sorted(p.name for p in workspace.data.dir.iterdir()) == ["2013-01.parquet"]
