@@ -36,7 +36,8 @@ def test_init_makes_a_workspace(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["ingest", "--month", "2013-13"], "YYYY-MM"),
-    (["ingest"], "say which months"),
+    (["ingest"], "say what to ingest"),
+    (["ingest", "--month", "2013-01", "--name", "x"], "--name goes with exactly one --file"),
     (["ingest", "--from", "2013-05", "--to", "2013-02"], "empty"),
 ])
 def test_bad_ingest_arguments_exit_2(tmp_path, args, needle):
@@ -56,3 +57,10 @@ def test_train_without_data_fails_cleanly(tmp_path):
     proc = _keel("-w", str(tmp_path / "w"), "-p", "test", "train")
     assert proc.returncode == 1
     assert "no dataset version yet" in proc.stderr and "keel ingest" in proc.stderr
+
+
+def test_lineage_of_an_unknown_version_is_a_clear_error(tmp_path):
+    assert _keel("init", str(tmp_path / "w")).returncode == 0
+    proc = _keel("-w", str(tmp_path / "w"), "lineage", "7")
+    assert proc.returncode == 1
+    assert "model 'flight-delay' has no version '7'" in proc.stderr
