@@ -30,9 +30,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
-## Benchmarks (not run in CI): Lightning vs a hand-written loop, as a ratio.
+## Benchmarks (not run in CI), each a ratio against a baseline in the same run.
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py
+	$(PY) bench/dvc_add_throughput.py
 
 ## Re-lock the environment after changing a pin in pyproject.toml.
 lock: $(STAMP)

@@ -6,6 +6,7 @@ the CLI; nothing runs at import time.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ model_name = "flight-delay"
 remote = "local"
 remote_url = "dvc-remote"
 """
+
+
+CACHE_TYPES = "reflink,hardlink,copy"
 
 
 class DataVersionError(RuntimeError):
@@ -84,6 +88,11 @@ def init_workspace(directory: Path) -> Path:
         _run(["git", "init", "-q"], ws)
     if not (ws / ".dvc").exists():
         Repo.init(str(ws)).close()
+    with Repo(str(ws)) as repo:
+        with repo.config.edit("repo") as conf:
+            # keel only ever replaces partitions atomically (new inode), so linking the
+            # cache is safe; it makes `dvc add` ~2x faster than copying (bench/)
+            conf["cache"].setdefault("type", CACHE_TYPES)
     if not (ws / WORKSPACE_FILE).exists():
         (ws / WORKSPACE_FILE).write_text(WORKSPACE_TEMPLATE)
     (ws / "mlflow").mkdir(exist_ok=True)
@@ -94,7 +103,7 @@ def init_workspace(directory: Path) -> Path:
 
 def configure_remote(settings: Settings) -> None:
     """Point the DVC remote named in settings at its URL (``.dvc/config.local``, untracked),
-    creating a local remote directory when the URL is a path."""
+    creating a local remote directory when the URL is a path; hash with every core."""
     from dvc.repo import Repo
 
     url = settings.dvc.remote_url
@@ -104,6 +113,7 @@ def configure_remote(settings: Settings) -> None:
         with repo.config.edit("local") as conf:
             conf["remote"][settings.dvc.remote] = {"url": url}
             conf["core"]["remote"] = settings.dvc.remote
+            conf["core"]["checksum_jobs"] = os.cpu_count() or 1
 
 
 def read_data_version(dvc_file: Path) -> DataVersion | None:
