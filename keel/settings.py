@@ -86,6 +86,27 @@ class ReportsConfig(_Section):
     dir: Path
 
 
+class MetricRule(_Section):
+    """Higher-is-better: min / max_drop. Lower-is-better: max / max_rise."""
+    min: float | None = None
+    max_drop: float | None = None
+    max: float | None = None
+    max_rise: float | None = None
+
+
+class GateConfig(_Section):
+    metrics: dict[str, MetricRule]
+    slice_metric: str
+    slice_min_rows: int = Field(ge=0)
+    slice_max_drop: float = Field(ge=0)
+
+
+class PromotionConfig(_Section):
+    policy: Literal["auto", "review"]
+    servability_rows: int = Field(ge=1)
+    lock_timeout_s: float = Field(gt=0)
+
+
 class Settings(_Section):
     """Resolved settings: every path absolute, every URI explicit."""
 
@@ -99,6 +120,8 @@ class Settings(_Section):
     dvc: DvcConfig
     prefect: PrefectConfig
     reports: ReportsConfig
+    gate: GateConfig
+    promotion: PromotionConfig
 
     @property
     def dvc_file(self) -> Path:
@@ -190,8 +213,10 @@ def _resolve(raw: dict[str, Any], workspace: Path) -> dict[str, Any]:
         ml["tracking_uri"] = f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}"
     if not ml.get("registry_uri"):
         ml["registry_uri"] = ml["tracking_uri"]
+    remote_tracking = ml["tracking_uri"].startswith(("http://", "https://", "databricks"))
     if not ml.get("artifact_root"):
-        ml["artifact_root"] = (workspace / "mlflow" / "artifacts").as_uri()
+        # a tracking server decides where artifacts go (its --artifacts-destination)
+        ml["artifact_root"] = "" if remote_tracking else (workspace / "mlflow" / "artifacts").as_uri()
     elif "://" not in ml["artifact_root"]:
         ml["artifact_root"] = Path(path(ml["artifact_root"])).as_uri()
     url = raw["dvc"]["remote_url"]

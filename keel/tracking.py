@@ -28,7 +28,8 @@ def ensure_experiment(settings: Settings) -> str:
     exp = c.get_experiment_by_name(settings.mlflow.experiment)
     if exp is not None:
         return exp.experiment_id
-    location = f"{settings.mlflow.artifact_root.rstrip('/')}/{settings.mlflow.experiment}"
+    root = settings.mlflow.artifact_root
+    location = f"{root.rstrip('/')}/{settings.mlflow.experiment}" if root else None
     return c.create_experiment(settings.mlflow.experiment, artifact_location=location)
 
 

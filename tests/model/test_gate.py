@@ -1,0 +1,61 @@
+"""The gate's rules on hand-made metrics and slices (pure)."""
+
+import pandas as pd
+
+from keel.gate import diff_card, evaluate_gate
+from keel.settings import GateConfig, MetricRule
+
+CFG = GateConfig(metrics={"test/roc_auc": MetricRule(min=0.65, max_drop=0.01),
+                          "test/log_loss": MetricRule(max=0.6, max_rise=0.01)},
+                 slice_metric="roc_auc", slice_min_rows=100, slice_max_drop=0.05)
+
+
+def _slices(ewr_auc, jfk_auc=0.70, jfk_rows=50):
+    return pd.DataFrame([{"slice": "origin", "value": "EWR", "roc_auc": ewr_auc, "rows": 500},
+                         {"slice": "origin", "value": "JFK", "roc_auc": jfk_auc, "rows": jfk_rows}])
+
+
+def test_first_model_is_judged_on_floors_only():
+    gate = evaluate_gate(CFG, {"test/roc_auc": 0.70, "test/log_loss": 0.5}, _slices(0.7))
+    assert gate.passed and gate.status == "blessed" and len(gate.checks) == 2
+    low = evaluate_gate(CFG, {"test/roc_auc": 0.60, "test/log_loss": 0.5}, _slices(0.7))
+    assert not low.passed and [c.name for c in low.failures()] == ["test/roc_auc >= 0.65"]
+
+
+def test_change_against_the_champion():
+    base = {"test/roc_auc": 0.75, "test/log_loss": 0.50}
+    ok = evaluate_gate(CFG, {"test/roc_auc": 0.745, "test/log_loss": 0.505}, _slices(0.7), "3", base, _slices(0.7))
+    assert ok.passed and ok.baseline_version == "3"
+    worse = evaluate_gate(CFG, {"test/roc_auc": 0.73, "test/log_loss": 0.52}, _slices(0.7), "3", base, _slices(0.7))
+    assert {c.name for c in worse.failures()} == {"test/roc_auc drop vs champion <= 0.01",
+                                                   "test/log_loss rise vs champion <= 0.01"}
+    assert "test/roc_auc drop" in worse.summary()
+
+
+def test_slice_guard_counts_only_big_enough_slices():
+    base = {"test/roc_auc": 0.75, "test/log_loss": 0.5}
+    m = {"test/roc_auc": 0.75, "test/log_loss": 0.5}
+    # JFK (50 rows < 100) collapses but is too small to count; EWR drops 0.10
+    gate = evaluate_gate(CFG, m, _slices(0.60, jfk_auc=0.1), "3", base, _slices(0.70, jfk_auc=0.9))
+    assert [c.name for c in gate.failures()] == ["slice origin=EWR roc_auc drop <= 0.05"]
+    fine = evaluate_gate(CFG, m, _slices(0.68, jfk_auc=0.1), "3", base, _slices(0.70, jfk_auc=0.9))
+    assert fine.passed
+
+
+def test_missing_metric_fails_the_gate():
+    gate = evaluate_gate(CFG, {"test/roc_auc": 0.8}, _slices(0.7))
+    assert not gate.passed and gate.failures()[0].name == "test/log_loss is measured"
+
+
+def test_diff_card_shows_params_data_metrics_and_slices():
+    base = {"test/roc_auc": 0.75, "test/log_loss": 0.5}
+    new = {"test/roc_auc": 0.76, "test/log_loss": 0.49}
+    gate = evaluate_gate(CFG, new, _slices(0.72), "3", base, _slices(0.70))
+    card = diff_card("m", {"version": "4", "data_version": "bbb.dir", "params": {"train.lr": "0.01", "x": "1"},
+                           "metrics": new},
+                     {"version": "3", "data_version": "aaa.dir", "params": {"train.lr": "0.005", "x": "1"},
+                      "metrics": base}, gate, _slices(0.72), _slices(0.70), "roc_auc")
+    assert "BLESSED" in card and "| train.lr | 0.005 | 0.01 |" in card and "| x |" not in card
+    assert "aaa.dir" in card and "bbb.dir" in card
+    assert "| test/roc_auc | 0.7500 | 0.7600 | +0.0100 |" in card
+    assert "| origin=EWR | 500 | 0.7000 | 0.7200 | +0.0200 |" in card
