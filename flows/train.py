@@ -1,4 +1,5 @@
-"""keel-train: data version -> validate -> train -> evaluate -> verify remote -> register."""
+"""keel-train: data version -> validate -> train -> evaluate -> gate against the champion
+-> verify the remote -> register -> promote or hold (policy)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from prefect import flow
 from keel.settings import Settings
 from tasks.data import load_splits, require_valid, resolve_dataset, validate_data, verify_remote
 from tasks.evaluate import evaluate_model, log_evaluation
+from tasks.gate import apply_gate, apply_policy, evaluate_champion, record_gate
 from tasks.register import RegisteredVersion, register_model
 from tasks.report import publish_summary
 from tasks.train import end_run, start_run, train_model
@@ -22,11 +24,15 @@ def train_flow(settings: Settings) -> RegisteredVersion:
         model = train_model(settings, splits, run_id)
         evaluation = evaluate_model(settings, model, splits)
         log_evaluation(settings, evaluation, run_id)
-        verified = verify_remote(settings, dataset)  # the data version is in the DVC remote
+        baseline = evaluate_champion(settings, splits)   # same held-out rows
+        gate = apply_gate(settings, evaluation, baseline)
+        verified = verify_remote(settings, dataset)      # the data version is in the DVC remote
         registered = register_model(settings, model, splits, run_id, verified, validation, evaluation)
+        record_gate(settings, registered, dataset, evaluation, baseline, gate)
+        decided = apply_policy(settings, registered, gate)
     except BaseException:
         end_run(settings, run_id, "FAILED")
         raise
     end_run(settings, run_id, "FINISHED")
-    publish_summary(settings, dataset, validation, evaluation, registered)
-    return registered
+    publish_summary(settings, dataset, validation, evaluation, decided)
+    return decided

@@ -160,6 +160,91 @@ def replay(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Mode
         raise typer.Exit(3)
 
 
+ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why: kept in the ledger.")]
+
+
+def _registry_call(call):
+    """Promotion-side failures become one clear message and exit 1; aliases untouched."""
+    from mlflow.exceptions import MlflowException
+
+    from keel.registry import PromotionError
+
+    try:
+        return call()
+    except PromotionError as exc:
+        _fail(str(exc))
+    except MlflowException as exc:
+        _fail(f"MLflow registry error: {exc.message}")
+
+
+@app.command()
+def promote(ctx: typer.Context,
+            version: Annotated[str, typer.Argument(help="Version number, or models:/<name>/<N>.")],
+            reviewer: Annotated[str, typer.Option("--reviewer", help="Who approves: kept in the ledger.")],
+            reason: ReasonOpt,
+            force: Annotated[bool, typer.Option("--force", help="Promote a version the gate did not bless.")] = False):
+    """Move `champion` to VERSION: it must be blessed by the gate (or --force) and pass a
+    servability check in a fresh process. Recorded in the ledger."""
+    settings = _settings(ctx)
+    from keel.registry import promote as do_promote
+
+    entry = _registry_call(lambda: do_promote(settings, version, reviewer=reviewer, reason=reason,
+                                              force=force))
+    typer.echo(entry.line())
+
+
+@app.command()
+def rollback(ctx: typer.Context, reason: ReasonOpt,
+             to: Annotated[Optional[str], typer.Option("--to", help="Version to restore (default: the previous champion).")] = None,
+             actor: Annotated[str, typer.Option("--by", help="Who rolls back.")] = ""):
+    """Restore the previous champion (or --to VERSION) after a servability check."""
+    import getpass
+
+    settings = _settings(ctx)
+    from keel.registry import rollback as do_rollback
+
+    entry = _registry_call(lambda: do_rollback(settings, reason=reason, to=to,
+                                               actor=actor or getpass.getuser()))
+    typer.echo(entry.line())
+
+
+@app.command()
+def history(ctx: typer.Context):
+    """The ledger: every alias move, who, when, why, from and to (out-of-band moves included)."""
+    settings = _settings(ctx)
+    from keel.registry import Registry
+
+    def read():
+        reg = Registry(settings)
+        reg.check_reachable()
+        with reg.lock():
+            reg.reconcile()
+        return reg.ledger()
+
+    for entry in _registry_call(read):
+        typer.echo(entry.line())
+
+
+@app.command()
+def status(ctx: typer.Context):
+    """champion, challenger and previous: metrics, data version and who promoted them."""
+    settings = _settings(ctx)
+    from keel.registry import status as read_status
+
+    state = _registry_call(lambda: read_status(settings))
+    typer.echo(f"model: {state['model']}")
+    if state["out_of_band"]:
+        typer.echo(f"WARNING: out-of-band move: {state['out_of_band']} (keel history records it)")
+    for alias in ("champion", "challenger", "previous"):
+        info = state[alias]
+        if info is None:
+            typer.echo(f"{alias:<10} (none)")
+            continue
+        metrics = ", ".join(f"{k}={v}" for k, v in info["metrics"].items())
+        typer.echo(f"{alias:<10} v{info['version']}  gate={info['gate']}  data={info['data_version']}\n"
+                   f"{'':<10} {metrics}\n{'':<10} promoted by: {info['promoted_by'] or '-'}")
+
+
 @app.command()
 def config(ctx: typer.Context):
     """Print the resolved settings (every location keel will use)."""

@@ -9,9 +9,11 @@ import pandas as pd
 from sklearn import metrics as skm
 
 
-def classification_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
+def classification_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float,
+                           pred: np.ndarray | None = None) -> dict[str, float]:
+    """``pred`` overrides ``prob >= threshold`` (a loaded model's own labels)."""
     y_true = np.asarray(y_true).astype(int)
-    pred = (prob >= threshold).astype(int)
+    pred = (prob >= threshold).astype(int) if pred is None else np.asarray(pred).astype(int)
     both = len(np.unique(y_true)) == 2
     return {
         "accuracy": float(skm.accuracy_score(y_true, pred)),
@@ -26,7 +28,7 @@ def classification_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: floa
 
 
 def slice_table(frame: pd.DataFrame, y_true: np.ndarray, prob: np.ndarray, threshold: float,
-                columns: list[str]) -> pd.DataFrame:
+                columns: list[str], pred: np.ndarray | None = None) -> pd.DataFrame:
     """Metrics per value of each slice column (e.g. per origin, per carrier)."""
     rows = []
     y_true = np.asarray(y_true)
@@ -34,7 +36,8 @@ def slice_table(frame: pd.DataFrame, y_true: np.ndarray, prob: np.ndarray, thres
         values = frame[column].astype(str).to_numpy()
         for value in sorted(set(values)):
             mask = values == value
-            m = classification_metrics(y_true[mask], prob[mask], threshold)
+            m = classification_metrics(y_true[mask], prob[mask], threshold,
+                                       None if pred is None else np.asarray(pred)[mask])
             rows.append({"slice": column, "value": value, **m})
     return pd.DataFrame(rows)
 

@@ -32,6 +32,7 @@ class RegisteredVersion:
     run_id: str
     model_uri: str
     aliases: list[str] = field(default_factory=list)
+    decision: str = ""          # what the promotion policy did with it
 
     @property
     def registry_uri(self) -> str:
@@ -91,9 +92,5 @@ def register_model(settings: Settings, model, splits: Splits, run_id: str, datas
                         environment_lock()[0], weights_sha256(model.net.state_dict()))
     mv = client.create_model_version(name, source=info.model_uri, run_id=run_id,
                                      model_id=info.model_id, tags=tags)
-    aliases = ["challenger"]
     client.set_registered_model_alias(name, "challenger", mv.version)
-    if tracking.current_alias_version(settings, "champion") is None:
-        client.set_registered_model_alias(name, "champion", mv.version)
-        aliases.append("champion")
-    return RegisteredVersion(name, str(mv.version), run_id, info.model_uri, aliases)
+    return RegisteredVersion(name, str(mv.version), run_id, info.model_uri, ["challenger"])

@@ -23,6 +23,7 @@ def summary_markdown(settings: Settings, dataset: DatasetRef, validation: Valida
         f"{dataset.rows} rows)",
         f"- **validation**: {validation.status} ({validation.evaluated} expectations)",
         f"- **registered**: `{registered.registry_uri}` aliases: {', '.join(registered.aliases)}",
+        f"- **promotion**: {registered.decision}",
         f"- **MLflow run**: `{registered.run_id}` in experiment `{settings.mlflow.experiment}`",
         "", "| metric | value |", "|---|---|",
     ]

@@ -65,21 +65,21 @@ def test_evaluate_and_log_evaluation(trained):
     assert c.get_run(run_id).data.metrics["test/f1"] == pytest.approx(ev.metrics["test/f1"])
 
 
-def test_register_sets_challenger_and_first_champion_only(trained):
+def test_register_sets_challenger_only(trained):
     s = trained["settings"]
     args = (s, trained["model"], trained["splits"], trained["run_id"], trained["dataset"],
             trained["validation"], trained["evaluation"])
     first = register_model.fn(*args)
-    assert first.aliases == ["challenger", "champion"]
-    mv = _client(s).get_model_version(s.mlflow.model_name, first.version)
-    assert mv.tags["data_version"] == trained["dataset"].version.md5
-    assert mv.tags["validation_status"] == "passed"
-    assert {"git_sha", "config_hash", "test/f1", "test/roc_auc"} <= set(mv.tags)
-    second = register_model.fn(*args)
-    assert second.aliases == ["challenger"]
+    assert first.aliases == ["challenger"]
     c = _client(s)
-    assert str(c.get_model_version_by_alias(s.mlflow.model_name, "champion").version) == first.version
+    mv = c.get_model_version(s.mlflow.model_name, first.version)
+    assert mv.tags["data_version"] == trained["dataset"].version.md5
+    assert mv.tags["validation_status"] == "passed" and mv.tags["data_in_remote"] == "verified"
+    assert {"git_sha", "config_hash", "test/f1", "test/roc_auc", "env_hash", "weights_sha256"} <= set(mv.tags)
+    second = register_model.fn(*args)
     assert str(c.get_model_version_by_alias(s.mlflow.model_name, "challenger").version) == second.version
+    with pytest.raises(Exception):
+        c.get_model_version_by_alias(s.mlflow.model_name, "champion")  # promotion is the policy's job
     end_run.fn(s, trained["run_id"])
     assert c.get_run(trained["run_id"]).info.status == "FINISHED"
     md = summary_markdown(s, trained["dataset"], trained["validation"], trained["evaluation"], second)

@@ -47,16 +47,20 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
     assert len(out) == 20 and all(0.0 <= r["probability"] <= 1.0 for r in out)
     assert all(r["delayed"] in (0, 1) for r in out)
 
-    # a second training on the same data: challenger moves, champion stays
+    # a second training: blessed by the (test profile's permissive) gate; policy auto promotes it
     second = train_flow(workspace)
-    assert second.aliases == ["challenger"]
-    assert str(c.get_model_version_by_alias(workspace.mlflow.model_name, "champion").version) == "1"
+    assert second.aliases == ["challenger", "champion"] and second.decision == "promoted to champion"
+    assert str(c.get_model_version_by_alias(workspace.mlflow.model_name, "previous").version) == "1"
+    # under policy review it waits instead
+    third = train_flow(workspace.with_overrides({"promotion.policy": "review"}))
+    assert third.aliases == ["challenger"] and "awaiting review" in third.decision
+    assert str(c.get_model_version_by_alias(workspace.mlflow.model_name, "champion").version) == "2"
 
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as pc:
         keys = {a.key for a in pc.read_artifacts()}
-    assert {"keel-train-summary", "keel-validation"} <= keys
+    assert {"keel-train-summary", "keel-validation", "keel-gate"} <= keys
 
 
 def test_invalid_data_stops_before_training_and_registers_nothing(workspace):

@@ -1,0 +1,40 @@
+"""Servability check, run in a fresh process: load a registry URI and predict on rows of
+its own input example. ``python -m keel.servability models:/<name>/<v> [rows]``; prints
+one JSON line; exit 0 only when the model loaded and predicted."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def check(uri: str, rows: int) -> dict:
+    import mlflow
+    from mlflow.models import Model
+
+    start = time.perf_counter()
+    local = mlflow.artifacts.download_artifacts(uri)
+    model = mlflow.pyfunc.load_model(local)
+    example = Model.load(local).load_input_example(local)
+    if example is None:
+        raise ValueError(f"{uri} has no input example to predict on")
+    out = model.predict(example.head(rows))
+    if len(out) != min(rows, len(example)) or "probability" not in out:
+        raise ValueError(f"{uri} predicted {len(out)} rows with columns {list(out.columns)}")
+    return {"ok": True, "uri": uri, "rows": int(len(out)),
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def main(argv: list[str]) -> int:
+    uri, rows = argv[0], int(argv[1]) if len(argv) > 1 else 5
+    try:
+        print(json.dumps(check(uri, rows)))
+        return 0
+    except Exception as exc:  # any failure to load or predict blocks the alias move
+        print(json.dumps({"ok": False, "uri": uri, "error": f"{type(exc).__name__}: {exc}"[:2000]}))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

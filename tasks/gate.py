@@ -1,0 +1,126 @@
+"""Gate and policy tasks: compare the challenger with the champion on the same
+held-out rows, record the verdict, then promote or hold as the policy says."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+
+from keel.gate import GateResult
+from keel.settings import Settings
+from tasks.data import DatasetRef, Splits
+from tasks.evaluate import Evaluation
+from tasks.register import RegisteredVersion
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The champion, as loaded from the registry and scored on the challenger's test rows."""
+    version: str
+    data_version: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    slices: pd.DataFrame
+
+
+@task(name="evaluate-champion", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
+    import mlflow
+
+    from keel import tracking
+    from keel.evaluation import classification_metrics, slice_table
+
+    version = tracking.current_alias_version(settings, "champion")
+    if version is None:
+        return None
+    tracking.use_tracking(settings)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{version}")
+    columns = model.metadata.get_input_schema().input_names()
+    label = settings.features.label
+    metrics: dict[str, float] = {}
+    slices = None
+    for name, frame in (("val", splits.val), ("test", splits.test)):
+        out = model.predict(frame[columns])
+        prob, pred = out["probability"].to_numpy(), out["delayed"].to_numpy()
+        y = frame[label].to_numpy()
+        metrics.update({f"{name}/{k}": v for k, v in classification_metrics(y, prob, 0.5, pred).items()})
+        if name == "test":
+            slices = slice_table(frame, y, prob, 0.5, settings.features.slices, pred)
+    client = tracking.client(settings)
+    mv = client.get_model_version(settings.mlflow.model_name, version)
+    params = dict(client.get_run(mv.run_id).data.params)
+    return Baseline(version, (mv.tags or {}).get("data_version", ""), params, metrics, slices)
+
+
+@task(name="apply-gate", cache_policy=NONE)
+def apply_gate(settings: Settings, evaluation: Evaluation, baseline: Baseline | None) -> GateResult:
+    """Bless or reject; refuse if ``champion`` no longer points at the baseline used."""
+    from keel import tracking
+    from keel.gate import evaluate_gate
+    from keel.registry import PromotionError
+
+    result = evaluate_gate(settings.gate, evaluation.metrics, evaluation.slices,
+                           baseline.version if baseline else None,
+                           baseline.metrics if baseline else None,
+                           baseline.slices if baseline else None)
+    now = tracking.current_alias_version(settings, "champion")
+    if now != result.baseline_version:
+        raise PromotionError(f"the champion moved from v{result.baseline_version} to v{now} while the "
+                             f"gate ran; the verdict would compare against the wrong baseline. Retrain.")
+    return result
+
+
+@task(name="record-gate", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+def record_gate(settings: Settings, registered: RegisteredVersion, dataset: DatasetRef,
+                evaluation: Evaluation, baseline: Baseline | None, gate: GateResult) -> str:
+    """Verdict as version tags; the diff card into the run and the Prefect UI."""
+    import json
+
+    from prefect.artifacts import create_markdown_artifact
+
+    from keel import tracking
+    from keel.gate import diff_card
+
+    client = tracking.client(settings)
+    name, v = settings.mlflow.model_name, registered.version
+    for key, value in {"gate.status": gate.status, "gate.baseline": gate.baseline_version or "none",
+                       "gate.summary": gate.summary()[:4900]}.items():
+        client.set_model_version_tag(name, v, key, value)
+    params = dict(client.get_run(registered.run_id).data.params)
+    card = diff_card(name, {"version": v, "data_version": dataset.version.md5, "params": params,
+                            "metrics": evaluation.metrics},
+                     None if baseline is None else {"version": baseline.version,
+                                                    "data_version": baseline.data_version,
+                                                    "params": baseline.params, "metrics": baseline.metrics},
+                     gate, evaluation.slices, None if baseline is None else baseline.slices,
+                     settings.gate.slice_metric)
+    client.log_text(registered.run_id, card, "gate/diff_card.md")
+    client.log_dict(registered.run_id, gate.to_json(), "gate/gate.json")
+    create_markdown_artifact(key="keel-gate", markdown=card, description=f"{name} v{v}: {gate.status}")
+    return json.dumps(gate.to_json())
+
+
+@task(name="apply-policy", cache_policy=NONE)
+def apply_policy(settings: Settings, registered: RegisteredVersion, gate: GateResult) -> RegisteredVersion:
+    """auto: a blessed challenger becomes champion. review: it waits for a reviewer.
+    With no champion yet, a blessed version becomes the first one under either policy."""
+    from keel import tracking
+    from keel.registry import promote
+
+    client = tracking.client(settings)
+    name, v = settings.mlflow.model_name, registered.version
+    if not gate.passed:
+        client.set_model_version_tag(name, v, "promotion", "held: gate rejected")
+        return replace(registered, decision=f"held: {gate.summary()}")
+    first = tracking.current_alias_version(settings, "champion") is None
+    if first or settings.promotion.policy == "auto":
+        promote(settings, v, reviewer="keel (policy auto)",
+                reason="first blessed version" if first else "blessed by the gate (policy auto)",
+                action="initial" if first else "auto-promote")
+        return replace(registered, aliases=[*registered.aliases, "champion"],
+                       decision="promoted to champion")
+    client.set_model_version_tag(name, v, "promotion", "awaiting review")
+    return replace(registered, decision="blessed; awaiting review (keel promote / keel review)")

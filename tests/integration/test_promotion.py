@@ -1,0 +1,171 @@
+"""Gate, policy, promote, rollback, out-of-band moves, the ledger and the lock, on a
+real MLflow sqlite registry (the HTTP server path is in test_promotion_http.py)."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from keel.registry import PromotionError, Registry, promote, rollback, status
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def trained_registry(tmp_path_factory):
+    """v1 (first champion), v2 and v3 (blessed, awaiting review) of one model."""
+    from flows.ingest import ingest_flow
+    from flows.train import train_flow
+    from keel.settings import load_settings
+    from keel.workspace import init_workspace
+
+    ws = init_workspace(tmp_path_factory.mktemp("reg") / "ws")
+    s = load_settings(ws, profile="test", environ={})
+    ingest_flow(s, ["2013-01"])
+    v1 = train_flow(s)
+    review = s.with_overrides({"promotion.policy": "review"})
+    v2 = train_flow(review.with_overrides({"train.lr": 0.01}))
+    v3 = train_flow(review.with_overrides({"train.lr": 0.02}))
+    assert (v1.version, v2.version, v3.version) == ("1", "2", "3")
+    assert v1.aliases == ["challenger", "champion"] and v2.aliases == ["challenger"]
+    return s
+
+
+@pytest.fixture
+def ws(trained_registry, tmp_path):
+    """A private copy of the trained registry (aliases and ledger live in the sqlite DB)."""
+    from keel.settings import load_settings
+
+    dst = tmp_path / "ws"
+    shutil.copytree(trained_registry.workspace, dst, symlinks=True)
+    return load_settings(dst, profile="test", environ={})
+
+
+def _champion(s):
+    return Registry(s).alias("champion")
+
+
+def test_first_champion_gate_tags_and_diff_card(ws):
+    reg = Registry(ws)
+    assert reg.alias("champion") == "1" and reg.alias("challenger") == "3"
+    (initial,) = reg.ledger()
+    assert (initial.action, initial.to_version, initial.from_version) == ("initial", "1", None)
+    assert initial.evidence["servability"]["ok"] and initial.evidence["gate"] == "blessed"
+    v3 = reg.client.get_model_version(reg.name, "3")
+    assert v3.tags["gate.status"] == "blessed" and v3.tags["gate.baseline"] == "1"
+    assert v3.tags["promotion"] == "awaiting review"
+    card = reg.client.download_artifacts(v3.run_id, "gate/diff_card.md", str(ws.workspace))
+    text = open(card).read()
+    assert "v3 vs champion v1" in text and "| train.lr | 0.005 | 0.02 |" in text
+    assert "## Slice deltas" in text and "origin=EWR" in text
+
+
+def test_reviewer_promotes_a_blessed_version_and_status_shows_it(ws):
+    entry = promote(ws, "3", reviewer="alice", reason="better AUC on January")
+    assert (entry.action, entry.actor, entry.from_version, entry.to_version) == ("promote", "alice", "1", "3")
+    assert entry.evidence["servability"]["ok"] and entry.evidence["servability"]["rows"] == 5
+    state = status(ws)
+    assert state["champion"]["version"] == "3" and state["previous"]["version"] == "1"
+    assert state["champion"]["promoted_by"].startswith("alice (promote")
+    assert state["champion"]["data_version"].endswith(".dir") and "test/roc_auc" in state["champion"]["metrics"]
+
+
+def test_stale_blessing_and_unblessed_versions_need_force(ws):
+    promote(ws, "3", reviewer="alice", reason="r")
+    with pytest.raises(PromotionError, match="blessed against champion 1, but the champion is now 3"):
+        promote(ws, "2", reviewer="bob", reason="r")
+    reg = Registry(ws)
+    reg.client.set_model_version_tag(reg.name, "2", "gate.status", "rejected")
+    with pytest.raises(PromotionError, match="not blessed"):
+        promote(ws, "2", reviewer="bob", reason="r")
+    assert _champion(ws) == "3"
+    entry = promote(ws, "2", reviewer="bob", reason="hotfix, gate known-flaky", force=True)
+    assert entry.evidence["forced"] is True and _champion(ws) == "2"
+
+
+def test_rollback_restores_the_previous_or_named_champion(ws):
+    promote(ws, "3", reviewer="alice", reason="r")
+    back = rollback(ws, reason="v3 misbehaves on weekends", actor="oncall")
+    assert (back.action, back.from_version, back.to_version) == ("rollback", "3", "1")
+    assert _champion(ws) == "1" and Registry(ws).alias("previous") == "3"
+    to = rollback(ws, reason="try v2", actor="oncall", to="2")
+    assert to.to_version == "2" and _champion(ws) == "2"
+    actions = [e.action for e in Registry(ws).ledger()]
+    assert actions == ["initial", "promote", "rollback", "rollback"]
+
+
+def test_out_of_band_move_is_detected_and_recorded(ws):
+    reg = Registry(ws)
+    reg.client.set_registered_model_alias(reg.name, "champion", "2")  # as in the MLflow UI
+    assert status(ws)["out_of_band"] == "champion is v2 but keel's ledger last set v1"
+    entry = promote(ws, "3", reviewer="alice", reason="r", force=True)
+    ledger = Registry(ws).ledger()
+    oob = [e for e in ledger if e.action == "out-of-band"]
+    assert len(oob) == 1 and (oob[0].from_version, oob[0].to_version) == ("1", "2")
+    assert oob[0].seq < entry.seq and entry.from_version == "2"
+
+
+@pytest.mark.parametrize("version,needle", [
+    ("99", "has no version 99"),
+    ("models:/some-other-model/1", "is a version of model 'some-other-model'"),
+    ("latest", "is not a model version"),
+])
+def test_bad_versions_are_refused_and_aliases_untouched(ws, version, needle):
+    before = Registry(ws).ledger()
+    with pytest.raises(PromotionError, match=needle):
+        promote(ws, version, reviewer="alice", reason="r")
+    assert _champion(ws) == "1" and Registry(ws).ledger() == before
+
+
+def test_unknown_model_and_unreachable_server(ws):
+    with pytest.raises(PromotionError, match="registered model 'no-such-model' does not exist"):
+        promote(ws.with_overrides({"mlflow.model_name": "no-such-model"}), "1", reviewer="a", reason="r")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    down = ws.with_overrides({"mlflow.tracking_uri": f"http://127.0.0.1:{port}",
+                              "mlflow.registry_uri": f"http://127.0.0.1:{port}"})
+    with pytest.raises(PromotionError, match=rf"127.0.0.1:{port}.*not reachable"):
+        promote(down, "3", reviewer="a", reason="r")
+    with pytest.raises(PromotionError, match="not reachable"):
+        rollback(down, reason="r", actor="a")
+    assert _champion(ws) == "1"
+
+
+def test_a_version_that_cannot_load_is_never_promoted(ws):
+    from pathlib import Path
+
+    reg = Registry(ws)
+    mv = reg.client.get_model_version(reg.name, "3")
+    # break this copy's artifacts of v3: point its source at an empty directory
+    src = ws.workspace / "broken-model"
+    src.mkdir()
+    import sqlite3
+
+    db = ws.mlflow.tracking_uri.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE model_versions SET source=?, storage_location=? WHERE name=? AND version=3",
+                    (src.as_uri(), src.as_uri(), reg.name))
+    with pytest.raises(PromotionError, match="failed the servability check"):
+        promote(ws, "3", reviewer="alice", reason="r")
+    assert _champion(ws) == "1" and len(Registry(ws).ledger()) == 1
+    assert Path(mv.source) != src
+
+
+def test_two_concurrent_promotions_do_not_interleave(ws):
+    cmd = [sys.executable, "-m", "keel.cli", "-w", str(ws.workspace), "-p", "test", "promote"]
+    procs = [subprocess.Popen([*cmd, v, "--reviewer", f"r{v}", "--reason", "race", "--force"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for v in ("2", "3")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    ledger = Registry(ws).ledger()
+    moves = [e for e in ledger if e.action == "promote"]
+    assert len(moves) == 2 and [e.seq for e in ledger] == [1, 2, 3]
+    # serialised: the second move starts from where the first one ended
+    assert moves[0].from_version == "1" and moves[1].from_version == moves[0].to_version
+    assert _champion(ws) == moves[1].to_version
+    assert "keel-lock-" not in " ".join(m.name for m in Registry(ws).client.search_registered_models())
