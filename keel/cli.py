@@ -194,6 +194,18 @@ def promote(ctx: typer.Context,
 
 
 @app.command()
+def review(ctx: typer.Context,
+           version: Annotated[str, typer.Argument(help="Version number, or models:/<name>/<N>.")],
+           timeout: Annotated[int, typer.Option("--timeout", help="Seconds to wait for a decision.")] = 3600):
+    """Pause a keel-review flow run until a reviewer approves or declines VERSION in the
+    Prefect UI (needs a Prefect server: KEEL_PREFECT__API_URL)."""
+    settings = _settings(ctx)
+    from flows.review import review_flow
+
+    typer.echo(_registry_call(lambda: review_flow(settings, version, timeout)))
+
+
+@app.command()
 def rollback(ctx: typer.Context, reason: ReasonOpt,
              to: Annotated[Optional[str], typer.Option("--to", help="Version to restore (default: the previous champion).")] = None,
              actor: Annotated[str, typer.Option("--by", help="Who rolls back.")] = ""):

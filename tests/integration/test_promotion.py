@@ -169,3 +169,35 @@ def test_two_concurrent_promotions_do_not_interleave(ws):
     assert moves[0].from_version == "1" and moves[1].from_version == moves[0].to_version
     assert _champion(ws) == moves[1].to_version
     assert "keel-lock-" not in " ".join(m.name for m in Registry(ws).client.search_registered_models())
+
+
+def test_reviewer_approves_in_a_paused_prefect_flow_run(ws):
+    import threading
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.review import review_flow
+
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("out", review_flow(ws, "3", 300, 1)))
+    runner.start()
+    paused = None
+    deadline = time.monotonic() + 120
+    while paused is None and time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+        paused = next((r for r in runs if r.name and r.flow_id), None)
+        time.sleep(0.5)
+    assert paused is not None, "the review flow never paused for input"
+    assert _champion(ws) == "1"  # nothing moves while it waits
+    resume_flow_run(paused.id, run_input={"approve": True, "reviewer": "carol",
+                                          "reason": "looked at the diff card"})
+    runner.join(timeout=120)
+    assert "carol" in result["out"] and _champion(ws) == "3"
+    last = Registry(ws).ledger()[-1]
+    assert (last.actor, last.reason, last.to_version) == ("carol", "looked at the diff card", "3")

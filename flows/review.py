@@ -1,0 +1,18 @@
+"""keel-review: a paused flow run that waits for a reviewer's decision in the Prefect UI."""
+
+from __future__ import annotations
+
+from prefect import flow, pause_flow_run
+
+from keel.settings import Settings
+from tasks.review import ReviewDecision, act_on_review, describe_candidate
+
+
+@flow(name="keel-review", validate_parameters=False)
+def review_flow(settings: Settings, version: str, timeout_s: int = 3600, poll_s: int = 10) -> str:
+    description = describe_candidate(settings, version)
+    decision = pause_flow_run(
+        wait_for_input=ReviewDecision.with_initial_data(description=description, approve=False,
+                                                        reviewer="", reason=""),
+        timeout=timeout_s, poll_interval=poll_s)
+    return act_on_review(settings, version, decision)

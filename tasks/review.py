@@ -1,0 +1,54 @@
+"""Review tasks: show a reviewer the candidate, then act on the decision."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.input import RunInput
+
+from keel.settings import Settings
+
+
+class ReviewDecision(RunInput):
+    """The form a reviewer fills in the Prefect UI to resume a paused keel-review run."""
+    approve: bool
+    reviewer: str
+    reason: str
+
+
+@task(name="describe-candidate", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def describe_candidate(settings: Settings, version: str) -> str:
+    """The candidate's gate verdict and diff card, published for the reviewer."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from keel.registry import Registry
+
+    reg = Registry(settings)
+    reg.check_reachable()
+    mv = reg.version(version)
+    tags = mv.tags or {}
+    try:
+        card = open(reg.client.download_artifacts(mv.run_id, "gate/diff_card.md")).read()
+    except Exception:  # a version registered without a gate run
+        card = "(no diff card: this version was not gated)"
+    head = (f"Review **{reg.name} v{mv.version}**: gate {tags.get('gate.status', 'not run')}, "
+            f"champion now v{reg.alias('champion')}. Approve to make it champion.")
+    create_markdown_artifact(key="keel-review", markdown=head + "\n\n" + card,
+                             description=f"review of {reg.name} v{mv.version}")
+    return head
+
+
+@task(name="act-on-review", cache_policy=NONE)
+def act_on_review(settings: Settings, version: str, decision: ReviewDecision | None) -> str:
+    from keel import tracking
+    from keel.registry import promote
+
+    if decision is None:
+        return "no decision"
+    if decision.approve:
+        entry = promote(settings, version, reviewer=decision.reviewer, reason=decision.reason)
+        return entry.line()
+    tracking.client(settings).set_model_version_tag(
+        settings.mlflow.model_name, version, "promotion",
+        f"declined by {decision.reviewer}: {decision.reason}"[:4900])
+    return f"v{version} declined by {decision.reviewer}: {decision.reason}"
