@@ -55,6 +55,13 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
     third = train_flow(workspace.with_overrides({"promotion.policy": "review"}))
     assert third.aliases == ["challenger"] and "awaiting review" in third.decision
     assert str(c.get_model_version_by_alias(workspace.mlflow.model_name, "champion").version) == "2"
+    # a gate the model cannot pass: registered (for the record) but held, champion untouched
+    strict = workspace.with_overrides({"gate.metrics": {"test/roc_auc": {"min": 0.99}}})
+    held = train_flow(strict)
+    assert held.aliases == ["challenger"] and held.decision.startswith("held: rejected: test/roc_auc >= 0.99")
+    tags = c.get_model_version(workspace.mlflow.model_name, held.version).tags
+    assert tags["gate.status"] == "rejected" and tags["promotion"] == "held: gate rejected"
+    assert str(c.get_model_version_by_alias(workspace.mlflow.model_name, "champion").version) == "2"
 
     from prefect.client.orchestration import get_client
 
