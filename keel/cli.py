@@ -55,13 +55,14 @@ def _settings(ctx: typer.Context):
 
 def _run_flow(call):
     """Run a flow; known failures become one clear message and exit 1."""
+    from keel.registry import PromotionError
     from keel.settings import ConfigError
     from keel.validation import DataValidationError
     from keel.workspace import DataVersionError
 
     try:
         return call()
-    except (DataValidationError, DataVersionError, ConfigError, ValueError) as exc:
+    except (DataValidationError, DataVersionError, PromotionError, ConfigError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -128,6 +129,7 @@ def train(ctx: typer.Context):
     registered = _run_flow(lambda: train_flow(settings))
     typer.echo("\n".join([
         f"registered {registered.registry_uri} (aliases: {', '.join(registered.aliases)})",
+        f"  promotion:  {registered.decision}",
         f"  MLflow run: {registered.run_id}",
         f"  load it:    mlflow.pyfunc.load_model('models:/{registered.name}@challenger')",
         f"  browse:     mlflow ui --backend-store-uri {settings.mlflow.tracking_uri} --port 5000",

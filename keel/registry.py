@@ -280,7 +280,7 @@ def status(settings: Settings) -> dict[str, Any]:
     """champion, challenger and previous: version, metrics, data version, who promoted."""
     reg = Registry(settings)
     reg.check_reachable()
-    with_history = reg.ledger()
+    ledger = reg.ledger()
     out: dict[str, Any] = {"model": reg.name, "out_of_band": None}
     actual, recorded = reg.alias("champion"), reg.recorded_champion()
     if actual != recorded:
@@ -291,7 +291,7 @@ def status(settings: Settings) -> dict[str, Any]:
             out[alias] = None
             continue
         tags = reg.client.get_model_version(reg.name, version).tags or {}
-        moves = [e for e in with_history if e.to_version == version and e.alias == "champion"]
+        moves = [e for e in ledger if e.to_version == version and e.alias == "champion"]
         out[alias] = {"version": version, "data_version": tags.get("data_version"),
                       "gate": tags.get("gate.status", "not run"),
                       "metrics": {k: v for k, v in sorted(tags.items()) if k.startswith("test/")},

@@ -108,7 +108,7 @@ def apply_policy(settings: Settings, registered: RegisteredVersion, gate: GateRe
     """auto: a blessed challenger becomes champion. review: it waits for a reviewer.
     With no champion yet, a blessed version becomes the first one under either policy."""
     from keel import tracking
-    from keel.registry import promote
+    from keel.registry import PromotionError, promote
 
     client = tracking.client(settings)
     name, v = settings.mlflow.model_name, registered.version
@@ -117,9 +117,13 @@ def apply_policy(settings: Settings, registered: RegisteredVersion, gate: GateRe
         return replace(registered, decision=f"held: {gate.summary()}")
     first = tracking.current_alias_version(settings, "champion") is None
     if first or settings.promotion.policy == "auto":
-        promote(settings, v, reviewer="keel (policy auto)",
-                reason="first blessed version" if first else "blessed by the gate (policy auto)",
-                action="initial" if first else "auto-promote")
+        try:
+            promote(settings, v, reviewer="keel (policy auto)",
+                    reason="first blessed version" if first else "blessed by the gate (policy auto)",
+                    action="initial" if first else "auto-promote")
+        except PromotionError as exc:  # e.g. not servable: the training stands, the champion stays
+            client.set_model_version_tag(name, v, "promotion", f"blocked: {exc}"[:4900])
+            return replace(registered, decision=f"blocked: {exc}")
         return replace(registered, aliases=[*registered.aliases, "champion"],
                        decision="promoted to champion")
     client.set_model_version_tag(name, v, "promotion", "awaiting review")
