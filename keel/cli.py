@@ -260,6 +260,53 @@ def status(ctx: typer.Context):
 
 
 @app.command()
+def predict(ctx: typer.Context,
+            input: Annotated[Path, typer.Option("--input", "-i", help=".parquet or .csv rows to score.")],
+            output: Annotated[Path, typer.Option("--output", "-o", help=".parquet or .csv to write.")]):
+    """Score a file with the champion, in chunks (serve.chunk_rows). Bad rows keep their
+    row number and an error; the others are scored."""
+    settings = _settings(ctx)
+    if not input.is_file():
+        _fail(f"{input}: no such file", 2)
+    from flows.predict import predict_flow
+
+    result = _run_flow(lambda: predict_flow(settings, input.resolve(), output.resolve()))
+    typer.echo(f"scored {result['rows']} rows with v{result['model_version']} -> {result['output']}"
+               f" ({result['bad_rows']} bad rows)")
+    for line in result["first_errors"]:
+        typer.echo(f"  {line}", err=True)
+
+
+@app.command()
+def serve(ctx: typer.Context,
+          port: Annotated[Optional[int], typer.Option("--port", help="Default: serve.port.")] = None,
+          host: Annotated[Optional[str], typer.Option("--host", help="Default: serve.host (loopback).")] = None,
+          poll: Annotated[Optional[float], typer.Option("--poll", help="Seconds between alias checks.")] = None):
+    """Serve models:/<model>@champion over HTTP (POST /predict, GET /health, GET /version);
+    follow the alias and hot-swap on promote or rollback."""
+    settings = _settings(ctx)
+    import logging
+
+    import uvicorn
+
+    from keel import tracking
+    from keel.serving import AliasWatcher, ModelHolder, create_app, load_version
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    version = tracking.current_alias_version(settings, "champion")
+    if version is None:
+        _fail(f"model '{settings.mlflow.model_name}' has no champion to serve yet: train and promote one")
+    holder = ModelHolder(load_version(settings, version))
+    watcher = AliasWatcher(settings, holder, poll or settings.serve.poll_s)
+    watcher.start()
+    host, port = host or settings.serve.host, settings.serve.port if port is None else port
+    typer.echo(f"serving {settings.mlflow.model_name} v{version} (champion) on http://{host}:{port}")
+    uvicorn.run(create_app(settings, holder), host=host, port=port, log_level="warning",
+                access_log=False)
+    watcher.stopped.set()
+
+
+@app.command()
 def config(ctx: typer.Context):
     """Print the resolved settings (every location keel will use)."""
     import json

@@ -101,6 +101,15 @@ class GateConfig(_Section):
     slice_max_drop: float = Field(ge=0)
 
 
+class ServeConfig(_Section):
+    host: str
+    port: int = Field(ge=0, le=65535)
+    poll_s: float = Field(gt=0)
+    max_records: int = Field(ge=1)
+    max_body_bytes: int = Field(ge=1)
+    chunk_rows: int = Field(ge=1)
+
+
 class PromotionConfig(_Section):
     policy: Literal["auto", "review"]
     servability_rows: int = Field(ge=1)
@@ -122,6 +131,7 @@ class Settings(_Section):
     reports: ReportsConfig
     gate: GateConfig
     promotion: PromotionConfig
+    serve: ServeConfig
 
     @property
     def dvc_file(self) -> Path:

@@ -126,3 +126,38 @@ def mlflow_server(tmp_path_factory):
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def trained_registry(tmp_path_factory):
+    """A workspace whose model has v1 (first champion), v2 and v3 (blessed, awaiting review)."""
+    from flows.ingest import ingest_flow
+    from flows.train import train_flow
+    from keel.settings import load_settings
+    from keel.workspace import init_workspace
+
+    ws = init_workspace(tmp_path_factory.mktemp("reg") / "ws")
+    s = load_settings(ws, profile="test", environ={})
+    ingest_flow(s, ["2013-01"])
+    v1 = train_flow(s)
+    review = s.with_overrides({"promotion.policy": "review"})
+    v2 = train_flow(review.with_overrides({"train.lr": 0.01}))
+    v3 = train_flow(review.with_overrides({"train.lr": 0.02}))
+    assert (v1.version, v2.version, v3.version) == ("1", "2", "3")
+    assert v1.aliases == ["challenger", "champion"] and v2.aliases == ["challenger"]
+    return s
+
+
+@pytest.fixture
+def ws(trained_registry, tmp_path):
+    """A private copy of the trained registry (aliases and ledger live in the sqlite DB)."""
+    from keel.settings import load_settings
+
+    dst = tmp_path / "ws"
+    shutil.copytree(trained_registry.workspace, dst, symlinks=True)
+    return load_settings(dst, profile="test", environ={})
+
+
+@pytest.fixture
+def free_tcp_port() -> int:
+    return free_port()

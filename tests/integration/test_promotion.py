@@ -12,36 +12,6 @@ from keel.registry import PromotionError, Registry, promote, rollback, status
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-@pytest.fixture(scope="module")
-def trained_registry(tmp_path_factory):
-    """v1 (first champion), v2 and v3 (blessed, awaiting review) of one model."""
-    from flows.ingest import ingest_flow
-    from flows.train import train_flow
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
-
-    ws = init_workspace(tmp_path_factory.mktemp("reg") / "ws")
-    s = load_settings(ws, profile="test", environ={})
-    ingest_flow(s, ["2013-01"])
-    v1 = train_flow(s)
-    review = s.with_overrides({"promotion.policy": "review"})
-    v2 = train_flow(review.with_overrides({"train.lr": 0.01}))
-    v3 = train_flow(review.with_overrides({"train.lr": 0.02}))
-    assert (v1.version, v2.version, v3.version) == ("1", "2", "3")
-    assert v1.aliases == ["challenger", "champion"] and v2.aliases == ["challenger"]
-    return s
-
-
-@pytest.fixture
-def ws(trained_registry, tmp_path):
-    """A private copy of the trained registry (aliases and ledger live in the sqlite DB)."""
-    from keel.settings import load_settings
-
-    dst = tmp_path / "ws"
-    shutil.copytree(trained_registry.workspace, dst, symlinks=True)
-    return load_settings(dst, profile="test", environ={})
-
-
 def _champion(s):
     return Registry(s).alias("champion")
 

@@ -1,0 +1,15 @@
+"""keel-predict: score a file with the champion, in chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from keel.settings import Settings
+from tasks.predict import load_champion, score_file
+
+
+@flow(name="keel-predict", validate_parameters=False)
+def predict_flow(settings: Settings, source: Path, target: Path) -> dict:
+    return score_file(settings, load_champion(settings), source, target)

@@ -1,0 +1,208 @@
+"""Online serving that follows the ``champion`` alias, with hot swap.
+
+A request takes one reference to the current model and finishes on it; a watcher
+thread loads a new champion, checks it on its input example, then swaps the
+reference. A version that fails to load or predict never replaces the one serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from keel.settings import Settings
+
+log = logging.getLogger("keel.serve")
+
+
+class RequestError(ValueError):
+    """A request the model cannot score; ``status`` is the HTTP code to answer with."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    data_version: str
+    model: Any                         # keel.pyfunc.FlightDelayModel, context loaded
+    columns: dict[str, str]            # input name -> MLflow type ("string", "long", "double")
+    required: frozenset[str]
+    vocab: dict[str, frozenset[str]]   # known categories per categorical input
+    loaded_at: float
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.model.predict(None, frame)
+
+
+def load_version(settings: Settings, version: str) -> LoadedModel:
+    """Load ``models:/<name>/<version>`` and prove it predicts on its input example."""
+    import mlflow
+    from mlflow.models import Model
+
+    from keel import tracking
+
+    tracking.use_tracking(settings)
+    local = mlflow.artifacts.download_artifacts(f"models:/{settings.mlflow.model_name}/{version}")
+    pyfunc = mlflow.pyfunc.load_model(local)
+    schema = pyfunc.metadata.get_input_schema()
+    columns = {c.name: str(c.type.name if hasattr(c.type, "name") else c.type) for c in schema.inputs}
+    required = frozenset(c.name for c in schema.inputs if c.required)
+    inner = pyfunc.unwrap_python_model()
+    vocab = {k: frozenset(v) for k, v in inner.preprocessor.vocab.items()}
+    loaded = LoadedModel(version=str(version), data_version="", model=inner, columns=columns,
+                         required=required, vocab=vocab, loaded_at=time.time())
+    example = Model.load(local).load_input_example(local)
+    out = loaded.predict(frame_from_records(loaded, example.head(3).to_dict("records")))
+    if len(out) != min(3, len(example)):
+        raise RuntimeError(f"v{version} predicted {len(out)} rows for its input example")
+    mv = tracking.client(settings).get_model_version(settings.mlflow.model_name, str(version))
+    return LoadedModel(**{**loaded.__dict__, "data_version": (mv.tags or {}).get("data_version", "")})
+
+
+def frame_from_records(loaded: LoadedModel, records: Any) -> pd.DataFrame:
+    """Validate JSON records against the model's signature and vocabularies; raise
+    RequestError naming the record and the field."""
+    if not isinstance(records, list):
+        raise RequestError("body must be a JSON object {\"records\": [...]} or a list of records", 400)
+    if not records:
+        raise RequestError("no records to score", 400)
+    vocab = loaded.vocab
+    columns: dict[str, list] = {name: [] for name in loaded.columns}
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise RequestError(f"record {i}: must be a JSON object, got {type(record).__name__}")
+        missing = [n for n in loaded.required if n not in record]
+        if missing:
+            raise RequestError(f"record {i}: missing field(s) {sorted(missing)}")
+        for name, kind in loaded.columns.items():
+            value = record.get(name)
+            if kind == "string":
+                if not isinstance(value, str):
+                    raise RequestError(f"record {i}: field '{name}' must be a string, got {value!r}")
+                if name in vocab and value not in vocab[name]:
+                    raise RequestError(f"record {i}: field '{name}': unknown category {value!r}")
+            elif kind in ("long", "integer"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                        (isinstance(value, float) and not value.is_integer()):
+                    raise RequestError(f"record {i}: field '{name}' must be an integer, got {value!r}")
+                value = int(value)
+                if name in vocab and str(value) not in vocab[name]:
+                    raise RequestError(f"record {i}: field '{name}': unknown category {value!r}")
+            else:  # double/float: null allowed (the model imputes it)
+                if value is None:
+                    value = math.nan
+                elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise RequestError(f"record {i}: field '{name}' must be a number or null, got {value!r}")
+            columns[name].append(value)
+    return pd.DataFrame({n: (np.asarray(v, dtype=np.float64) if loaded.columns[n] in ("double", "float")
+                             else v) for n, v in columns.items()})
+
+
+class ModelHolder:
+    """The model serving now; swapped whole, never mutated."""
+
+    def __init__(self, loaded: LoadedModel):
+        self._current = loaded
+        self.last_error: str | None = None
+
+    @property
+    def current(self) -> LoadedModel:
+        return self._current  # one atomic read: a request keeps this object to the end
+
+    def swap(self, loaded: LoadedModel) -> None:
+        self._current = loaded
+
+
+class AliasWatcher(threading.Thread):
+    """Poll the champion alias; load, check and swap in a new version."""
+
+    def __init__(self, settings: Settings, holder: ModelHolder, poll_s: float):
+        super().__init__(name="keel-alias-watcher", daemon=True)
+        self.settings, self.holder, self.poll_s = settings, holder, poll_s
+        self.stopped = threading.Event()
+        self.failed: dict[str, str] = {}
+
+    def run(self) -> None:
+        from keel import tracking
+
+        while not self.stopped.wait(self.poll_s):
+            try:
+                version = tracking.current_alias_version(self.settings, "champion")
+            except Exception as exc:  # registry unreachable: keep serving what we have
+                self.holder.last_error = f"alias lookup failed: {exc}"
+                log.warning(self.holder.last_error)
+                continue
+            if version is None or version == self.holder.current.version or version in self.failed:
+                continue
+            try:
+                loaded = load_version(self.settings, version)
+            except Exception as exc:
+                self.failed[version] = f"{type(exc).__name__}: {exc}"
+                self.holder.last_error = f"v{version} failed to load; still serving v{self.holder.current.version}: {exc}"
+                log.error(self.holder.last_error)
+                continue
+            old = self.holder.current.version
+            self.holder.swap(loaded)
+            self.holder.last_error = None
+            log.warning("swapped champion v%s -> v%s", old, loaded.version)
+
+
+def create_app(settings: Settings, holder: ModelHolder) -> FastAPI:
+    app = FastAPI(title="keel", description=f"serves models:/{settings.mlflow.model_name}@champion")
+    limit = settings.serve.max_body_bytes
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model_version": holder.current.version, "last_error": holder.last_error}
+
+    @app.get("/version")
+    def version() -> dict:
+        m = holder.current
+        return {"model": settings.mlflow.model_name, "model_version": m.version,
+                "data_version": m.data_version, "loaded_at": m.loaded_at}
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        model = holder.current  # this request finishes on this model, whatever swaps meanwhile
+        chunks, size = [], 0
+        async for chunk in request.stream():  # keep at most `limit` bytes; drain the rest
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+        if size > limit:
+            return JSONResponse({"error": f"payload of {size} bytes exceeds {limit}"}, status_code=413)
+        body = b"".join(chunks)
+        if not body.strip():
+            return JSONResponse({"error": "empty body"}, status_code=400)
+        import json
+
+        try:
+            payload = json.loads(body)
+        except json.JSONDecodeError as exc:
+            return JSONResponse({"error": f"body is not JSON: {exc}"}, status_code=400)
+        records = payload.get("records") if isinstance(payload, dict) else payload
+        if isinstance(records, list) and len(records) > settings.serve.max_records:
+            return JSONResponse({"error": f"{len(records)} records exceed {settings.serve.max_records}"},
+                                status_code=413)
+        try:
+            frame = frame_from_records(model, records)
+        except RequestError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        out = model.predict(frame)
+        return {"model_version": model.version,
+                "predictions": [{"probability": float(p), "delayed": int(d)}
+                                for p, d in zip(out["probability"], out["delayed"])]}
+
+    return app

@@ -1,0 +1,29 @@
+"""Batch prediction tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from keel.settings import Settings
+
+
+@task(name="load-champion", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+def load_champion(settings: Settings):
+    from keel import tracking
+    from keel.registry import PromotionError
+    from keel.serving import load_version
+
+    version = tracking.current_alias_version(settings, "champion")
+    if version is None:
+        raise PromotionError(f"model '{settings.mlflow.model_name}' has no champion to score with")
+    return load_version(settings, version)
+
+
+@task(name="score-file", cache_policy=NONE)
+def score_file(settings: Settings, loaded, source: Path, target: Path) -> dict:
+    from keel.batch import score_file as run
+
+    return run(loaded, source, target, settings.serve.chunk_rows)

@@ -1,0 +1,178 @@
+"""keel serve on a loopback port: hot swap on promote and rollback, zero failed requests
+through a swap, 4xx for malformed payloads; keel predict in chunks."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from keel.registry import Registry, promote, rollback
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+POLL_S = 1.0
+
+
+@pytest.fixture
+def server(ws, free_tcp_port):
+    port = free_tcp_port
+    proc = subprocess.Popen([sys.executable, "-m", "keel.cli", "-w", str(ws.workspace), "-p", "test",
+                             "serve", "--port", str(port), "--poll", str(POLL_S)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            get(url, "/health")
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def get(url, path):
+    with urllib.request.urlopen(url + path, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def post(url, body):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url + "/predict", data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def records(ws, n=3):
+    frame = pd.read_parquet(ws.data.dir / "2013-01.parquet").head(n)
+    cols = [*ws.features.categorical, *ws.features.numeric]
+    return json.loads(frame[cols].to_json(orient="records"))
+
+
+def wait_for_version(url, version, timeout):
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if get(url, "/version")["model_version"] == version:
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError(f"/version never became {version}")
+
+
+def test_promote_and_rollback_switch_the_served_version(ws, server):
+    info = get(server, "/version")
+    assert info["model_version"] == "1" and info["data_version"].endswith(".dir")
+    status, body = post(server, {"records": records(ws)})
+    assert status == 200 and body["model_version"] == "1" and len(body["predictions"]) == 3
+    promote(ws, "3", reviewer="alice", reason="serve it")
+    took = wait_for_version(server, "3", POLL_S + 30)  # one poll plus the load-and-check
+    assert post(server, {"records": records(ws)})[1]["model_version"] == "3"
+    rollback(ws, reason="back", actor="alice")
+    wait_for_version(server, "1", POLL_S + 30)
+    assert took >= 0
+
+
+def test_requests_through_a_swap_never_fail(ws, server):
+    payload = {"records": records(ws, 5)}
+    results, stop = [], threading.Event()
+
+    def client():
+        for _ in range(2000):  # bounded; stops early once the swap was seen
+            if stop.is_set():
+                return
+            results.append(post(server, payload))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    promote(ws, "3", reviewer="alice", reason="swap under load")
+    wait_for_version(server, "3", POLL_S + 30)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    statuses = [s for s, _ in results]
+    versions = {b["model_version"] for _, b in results}
+    assert len(statuses) > 20 and set(statuses) == {200}, [r for r in results if r[0] != 200][:3]
+    assert versions == {"1", "3"}
+
+
+def test_malformed_payloads_get_4xx_and_the_server_stays_up(ws, server):
+    good = records(ws, 1)[0]
+    cases = [
+        ({k: v for k, v in good.items() if k != "carrier"}, 422, "missing field(s) ['carrier']"),
+        ({**good, "distance": "far"}, 422, "field 'distance' must be a number"),
+        ({**good, "month": 1.5}, 422, "field 'month' must be an integer"),
+        ({**good, "carrier": "ZZ"}, 422, "field 'carrier': unknown category 'ZZ'"),
+        ({**good, "dest": 7}, 422, "field 'dest' must be a string"),
+    ]
+    for record, code, needle in cases:
+        status, body = post(server, {"records": [record]})
+        assert status == code and needle in body["error"], (record, body)
+    assert post(server, b"") == (400, {"error": "empty body"})
+    assert post(server, {"records": []})[0] == 400
+    assert post(server, b"{not json")[0] == 400
+    assert post(server, {"records": "nope"})[0] == 400
+    assert post(server, b"[" + b"1," * 3_000_000 + b"1]")[0] == 413
+    assert post(server, {"records": [good] * 10_001})[0] == 413
+    assert get(server, "/health")["status"] == "ok" and post(server, {"records": [good]})[0] == 200
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(ws, server):
+    import sqlite3
+
+    reg = Registry(ws)
+    broken = ws.workspace / "broken-model"
+    broken.mkdir()
+    with sqlite3.connect(ws.mlflow.tracking_uri.removeprefix("sqlite:///")) as con:
+        con.execute("UPDATE model_versions SET source=?, storage_location=? WHERE name=? AND version=2",
+                    (broken.as_uri(), broken.as_uri(), reg.name))
+    reg.client.set_registered_model_alias(reg.name, "champion", "2")  # straight in the registry
+    deadline = time.monotonic() + POLL_S + 30
+    while time.monotonic() < deadline and not get(server, "/health")["last_error"]:
+        time.sleep(0.2)
+    health = get(server, "/health")
+    assert "v2 failed to load; still serving v1" in health["last_error"]
+    assert get(server, "/version")["model_version"] == "1"
+    assert post(server, {"records": records(ws)})[0] == 200
+
+
+def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
+    frame = pd.read_parquet(ws.data.dir / "2013-01.parquet").astype(object)
+    frame.loc[5, "carrier"] = "ZZ"
+    frame.loc[250, "distance"] = "far"
+    src, out = tmp_path / "rows.csv", tmp_path / "scored.parquet"
+    frame.to_csv(src, index=False)
+    proc = subprocess.run([sys.executable, "-m", "keel.cli", "-w", str(ws.workspace), "-p", "test",
+                           "predict", "--input", str(src), "--output", str(out)], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "KEEL_SERVE__CHUNK_ROWS": "200"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # besides the two corrupted rows, rows whose categories v1 never saw in training are refused too
+    import mlflow
+
+    mlflow.set_tracking_uri(ws.mlflow.tracking_uri)
+    vocab = mlflow.pyfunc.load_model(f"models:/{ws.mlflow.model_name}/1").unwrap_python_model().preprocessor.vocab
+    unseen = {i for c, known in vocab.items() for i, v in enumerate(frame[c].astype(str)) if v not in known}
+    expected = sorted({5, 250} | unseen)
+    assert f"scored {len(frame)} rows with v1" in proc.stdout
+    assert f"({len(expected)} bad rows)" in proc.stdout
+    assert "row 5: field 'carrier': unknown category 'ZZ'" in proc.stderr
+    assert "row 250: field 'distance': not a number: 'far'" in proc.stderr
+    scored = pd.read_parquet(out)
+    assert len(scored) == len(frame) and list(scored["row"]) == list(range(len(frame)))
+    assert set(scored["model_version"]) == {"1"}
+    bad = scored[scored["error"] != ""]
+    assert list(bad["row"]) == expected and bad["probability"].isna().all()
+    assert scored.drop(index=expected)["probability"].between(0, 1).all()
