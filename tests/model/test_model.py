@@ -103,3 +103,19 @@ def test_max_f1_threshold_beats_the_default_on_imbalanced_scores():
     p = np.clip(0.2 + 0.15 * y + rng.normal(0, 0.1, 2000), 0, 1)
     t = max_f1_threshold(y, p)
     assert f1_score(y, p >= t) > f1_score(y, p >= 0.5)
+
+
+def test_small_and_large_frames_encode_identically(month_frame, settings):
+    """Online requests take a dict path, batches a vectorised one: same codes."""
+    from keel import features
+
+    f = settings.features
+    pre = Preprocessor.fit(month_frame.iloc[:2000], f.categorical, f.numeric)
+    rest = month_frame.iloc[2000:].copy()
+    rest.loc[rest.index[:3], "dest"] = "NEW"  # unknown to the vocabulary
+    whole = pre.encode_categorical(rest)
+    assert len(rest) > features.SMALL_FRAME
+    pieces = np.concatenate([pre.encode_categorical(rest.iloc[i:i + 10])
+                             for i in range(0, len(rest), 10)])
+    np.testing.assert_array_equal(whole, pieces)
+    assert (whole[:3, f.categorical.index("dest")] == 0).all()
