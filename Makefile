@@ -34,6 +34,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py
 	$(PY) bench/dvc_add_throughput.py
+	$(PY) bench/serve_latency.py
 
 ## Re-lock the environment after changing a pin in pyproject.toml.
 lock: $(STAMP)
