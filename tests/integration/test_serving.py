@@ -79,8 +79,8 @@ def test_promote_and_rollback_switch_the_served_version(ws, server):
     took = wait_for_version(server, "3", POLL_S + 30)  # one poll plus the load-and-check
     assert post(server, {"records": records(ws)})[1]["model_version"] == "3"
     rollback(ws, reason="back", actor="alice")
-    wait_for_version(server, "1", POLL_S + 30)
-    assert took >= 0
+    back = wait_for_version(server, "1", POLL_S + 30)
+    print(f"swap after promote: {took:.2f}s, after rollback: {back:.2f}s (poll {POLL_S}s)")
 
 
 def test_requests_through_a_swap_never_fail(ws, server):
