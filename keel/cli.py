@@ -121,7 +121,8 @@ def ingest(
 
 @app.command()
 def train(ctx: typer.Context):
-    """Validate, train, evaluate and register a model on the current data version."""
+    """Validate, train, evaluate, gate against the champion, register, and promote or hold
+    (promotion.policy) a model on the current data version."""
     settings = _settings(ctx)
 
     from flows.train import train_flow
