@@ -138,6 +138,29 @@ def train(ctx: typer.Context):
 
 
 @app.command()
+def drift(ctx: typer.Context,
+          month: Annotated[Optional[list[str]], typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
+          file: Annotated[Optional[list[Path]], typer.Option("--file", "-f", help="A batch file; repeatable.")] = None):
+    """Compare a new batch with the champion's training data (KS / chi-square + effect
+    size per feature, and the drifted share). Scores go to MLflow and Prefect every time."""
+    settings = _settings(ctx)
+    if not month and not file:
+        _fail("say which batch: --month YYYY-MM or --file PATH", 2)
+    from flows.drift import drift_flow
+
+    report = _run_flow(lambda: drift_flow(settings, list(month or []),
+                                          {p.stem: p.resolve() for p in file or []}))
+    if report is None:
+        typer.echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
+        return
+    for f in sorted(report.features, key=lambda f: -f.effect):
+        typer.echo(f"{f.feature:<14} {f.test:<4} effect={f.effect:.3f} p={f.p_value:.2g}"
+                   f"{'  DRIFTED' if f.drifted else ''}")
+    typer.echo(f"drift share {report.share:.2f} (threshold {report.threshold:.2f}): "
+               f"{'DRIFTED' if report.drifted else 'no drift'}")
+
+
+@app.command()
 def lineage(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Model version number.")]):
     """Print what a model version was built from: data version and partitions, git sha,
     config, weights checksum and the environment lock."""

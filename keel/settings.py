@@ -101,6 +101,13 @@ class GateConfig(_Section):
     slice_max_drop: float = Field(ge=0)
 
 
+class DriftConfig(_Section):
+    alpha: float = Field(gt=0, lt=1)
+    min_effect: float = Field(ge=0)
+    share_threshold: float = Field(gt=0, le=1)
+    experiment_suffix: str
+
+
 class ServeConfig(_Section):
     host: str
     port: int = Field(ge=0, le=65535)
@@ -132,6 +139,7 @@ class Settings(_Section):
     gate: GateConfig
     promotion: PromotionConfig
     serve: ServeConfig
+    drift: DriftConfig
 
     @property
     def dvc_file(self) -> Path:

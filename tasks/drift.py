@@ -1,0 +1,73 @@
+"""Drift monitor tasks: the champion's training data as reference, scores always logged."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+
+from keel.drift import DriftReport
+from keel.settings import Settings
+from tasks.data import Batch
+
+
+@task(name="champion-version", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def champion_version(settings: Settings) -> str | None:
+    from keel import tracking
+
+    return tracking.current_alias_version(settings, "champion")
+
+
+@task(name="load-reference", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def load_reference(settings: Settings, lineage, directory: Path) -> pd.DataFrame:
+    """The champion's training data, re-materialised from the DVC remote by its md5."""
+    from keel import dataset as ds
+    from keel.workspace import materialise
+
+    data_dir = materialise(settings, lineage.dvc_file, directory)
+    return ds.read_partitions(ds.list_partitions(data_dir))
+
+
+@task(name="compute-drift", cache_policy=NONE)
+def compute_drift(settings: Settings, reference: pd.DataFrame, batches: list[Batch]) -> DriftReport:
+    from keel.drift import compare
+
+    current = pd.concat([b.frame for b in batches], ignore_index=True)
+    d = settings.drift
+    return compare(reference, current, settings.features.categorical, settings.features.numeric,
+                   d.alpha, d.min_effect, d.share_threshold)
+
+
+@task(name="log-drift", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+def log_drift(settings: Settings, report: DriftReport, champion: str, batches: list[Batch]) -> str:
+    """MLflow metrics + plot in the monitoring experiment, and a Prefect table artifact."""
+    from mlflow.entities import Metric
+
+    from keel import tracking
+    from keel.drift import plot
+    from prefect.artifacts import create_table_artifact
+
+    client = tracking.client(settings)
+    name = settings.mlflow.experiment + settings.drift.experiment_suffix
+    exp = client.get_experiment_by_name(name)
+    root = settings.mlflow.artifact_root
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        name, artifact_location=f"{root.rstrip('/')}/{name}" if root else None)
+    batch = ",".join(b.name for b in batches)
+    run = client.create_run(exp_id, run_name=f"drift {batch} vs v{champion}",
+                            tags={"champion": champion, "batch": batch,
+                                  "drifted": str(report.drifted).lower()})
+    now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
+    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0)
+                                               for k, v in report.metrics().items() if v == v])
+    with tempfile.TemporaryDirectory() as tmp:
+        client.log_artifact(run.info.run_id, str(plot(report, Path(tmp) / "drift.png")), "drift")
+    client.log_dict(run.info.run_id, {"share": report.share, "features": report.table()}, "drift/scores.json")
+    client.set_terminated(run.info.run_id)
+    create_table_artifact(key="keel-drift", table=report.table(),
+                          description=f"drift of {batch} vs champion v{champion}: share "
+                                      f"{report.share:.2f} (threshold {report.threshold:.2f})")
+    return run.info.run_id
