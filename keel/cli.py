@@ -161,6 +161,25 @@ def drift(ctx: typer.Context,
 
 
 @app.command()
+def simulate(ctx: typer.Context,
+             from_: Annotated[str, typer.Option("--from", help="First month.")] = "2013-01",
+             to: Annotated[str, typer.Option("--to", help="Last month.")] = "2013-12"):
+    """Replay months through drift, ingest, retrain, gate and promote/hold, in a scratch
+    workspace under reports/simulation/; write timeline.md and timeline.png."""
+    from keel.dataset import month_range
+
+    settings = _settings(ctx)
+    try:
+        months = month_range(from_, to)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    from flows.simulate import simulate_flow
+
+    path = _run_flow(lambda: simulate_flow(settings, months))
+    typer.echo(path.read_text() + f"\ntimeline: {path} and {path.with_suffix('.png')}")
+
+
+@app.command()
 def lineage(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Model version number.")]):
     """Print what a model version was built from: data version and partitions, git sha,
     config, weights checksum and the environment lock."""

@@ -1,0 +1,131 @@
+"""Simulation tasks: a scratch workspace, the champion scored on each new month before
+it is ingested, the month's record, and the timeline report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from keel.settings import Settings
+
+
+@dataclass(frozen=True)
+class MonthRecord:
+    month: str
+    champion_before: str | None
+    forward_auc: float | None        # the champion before, on the new month (never seen)
+    drift_share: float | None
+    drifted: bool | None
+    challenger: str
+    gate: str
+    challenger_auc: float | None     # test rows of the gate: challenger ...
+    champion_auc: float | None       # ... and the champion it was compared with
+    champion_after: str | None
+    decision: str
+
+
+@task(name="simulation-workspace", cache_policy=NONE)
+def simulation_workspace(settings: Settings, months: list[str]) -> Settings:
+    """A fresh workspace under reports/simulation/ with the same config (never the user's data)."""
+    from keel.workspace import init_workspace
+
+    root = settings.reports.dir / "simulation" / f"{months[0]}_{months[-1]}"
+    shutil.rmtree(root / "ws", ignore_errors=True)
+    ws = init_workspace(root / "ws")
+    raw = settings.model_dump(mode="json")
+    return Settings.model_validate({
+        **raw, "workspace": str(ws), "data": {**raw["data"], "dir": str(ws / "data")},
+        "reports": {"dir": str(root)},
+        "mlflow": {**raw["mlflow"], "tracking_uri": f"sqlite:///{ws / 'mlflow' / 'mlflow.db'}",
+                   "registry_uri": f"sqlite:///{ws / 'mlflow' / 'mlflow.db'}",
+                   "artifact_root": (ws / "mlflow" / "artifacts").as_uri()},
+        "dvc": {**raw["dvc"], "remote_url": str(ws / "dvc-remote")},
+    })
+
+
+@task(name="score-champion-forward", cache_policy=NONE)
+def score_champion_forward(settings: Settings, month: str) -> tuple[str | None, float | None]:
+    """ROC-AUC of the current champion on a month it has not seen."""
+    import mlflow
+    from sklearn.metrics import roc_auc_score
+
+    from keel import dataset as ds
+    from keel import tracking
+
+    version = tracking.current_alias_version(settings, "champion")
+    if version is None:
+        return None, None
+    tracking.use_tracking(settings)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{version}")
+    frame = ds.build_month(*ds.load_source(), month, sample_rows=settings.data.sample_rows)
+    prob = model.predict(frame[model.metadata.get_input_schema().input_names()])["probability"]
+    return version, float(roc_auc_score(frame[settings.features.label], prob))
+
+
+@task(name="record-month", cache_policy=NONE)
+def record_month(settings: Settings, month: str, forward: tuple, drift, trained) -> MonthRecord:
+    from keel import tracking
+
+    client = tracking.client(settings)
+    gate = json.loads(open(client.download_artifacts(trained.run_id, "gate/gate.json")).read())
+    auc = next((c for c in gate["checks"] if c["name"].startswith("test/roc_auc")), None)
+    challenger_auc = client.get_run(trained.run_id).data.metrics.get("test/roc_auc")
+    baseline = next((c["baseline"] for c in gate["checks"] if c["name"].startswith("test/roc_auc drop")), None)
+    return MonthRecord(month=month, champion_before=forward[0], forward_auc=forward[1],
+                       drift_share=None if drift is None else drift.share,
+                       drifted=None if drift is None else drift.drifted,
+                       challenger=trained.version, gate=gate["status"],
+                       challenger_auc=challenger_auc if auc else None, champion_auc=baseline,
+                       champion_after=tracking.current_alias_version(settings, "champion"),
+                       decision=trained.decision)
+
+
+@task(name="write-timeline", cache_policy=NONE)
+def write_timeline(settings: Settings, records: list[MonthRecord]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from prefect.artifacts import create_markdown_artifact
+
+    out = settings.reports.dir
+    months = [r.month for r in records]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), dpi=100, sharex=True)
+    ax1.plot(months, [r.forward_auc for r in records], "o-", label="champion on the new month (unseen)")
+    ax1.plot(months, [r.challenger_auc for r in records], "s--", label="challenger (gate test rows)")
+    ax1.plot(months, [r.champion_auc for r in records], "^:", label="champion (gate test rows)")
+    for r in records:
+        ax1.annotate(f"v{r.champion_after}", (r.month, r.challenger_auc or 0), fontsize=7,
+                     textcoords="offset points", xytext=(0, 6))
+    ax1.set_ylabel("ROC-AUC")
+    ax1.legend(fontsize=7)
+    ax2.bar(months, [r.drift_share or 0 for r in records],
+            color=["tab:red" if r.drifted else "tab:gray" for r in records])
+    ax2.axhline(settings.drift.share_threshold, color="k", lw=0.8, ls="--")
+    ax2.set_ylabel("drift share")
+    ax2.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    fig.savefig(out / "timeline.png")
+    plt.close(fig)
+
+    def f(x):
+        return "—" if x is None else f"{x:.4f}"
+
+    lines = ["# keel simulation: month by month", "",
+             f"Workspace: `{settings.workspace}` (its own MLflow store and DVC remote).", "",
+             "| month | champion before | champion AUC on new month | drift share | challenger | gate "
+             "| challenger AUC | champion AUC (same rows) | champion after |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.month} | {('v' + r.champion_before) if r.champion_before else '—'} | {f(r.forward_auc)} "
+              f"| {f(r.drift_share)}{' (drifted)' if r.drifted else ''} | v{r.challenger} | {r.gate} "
+              f"| {f(r.challenger_auc)} | {f(r.champion_auc)} | v{r.champion_after} |" for r in records]
+    lines += ["", "![timeline](timeline.png)"]
+    text = "\n".join(lines) + "\n"
+    (out / "timeline.md").write_text(text)
+    (out / "timeline.json").write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")
+    create_markdown_artifact(key="keel-simulation", markdown=text, description="month-by-month timeline")
+    return out / "timeline.md"

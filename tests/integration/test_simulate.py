@@ -1,0 +1,27 @@
+"""keel simulate in ephemeral mode: months through drift, ingest, retrain, gate and policy."""
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def test_two_months_produce_a_timeline_and_leave_the_workspace_alone(workspace):
+    from flows.simulate import simulate_flow
+
+    path = simulate_flow(workspace, ["2013-01", "2013-02"])
+    assert path.name == "timeline.md" and path.with_suffix(".png").stat().st_size > 0
+    records = json.loads(path.with_suffix(".json").read_text())
+    assert [r["month"] for r in records] == ["2013-01", "2013-02"]
+    first, second = records
+    assert first["champion_before"] is None and first["champion_after"] == "1" and first["drift_share"] is None
+    assert second["champion_before"] == "1" and 0.0 < second["forward_auc"] < 1.0
+    assert second["drift_share"] is not None and second["gate"] in ("blessed", "rejected")
+    assert second["champion_auc"] is not None  # the gate compared against v1 on the same rows
+    assert second["champion_after"] == ("2" if second["gate"] == "blessed" else "1")
+    text = path.read_text()
+    assert "| 2013-02 | v1 |" in text
+    # the simulation ran in its own workspace: the user's has no data and no model
+    assert not workspace.data.dir.exists() and not workspace.dvc_file.exists()
+    assert str(workspace.reports.dir / "simulation") in str(path)
