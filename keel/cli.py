@@ -358,9 +358,5 @@ def config(ctx: typer.Context):
     typer.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
