@@ -72,15 +72,14 @@ def record_month(settings: Settings, month: str, forward: tuple, drift, trained)
     from keel import tracking
 
     client = tracking.client(settings)
-    gate = json.loads(open(client.download_artifacts(trained.run_id, "gate/gate.json")).read())
-    auc = next((c for c in gate["checks"] if c["name"].startswith("test/roc_auc")), None)
+    gate = json.loads(Path(client.download_artifacts(trained.run_id, "gate/gate.json")).read_text())
     challenger_auc = client.get_run(trained.run_id).data.metrics.get("test/roc_auc")
     baseline = next((c["baseline"] for c in gate["checks"] if c["name"].startswith("test/roc_auc drop")), None)
     return MonthRecord(month=month, champion_before=forward[0], forward_auc=forward[1],
                        drift_share=None if drift is None else drift.share,
                        drifted=None if drift is None else drift.drifted,
                        challenger=trained.version, gate=gate["status"],
-                       challenger_auc=challenger_auc if auc else None, champion_auc=baseline,
+                       challenger_auc=challenger_auc, champion_auc=baseline,
                        champion_after=tracking.current_alias_version(settings, "champion"),
                        decision=trained.decision)
 

@@ -1,7 +1,6 @@
 """Gate, policy, promote, rollback, out-of-band moves, the ledger and the lock, on a
 real MLflow sqlite registry (the HTTP server path is in test_promotion_http.py)."""
 
-import shutil
 import subprocess
 import sys
 
