@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(KEEL) ingest --demo
 	$(KEEL) train
 
-## The whole test-suite (unit, data, model, integration). ~7 min on 2 cores.
+## The whole test-suite (unit, data, model, integration). ~12 min on 2 cores.
 test: $(STAMP)
 	$(PY) -m pytest
 

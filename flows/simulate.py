@@ -1,5 +1,5 @@
-"""keel-simulate: replay months through the same flows (drift, ingest, retrain, gate,
-promote or hold) in a scratch workspace, and write the timeline."""
+"""keel-simulate: replay months through the same flows (drift, then keel-retrain: ingest,
+validate, train, gate, promote or hold) in a scratch workspace, and write the timeline."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows.drift import drift_flow
-from flows.ingest import ingest_flow
-from flows.train import train_flow
+from flows.retrain import retrain_flow
 from keel.settings import Settings
 from tasks.simulate import (MonthRecord, record_month, score_champion_forward, simulation_workspace,
                             write_timeline)
@@ -19,9 +18,8 @@ from tasks.simulate import (MonthRecord, record_month, score_champion_forward, s
 def simulate_month(settings: Settings, month: str) -> MonthRecord:
     forward = score_champion_forward(settings, month)   # before the month is ingested
     drift = drift_flow(settings, [month])
-    ingest_flow(settings, [month])
-    trained = train_flow(settings)
-    return record_month(settings, month, forward, drift, trained)
+    retrained = retrain_flow(settings, [month])          # what the monthly schedule runs
+    return record_month(settings, month, forward, drift, retrained)
 
 
 @flow(name="keel-simulate", validate_parameters=False)

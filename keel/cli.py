@@ -50,6 +50,12 @@ def _settings(ctx: typer.Context):
         os.environ.setdefault(key, value)
     if settings.prefect.api_url:
         os.environ["PREFECT_API_URL"] = settings.prefect.api_url
+    elif "PREFECT_API_URL" not in os.environ:
+        from keel.services import running
+
+        up = running(settings)          # `keel up` is running for this workspace: use its server
+        if up is not None:
+            os.environ["PREFECT_API_URL"] = up.prefect_api
     return settings
 
 
@@ -177,6 +183,102 @@ def simulate(ctx: typer.Context,
 
     path = _run_flow(lambda: simulate_flow(settings, months))
     typer.echo(path.read_text() + f"\ntimeline: {path} and {path.with_suffix('.png')}")
+
+
+def _batch_args(month: Optional[list[str]], file: Optional[list[Path]]):
+    from keel.dataset import parse_month
+
+    try:
+        for m in month or []:
+            parse_month(m)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    return (sorted(set(month)) if month else None), {p.stem: p.resolve() for p in file or []}
+
+
+MonthsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--month", "-m", help="YYYY-MM; repeatable (default: the month after the newest in data/).")]
+FilesOpt = Annotated[Optional[list[Path]], typer.Option("--file", "-f", help="A batch file; repeatable.")]
+
+
+@app.command()
+def retrain(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
+    """What the monthly schedule runs: take in the next batch, validate it, ingest it, train,
+    gate and promote or hold. A rejected batch is recorded and trains nothing (exit 1)."""
+    settings = _settings(ctx)
+    months, files = _batch_args(month, file)
+    from flows.retrain import retrain_flow
+
+    out = _run_flow(lambda: retrain_flow(settings, months, files))
+    if out.status == "rejected":
+        _fail(f"batch rejected, nothing ingested or trained: {out.detail}")
+    typer.echo(f"{out.status}: {', '.join(out.batches) or '-'}"
+               + (f" -> data version {out.data_version}, model v{out.model_version} ({out.decision})"
+                  if out.model_version else f" ({out.detail})" if out.detail else ""))
+
+
+@app.command()
+def monitor(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
+    """What the daily drift monitor runs: validate the next batch, score its drift against the
+    champion's training data, and when it drifted start one retraining (dedupe + cooldown)."""
+    settings = _settings(ctx)
+    months, files = _batch_args(month, file)
+    from flows.monitor import monitor_flow
+
+    out = _run_flow(lambda: monitor_flow(settings, months, files))
+    if out.status == "no-champion":
+        typer.echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
+    elif out.status == "rejected":
+        _fail(f"batch rejected, no drift check, nothing triggered: {out.rejected.detail}")
+    elif out.status == "no-batch":
+        typer.echo("no new batch to monitor")
+    else:
+        r, t = out.report, out.trigger
+        typer.echo(f"drift share {r.share:.2f} (threshold {r.threshold:.2f}): "
+                   f"{'DRIFTED' if r.drifted else 'no drift'}; retraining: {t.action} ({t.detail})")
+        if out.retrained:
+            typer.echo(f"retrained: {out.retrained.status}, model v{out.retrained.model_version}")
+
+
+@app.command()
+def up(ctx: typer.Context,
+       prefect_port: Annotated[Optional[int], typer.Option(help="Default: up.prefect_port.")] = None,
+       mlflow_port: Annotated[Optional[int], typer.Option(help="Default: up.mlflow_port.")] = None):
+    """Start a Prefect server, an MLflow server on the workspace's store and the runner of
+    keel's scheduled deployments, on loopback; print their URLs. Stop them with keel down."""
+    from keel.services import ServiceError, up as start
+
+    settings = _settings(ctx)
+    overrides = {k: v for k, v in (("up.prefect_port", prefect_port),
+                                   ("up.mlflow_port", mlflow_port)) if v is not None}
+    settings = settings.with_overrides(overrides) if overrides else settings
+    typer.echo("starting the Prefect server, the MLflow server and the deployment runner ...")
+    try:
+        state = start(settings)
+    except ServiceError as exc:
+        _fail(str(exc))
+    typer.echo("\n".join([
+        f"Prefect UI:  {state.url('prefect-server')}",
+        f"Prefect API: {state.prefect_api}",
+        f"MLflow UI:   {state.url('mlflow-server')}",
+        f"deployments: keel-scheduled-retrain/monthly ({settings.prefect.retrain_cron}), "
+        f"keel-drift-monitor/daily ({settings.prefect.monitor_cron}), {settings.prefect.timezone}",
+        *[f"  {s.name:<15} pid {s.pid:<8} log {s.log}" for s in state.services],
+        "keel commands in this workspace now run against this server; stop it all with: keel down",
+    ]))
+
+
+@app.command()
+def down(ctx: typer.Context):
+    """Stop exactly the processes keel up started (by PID), and their children."""
+    from keel.services import down as stop
+
+    settings = _settings(ctx)
+    stopped = stop(settings)
+    if not stopped:
+        typer.echo("nothing to stop: keel is not up for this workspace")
+    for s in stopped:
+        typer.echo(f"stopped {s.name} (pid {s.pid})")
 
 
 @app.command()

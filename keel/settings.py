@@ -80,6 +80,17 @@ class DvcConfig(_Section):
 
 class PrefectConfig(_Section):
     api_url: str
+    retrain_cron: str
+    monitor_cron: str
+    timezone: str
+
+
+class UpConfig(_Section):
+    host: str
+    prefect_port: int = Field(ge=1, le=65535)
+    mlflow_port: int = Field(ge=1, le=65535)
+    state_dir: Path
+    ready_timeout_s: float = Field(gt=0)
 
 
 class ReportsConfig(_Section):
@@ -106,6 +117,8 @@ class DriftConfig(_Section):
     min_effect: float = Field(ge=0)
     share_threshold: float = Field(gt=0, le=1)
     experiment_suffix: str
+    trigger: bool
+    cooldown_s: float = Field(ge=0)
 
 
 class ServeConfig(_Section):
@@ -140,6 +153,7 @@ class Settings(_Section):
     promotion: PromotionConfig
     serve: ServeConfig
     drift: DriftConfig
+    up: UpConfig
 
     @property
     def dvc_file(self) -> Path:
@@ -226,6 +240,7 @@ def _resolve(raw: dict[str, Any], workspace: Path) -> dict[str, Any]:
         path(suite) if suite else str(resources.files("keel").joinpath("conf/suites/flights.json"))
     )
     raw["reports"]["dir"] = path(raw["reports"]["dir"])
+    raw["up"]["state_dir"] = path(raw["up"]["state_dir"])
     ml = raw["mlflow"]
     if not ml.get("tracking_uri"):
         ml["tracking_uri"] = f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}"

@@ -16,7 +16,7 @@ import yaml
 from keel.settings import WORKSPACE_FILE, Settings
 
 GITIGNORE_LINES = ["/mlflow/*", "!/mlflow/.gitignore", "/reports/", "/dvc-remote/",
-                   "/.venv/", "__pycache__/", "*.egg-info/"]
+                   "/.venv/", "__pycache__/", "*.egg-info/", "/.keel/"]
 
 WORKSPACE_TEMPLATE = """\
 # keel workspace settings. Keys and defaults: keel/conf/defaults.toml.

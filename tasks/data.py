@@ -65,6 +65,7 @@ def build_batches(settings: Settings, months: list[str], files: dict[str, Path])
             path = ds.partition_path(settings.data.dir, month)
             batches.append(Batch(month, str(path.relative_to(settings.workspace)), frame))
     for name, path in files.items():
+        path = Path(path)
         target = ds.partition_path(settings.data.dir, name)
         if target.exists():
             raise ValueError(f"{path}: partition '{name}' already exists ({target}); "

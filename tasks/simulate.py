@@ -78,7 +78,7 @@ def record_month(settings: Settings, month: str, forward: tuple, drift, trained)
     return MonthRecord(month=month, champion_before=forward[0], forward_auc=forward[1],
                        drift_share=None if drift is None else drift.share,
                        drifted=None if drift is None else drift.drifted,
-                       challenger=trained.version, gate=gate["status"],
+                       challenger=trained.model_version, gate=gate["status"],
                        challenger_auc=challenger_auc, champion_auc=baseline,
                        champion_after=tracking.current_alias_version(settings, "champion"),
                        decision=trained.decision)

@@ -161,3 +161,9 @@ def ws(trained_registry, tmp_path):
 @pytest.fixture
 def free_tcp_port() -> int:
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def port_factory():
+    """Call it for a free loopback TCP port (module-scoped fixtures need more than one)."""
+    return free_port

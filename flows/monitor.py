@@ -1,0 +1,39 @@
+"""keel-monitor: validate the incoming batch, measure its drift against the champion's
+training data (scores always logged), and when it drifted start one retraining on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, tags
+
+from flows.drift import drift_flow
+from flows.retrain import retrain_flow
+from keel.settings import Settings
+from tasks.data import build_batches, validate_batches
+from tasks.monitor import MonitorOutcome, monitor_outcome
+from tasks.retrain import pending_months, reject_batches
+from tasks.trigger import decide_trigger, start_retraining
+
+
+@flow(name="keel-monitor", validate_parameters=False)
+def monitor_flow(settings: Settings, months: list[str] | None = None,
+                 files: dict[str, Path] | None = None) -> MonitorOutcome:
+    months = pending_months(settings, months, files)
+    batches = build_batches(settings, months, files or {})
+    if not batches:
+        return monitor_outcome("no-batch")
+    validation = validate_batches(settings, batches)
+    if not validation.success:                  # on record; no drift alarm, no training
+        return monitor_outcome("rejected", rejected=reject_batches(settings, batches, validation))
+    report = drift_flow(settings, months, files)   # rebuilds the batch: no frames as flow parameters
+    if report is None:
+        return monitor_outcome("no-champion")
+    trigger = decide_trigger(settings, report, batches)
+    retrained = None
+    if trigger.action == "deployment":
+        trigger = start_retraining(settings, trigger, months, files)
+    elif trigger.action == "inline":
+        with tags(*trigger.tags):
+            retrained = retrain_flow(settings, months, files)
+    return monitor_outcome("drift" if report.drifted else "no-drift", report, trigger, retrained)

@@ -1,0 +1,29 @@
+"""keel-retrain: take in the next batch (or the one given), validate it, and when it holds
+up ingest it and run keel-train (gate, then promote or hold by policy). A rejected batch is
+put on record and trains nothing; the run still completes, so a schedule carries on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.train import train_flow
+from keel.settings import Settings
+from tasks.data import build_batches, commit_batches, require_valid, validate_batches
+from tasks.retrain import RetrainOutcome, no_new_batch, pending_months, reject_batches, retrain_outcome
+
+
+@flow(name="keel-retrain", validate_parameters=False)
+def retrain_flow(settings: Settings, months: list[str] | None = None,
+                 files: dict[str, Path] | None = None) -> RetrainOutcome:
+    batches = build_batches(settings, pending_months(settings, months, files), files or {})
+    if not batches:
+        return no_new_batch(settings)
+    validation = validate_batches(settings, batches)
+    if not validation.success:
+        return reject_batches(settings, batches, validation)
+    require_valid(validation)                   # publishes the validation summary
+    version = commit_batches(settings, batches)
+    registered = train_flow(settings)
+    return retrain_outcome(batches, version, registered)

@@ -1,0 +1,230 @@
+"""``keel up`` / ``keel down``: the servers a workspace schedules on, on loopback.
+
+``up`` starts three processes, each the leader of its own process group:
+
+- ``prefect server start`` (its database under ``<up.state_dir>/prefect``);
+- ``mlflow server`` on the workspace's own store (the UI over the same sqlite + artifacts);
+- ``python -m flows.deployments``: Prefect's runner, which registers keel's deployments
+  with their schedules and executes their runs.
+
+It waits until each answers, writes ``<up.state_dir>/up.json`` (PIDs, process start
+times, URLs, logs) and prints the URLs. ``down`` stops exactly those processes, by PID,
+checking each PID still belongs to the process ``up`` started, and their children.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from keel.settings import Settings
+
+STATE_FILE = "up.json"
+RETRAIN_DEPLOYMENT = "keel-scheduled-retrain/monthly"   # flows/deployments.py defines both
+MONITOR_DEPLOYMENT = "keel-drift-monitor/daily"
+
+
+class ServiceError(RuntimeError):
+    """A service keel up could not start, or keel down could not stop."""
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    pid: int
+    started: float          # the process's start time (psutil): guards against PID reuse
+    url: str
+    log: str
+
+
+@dataclass(frozen=True)
+class Up:
+    workspace: str
+    prefect_api: str
+    services: list[Service]
+
+    def url(self, name: str) -> str:
+        return next(s.url for s in self.services if s.name == name)
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.up.state_dir / STATE_FILE
+
+
+def read_state(settings: Settings) -> Up | None:
+    path = state_path(settings)
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    return Up(raw["workspace"], raw["prefect_api"], [Service(**s) for s in raw["services"]])
+
+
+def _process(service: Service):
+    """The live process of a recorded service, or None (gone, or the PID was reused)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(service.pid)
+        if abs(proc.create_time() - service.started) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except psutil.NoSuchProcess:
+        return None
+
+
+def running(settings: Settings) -> Up | None:
+    """The services of a live ``keel up`` for this workspace, or None."""
+    up = read_state(settings)
+    if up and any(_process(s) for s in up.services):
+        return up
+    return None
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the servers do
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, deadline: float, name: str) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"{name} exited with code {proc.returncode}; its log: {log}\n"
+                               + log.read_text(errors="replace")[-2000:])
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise ServiceError(f"{name} did not answer at {url} within the up.ready_timeout_s; its log: {log}")
+
+
+def _wait_deployments(api: str, names: list[str], proc: subprocess.Popen, log: Path,
+                      deadline: float) -> None:
+    for name in names:
+        _wait_http(f"{api}/deployments/name/{name}", proc, log, deadline, "the deployment runner")
+
+
+def _spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _record(name: str, proc: subprocess.Popen, url: str, log: Path) -> Service:
+    import psutil
+
+    return Service(name, proc.pid, psutil.Process(proc.pid).create_time(), url, str(log))
+
+
+def up(settings: Settings, environ: dict[str, str] | None = None) -> Up:
+    """Start the Prefect server, the MLflow server and the deployment runner; return
+    their URLs once each answers. Anything started is stopped again if one fails."""
+    if running(settings):
+        raise ServiceError(f"keel is already up for {settings.workspace} ({state_path(settings)}): "
+                           f"run 'keel down' first")
+    cfg = settings.up
+    for key, port in (("up.prefect_port", cfg.prefect_port), ("up.mlflow_port", cfg.mlflow_port)):
+        if not _port_free(cfg.host, port):
+            raise ServiceError(f"{key}: {cfg.host}:{port} is already in use; pick another port "
+                               f"(KEEL_{key.upper().replace('.', '__')})")
+    if not settings.mlflow.tracking_uri.startswith("sqlite:"):
+        raise ServiceError(f"mlflow.tracking_uri is {settings.mlflow.tracking_uri}: keel up serves the "
+                           f"workspace's own sqlite store; for a remote MLflow, start only Prefect")
+    state, logs = cfg.state_dir, cfg.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (settings.workspace / "mlflow").mkdir(exist_ok=True)
+    base = {**(environ if environ is not None else os.environ)}
+    base.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+                 "DVC_NO_ANALYTICS": "1", "PREFECT_HOME": str(state / "prefect")})
+    prefect_url = f"http://{cfg.host}:{cfg.prefect_port}"
+    api = f"{prefect_url}/api"
+    mlflow_url = f"http://{cfg.host}:{cfg.mlflow_port}"
+    deadline = time.monotonic() + cfg.ready_timeout_s
+    started: list[tuple[str, subprocess.Popen, str, Path]] = []
+    try:
+        log = logs / "prefect-server.log"
+        env = {k: v for k, v in base.items() if k != "PREFECT_API_URL"}
+        started.append(("prefect-server", _spawn(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", cfg.host,
+             "--port", str(cfg.prefect_port)], log, env, settings.workspace), prefect_url, log))
+        log = logs / "mlflow-server.log"
+        started.append(("mlflow-server", _spawn(
+            [sys.executable, "-m", "mlflow", "server", "--host", cfg.host, "--port", str(cfg.mlflow_port),
+             "--workers", "1", "--backend-store-uri", settings.mlflow.tracking_uri,
+             "--default-artifact-root", settings.mlflow.artifact_root],
+            log, base, settings.workspace), mlflow_url, log))
+        for name, proc, url, log in list(started):
+            health = f"{api}/health" if name == "prefect-server" else f"{url}/health"
+            _wait_http(health, proc, log, deadline, name)
+        log = logs / "runner.log"
+        cmd = [sys.executable, "-m", "flows.deployments", "--workspace", str(settings.workspace)]
+        runner = _spawn(cmd + (["--profile", settings.profile] if settings.profile else []), log,
+                        {**base, "PREFECT_API_URL": api}, settings.workspace)
+        started.append(("runner", runner, api, log))
+        _wait_deployments(api, [RETRAIN_DEPLOYMENT, MONITOR_DEPLOYMENT], runner, log, deadline)
+        services = [_record(name, proc, url, log) for name, proc, url, log in started]
+    except BaseException:
+        for _, proc, _, _ in reversed(started):
+            _stop_group(proc.pid, proc.pid, timeout=20)
+        raise
+    result = Up(str(settings.workspace), api, services)
+    state_path(settings).write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def _stop_group(pid: int, pgid: int, timeout: float) -> None:
+    """SIGTERM the process group; SIGKILL whatever is left after ``timeout``."""
+    import psutil
+
+    try:
+        members = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        members = []
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    for m in members:                       # children that left the group
+        try:
+            if os.getpgid(m.pid) != pgid:
+                m.terminate()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    _, alive = psutil.wait_procs(members, timeout=timeout)
+    for m in alive:
+        try:
+            m.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    try:
+        os.waitpid(pid, os.WNOHANG)         # reap it when it is our own child
+    except ChildProcessError:
+        pass
+
+
+def down(settings: Settings, timeout: float = 30) -> list[Service]:
+    """Stop what ``keel up`` started (runner first), by PID; return what was stopped."""
+    up_state = read_state(settings)
+    if up_state is None:
+        return []
+    stopped = []
+    for service in reversed(up_state.services):
+        if _process(service) is not None:
+            _stop_group(service.pid, service.pid, timeout)
+            stopped.append(service)
+    state_path(settings).unlink(missing_ok=True)
+    return stopped

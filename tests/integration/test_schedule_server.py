@@ -1,0 +1,197 @@
+"""Scheduling on a real `prefect server start` on a free loopback port, through keel up:
+the deployments and their schedules, a retraining run executed by the runner, drift ->
+exactly one retraining, and keel up / keel down leaving no process behind."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, port_factory):
+    """A workspace with a champion (v1 on 2013-01), and keel up running for it."""
+    from flows.ingest import ingest_flow
+    from flows.train import train_flow
+    from keel import services
+    from keel.settings import load_settings
+    from keel.workspace import init_workspace
+
+    ws = init_workspace(tmp_path_factory.mktemp("served") / "ws")
+    s = load_settings(ws, profile="test", environ={})
+    ingest_flow(s, ["2013-01"])
+    assert train_flow(s).version == "1"
+    s = s.with_overrides({"up.prefect_port": port_factory(), "up.mlflow_port": port_factory()})
+    state = services.up(s, environ={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "2"})
+    yield s, state
+    services.down(s)
+
+
+@pytest.fixture
+def api(served):
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: served[1].prefect_api}):
+        with get_client(sync_client=True) as client:
+            yield client
+
+
+def _wait_final(client, run_id, timeout=420):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state.type.value in FINAL:
+            return run
+        time.sleep(2)
+    raise AssertionError(f"flow run {run_id} not finished in {timeout}s: {run.state}")
+
+
+def _versions(ws) -> list[str]:
+    from keel.tracking import client
+
+    return sorted(str(v.version) for v in client(ws).search_model_versions(f"name='{ws.mlflow.model_name}'"))
+
+
+def test_the_deployments_exist_with_their_schedules(served, api):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from keel.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT
+
+    s, _ = served
+    for name, cron in ((RETRAIN_DEPLOYMENT, s.prefect.retrain_cron), (MONITOR_DEPLOYMENT, s.prefect.monitor_cron)):
+        d = api.read_deployment_by_name(name)
+        assert [(x.schedule.cron, x.schedule.timezone, x.active) for x in d.schedules] == [(cron, "UTC", True)]
+        assert d.parameters == {"workspace": str(s.workspace), "profile": "test"}
+    # the server's scheduler has put the next monthly retrainings on the calendar: 06:00 on the 1st
+    retrain = api.read_deployment_by_name(RETRAIN_DEPLOYMENT)
+    deadline = time.monotonic() + 90
+    while not (upcoming := api.read_flow_runs(deployment_filter=DeploymentFilter(
+            id=DeploymentFilterId(any_=[retrain.id])))) and time.monotonic() < deadline:
+        time.sleep(2)
+    scheduled = [r for r in upcoming if r.state.type.value == "SCHEDULED"]
+    assert scheduled and all((r.expected_start_time.day, r.expected_start_time.hour) == (1, 6)
+                             for r in scheduled)
+
+
+def test_a_triggered_retraining_runs_to_completion_through_the_runner(served, api, tmp_path):
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from keel.services import RETRAIN_DEPLOYMENT
+
+    s, state = served
+    with temporary_settings({PREFECT_API_URL: state.prefect_api}):
+        run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, as_subflow=False,
+                             parameters={"workspace": str(s.workspace), "profile": "test",
+                                         "months": ["2013-02"]})
+    run = _wait_final(api, run.id)
+    assert run.state.type.value == "COMPLETED", run.state.message
+    assert (s.data.dir / "2013-02.parquet").exists() and _versions(s) == ["1", "2"]
+
+    # a batch that breaks the suite: the run completes (the schedule goes on), on record, no model
+    bad = pd.read_parquet(s.data.dir / "2013-01.parquet").assign(distance=-1.0)
+    bad.to_parquet(tmp_path / "bad.parquet")
+    with temporary_settings({PREFECT_API_URL: state.prefect_api}):
+        run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, as_subflow=False,
+                             parameters={"workspace": str(s.workspace), "profile": "test",
+                                         "files": {"bad": str(tmp_path / "bad.parquet")}})
+    run = _wait_final(api, run.id)
+    assert run.state.type.value == "COMPLETED" and _versions(s) == ["1", "2"]
+    record = json.loads((s.reports.dir / "ingest" / "rejections.jsonl").read_text().splitlines()[-1])
+    assert record["batches"] == ["bad"] and {f["column"] for f in record["failures"]} == {"distance"}
+    assert not (s.data.dir / "bad.parquet").exists()
+
+
+def test_a_shifted_batch_triggers_exactly_one_retraining_an_unshifted_one_none(served, api, tmp_path):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.monitor import monitor_flow
+    from tasks.trigger import TRIGGER_TAG, model_tag
+
+    s, state = served
+    s = s.with_overrides({"drift.share_threshold": 0.3})   # 6 of 18 features shifted below
+    before = _versions(s)
+    frame = pd.read_parquet(s.data.dir / "2013-01.parquet")
+    path = tmp_path / "heatwave.parquet"
+    frame.assign(temp=frame["temp"] + 40, dewp=frame["dewp"] + 35, humid=frame["humid"] / 2,
+                 pressure=frame["pressure"] - 20, visib=frame["visib"] / 3,
+                 wind_speed=frame["wind_speed"] * 3).to_parquet(path)
+    with temporary_settings({PREFECT_API_URL: state.prefect_api}):
+        calm = monitor_flow(s, ["2013-01"])
+        hot = monitor_flow(s, files={"heatwave": path})
+        again = monitor_flow(s.with_overrides({"drift.cooldown_s": 0}), files={"heatwave-2": path})
+    assert calm.status == "no-drift" and calm.trigger.action == "none"
+    assert hot.status == "drift" and hot.trigger.action == "deployment" and hot.retrained is None
+    assert again.status == "drift" and again.trigger.action == "deduped"
+    assert again.trigger.flow_run_id == hot.trigger.flow_run_id
+    run = _wait_final(api, hot.trigger.flow_run_id)
+    assert run.state.type.value == "COMPLETED", run.state.message
+    triggered = api.read_flow_runs(flow_run_filter=FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[TRIGGER_TAG, model_tag(s)])))
+    assert [r.id for r in triggered] == [run.id]
+    assert len(_versions(s)) == len(before) + 1 and (s.data.dir / "heatwave.parquet").exists()
+
+
+def _tree(pids):
+    import psutil
+
+    procs = []
+    for pid in pids:
+        p = psutil.Process(pid)
+        procs += [p, *p.children(recursive=True)]
+    return procs
+
+
+def test_keel_up_then_down_leaves_no_process_behind(tmp_path, port_factory):
+    import psutil
+
+    from keel.workspace import init_workspace
+
+    ws = init_workspace(tmp_path / "ws")
+    cli = [sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test"]
+    env = {**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    with socket.socket() as busy:                       # a taken port: refused before anything starts
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = subprocess.run(cli + ["up", "--prefect-port", str(busy.getsockname()[1])], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "up.prefect_port: 127.0.0.1:" in proc.stderr
+    assert not (ws / ".keel" / "up.json").exists()
+
+    ports = port_factory(), port_factory()
+    proc = subprocess.run(cli + ["up", "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1])],
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Prefect UI:  http://127.0.0.1:{ports[0]}" in proc.stdout
+    assert f"MLflow UI:   http://127.0.0.1:{ports[1]}" in proc.stdout
+    state = json.loads((ws / ".keel" / "up.json").read_text())
+    assert [x["name"] for x in state["services"]] == ["prefect-server", "mlflow-server", "runner"]
+    tree = _tree([x["pid"] for x in state["services"]])
+    for url in (f"http://127.0.0.1:{ports[0]}/api/health", f"http://127.0.0.1:{ports[1]}/health"):
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200
+    again = subprocess.run(cli + ["up"], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "already up" in again.stderr
+
+    proc = subprocess.run(cli + ["down"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.count("stopped ") == 3
+    gone, alive = psutil.wait_procs(tree, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    for port in ports:
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0
+    assert not (ws / ".keel" / "up.json").exists()
+    proc = subprocess.run(cli + ["down"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "nothing to stop" in proc.stdout
