@@ -22,9 +22,9 @@ demo: $(STAMP)
 	$(KEEL) ingest --demo
 	$(KEEL) train
 
-## The whole test-suite (unit, data, model, integration). ~12 min on 2 cores.
+## The whole test-suite (unit, data, model, integration, scaled backends). ~15 min on 2 cores.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 ## Skip the tests marked slow (no training, no Prefect flow runs).
 test-fast: $(STAMP)
@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(PY) bench/train_throughput.py
 	$(PY) bench/dvc_add_throughput.py
 	$(PY) bench/serve_latency.py
+	$(PY) bench/ddp_speed.py
+	$(PY) bench/scaled_backends.py
 
 ## Re-lock the environment after changing a pin in pyproject.toml.
 lock: $(STAMP)

@@ -7,7 +7,9 @@
 Their parameters are plain JSON (workspace, profile, months, files), so a run can be
 started from the Prefect UI, ``prefect deployment run`` or ``run_deployment``.
 Serve them by hand with ``python -m flows.deployments --workspace DIR [--profile P]``
-against a server (PREFECT_API_URL).
+against a server (PREFECT_API_URL). With ``--work-pool POOL [--image IMAGE]`` they are
+registered to a work pool instead (a process worker, or Kubernetes jobs: infra/k8s/),
+and that pool's workers run them.
 """
 
 from __future__ import annotations
@@ -67,11 +69,19 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--profile")
+    parser.add_argument("--work-pool", help="register to this work pool instead of serving")
+    parser.add_argument("--image", help="the keel image the pool's jobs run (Kubernetes/Docker pools)")
     args = parser.parse_args(argv)
     settings = load_settings(args.workspace, profile=args.profile)
     # Under `python -m` this file is __main__; the runner needs the flows' importable home.
     from flows.deployments import deployments as importable
 
+    if args.work_pool:
+        from prefect import deploy
+
+        deploy(*importable(settings), work_pool_name=args.work_pool, image=args.image,
+               build=False, push=False)
+        return
     # one run at a time: retrainings of one workspace share its data/ and DVC cache
     serve(*importable(settings), limit=1)
 

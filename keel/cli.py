@@ -39,7 +39,8 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _settings(ctx: typer.Context):
+def _settings(ctx: typer.Context, check: bool = True):
+    """The settings, with every backend they name checked before any work (check=True)."""
     from keel.settings import ConfigError, load_settings
 
     try:
@@ -56,6 +57,13 @@ def _settings(ctx: typer.Context):
         up = running(settings)          # `keel up` is running for this workspace: use its server
         if up is not None:
             os.environ["PREFECT_API_URL"] = up.prefect_api
+    if check:
+        from keel.backends import BackendError, check as check_backends
+
+        try:
+            check_backends(settings)
+        except BackendError as exc:
+            _fail(str(exc), 2)
     return settings
 
 
@@ -248,7 +256,7 @@ def up(ctx: typer.Context,
     keel's scheduled deployments, on loopback; print their URLs. Stop them with keel down."""
     from keel.services import ServiceError, up as start
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, check=False)
     overrides = {k: v for k, v in (("up.prefect_port", prefect_port),
                                    ("up.mlflow_port", mlflow_port)) if v is not None}
     settings = settings.with_overrides(overrides) if overrides else settings
@@ -273,7 +281,7 @@ def down(ctx: typer.Context):
     """Stop exactly the processes keel up started (by PID), and their children."""
     from keel.services import down as stop
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, check=False)
     stopped = stop(settings)
     if not stopped:
         typer.echo("nothing to stop: keel is not up for this workspace")
@@ -456,7 +464,7 @@ def config(ctx: typer.Context):
     """Print the resolved settings (every location keel will use)."""
     import json
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, check=False)
     typer.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
 
 

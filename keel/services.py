@@ -98,7 +98,8 @@ def _port_free(host: str, port: int) -> bool:
             return False
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, deadline: float, name: str) -> None:
+def wait_http(url: str, proc: subprocess.Popen, log: Path, deadline: float, name: str) -> None:
+    """Until ``url`` answers; a clear error with the log's tail when the process exits."""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServiceError(f"{name} exited with code {proc.returncode}; its log: {log}\n"
@@ -108,13 +109,13 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, deadline: float, nam
                 return
         except OSError:
             time.sleep(0.5)
-    raise ServiceError(f"{name} did not answer at {url} within the up.ready_timeout_s; its log: {log}")
+    raise ServiceError(f"{name} did not answer at {url} in time; its log: {log}")
 
 
 def _wait_deployments(api: str, names: list[str], proc: subprocess.Popen, log: Path,
                       deadline: float) -> None:
     for name in names:
-        _wait_http(f"{api}/deployments/name/{name}", proc, log, deadline, "the deployment runner")
+        wait_http(f"{api}/deployments/name/{name}", proc, log, deadline, "the deployment runner")
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
@@ -168,7 +169,7 @@ def up(settings: Settings, environ: dict[str, str] | None = None) -> Up:
             log, base, settings.workspace), mlflow_url, log))
         for name, proc, url, log in list(started):
             health = f"{api}/health" if name == "prefect-server" else f"{url}/health"
-            _wait_http(health, proc, log, deadline, name)
+            wait_http(health, proc, log, deadline, name)
         log = logs / "runner.log"
         cmd = [sys.executable, "-m", "flows.deployments", "--workspace", str(settings.workspace)]
         runner = _spawn(cmd + (["--profile", settings.profile] if settings.profile else []), log,

@@ -51,6 +51,10 @@ class FeatureConfig(_Section):
 
 class TrainConfig(_Section):
     seed: int
+    strategy: Literal["auto", "ddp"]
+    devices: int = Field(ge=1)
+    num_nodes: int = Field(ge=1)
+    ddp_start_method: Literal["spawn", "popen"]
     max_epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)
@@ -76,6 +80,7 @@ class MlflowConfig(_Section):
 class DvcConfig(_Section):
     remote: str
     remote_url: str
+    endpoint_url: str
 
 
 class PrefectConfig(_Section):
@@ -258,6 +263,44 @@ def _resolve(raw: dict[str, Any], workspace: Path) -> dict[str, Any]:
     return raw
 
 
+# The settings that hold addresses; credentials never go in them (see _refuse_secrets).
+ADDRESS_KEYS = ("mlflow.tracking_uri", "mlflow.registry_uri", "mlflow.artifact_root",
+                "prefect.api_url", "dvc.remote_url", "dvc.endpoint_url")
+
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN for MLflow, "
+                  "PGPASSWORD for PostgreSQL, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for S3, "
+                  "PREFECT_API_KEY for Prefect")
+
+
+def redact(uri: str) -> str:
+    """An address safe to print: any user:password@ part replaced."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable address>"
+    if parts.password is None and "@" not in parts.netloc:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def _refuse_secrets(raw: dict[str, Any]) -> None:
+    from urllib.parse import urlsplit
+
+    for key in ADDRESS_KEYS:
+        section, name = key.split(".")
+        value = str(raw.get(section, {}).get(name) or "")
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        if password:
+            raise ConfigError(f"{key} = {redact(value)} holds a password; keel takes credentials "
+                              f"from environment variables only ({CREDENTIAL_ENV})")
+
+
 def load_settings(
     workspace: Path | str | None = None,
     *,
@@ -290,6 +333,7 @@ def load_settings(
     if overrides:
         _merge(raw, _undot(overrides))
     raw["profile"] = profile
+    _refuse_secrets(raw)
     try:
         return Settings.model_validate(_resolve(raw, ws))
     except (KeyError, TypeError) as exc:

@@ -43,17 +43,27 @@ def _as_batch(batch):
 
 class ShuffledBatches(Sampler):
     """Index tensors of one randperm per epoch; the generator is seeded once, so the
-    sequence of epochs is the same on every run."""
+    sequence of epochs is the same on every run.
 
-    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool):
+    Under DDP every rank draws the same permutation and takes its own stride of it
+    (``rank::world``), cut to the same length on every rank, so all ranks run the same
+    number of steps (a rank with one step more would hang the others' all-reduce)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world}")
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        self.rank, self.world = rank, world
+        self.per_rank = n if world == 1 else n // world
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return (self.n + self.batch_size - 1) // self.batch_size
+        return (self.per_rank + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        if self.world > 1:
+            order = order[self.rank::self.world][:self.per_rank]
         return iter(order.split(self.batch_size))
 
 
@@ -70,19 +80,32 @@ class EncodedSplit:
                    torch.from_numpy(frame[label].to_numpy(dtype=np.float32)))
 
 
-def make_loader(split: EncodedSplit, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
+def make_loader(split: EncodedSplit, batch_size: int, seed: int, shuffle: bool,
+                rank: int = 0, world: int = 1) -> DataLoader:
     return DataLoader(TensorRows(split.cat, split.num, split.y),
-                      batch_sampler=ShuffledBatches(len(split.y), batch_size, seed, shuffle),
+                      batch_sampler=ShuffledBatches(len(split.y), batch_size, seed, shuffle, rank, world),
                       collate_fn=_as_batch)
 
 
 class FlightsDataModule(pl.LightningDataModule):
-    def __init__(self, train: EncodedSplit, val: EncodedSplit | None, batch_size: int, seed: int):
+    """Train batches are sharded across DDP ranks (the global batch stays ``batch_size``);
+    every rank validates on the whole val split, so all ranks see the same val metrics and
+    early stopping decides the same everywhere."""
+
+    def __init__(self, train: EncodedSplit, val: EncodedSplit | None, batch_size: int, seed: int,
+                 num_threads: int = 1):
         super().__init__()
         self.train, self.val, self.batch_size, self.seed = train, val, batch_size, seed
+        self.num_threads = num_threads
+
+    def setup(self, stage: str) -> None:
+        torch.set_num_threads(self.num_threads)     # again in each spawned DDP process
 
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self.train, self.batch_size, self.seed, shuffle=True)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        return make_loader(self.train, max(1, self.batch_size // world), self.seed, shuffle=True,
+                           rank=rank, world=world)
 
     def val_dataloader(self):
         if self.val is None:
@@ -117,14 +140,14 @@ class FlightDelayModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._train_rows[0]:
-            self.log("train/loss", self._train_loss / self._train_rows[0])
+            self.log("train/loss", self._train_loss / self._train_rows[0], sync_dist=True)
         self._train_loss.zero_()
         self._train_rows[0] = 0
 
     def validation_step(self, batch, batch_idx):
         cat, num, y = batch
         logits = self.net(cat, num)
-        self.log("val/loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
+        self.log("val/loss", self.loss(logits, y), on_epoch=True, batch_size=len(y), sync_dist=True)
         self.val_auc.update(torch.sigmoid(logits), y.long())
         self.log("val/auc", self.val_auc, on_epoch=True)
 
@@ -149,6 +172,16 @@ class KeepBestWeights(pl.Callback):
             self.best, self.best_epoch = float(value), trainer.current_epoch
             self.state = copy.deepcopy(module.net.state_dict())
 
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Put the best weights into the module and the summary into callback_metrics:
+        both travel back to the launching process when DDP ran in spawned processes."""
+        if self.state is not None:
+            module.net.load_state_dict(self.state)
+        trainer.callback_metrics["keel/epochs_run"] = torch.tensor(float(trainer.current_epoch))
+        if self.best is not None:
+            trainer.callback_metrics["keel/best_epoch"] = torch.tensor(float(self.best_epoch))
+            trainer.callback_metrics["keel/best_val_loss"] = torch.tensor(self.best)
+
 
 def build_trainer(cfg: TrainConfig, *, logger: Any = False, callbacks: list | None = None,
                   validate: bool = True, **overrides: Any) -> pl.Trainer:
@@ -167,8 +200,22 @@ def build_trainer(cfg: TrainConfig, *, logger: Any = False, callbacks: list | No
         num_sanity_val_steps=0,
         log_every_n_steps=50,  # the module itself logs at epoch level only
     )
+    kwargs.update(distributed(cfg))
     kwargs.update(overrides)
     return pl.Trainer(**kwargs)
+
+
+def distributed(cfg: TrainConfig) -> dict[str, Any]:
+    """Trainer arguments for ``train.strategy``: nothing for "auto"; for "ddp", Lightning's
+    DDPStrategy over gloo (CPU) with ``devices`` processes per node on ``num_nodes`` nodes.
+    ``ddp_start_method = "spawn"`` has Lightning start the processes from this one;
+    "popen" is for an outside launcher (torchrun, a Kubernetes job per node)."""
+    if cfg.strategy != "ddp":
+        return {}
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return dict(strategy=DDPStrategy(process_group_backend="gloo", start_method=cfg.ddp_start_method),
+                devices=cfg.devices, num_nodes=cfg.num_nodes, use_distributed_sampler=False)
 
 
 # ---------------------------------------------------------------- fit
@@ -206,16 +253,17 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, features: FeatureConfig, cfg: Tr
                         cfg.emb_dim_max)
     module = FlightDelayModule(net_cfg, cfg.lr, cfg.weight_decay)
     data = FlightsDataModule(EncodedSplit.encode(pre, train, features.label),
-                             EncodedSplit.encode(pre, val, features.label), cfg.batch_size, cfg.seed)
+                             EncodedSplit.encode(pre, val, features.label), cfg.batch_size, cfg.seed,
+                             cfg.num_threads)
     best = KeepBestWeights("val/loss")
     stop = pl.callbacks.EarlyStopping("val/loss", patience=cfg.patience, mode="min")
     trainer = build_trainer(cfg, logger=logger, callbacks=[best, stop])
-    trainer.fit(module, datamodule=data)
-    if best.state is not None:
-        module.net.load_state_dict(best.state)
+    trainer.fit(module, datamodule=data)     # the best weights are in module.net afterwards
     module.net.eval()
-    model = TrainedModel(pre, module.net, cfg.threshold, trainer.current_epoch, best.best_epoch,
-                         best.best)
+    done = trainer.callback_metrics
+    model = TrainedModel(pre, module.net, cfg.threshold, int(done["keel/epochs_run"]),
+                         int(done["keel/best_epoch"]) if "keel/best_epoch" in done else None,
+                         float(done["keel/best_val_loss"]) if "keel/best_val_loss" in done else None)
     if cfg.threshold_policy == "max_f1" and len(val):
         model.threshold = max_f1_threshold(val[features.label].to_numpy(), model.predict_proba(val))
     return model

@@ -111,9 +111,18 @@ def configure_remote(settings: Settings) -> None:
         Path(url).mkdir(parents=True, exist_ok=True)
     with Repo(str(settings.workspace)) as repo:
         with repo.config.edit("local") as conf:
-            conf["remote"][settings.dvc.remote] = {"url": url}
+            conf["remote"][settings.dvc.remote] = remote_config(settings)
             conf["core"]["remote"] = settings.dvc.remote
             conf["core"]["checksum_jobs"] = os.cpu_count() or 1
+
+
+def remote_config(settings: Settings) -> dict[str, str]:
+    """The DVC remote's section: its URL, and the endpoint of an S3-compatible store.
+    Credentials are never written: DVC takes them from AWS_* environment variables."""
+    conf = {"url": settings.dvc.remote_url}
+    if settings.dvc.endpoint_url:
+        conf["endpointurl"] = settings.dvc.endpoint_url
+    return conf
 
 
 def read_data_version(dvc_file: Path) -> DataVersion | None:
@@ -212,7 +221,7 @@ def materialise(settings: Settings, dvc_text: str, target: Path) -> Path:
     (target / "data.dvc").write_text(dvc_text)
     with Repo(str(target)) as repo:
         with repo.config.edit("local") as conf:
-            conf["remote"][settings.dvc.remote] = {"url": settings.dvc.remote_url}
+            conf["remote"][settings.dvc.remote] = remote_config(settings)
             conf["core"]["remote"] = settings.dvc.remote
         repo.pull(targets=[str(target / "data.dvc")], remote=settings.dvc.remote)
     return target / "data"

@@ -32,10 +32,14 @@ class RetrainOutcome:
 
 @task(name="load-settings", cache_policy=NONE)
 def load_workspace_settings(workspace: str, profile: str | None) -> Settings:
-    """A deployment's parameters are plain JSON: the workspace and the profile."""
+    """A deployment's parameters are plain JSON: the workspace and the profile. Every
+    backend the settings name must answer before any work starts."""
+    from keel.backends import check
     from keel.settings import load_settings
 
-    return load_settings(workspace, profile=profile)
+    settings = load_settings(workspace, profile=profile)
+    check(settings)
+    return settings
 
 
 @task(name="pending-months", cache_policy=NONE)

@@ -167,3 +167,19 @@ def free_tcp_port() -> int:
 def port_factory():
     """Call it for a free loopback TCP port (module-scoped fixtures need more than one)."""
     return free_port
+
+
+_SCALED: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "scaled" in report.keywords:
+        _SCALED[report.nodeid] = _SCALED.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """CI reports the time of the tests on the scaled backends (Postgres + S3) on its own."""
+    if _SCALED:
+        terminalreporter.write_line(
+            f"scaled backends (PostgreSQL + S3 + MLflow/Prefect servers): {len(_SCALED)} tests, "
+            f"{sum(_SCALED.values()):.1f} s including server start-up")

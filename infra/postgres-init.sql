@@ -1,0 +1,2 @@
+-- MLflow's database is POSTGRES_DB; Prefect gets its own.
+CREATE DATABASE prefect OWNER keel;
