@@ -139,6 +139,13 @@ def train(ctx: typer.Context):
     (promotion.policy) a model on the current data version."""
     settings = _settings(ctx)
 
+    from tasks.train import launched_rank, train_as_worker
+
+    if launched_rank() != 0:      # under torchrun: only rank 0 runs the flow, logs and registers
+        _run_flow(lambda: train_as_worker(settings))
+        typer.echo(f"rank {launched_rank()}: trained as a DDP worker; rank 0 logs and registers")
+        return
+
     from flows.train import train_flow
 
     registered = _run_flow(lambda: train_flow(settings))

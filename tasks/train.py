@@ -80,3 +80,25 @@ def end_run(settings: Settings, run_id: str, status: str = "FINISHED") -> None:
     from keel import tracking
 
     tracking.client(settings).set_terminated(run_id, status=status)
+
+
+def launched_rank() -> int:
+    """The global rank an outside launcher (torchrun, one Kubernetes job per node) gave
+    this process (``RANK``); 0 when there is none."""
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def train_as_worker(settings: Settings) -> None:
+    """A DDP rank other than 0 started by an outside launcher (train.ddp_start_method =
+    "popen"): the same data version, splits and config as rank 0, then fit() to join the
+    process group. No validation report, MLflow run or registration: rank 0 does those."""
+    from keel import dataset as ds
+    from keel.training import fit
+    from keel.workspace import ensure_checked_out
+
+    ensure_checked_out(settings)
+    frame = ds.read_partitions(ds.list_partitions(settings.data.dir))
+    train, val, _ = ds.split_frame(frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt)
+    fit(train, val, settings.features, settings.train)
