@@ -53,7 +53,9 @@ def test_pipeline_promotion_and_ledger_over_http(tmp_path, mlflow_server):
     proc = subprocess.run([sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test", "rollback",
                            "--reason", "x"], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=300)
-    assert proc.returncode == 1 and "not reachable" in proc.stderr
+    # the command checks its backends before any work: exit 2, the setting and the address
+    assert proc.returncode == 2, proc.stderr
+    assert f"mlflow.tracking_uri = {mlflow_server.url}: cannot reach the MLflow server" in proc.stderr
     mlflow_server.start()
     assert Registry(s).alias("champion") == "1"
 
