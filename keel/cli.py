@@ -158,19 +158,35 @@ def train(ctx: typer.Context):
     ]))
 
 
+def _batch_args(month: Optional[list[str]], file: Optional[list[Path]]):
+    from keel.dataset import parse_month
+
+    try:
+        for m in month or []:
+            parse_month(m)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    return (sorted(set(month)) if month else None), {p.stem: p.resolve() for p in file or []}
+
+
+MonthsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--month", "-m", help="YYYY-MM; repeatable (default: the month after the newest in data/).")]
+FilesOpt = Annotated[Optional[list[Path]], typer.Option("--file", "-f", help="A batch file; repeatable.")]
+
+
 @app.command()
 def drift(ctx: typer.Context,
           month: Annotated[Optional[list[str]], typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
-          file: Annotated[Optional[list[Path]], typer.Option("--file", "-f", help="A batch file; repeatable.")] = None):
+          file: FilesOpt = None):
     """Compare a new batch with the champion's training data (KS / chi-square + effect
     size per feature, and the drifted share). Scores go to MLflow and Prefect every time."""
     settings = _settings(ctx)
     if not month and not file:
         _fail("say which batch: --month YYYY-MM or --file PATH", 2)
+    months, files = _batch_args(month, file)
     from flows.drift import drift_flow
 
-    report = _run_flow(lambda: drift_flow(settings, list(month or []),
-                                          {p.stem: p.resolve() for p in file or []}))
+    report = _run_flow(lambda: drift_flow(settings, months or [], files))
     if report is None:
         typer.echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
         return
@@ -198,22 +214,6 @@ def simulate(ctx: typer.Context,
 
     path = _run_flow(lambda: simulate_flow(settings, months))
     typer.echo(path.read_text() + f"\ntimeline: {path} and {path.with_suffix('.png')}")
-
-
-def _batch_args(month: Optional[list[str]], file: Optional[list[Path]]):
-    from keel.dataset import parse_month
-
-    try:
-        for m in month or []:
-            parse_month(m)
-    except ValueError as exc:
-        _fail(str(exc), 2)
-    return (sorted(set(month)) if month else None), {p.stem: p.resolve() for p in file or []}
-
-
-MonthsOpt = Annotated[Optional[list[str]], typer.Option(
-    "--month", "-m", help="YYYY-MM; repeatable (default: the month after the newest in data/).")]
-FilesOpt = Annotated[Optional[list[Path]], typer.Option("--file", "-f", help="A batch file; repeatable.")]
 
 
 @app.command()

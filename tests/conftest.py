@@ -92,7 +92,8 @@ class MlflowServer:
         import subprocess
         import sys
         import time
-        import urllib.request
+
+        from keel.services import wait_http
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
@@ -100,25 +101,14 @@ class MlflowServer:
              "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
              "--artifacts-destination", str(self.root / "artifacts")],
             cwd=self.root, stdout=open(self.root / "server.log", "wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"mlflow server not ready in {timeout}s")
+        wait_http(f"{self.url}/health", self.proc, self.root / "server.log", time.monotonic() + timeout,
+                  "the mlflow server")
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait()
+        from keel.localstack import stop_process
+
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")
