@@ -39,12 +39,16 @@ def main() -> None:
     args = ap.parse_args()
     s = load_settings(tempfile.mkdtemp(), environ={})
     source = load_source()
-    frame = pd.concat([build_month(*source, m) for m in month_range(args.first, args.last)], ignore_index=True)
+    frame = pd.concat(
+        [build_month(*source, m) for m in month_range(args.first, args.last)], ignore_index=True
+    )
     train, val, test = split_frame(frame, s.split.val_pct, s.split.test_pct, s.split.salt)
     runs: dict[str, list[dict]] = {"one process": [], "ddp x2": []}
     for _ in range(args.rounds):
-        for name, update in (("one process", {"strategy": "auto", "devices": 1}),
-                             ("ddp x2", {"strategy": "ddp", "devices": 2})):
+        for name, update in (
+            ("one process", {"strategy": "auto", "devices": 1}),
+            ("ddp x2", {"strategy": "ddp", "devices": 2}),
+        ):
             out = {}
             for epochs in (1, args.epochs):
                 cfg = s.train.model_copy(update={**update, "max_epochs": epochs, "patience": 1000})
@@ -56,12 +60,19 @@ def main() -> None:
             runs[name].append(out)
             print(name, {k: round(v, 3) for k, v in out.items()}, flush=True)
     med = {n: {k: statistics.median(r[k] for r in v) for k in v[0]} for n, v in runs.items()}
-    result = {"months": [args.first, args.last], "rows": {"train": len(train), "val": len(val)}, "epochs": args.epochs,
-              "batch_size": s.train.batch_size, "runs": runs, "median": med,
-              "ratio_per_epoch": med["ddp x2"]["per_epoch_s"] / med["one process"]["per_epoch_s"],
-              "ratio_fit": med["ddp x2"][f"fit_{args.epochs}_s"] / med["one process"][f"fit_{args.epochs}_s"],
-              "startup_overhead_s": med["ddp x2"]["fit_1_s"] - med["ddp x2"]["per_epoch_s"]
-              - (med["one process"]["fit_1_s"] - med["one process"]["per_epoch_s"])}
+    result = {
+        "months": [args.first, args.last],
+        "rows": {"train": len(train), "val": len(val)},
+        "epochs": args.epochs,
+        "batch_size": s.train.batch_size,
+        "runs": runs,
+        "median": med,
+        "ratio_per_epoch": med["ddp x2"]["per_epoch_s"] / med["one process"]["per_epoch_s"],
+        "ratio_fit": med["ddp x2"][f"fit_{args.epochs}_s"] / med["one process"][f"fit_{args.epochs}_s"],
+        "startup_overhead_s": med["ddp x2"]["fit_1_s"]
+        - med["ddp x2"]["per_epoch_s"]
+        - (med["one process"]["fit_1_s"] - med["one process"]["per_epoch_s"]),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))

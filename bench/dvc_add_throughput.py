@@ -32,11 +32,18 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=4, help="partitions per month")
-    ap.add_argument("--scale", type=int, default=40,
-                    help="distinct samples of the month concatenated into one partition (~10 MB)")
+    ap.add_argument(
+        "--scale",
+        type=int,
+        default=40,
+        help="distinct samples of the month concatenated into one partition (~10 MB)",
+    )
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--link-types", default="copy,hardlink",
-                    help="DVC cache.type values to measure (copy is DVC's fallback default here)")
+    ap.add_argument(
+        "--link-types",
+        default="copy,hardlink",
+        help="DVC cache.type values to measure (copy is DVC's fallback default here)",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dvc_add_throughput.json")
     args = ap.parse_args()
 
@@ -52,8 +59,10 @@ def main() -> None:
 
         for m, frame in months.items():
             for i in range(args.copies):
-                big = pd.concat([frame.sample(frac=0.9, random_state=i * 1000 + j)
-                                 for j in range(args.scale)], ignore_index=True)
+                big = pd.concat(
+                    [frame.sample(frac=0.9, random_state=i * 1000 + j) for j in range(args.scale)],
+                    ignore_index=True,
+                )
                 write_partition(big, data / f"{m}-{i:03d}.parquet")
         files = sorted(str(p) for p in data.iterdir())
         size = sum(Path(f).stat().st_size for f in files)
@@ -72,15 +81,17 @@ def main() -> None:
             subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=repo, check=True, env=env)
             subprocess.run([*dvc, "config", "cache.type", link], cwd=repo, check=True, env=env)
             if jobs:
-                subprocess.run([*dvc, "config", "core.checksum_jobs", str(jobs)], cwd=repo,
-                               check=True, env=env)
+                subprocess.run(
+                    [*dvc, "config", "core.checksum_jobs", str(jobs)], cwd=repo, check=True, env=env
+                )
             shutil.copytree(data, repo / "data", copy_function=os.link)  # same inodes, same bytes
             t = time.perf_counter()
             subprocess.run([*dvc, "add", "-q", "data"], cwd=repo, check=True, env=env)
             return time.perf_counter() - t
 
-        variants = [(link, jobs) for link in args.link_types.split(",") if link
-                    for jobs in (0, 2)]  # 0: DVC's default checksum_jobs (1 on 2 cores)
+        variants = [
+            (link, jobs) for link in args.link_types.split(",") if link for jobs in (0, 2)
+        ]  # 0: DVC's default checksum_jobs (1 on 2 cores)
         label = {v: f"dvc_add_{v[0]}_jobs{v[1] or 'default'}" for v in variants}
         times: dict[str, list[float]] = {"md5sum": [], **{label[v]: [] for v in variants}}
         start_up = []
@@ -89,21 +100,25 @@ def main() -> None:
             for v in variants:
                 times[label[v]].append(dvc_add(*v))
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "dvc", "--version"], check=True,
-                           capture_output=True, env=env)
+            subprocess.run(
+                [sys.executable, "-m", "dvc", "--version"], check=True, capture_output=True, env=env
+            )
             start_up.append(time.perf_counter() - t)
         base = statistics.median(times["md5sum"])
         result = {
-            "bench": "dvc_add_throughput", "files": len(files), "bytes": size,
+            "bench": "dvc_add_throughput",
+            "files": len(files),
+            "bytes": size,
             "rounds": args.rounds,
             "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
             "mb_per_s": {k: round(size / statistics.median(v) / 1e6, 1) for k, v in times.items()},
-            "ratio_vs_md5sum": {k: round(base / statistics.median(v), 3)
-                                for k, v in times.items() if k != "md5sum"},
+            "ratio_vs_md5sum": {
+                k: round(base / statistics.median(v), 3) for k, v in times.items() if k != "md5sum"
+            },
             "target": 0.7,
             "dvc_start_up_s": round(statistics.median(start_up), 3),
             "note": "dvc add = a cold `python -m dvc add data` (fresh repo, empty cache/state): "
-                    "includes DVC's start-up, hashing, caching and writing data.dvc",
+            "includes DVC's start-up, hashing, caching and writing data.dvc",
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -38,7 +38,10 @@ def pipeline(ws: Path, profile: str, months: list[str], env: dict[str, str]) -> 
     init_workspace(ws)
     times = {}
     base = [sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", profile]
-    for name, args in (("ingest", ["ingest", *sum((["--month", m] for m in months), [])]), ("train", ["train"])):
+    for name, args in (
+        ("ingest", ["ingest", *sum((["--month", m] for m in months), [])]),
+        ("train", ["train"]),
+    ):
         t0 = time.perf_counter()
         proc = subprocess.run(base + args, env={**os.environ, **env}, capture_output=True, text=True)
         if proc.returncode:
@@ -72,13 +75,20 @@ def main() -> None:
                 print(kind, r, {k: round(v, 1) for k, v in rounds[kind][-1].items()}, flush=True)
     finally:
         backends.stop()
-    med = {k: {step: statistics.median(x[step] for x in v) for step in ("ingest", "train", "total")}
-           for k, v in rounds.items()}
-    result = {"profile": args.profile, "months": args.months, "rounds": rounds, "median": med,
-              "server_startup_s": startup,
-              "ratio_total": med["scaled"]["total"] / med["embedded"]["total"],
-              "ratio_ingest": med["scaled"]["ingest"] / med["embedded"]["ingest"],
-              "ratio_train": med["scaled"]["train"] / med["embedded"]["train"]}
+    med = {
+        k: {step: statistics.median(x[step] for x in v) for step in ("ingest", "train", "total")}
+        for k, v in rounds.items()
+    }
+    result = {
+        "profile": args.profile,
+        "months": args.months,
+        "rounds": rounds,
+        "median": med,
+        "server_startup_s": startup,
+        "ratio_total": med["scaled"]["total"] / med["embedded"]["total"],
+        "ratio_ingest": med["scaled"]["ingest"] / med["embedded"]["ingest"],
+        "ratio_train": med["scaled"]["train"] / med["embedded"]["train"],
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "rounds"}, indent=2))

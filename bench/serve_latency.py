@@ -33,8 +33,13 @@ def pct(values: list[float], q: float) -> float:
 
 def summary(lat_s: list[float], wall_s: float) -> dict:
     ms = [x * 1000 for x in lat_s]
-    return {"n": len(ms), "p50_ms": round(pct(ms, 50), 3), "p99_ms": round(pct(ms, 99), 3),
-            "mean_ms": round(statistics.mean(ms), 3), "throughput_per_s": round(len(ms) / wall_s, 1)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(pct(ms, 50), 3),
+        "p99_ms": round(pct(ms, 99), 3),
+        "mean_ms": round(statistics.mean(ms), 3),
+        "throughput_per_s": round(len(ms) / wall_s, 1),
+    }
 
 
 def client(args: tuple[int, bytes, int]) -> list[float]:
@@ -88,9 +93,12 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "keel.cli", "-w", str(ws), "serve", "--port",
-                               str(port), "--poll", "3600"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "keel.cli", "-w", str(ws), "serve", "--port", str(port), "--poll", "3600"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     result: dict = {"bench": "serve_latency", "model_version": version}
     try:
         for _ in range(600):
@@ -133,18 +141,24 @@ def main() -> None:
             net(cat, num)
             lat.append(time.perf_counter() - t)
     result["torch_forward_1_row"] = summary(lat, time.perf_counter() - t0)
-    result["http_over_in_process_p50"] = round(result["http_1_client"]["p50_ms"]
-                                               / result["in_process_predict_1_row"]["p50_ms"], 2)
+    result["http_over_in_process_p50"] = round(
+        result["http_1_client"]["p50_ms"] / result["in_process_predict_1_row"]["p50_ms"], 2
+    )
 
     flights, weather = load_source()
-    year = pd.concat([build_month(flights, weather, f"2013-{m:02d}") for m in range(1, 13)],
-                     ignore_index=True)
+    year = pd.concat(
+        [build_month(flights, weather, f"2013-{m:02d}") for m in range(1, 13)], ignore_index=True
+    )
     src = write_partition(year, root / "year.parquet")
     t = time.perf_counter()
     scored = score_file(loaded, src, root / "scored.parquet", settings.serve.chunk_rows)
     wall = time.perf_counter() - t
-    result["batch"] = {"rows": scored["rows"], "bad_rows": scored["bad_rows"], "seconds": round(wall, 2),
-                       "rows_per_s": round(scored["rows"] / wall)}
+    result["batch"] = {
+        "rows": scored["rows"],
+        "bad_rows": scored["bad_rows"],
+        "seconds": round(wall, 2),
+        "rows_per_s": round(scored["rows"] / wall),
+    }
     result["targets_1_client"] = {"p50_ms": 5, "p99_ms": 20}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

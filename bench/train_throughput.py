@@ -35,8 +35,9 @@ def main() -> None:
     ap.add_argument("--month", default="2013-07")
     ap.add_argument("--epochs", type=int, default=8, help="epochs per round (first is dropped)")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--batch-sizes", default="1024,4096",
-                    help="sizes to sweep besides keel's configured train.batch_size")
+    ap.add_argument(
+        "--batch-sizes", default="1024,4096", help="sizes to sweep besides keel's configured train.batch_size"
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_throughput.json")
     args = ap.parse_args()
 
@@ -55,8 +56,9 @@ def main() -> None:
     frame = build_month(*load_source(), args.month)
     pre = Preprocessor.fit(frame, feats.categorical, feats.numeric)
     data = EncodedSplit.encode(pre, frame, feats.label)
-    net_cfg = NetConfig(pre.cardinalities, pre.numeric_width, list(base.hidden), base.dropout,
-                        base.emb_dim_max)
+    net_cfg = NetConfig(
+        pre.cardinalities, pre.numeric_width, list(base.hidden), base.dropout, base.emb_dim_max
+    )
     rows = len(data.y)
 
     class EpochTimer(pl.Callback):
@@ -88,8 +90,9 @@ def main() -> None:
         return epochs, time.perf_counter() - start
 
     def lightning_round(batch_size: int) -> tuple[list[float], float]:
-        cfg = base.model_copy(update={"batch_size": batch_size, "max_epochs": args.epochs,
-                                      "limit_train_batches": 1.0})
+        cfg = base.model_copy(
+            update={"batch_size": batch_size, "max_epochs": args.epochs, "limit_train_batches": 1.0}
+        )
         pl.seed_everything(cfg.seed, verbose=False)
         module = FlightDelayModule(net_cfg, cfg.lr, cfg.weight_decay)
         timer = EpochTimer()
@@ -98,8 +101,9 @@ def main() -> None:
         trainer.fit(module, datamodule=FlightsDataModule(data, None, batch_size, cfg.seed))
         return timer.times, time.perf_counter() - start
 
-    sizes = [base.batch_size] + [int(b) for b in args.batch_sizes.split(",") if b and
-                                 int(b) != base.batch_size]
+    sizes = [base.batch_size] + [
+        int(b) for b in args.batch_sizes.split(",") if b and int(b) != base.batch_size
+    ]
     results = []
     for batch_size in sizes:
         raw_round(batch_size), lightning_round(batch_size)  # warm-up
@@ -113,28 +117,41 @@ def main() -> None:
             lit_fit.append(f)
         raw_s, lit_s = statistics.median(raw_epochs), statistics.median(lit_epochs)
         steps = -(-rows // batch_size)
-        results.append({
-            "batch_size": batch_size, "configured": batch_size == base.batch_size,
-            "steps_per_epoch": steps,
-            "raw_samples_per_s": round(rows / raw_s), "lightning_samples_per_s": round(rows / lit_s),
-            "ratio_steady": round(raw_s / lit_s, 3),
-            "ratio_whole_fit": round(statistics.median(raw_fit) / statistics.median(lit_fit), 3),
-            "lightning_overhead_ms_per_step": round((lit_s - raw_s) / steps * 1000, 3),
-            "lightning_fit_setup_ms": round((statistics.median(lit_fit)
-                                             - statistics.median(lit_epochs) * args.epochs) * 1000),
-        })
-    result = {"bench": "train_throughput", "month": args.month, "rows": rows,
-              "epochs_per_round": args.epochs, "rounds": args.rounds,
-              "torch_threads": base.num_threads, "target_steady_ratio": 0.95,
-              "machine": f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}",
-              "by_batch_size": results}
+        results.append(
+            {
+                "batch_size": batch_size,
+                "configured": batch_size == base.batch_size,
+                "steps_per_epoch": steps,
+                "raw_samples_per_s": round(rows / raw_s),
+                "lightning_samples_per_s": round(rows / lit_s),
+                "ratio_steady": round(raw_s / lit_s, 3),
+                "ratio_whole_fit": round(statistics.median(raw_fit) / statistics.median(lit_fit), 3),
+                "lightning_overhead_ms_per_step": round((lit_s - raw_s) / steps * 1000, 3),
+                "lightning_fit_setup_ms": round(
+                    (statistics.median(lit_fit) - statistics.median(lit_epochs) * args.epochs) * 1000
+                ),
+            }
+        )
+    result = {
+        "bench": "train_throughput",
+        "month": args.month,
+        "rows": rows,
+        "epochs_per_round": args.epochs,
+        "rounds": args.rounds,
+        "torch_threads": base.num_threads,
+        "target_steady_ratio": 0.95,
+        "machine": f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}",
+        "by_batch_size": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     head = results[0]
-    print(f"\nLightning / raw loop at the configured batch size {head['batch_size']}: "
-          f"{head['ratio_steady']:.3f} steady-state (target >= 0.95), "
-          f"{head['ratio_whole_fit']:.3f} for a whole {args.epochs}-epoch fit() -> {args.out}")
+    print(
+        f"\nLightning / raw loop at the configured batch size {head['batch_size']}: "
+        f"{head['ratio_steady']:.3f} steady-state (target >= 0.95), "
+        f"{head['ratio_whole_fit']:.3f} for a whole {args.epochs}-epoch fit() -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,15 +27,23 @@ from tasks.retrain import RetrainOutcome, load_workspace_settings
 
 
 @flow(name="keel-scheduled-retrain")
-def scheduled_retrain(workspace: str, profile: str | None = None, months: list[str] | None = None,
-                      files: dict[str, str] | None = None) -> RetrainOutcome:
+def scheduled_retrain(
+    workspace: str,
+    profile: str | None = None,
+    months: list[str] | None = None,
+    files: dict[str, str] | None = None,
+) -> RetrainOutcome:
     settings = load_workspace_settings(workspace, profile)
     return retrain_flow(settings, months, {k: Path(v) for k, v in (files or {}).items()})
 
 
 @flow(name="keel-drift-monitor")
-def drift_monitor(workspace: str, profile: str | None = None, months: list[str] | None = None,
-                  files: dict[str, str] | None = None) -> MonitorOutcome:
+def drift_monitor(
+    workspace: str,
+    profile: str | None = None,
+    months: list[str] | None = None,
+    files: dict[str, str] | None = None,
+) -> MonitorOutcome:
     settings = load_workspace_settings(workspace, profile)
     return monitor_flow(settings, months, {k: Path(v) for k, v in (files or {}).items()})
 
@@ -50,13 +58,18 @@ def deployments(settings: Settings) -> list:
     common = dict(parameters=params, tags=["keel"], entrypoint_type=EntrypointType.MODULE_PATH)
     return [
         scheduled_retrain.to_deployment(
-            name="monthly", schedules=[Cron(settings.prefect.retrain_cron, timezone=tz)],
+            name="monthly",
+            schedules=[Cron(settings.prefect.retrain_cron, timezone=tz)],
             description="Retrain on the next batch: ingest, validate, train, gate, promote or hold.",
-            **common),
+            **common,
+        ),
         drift_monitor.to_deployment(
-            name="daily", schedules=[Cron(settings.prefect.monitor_cron, timezone=tz)],
+            name="daily",
+            schedules=[Cron(settings.prefect.monitor_cron, timezone=tz)],
             description="Drift of the next batch against the champion's training data; "
-                        "a drift starts one retraining.", **common),
+            "a drift starts one retraining.",
+            **common,
+        ),
     ]
 
 
@@ -65,8 +78,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from keel.settings import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m flows.deployments", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.deployments",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--profile")
     parser.add_argument("--work-pool", help="register to this work pool instead of serving")
@@ -79,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.work_pool:
         from prefect import deploy
 
-        deploy(*importable(settings), work_pool_name=args.work_pool, image=args.image,
-               build=False, push=False)
+        deploy(
+            *importable(settings), work_pool_name=args.work_pool, image=args.image, build=False, push=False
+        )
         return
     # one run at a time: retrainings of one workspace share its data/ and DVC cache
     serve(*importable(settings), limit=1)

@@ -14,10 +14,11 @@ from tasks.lineage import discard_scratch, load_lineage, open_scratch
 
 
 @flow(name="keel-drift", validate_parameters=False)
-def drift_flow(settings: Settings, months: list[str],
-               files: dict[str, Path] | None = None) -> DriftReport | None:
+def drift_flow(
+    settings: Settings, months: list[str], files: dict[str, Path] | None = None
+) -> DriftReport | None:
     champion = champion_version(settings)
-    if champion is None:       # nothing to compare with yet: say so, exit cleanly
+    if champion is None:  # nothing to compare with yet: say so, exit cleanly
         return None
     lineage = load_lineage(settings, champion)
     scratch = open_scratch(settings)

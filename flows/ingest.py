@@ -12,8 +12,7 @@ from tasks.data import build_batches, commit_batches, require_valid, validate_ba
 
 
 @flow(name="keel-ingest", validate_parameters=False)
-def ingest_flow(settings: Settings, months: list[str],
-                files: dict[str, Path] | None = None) -> DataVersion:
+def ingest_flow(settings: Settings, months: list[str], files: dict[str, Path] | None = None) -> DataVersion:
     batches = build_batches(settings, months, files or {})
-    require_valid(validate_batches(settings, batches))   # a rejected batch writes nothing
+    require_valid(validate_batches(settings, batches))  # a rejected batch writes nothing
     return commit_batches(settings, batches)

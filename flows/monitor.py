@@ -17,16 +17,17 @@ from tasks.trigger import decide_trigger, start_retraining
 
 
 @flow(name="keel-monitor", validate_parameters=False)
-def monitor_flow(settings: Settings, months: list[str] | None = None,
-                 files: dict[str, Path] | None = None) -> MonitorOutcome:
+def monitor_flow(
+    settings: Settings, months: list[str] | None = None, files: dict[str, Path] | None = None
+) -> MonitorOutcome:
     months = pending_months(settings, months, files)
     batches = build_batches(settings, months, files or {})
     if not batches:
         return monitor_outcome("no-batch")
     validation = validate_batches(settings, batches)
-    if not validation.success:                  # on record; no drift alarm, no training
+    if not validation.success:  # on record; no drift alarm, no training
         return monitor_outcome("rejected", rejected=reject_batches(settings, batches, validation))
-    report = drift_flow(settings, months, files)   # rebuilds the batch: no frames as flow parameters
+    report = drift_flow(settings, months, files)  # rebuilds the batch: no frames as flow parameters
     if report is None:
         return monitor_outcome("no-champion")
     trigger = decide_trigger(settings, report, batches)

@@ -9,8 +9,14 @@ from keel.lineage import ReplayReport
 from keel.settings import Settings
 from tasks.data import load_splits
 from tasks.evaluate import evaluate_model
-from tasks.lineage import (compare_replay, discard_scratch, load_lineage, materialise_dataset,
-                           open_scratch, write_replay_report)
+from tasks.lineage import (
+    compare_replay,
+    discard_scratch,
+    load_lineage,
+    materialise_dataset,
+    open_scratch,
+    write_replay_report,
+)
 from tasks.train import train_model
 
 

@@ -15,15 +15,16 @@ from tasks.retrain import RetrainOutcome, no_new_batch, pending_months, reject_b
 
 
 @flow(name="keel-retrain", validate_parameters=False)
-def retrain_flow(settings: Settings, months: list[str] | None = None,
-                 files: dict[str, Path] | None = None) -> RetrainOutcome:
+def retrain_flow(
+    settings: Settings, months: list[str] | None = None, files: dict[str, Path] | None = None
+) -> RetrainOutcome:
     batches = build_batches(settings, pending_months(settings, months, files), files or {})
     if not batches:
         return no_new_batch(settings)
     validation = validate_batches(settings, batches)
     if not validation.success:
         return reject_batches(settings, batches, validation)
-    require_valid(validation)                   # publishes the validation summary
+    require_valid(validation)  # publishes the validation summary
     version = commit_batches(settings, batches)
     registered = train_flow(settings)
     return retrain_outcome(batches, version, registered)

@@ -12,7 +12,10 @@ from tasks.review import ReviewDecision, act_on_review, describe_candidate
 def review_flow(settings: Settings, version: str, timeout_s: int = 3600, poll_s: int = 10) -> str:
     description = describe_candidate(settings, version)
     decision = pause_flow_run(
-        wait_for_input=ReviewDecision.with_initial_data(description=description, approve=False,
-                                                        reviewer="", reason=""),
-        timeout=timeout_s, poll_interval=poll_s)
+        wait_for_input=ReviewDecision.with_initial_data(
+            description=description, approve=False, reviewer="", reason=""
+        ),
+        timeout=timeout_s,
+        poll_interval=poll_s,
+    )
     return act_on_review(settings, version, decision)

@@ -10,15 +10,20 @@ from prefect import flow
 from flows.drift import drift_flow
 from flows.retrain import retrain_flow
 from keel.settings import Settings
-from tasks.simulate import (MonthRecord, record_month, score_champion_forward, simulation_workspace,
-                            write_timeline)
+from tasks.simulate import (
+    MonthRecord,
+    record_month,
+    score_champion_forward,
+    simulation_workspace,
+    write_timeline,
+)
 
 
 @flow(name="keel-simulate-month", validate_parameters=False)
 def simulate_month(settings: Settings, month: str) -> MonthRecord:
-    forward = score_champion_forward(settings, month)   # before the month is ingested
+    forward = score_champion_forward(settings, month)  # before the month is ingested
     drift = drift_flow(settings, [month])
-    retrained = retrain_flow(settings, [month])          # what the monthly schedule runs
+    retrained = retrain_flow(settings, [month])  # what the monthly schedule runs
     return record_month(settings, month, forward, drift, retrained)
 
 

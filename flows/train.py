@@ -24,9 +24,9 @@ def train_flow(settings: Settings) -> RegisteredVersion:
         model = train_model(settings, splits, run_id)
         evaluation = evaluate_model(settings, model, splits)
         log_evaluation(settings, evaluation, run_id)
-        baseline = evaluate_champion(settings, splits)   # same held-out rows
+        baseline = evaluate_champion(settings, splits)  # same held-out rows
         gate = apply_gate(settings, evaluation, baseline)
-        verified = verify_remote(settings, dataset)      # the data version is in the DVC remote
+        verified = verify_remote(settings, dataset)  # the data version is in the DVC remote
         registered = register_model(settings, model, splits, run_id, verified, validation, evaluation)
         record_gate(settings, registered, dataset, evaluation, baseline, gate)
         decided = apply_policy(settings, registered, gate)

@@ -25,7 +25,7 @@ def _http(key: str, url: str, health: str, what: str, timeout: float) -> str | N
         with urllib.request.urlopen(health, timeout=timeout):
             return None
     except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):      # it answers; auth is the client's business (env vars)
+        if exc.code in (401, 403):  # it answers; auth is the client's business (env vars)
             return None
         return f"{key} = {redact(url)}: {what} answered HTTP {exc.code} at {redact(health)}"
     except (OSError, ValueError) as exc:
@@ -42,7 +42,7 @@ def _database(key: str, uri: str, timeout: float) -> str | None:
             pass
         engine.dispose()
         return None
-    except Exception as exc:   # driver errors vary; the first line says what went wrong
+    except Exception as exc:  # driver errors vary; the first line says what went wrong
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"{key} = {redact(uri)}: cannot connect to the database ({first})"
 
@@ -55,13 +55,18 @@ def _bucket(key: str, url: str, endpoint: str | None, timeout: float) -> str | N
     bucket = urlsplit(url).netloc
     where = f" at {endpoint}" if endpoint else ""
     try:
-        s3 = boto3.client("s3", endpoint_url=endpoint or None, config=Config(
-            connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint or None,
+            config=Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}),
+        )
         s3.head_bucket(Bucket=bucket)
         return None
     except bx.NoCredentialsError:
-        return (f"{key} = {url}: no S3 credentials: set AWS_ACCESS_KEY_ID and "
-                f"AWS_SECRET_ACCESS_KEY (or an AWS profile) in the environment")
+        return (
+            f"{key} = {url}: no S3 credentials: set AWS_ACCESS_KEY_ID and "
+            f"AWS_SECRET_ACCESS_KEY (or an AWS profile) in the environment"
+        )
     except bx.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "?")
         if code in ("404", "NoSuchBucket"):
@@ -86,16 +91,21 @@ def problems(settings: Settings, timeout: float = 5.0) -> list[str]:
         elif scheme.startswith(("postgresql", "mysql", "mssql")):
             found.append(_database(key, uri, timeout))
     if ml.artifact_root.startswith("s3://"):
-        found.append(_bucket("mlflow.artifact_root", ml.artifact_root,
-                             os.environ.get("MLFLOW_S3_ENDPOINT_URL"), timeout))
+        found.append(
+            _bucket(
+                "mlflow.artifact_root", ml.artifact_root, os.environ.get("MLFLOW_S3_ENDPOINT_URL"), timeout
+            )
+        )
     if settings.prefect.api_url:
         api = settings.prefect.api_url
-        found.append(_http("prefect.api_url", api, api.rstrip("/") + "/health", "the Prefect server", timeout))
+        found.append(
+            _http("prefect.api_url", api, api.rstrip("/") + "/health", "the Prefect server", timeout)
+        )
     remote = settings.dvc.remote_url
     if remote.startswith("s3://"):
         found.append(_bucket("dvc.remote_url", remote, settings.dvc.endpoint_url, timeout))
     elif "://" in remote and not remote.startswith("file://"):
-        pass        # other DVC remotes (gs, azure, ssh...): DVC reports them itself
+        pass  # other DVC remotes (gs, azure, ssh...): DVC reports them itself
     return [p for p in found if p]
 
 

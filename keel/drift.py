@@ -14,9 +14,9 @@ import pandas as pd
 @dataclass(frozen=True)
 class FeatureDrift:
     feature: str
-    test: str               # "ks" | "chi2"
-    statistic: float        # KS D, or chi-square
-    effect: float           # KS D, or Cramér's V
+    test: str  # "ks" | "chi2"
+    statistic: float  # KS D, or chi-square
+    effect: float  # KS D, or Cramér's V
     p_value: float
     drifted: bool
 
@@ -24,7 +24,7 @@ class FeatureDrift:
 @dataclass(frozen=True)
 class DriftReport:
     features: list[FeatureDrift]
-    share: float            # fraction of features that drifted
+    share: float  # fraction of features that drifted
     threshold: float
     reference_rows: int
     current_rows: int
@@ -34,8 +34,15 @@ class DriftReport:
         object.__setattr__(self, "drifted", self.share >= self.threshold)
 
     def table(self) -> list[dict]:
-        return [{**asdict(f), "statistic": round(f.statistic, 4), "effect": round(f.effect, 4),
-                 "p_value": float(f"{f.p_value:.3g}")} for f in self.features]
+        return [
+            {
+                **asdict(f),
+                "statistic": round(f.statistic, 4),
+                "effect": round(f.effect, 4),
+                "p_value": float(f"{f.p_value:.3g}"),
+            }
+            for f in self.features
+        ]
 
     def metrics(self) -> dict[str, float]:
         out = {"drift/share": self.share}
@@ -45,8 +52,15 @@ class DriftReport:
         return out
 
 
-def compare(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str], numeric: list[str],
-            alpha: float, min_effect: float, share_threshold: float) -> DriftReport:
+def compare(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    categorical: list[str],
+    numeric: list[str],
+    alpha: float,
+    min_effect: float,
+    share_threshold: float,
+) -> DriftReport:
     from scipy import stats
     from scipy.stats.contingency import association
 
@@ -57,8 +71,16 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[st
             out.append(FeatureDrift(col, "ks", float("nan"), 1.0, 0.0, True))  # all missing now
             continue
         res = stats.ks_2samp(a, b)
-        out.append(FeatureDrift(col, "ks", float(res.statistic), float(res.statistic), float(res.pvalue),
-                                bool(res.pvalue < alpha and res.statistic >= min_effect)))
+        out.append(
+            FeatureDrift(
+                col,
+                "ks",
+                float(res.statistic),
+                float(res.statistic),
+                float(res.pvalue),
+                bool(res.pvalue < alpha and res.statistic >= min_effect),
+            )
+        )
     for col in categorical:
         a, b = reference[col].astype(str).value_counts(), current[col].astype(str).value_counts()
         table = pd.concat([a, b], axis=1).fillna(0).to_numpy().T
@@ -67,8 +89,9 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[st
             continue
         chi2, p, _, _ = stats.chi2_contingency(table)
         effect = float(association(table.astype(np.int64), method="cramer"))
-        out.append(FeatureDrift(col, "chi2", float(chi2), effect, float(p),
-                                bool(p < alpha and effect >= min_effect)))
+        out.append(
+            FeatureDrift(col, "chi2", float(chi2), effect, float(p), bool(p < alpha and effect >= min_effect))
+        )
     share = sum(f.drifted for f in out) / len(out) if out else 0.0
     return DriftReport(out, share, share_threshold, len(reference), len(current))
 
@@ -81,8 +104,11 @@ def plot(report: DriftReport, path: Path) -> Path:
 
     feats = sorted(report.features, key=lambda f: f.effect)
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(feats) + 1.2), dpi=100)
-    ax.barh([f.feature for f in feats], [f.effect for f in feats],
-            color=["tab:red" if f.drifted else "tab:gray" for f in feats])
+    ax.barh(
+        [f.feature for f in feats],
+        [f.effect for f in feats],
+        color=["tab:red" if f.drifted else "tab:gray" for f in feats],
+    )
     ax.set_xlabel("effect size (KS D / Cramér's V); red = drifted")
     ax.set_title(f"drift share {report.share:.2f} (threshold {report.threshold:.2f})")
     fig.tight_layout()

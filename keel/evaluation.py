@@ -9,8 +9,9 @@ import pandas as pd
 from sklearn import metrics as skm
 
 
-def classification_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float,
-                           pred: np.ndarray | None = None) -> dict[str, float]:
+def classification_metrics(
+    y_true: np.ndarray, prob: np.ndarray, threshold: float, pred: np.ndarray | None = None
+) -> dict[str, float]:
     """``pred`` overrides ``prob >= threshold`` (a loaded model's own labels)."""
     y_true = np.asarray(y_true).astype(int)
     pred = (prob >= threshold).astype(int) if pred is None else np.asarray(pred).astype(int)
@@ -27,8 +28,14 @@ def classification_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: floa
     }
 
 
-def slice_table(frame: pd.DataFrame, y_true: np.ndarray, prob: np.ndarray, threshold: float,
-                columns: list[str], pred: np.ndarray | None = None) -> pd.DataFrame:
+def slice_table(
+    frame: pd.DataFrame,
+    y_true: np.ndarray,
+    prob: np.ndarray,
+    threshold: float,
+    columns: list[str],
+    pred: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Metrics per value of each slice column (e.g. per origin, per carrier)."""
     rows = []
     y_true = np.asarray(y_true)
@@ -36,8 +43,9 @@ def slice_table(frame: pd.DataFrame, y_true: np.ndarray, prob: np.ndarray, thres
         values = frame[column].astype(str).to_numpy()
         for value in sorted(set(values)):
             mask = values == value
-            m = classification_metrics(y_true[mask], prob[mask], threshold,
-                                       None if pred is None else np.asarray(pred)[mask])
+            m = classification_metrics(
+                y_true[mask], prob[mask], threshold, None if pred is None else np.asarray(pred)[mask]
+            )
             rows.append({"slice": column, "value": value, **m})
     return pd.DataFrame(rows)
 
@@ -54,12 +62,18 @@ def save_plots(y_true: np.ndarray, prob: np.ndarray, threshold: float, directory
     out = []
     plots = {
         "confusion_matrix.png": lambda ax: skm.ConfusionMatrixDisplay.from_predictions(
-            y_true, (prob >= threshold).astype(int), display_labels=["on time", "delayed"], ax=ax,
-            colorbar=False),
-        "roc_curve.png": lambda ax: skm.RocCurveDisplay.from_predictions(y_true, prob, ax=ax,
-                                                                         plot_chance_level=True),
+            y_true,
+            (prob >= threshold).astype(int),
+            display_labels=["on time", "delayed"],
+            ax=ax,
+            colorbar=False,
+        ),
+        "roc_curve.png": lambda ax: skm.RocCurveDisplay.from_predictions(
+            y_true, prob, ax=ax, plot_chance_level=True
+        ),
         "pr_curve.png": lambda ax: skm.PrecisionRecallDisplay.from_predictions(
-            y_true, prob, ax=ax, plot_chance_level=True),
+            y_true, prob, ax=ax, plot_chance_level=True
+        ),
     }
     for name, draw in plots.items():
         fig, ax = plt.subplots(figsize=(5, 4), dpi=100)

@@ -67,11 +67,16 @@ class Preprocessor:
 
     def encode_categorical(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) <= SMALL_FRAME:  # online requests: dict lookups beat get_indexer's set-up
-            codes = [np.fromiter((self._lookups[c].get(v, 0) for v in _as_str(frame[c].to_numpy())),
-                                 dtype=np.int64, count=len(frame)) for c in self.categorical]
+            codes = [
+                np.fromiter(
+                    (self._lookups[c].get(v, 0) for v in _as_str(frame[c].to_numpy())),
+                    dtype=np.int64,
+                    count=len(frame),
+                )
+                for c in self.categorical
+            ]
         else:
-            codes = [self._indexes[c].get_indexer(_as_str(frame[c].to_numpy())) + 1
-                     for c in self.categorical]
+            codes = [self._indexes[c].get_indexer(_as_str(frame[c].to_numpy())) + 1 for c in self.categorical]
         return np.stack(codes, axis=1) if codes else np.zeros((len(frame), 0), np.int64)
 
     def encode_numeric(self, frame: pd.DataFrame) -> np.ndarray:

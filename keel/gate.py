@@ -14,7 +14,7 @@ from keel.settings import GateConfig
 
 @dataclass(frozen=True)
 class Check:
-    name: str                # e.g. "test/roc_auc >= 0.65", "slice origin=EWR roc_auc drop <= 0.05"
+    name: str  # e.g. "test/roc_auc >= 0.65", "slice origin=EWR roc_auc drop <= 0.05"
     value: float
     limit: float
     passed: bool
@@ -24,7 +24,7 @@ class Check:
 @dataclass(frozen=True)
 class GateResult:
     passed: bool
-    baseline_version: str | None        # the champion it was compared with; None: no champion yet
+    baseline_version: str | None  # the champion it was compared with; None: no champion yet
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -40,18 +40,25 @@ class GateResult:
         return "rejected: " + "; ".join(f"{c.name} (got {c.value:.4f})" for c in self.failures())
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "baseline_version": self.baseline_version,
-                "checks": [asdict(c) for c in self.checks]}
+        return {
+            "status": self.status,
+            "baseline_version": self.baseline_version,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
 def _ok(x: float | None) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
 
-def evaluate_gate(cfg: GateConfig, metrics: Mapping[str, float], slices: pd.DataFrame,
-                  baseline_version: str | None = None,
-                  baseline_metrics: Mapping[str, float] | None = None,
-                  baseline_slices: pd.DataFrame | None = None) -> GateResult:
+def evaluate_gate(
+    cfg: GateConfig,
+    metrics: Mapping[str, float],
+    slices: pd.DataFrame,
+    baseline_version: str | None = None,
+    baseline_metrics: Mapping[str, float] | None = None,
+    baseline_slices: pd.DataFrame | None = None,
+) -> GateResult:
     checks: list[Check] = []
     for name, rule in cfg.metrics.items():
         value = metrics.get(name)
@@ -64,11 +71,25 @@ def evaluate_gate(cfg: GateConfig, metrics: Mapping[str, float], slices: pd.Data
         if rule.max is not None:
             checks.append(Check(f"{name} <= {rule.max:g}", value, rule.max, value <= rule.max))
         if _ok(base) and rule.max_drop is not None:
-            checks.append(Check(f"{name} drop vs champion <= {rule.max_drop:g}", base - value,
-                                rule.max_drop, base - value <= rule.max_drop, base))
+            checks.append(
+                Check(
+                    f"{name} drop vs champion <= {rule.max_drop:g}",
+                    base - value,
+                    rule.max_drop,
+                    base - value <= rule.max_drop,
+                    base,
+                )
+            )
         if _ok(base) and rule.max_rise is not None:
-            checks.append(Check(f"{name} rise vs champion <= {rule.max_rise:g}", value - base,
-                                rule.max_rise, value - base <= rule.max_rise, base))
+            checks.append(
+                Check(
+                    f"{name} rise vs champion <= {rule.max_rise:g}",
+                    value - base,
+                    rule.max_rise,
+                    value - base <= rule.max_rise,
+                    base,
+                )
+            )
     if cfg.slice_min_rows > 0 and baseline_slices is not None and len(slices):
         joined = slices.merge(baseline_slices, on=["slice", "value"], suffixes=("", "_base"))
         metric = cfg.slice_metric
@@ -77,47 +98,87 @@ def evaluate_gate(cfg: GateConfig, metrics: Mapping[str, float], slices: pd.Data
             if r["rows"] < cfg.slice_min_rows or not (_ok(r[metric]) and _ok(r[f"{metric}_base"])):
                 continue
             drop = r[f"{metric}_base"] - r[metric]
-            checks.append(Check(f"slice {r['slice']}={r['value']} {metric} drop <= {cfg.slice_max_drop:g}",
-                                drop, cfg.slice_max_drop, drop <= cfg.slice_max_drop,
-                                r[f"{metric}_base"]))
+            checks.append(
+                Check(
+                    f"slice {r['slice']}={r['value']} {metric} drop <= {cfg.slice_max_drop:g}",
+                    drop,
+                    cfg.slice_max_drop,
+                    drop <= cfg.slice_max_drop,
+                    r[f"{metric}_base"],
+                )
+            )
     return GateResult(all(c.passed for c in checks), baseline_version, checks)
 
 
-def diff_card(name: str, challenger: Mapping[str, Any], champion: Mapping[str, Any] | None,
-              gate: GateResult, slices: pd.DataFrame, baseline_slices: pd.DataFrame | None,
-              slice_metric: str) -> str:
+def diff_card(
+    name: str,
+    challenger: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+    gate: GateResult,
+    slices: pd.DataFrame,
+    baseline_slices: pd.DataFrame | None,
+    slice_metric: str,
+) -> str:
     """Markdown: params that differ, data versions, metric deltas, slice deltas, checks.
     ``challenger``/``champion``: {"version", "data_version", "params", "metrics"}."""
     ch = challenger
-    lines = [f"# {name} v{ch['version']} vs champion "
-             f"{'v' + str(champion['version']) if champion else '(none)'}: **{gate.status.upper()}**", ""]
-    lines += ["## Data versions", "", f"- challenger: `{ch['data_version']}`",
-              f"- champion: `{champion['data_version']}`" if champion else "- champion: none", ""]
+    lines = [
+        f"# {name} v{ch['version']} vs champion "
+        f"{'v' + str(champion['version']) if champion else '(none)'}: **{gate.status.upper()}**",
+        "",
+    ]
+    lines += [
+        "## Data versions",
+        "",
+        f"- challenger: `{ch['data_version']}`",
+        f"- champion: `{champion['data_version']}`" if champion else "- champion: none",
+        "",
+    ]
     if champion:
         keys = sorted(set(ch["params"]) | set(champion["params"]))
         differ = [k for k in keys if ch["params"].get(k) != champion["params"].get(k)]
         lines += ["## Params that differ", ""]
-        lines += (["| param | champion | challenger |", "|---|---|---|"]
-                  + [f"| {k} | {champion['params'].get(k, '—')} | {ch['params'].get(k, '—')} |"
-                     for k in differ]) if differ else ["(none)"]
+        lines += (
+            (
+                ["| param | champion | challenger |", "|---|---|---|"]
+                + [f"| {k} | {champion['params'].get(k, '—')} | {ch['params'].get(k, '—')} |" for k in differ]
+            )
+            if differ
+            else ["(none)"]
+        )
         lines.append("")
-    lines += ["## Metrics (same held-out rows)", "", "| metric | champion | challenger | delta |",
-              "|---|---|---|---|"]
+    lines += [
+        "## Metrics (same held-out rows)",
+        "",
+        "| metric | champion | challenger | delta |",
+        "|---|---|---|---|",
+    ]
     for k in sorted(ch["metrics"]):
         if not k.startswith("test/") or k.endswith(("/rows", "/positive_rate")):
             continue
         new, old = ch["metrics"][k], (champion or {}).get("metrics", {}).get(k)
-        lines.append(f"| {k} | {old:.4f} | {new:.4f} | {new - old:+.4f} |" if _ok(old)
-                     else f"| {k} | — | {new:.4f} | |")
+        lines.append(
+            f"| {k} | {old:.4f} | {new:.4f} | {new - old:+.4f} |"
+            if _ok(old)
+            else f"| {k} | — | {new:.4f} | |"
+        )
     if baseline_slices is not None and len(slices):
         joined = slices.merge(baseline_slices, on=["slice", "value"], suffixes=("", "_base"))
-        lines += ["", f"## Slice deltas ({slice_metric})", "",
-                  "| slice | rows | champion | challenger | delta |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Slice deltas ({slice_metric})",
+            "",
+            "| slice | rows | champion | challenger | delta |",
+            "|---|---|---|---|---|",
+        ]
         for r in joined.to_dict("records"):
             a, b = r[f"{slice_metric}_base"], r[slice_metric]
             if _ok(a) and _ok(b):
-                lines.append(f"| {r['slice']}={r['value']} | {int(r['rows'])} | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
+                lines.append(
+                    f"| {r['slice']}={r['value']} | {int(r['rows'])} | {a:.4f} | {b:.4f} | {b - a:+.4f} |"
+                )
     lines += ["", "## Gate checks", "", "| check | value | limit | passed |", "|---|---|---|---|"]
-    lines += [f"| {c.name} | {c.value:.4f} | {c.limit:g} | {'yes' if c.passed else '**no**'} |"
-              for c in gate.checks]
+    lines += [
+        f"| {c.name} | {c.value:.4f} | {c.limit:g} | {'yes' if c.passed else '**no**'} |" for c in gate.checks
+    ]
     return "\n".join(lines) + "\n"

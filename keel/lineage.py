@@ -12,8 +12,9 @@ def environment_lock() -> tuple[str, list[str]]:
     """(sha256 prefix, sorted ``name==version`` of every installed distribution)."""
     from importlib.metadata import distributions
 
-    packages = sorted({f"{d.metadata['Name'].lower()}=={d.version}" for d in distributions()
-                       if d.metadata["Name"]})
+    packages = sorted(
+        {f"{d.metadata['Name'].lower()}=={d.version}" for d in distributions() if d.metadata["Name"]}
+    )
     digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:16]
     return digest, packages
 
@@ -33,22 +34,25 @@ def package_diff(recorded: list[str], current: list[str]) -> dict[str, list[str]
         return dict(item.split("==", 1) for item in items if "==" in item)
 
     a, b = split(recorded), split(current)
-    return {"removed": sorted(f"{k}=={a[k]}" for k in a.keys() - b.keys()),
-            "added": sorted(f"{k}=={b[k]}" for k in b.keys() - a.keys()),
-            "changed": sorted(f"{k}: {a[k]} -> {b[k]}" for k in a.keys() & b.keys() if a[k] != b[k])}
+    return {
+        "removed": sorted(f"{k}=={a[k]}" for k in a.keys() - b.keys()),
+        "added": sorted(f"{k}=={b[k]}" for k in b.keys() - a.keys()),
+        "changed": sorted(f"{k}: {a[k]} -> {b[k]}" for k in a.keys() & b.keys() if a[k] != b[k]),
+    }
 
 
 @dataclass(frozen=True)
 class Lineage:
     """Everything recorded about one registered model version."""
+
     name: str
     version: str
     run_id: str
     data_version: str
-    dvc_file: str                      # content of data.dvc at training time
-    partitions: dict[str, int]         # partition -> rows
+    dvc_file: str  # content of data.dvc at training time
+    partitions: dict[str, int]  # partition -> rows
     git_sha: str
-    config: dict[str, Any]             # resolved settings at training time
+    config: dict[str, Any]  # resolved settings at training time
     config_hash: str
     env_hash: str
     packages: list[str]
@@ -92,24 +96,38 @@ class ReplayReport:
         return package_diff(self.lineage.packages, self.packages)
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.lineage.name, "version": self.lineage.version,
-                "data_version": self.lineage.data_version, "metrics_identical": self.metrics_identical,
-                "metric_deltas": self.deltas, "recorded_metrics": self.lineage.metrics,
-                "replayed_metrics": self.metrics, "weights_equal": self.weights_equal,
-                "recorded_weights_sha256": self.lineage.weights_sha256,
-                "replayed_weights_sha256": self.weights_sha256, "environment_diff": self.environment}
+        return {
+            "model": self.lineage.name,
+            "version": self.lineage.version,
+            "data_version": self.lineage.data_version,
+            "metrics_identical": self.metrics_identical,
+            "metric_deltas": self.deltas,
+            "recorded_metrics": self.lineage.metrics,
+            "replayed_metrics": self.metrics,
+            "weights_equal": self.weights_equal,
+            "recorded_weights_sha256": self.lineage.weights_sha256,
+            "replayed_weights_sha256": self.weights_sha256,
+            "environment_diff": self.environment,
+        }
 
     def markdown(self) -> str:
         env = self.environment
-        lines = [f"# Replay of {self.lineage.name} v{self.lineage.version}", "",
-                 f"- data version `{self.lineage.data_version}` re-materialised from the DVC remote",
-                 f"- metrics identical: **{self.metrics_identical}**",
-                 f"- weight checksums equal: **{self.weights_equal}** (`{self.weights_sha256[:16]}`)",
-                 f"- environment: {len(env['changed'])} changed, {len(env['added'])} added, "
-                 f"{len(env['removed'])} removed packages", "",
-                 "| metric | recorded | replayed | delta |", "|---|---|---|---|"]
-        lines += [f"| {k} | {self.lineage.metrics[k]:.6f} | {self.metrics[k]:.6f} | {d:+.2e} |"
-                  for k, d in sorted(self.deltas.items())]
+        lines = [
+            f"# Replay of {self.lineage.name} v{self.lineage.version}",
+            "",
+            f"- data version `{self.lineage.data_version}` re-materialised from the DVC remote",
+            f"- metrics identical: **{self.metrics_identical}**",
+            f"- weight checksums equal: **{self.weights_equal}** (`{self.weights_sha256[:16]}`)",
+            f"- environment: {len(env['changed'])} changed, {len(env['added'])} added, "
+            f"{len(env['removed'])} removed packages",
+            "",
+            "| metric | recorded | replayed | delta |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {self.lineage.metrics[k]:.6f} | {self.metrics[k]:.6f} | {d:+.2e} |"
+            for k, d in sorted(self.deltas.items())
+        ]
         for kind in ("changed", "added", "removed"):
             lines += [f"- {kind}: {p}" for p in env[kind]]
         return "\n".join(lines) + "\n"

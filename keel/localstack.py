@@ -51,7 +51,7 @@ class Postgres:
     def __init__(self, port: int):
         self.port, self.password = port, secrets.token_hex(12)
         self.bin = pg_bin()
-        self.root = Path(tempfile.mkdtemp(prefix="keel-pg-"))   # outside root-only tmp dirs
+        self.root = Path(tempfile.mkdtemp(prefix="keel-pg-"))  # outside root-only tmp dirs
 
     def _as_owner(self, cmd: list[str]) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
@@ -65,14 +65,45 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
         run = dict(check=True, capture_output=True, text=True, timeout=120)
-        subprocess.run(self._as_owner([str(self.bin / "initdb"), "-D", str(self.root / "data"), "-U", self.user,
-                                       "--auth-host=scram-sha-256", "--auth-local=trust",
-                                       f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"]), **run)
+        subprocess.run(
+            self._as_owner(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.root / "data"),
+                    "-U",
+                    self.user,
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=trust",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            **run,
+        )
         pwfile.unlink()
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                f"-c synchronous_commit=off -c full_page_writes=off")
-        subprocess.run(self._as_owner([str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-l",
-                                       str(self.root / "server.log"), "-o", opts, "-w", "start"]), **run)
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c synchronous_commit=off -c full_page_writes=off"
+        )
+        subprocess.run(
+            self._as_owner(
+                [
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.root / "data"),
+                    "-l",
+                    str(self.root / "server.log"),
+                    "-o",
+                    opts,
+                    "-w",
+                    "start",
+                ]
+            ),
+            **run,
+        )
         for db in ("mlflow", "prefect"):
             self.sql(f"CREATE DATABASE {db}", "postgres")
         return self
@@ -80,8 +111,9 @@ class Postgres:
     def sql(self, query: str, db: str) -> list[tuple]:
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user,
-                                password=self.password, dbname=db)
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=self.user, password=self.password, dbname=db
+        )
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
@@ -91,8 +123,13 @@ class Postgres:
             conn.close()
 
     def stop(self) -> None:
-        subprocess.run(self._as_owner([str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast",
-                                       "-w", "stop"]), capture_output=True, timeout=60)
+        subprocess.run(
+            self._as_owner(
+                [str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop"]
+            ),
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -112,13 +149,22 @@ class ScaledBackends:
 
     @property
     def aws_env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": "keel-test", "AWS_SECRET_ACCESS_KEY": self.aws_secret,
-                "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": "keel-test",
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
         log = self.root / f"{name}.log"
-        proc = subprocess.Popen(cmd, cwd=self.root, env={**os.environ, **env}, stdout=log.open("wb"),
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=self.root,
+            env={**os.environ, **env},
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         self.procs.append(proc)
         return proc, log
 
@@ -128,28 +174,65 @@ class ScaledBackends:
         t0 = time.monotonic()
         self.pg.start()
         self.timings["postgres"] = time.monotonic() - t0
-        s3, s3_log = self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                        "-p", str(self.s3_port)], {})
+        s3, s3_log = self._spawn(
+            "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.s3_port)], {}
+        )
         wait_http(f"{self.s3_url}/moto-api/", s3, s3_log, time.monotonic() + 120, "the S3 server")
-        client = boto3.client("s3", endpoint_url=self.s3_url, **{
-            "aws_access_key_id": "keel-test", "aws_secret_access_key": self.aws_secret,
-            "region_name": "us-east-1"})
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.s3_url,
+            **{
+                "aws_access_key_id": "keel-test",
+                "aws_secret_access_key": self.aws_secret,
+                "region_name": "us-east-1",
+            },
+        )
         for bucket in ("keel-mlflow", "keel-dvc"):
             client.create_bucket(Bucket=bucket)
         self.s3 = client
         pg = f"127.0.0.1:{self.pg.port}"
         # the password reaches the servers as PGPASSWORD, never inside a URI
-        mlflow, ml_log = self._spawn("mlflow", [
-            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.mlflow_port),
-            "--workers", "1", "--backend-store-uri", f"postgresql://keel@{pg}/mlflow",
-            "--serve-artifacts", "--artifacts-destination", "s3://keel-mlflow/artifacts"],
-            {**self.aws_env, "PGPASSWORD": self.pg.password, "MLFLOW_S3_ENDPOINT_URL": self.s3_url})
-        prefect, pf_log = self._spawn("prefect", [
-            sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-            "--port", str(self.prefect_port)],
-            {"PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://keel@{pg}/prefect",
-             "PGPASSWORD": self.pg.password, "PREFECT_HOME": str(self.root / "prefect-home"),
-             "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+        mlflow, ml_log = self._spawn(
+            "mlflow",
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"postgresql://keel@{pg}/mlflow",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                "s3://keel-mlflow/artifacts",
+            ],
+            {**self.aws_env, "PGPASSWORD": self.pg.password, "MLFLOW_S3_ENDPOINT_URL": self.s3_url},
+        )
+        prefect, pf_log = self._spawn(
+            "prefect",
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.prefect_port),
+            ],
+            {
+                "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://keel@{pg}/prefect",
+                "PGPASSWORD": self.pg.password,
+                "PREFECT_HOME": str(self.root / "prefect-home"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            },
+        )
         wait_http(f"{self.mlflow_url}/health", mlflow, ml_log, time.monotonic() + 180, "the MLflow server")
         wait_http(f"{self.prefect_api}/health", prefect, pf_log, time.monotonic() + 180, "the Prefect server")
         self.timings["all up"] = time.monotonic() - t0
@@ -157,12 +240,14 @@ class ScaledBackends:
 
     def keel_env(self) -> dict[str, str]:
         """What a user sets to point keel at these backends: addresses + credentials."""
-        return {**self.aws_env,
-                "KEEL_MLFLOW__TRACKING_URI": self.mlflow_url,
-                "KEEL_PREFECT__API_URL": self.prefect_api,
-                "KEEL_DVC__REMOTE": "s3",
-                "KEEL_DVC__REMOTE_URL": "s3://keel-dvc/store",
-                "KEEL_DVC__ENDPOINT_URL": self.s3_url}
+        return {
+            **self.aws_env,
+            "KEEL_MLFLOW__TRACKING_URI": self.mlflow_url,
+            "KEEL_PREFECT__API_URL": self.prefect_api,
+            "KEEL_DVC__REMOTE": "s3",
+            "KEEL_DVC__REMOTE_URL": "s3://keel-dvc/store",
+            "KEEL_DVC__ENDPOINT_URL": self.s3_url,
+        }
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

@@ -31,7 +31,8 @@ class TabularNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embeddings = nn.ModuleList(
-            nn.Embedding(card, embedding_dim(card, cfg.emb_dim_max)) for card in cfg.cardinalities)
+            nn.Embedding(card, embedding_dim(card, cfg.emb_dim_max)) for card in cfg.cardinalities
+        )
         width = sum(e.embedding_dim for e in self.embeddings) + cfg.numeric_width
         layers: list[nn.Module] = []
         for h in cfg.hidden:

@@ -19,14 +19,17 @@ from keel.features import Preprocessor
 from keel.net import NetConfig, TabularNet
 
 
-def save_artifacts(preprocessor: Preprocessor, net: TabularNet, threshold: float,
-                   directory: Path) -> dict[str, str]:
+def save_artifacts(
+    preprocessor: Preprocessor, net: TabularNet, threshold: float, directory: Path
+) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "preprocessor.json").write_text(json.dumps(preprocessor.to_dict()))
     (directory / "net.json").write_text(json.dumps({**net.cfg.to_dict(), "threshold": threshold}))
     torch.save(net.state_dict(), directory / "weights.pt")
-    return {name: str(directory / f"{name}{ext}")
-            for name, ext in (("preprocessor", ".json"), ("net", ".json"), ("weights", ".pt"))}
+    return {
+        name: str(directory / f"{name}{ext}")
+        for name, ext in (("preprocessor", ".json"), ("net", ".json"), ("weights", ".pt"))
+    }
 
 
 class FlightDelayModel(mlflow.pyfunc.PythonModel):
@@ -34,7 +37,8 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.preprocessor = Preprocessor.from_dict(
-            json.loads(Path(context.artifacts["preprocessor"]).read_text()))
+            json.loads(Path(context.artifacts["preprocessor"]).read_text())
+        )
         net_cfg = json.loads(Path(context.artifacts["net"]).read_text())
         self.threshold = float(net_cfg.pop("threshold"))
         self.net = TabularNet(NetConfig(**net_cfg))

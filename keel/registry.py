@@ -38,7 +38,7 @@ class LedgerEntry:
     seq: int
     at: str
     actor: str
-    action: str              # initial | promote | auto-promote | rollback | out-of-band
+    action: str  # initial | promote | auto-promote | rollback | out-of-band
     alias: str
     from_version: str | None
     to_version: str | None
@@ -48,8 +48,10 @@ class LedgerEntry:
 
     def line(self) -> str:
         frm = f"v{self.from_version}" if self.from_version else "(none)"
-        return (f"#{self.seq:<4} {self.at}  {self.action:<12} {self.alias}: {frm} -> v{self.to_version}"
-                f"  by {self.actor}: {self.reason}")
+        return (
+            f"#{self.seq:<4} {self.at}  {self.action:<12} {self.alias}: {frm} -> v{self.to_version}"
+            f"  by {self.actor}: {self.reason}"
+        )
 
 
 def _now() -> str:
@@ -77,8 +79,10 @@ class Registry:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
                 resp.read()
         except (urllib.error.URLError, OSError) as exc:
-            raise PromotionError(f"MLflow tracking server {uri} (setting mlflow.tracking_uri / "
-                                 f"KEEL_MLFLOW__TRACKING_URI) is not reachable: {exc}") from exc
+            raise PromotionError(
+                f"MLflow tracking server {uri} (setting mlflow.tracking_uri / "
+                f"KEEL_MLFLOW__TRACKING_URI) is not reachable: {exc}"
+            ) from exc
 
     def model(self):
         from mlflow.exceptions import MlflowException
@@ -87,8 +91,9 @@ class Registry:
             return self.client.get_registered_model(self.name)
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                raise PromotionError(f"registered model '{self.name}' does not exist in "
-                                     f"{self.settings.mlflow.registry_uri}") from exc
+                raise PromotionError(
+                    f"registered model '{self.name}' does not exist in {self.settings.mlflow.registry_uri}"
+                ) from exc
             raise
 
     def version(self, ref: str):
@@ -99,8 +104,10 @@ class Registry:
         m = _URI.match(ref)
         if m:
             if m["name"] != self.name:
-                raise PromotionError(f"{ref} is a version of model '{m['name']}', not of "
-                                     f"'{self.name}' (setting mlflow.model_name)")
+                raise PromotionError(
+                    f"{ref} is a version of model '{m['name']}', not of "
+                    f"'{self.name}' (setting mlflow.model_name)"
+                )
             ref = m["version"]
         if not ref.isdigit():
             raise PromotionError(f"{ref!r} is not a model version (a number, or models:/{self.name}/N)")
@@ -125,10 +132,10 @@ class Registry:
 
     def _append(self, **fields: Any) -> LedgerEntry:
         seq = max((e.seq for e in self.ledger()), default=0) + 1
-        entry = LedgerEntry(seq=seq, at=_now(), host=f"{getpass.getuser()}@{socket.gethostname()}",
-                            **fields)
-        self.client.set_registered_model_tag(self.name, f"{LEDGER_TAG}{seq:06d}",
-                                             json.dumps(asdict(entry), sort_keys=True))
+        entry = LedgerEntry(seq=seq, at=_now(), host=f"{getpass.getuser()}@{socket.gethostname()}", **fields)
+        self.client.set_registered_model_tag(
+            self.name, f"{LEDGER_TAG}{seq:06d}", json.dumps(asdict(entry), sort_keys=True)
+        )
         return entry
 
     def recorded_champion(self) -> str | None:
@@ -140,9 +147,14 @@ class Registry:
         actual, recorded = self.alias("champion"), self.recorded_champion()
         if actual == recorded:
             return None
-        return self._append(actor="unknown (outside keel)", action="out-of-band", alias="champion",
-                            from_version=recorded, to_version=actual,
-                            reason="the champion alias was moved outside keel (e.g. the MLflow UI)")
+        return self._append(
+            actor="unknown (outside keel)",
+            action="out-of-band",
+            alias="champion",
+            from_version=recorded,
+            to_version=actual,
+            reason="the champion alias was moved outside keel (e.g. the MLflow UI)",
+        )
 
     # ------------------------------------------------------------ lock
     @contextmanager
@@ -155,16 +167,20 @@ class Registry:
         while True:
             try:
                 self.client.create_registered_model(
-                    lock, tags={"holder": f"{socket.gethostname()}:{os.getpid()}", "since": str(time.time())},
-                    description=f"keel: an alias move of '{self.name}' is in progress")
+                    lock,
+                    tags={"holder": f"{socket.gethostname()}:{os.getpid()}", "since": str(time.time())},
+                    description=f"keel: an alias move of '{self.name}' is in progress",
+                )
                 break
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
                 self._break_if_stale(lock)
                 if time.monotonic() > deadline:
-                    raise PromotionError(f"another promotion of '{self.name}' holds the lock "
-                                         f"(registered model '{lock}'); try again") from exc
+                    raise PromotionError(
+                        f"another promotion of '{self.name}' holds the lock "
+                        f"(registered model '{lock}'); try again"
+                    ) from exc
                 time.sleep(0.2)
         try:
             yield
@@ -182,27 +198,42 @@ class Registry:
             pass  # released meanwhile
 
     # ------------------------------------------------------------ moves
-    def move_champion(self, version: str, *, actor: str, action: str, reason: str,
-                      evidence: dict[str, Any]) -> LedgerEntry:
+    def move_champion(
+        self, version: str, *, actor: str, action: str, reason: str, evidence: dict[str, Any]
+    ) -> LedgerEntry:
         """Caller holds the lock and has checked servability."""
         old = self.alias("champion")
         if old is not None and old != version:
             self.client.set_registered_model_alias(self.name, "previous", old)
         self.client.set_registered_model_alias(self.name, "champion", version)
-        return self._append(actor=actor, action=action, alias="champion", from_version=old,
-                            to_version=version, reason=reason, evidence=evidence)
+        return self._append(
+            actor=actor,
+            action=action,
+            alias="champion",
+            from_version=old,
+            to_version=version,
+            reason=reason,
+            evidence=evidence,
+        )
 
 
 def servability(settings: Settings, version: str) -> dict[str, Any]:
     """Load ``models:/<name>/<version>`` in a fresh process and predict on sample rows."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow.tracking_uri,
-           "MLFLOW_REGISTRY_URI": settings.mlflow.registry_uri,
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": settings.mlflow.tracking_uri,
+        "MLFLOW_REGISTRY_URI": settings.mlflow.registry_uri,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     uri = f"models:/{settings.mlflow.model_name}/{version}"
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "keel.servability", uri,
-                           str(settings.promotion.servability_rows)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "keel.servability", uri, str(settings.promotion.servability_rows)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     result = json.loads(lines[-1]) if lines else {"ok": False, "error": proc.stderr[-2000:]}
     result["ok"] = bool(result.get("ok")) and proc.returncode == 0
@@ -213,13 +244,22 @@ def servability(settings: Settings, version: str) -> dict[str, Any]:
 def _require_servable(settings: Settings, version: str) -> dict[str, Any]:
     result = servability(settings, version)
     if not result["ok"]:
-        raise PromotionError(f"v{version} failed the servability check (loaded from the registry "
-                             f"in a fresh process): {result.get('error')}; champion unchanged")
+        raise PromotionError(
+            f"v{version} failed the servability check (loaded from the registry "
+            f"in a fresh process): {result.get('error')}; champion unchanged"
+        )
     return result
 
 
-def promote(settings: Settings, version: str, *, reviewer: str, reason: str, force: bool = False,
-            action: str = "promote") -> LedgerEntry:
+def promote(
+    settings: Settings,
+    version: str,
+    *,
+    reviewer: str,
+    reason: str,
+    force: bool = False,
+    action: str = "promote",
+) -> LedgerEntry:
     """Move ``champion`` to a blessed version (or any, with force and a reason)."""
     if not reason.strip():
         raise PromotionError("a promotion needs a reason (--reason)")
@@ -238,18 +278,23 @@ def promote(settings: Settings, version: str, *, reviewer: str, reason: str, for
         if gate != "blessed" and not force:
             raise PromotionError(
                 f"v{version} is not blessed (gate: {gate}; {tags.get('gate.summary', '')}). "
-                f"Promote it anyway only with --force and a --reason.")
+                f"Promote it anyway only with --force and a --reason."
+            )
         current = reg.alias("champion") or "none"
         if gate == "blessed" and tags.get("gate.baseline") != current and not force:
             raise PromotionError(
                 f"v{version} was blessed against champion {tags.get('gate.baseline')}, but the champion "
-                f"is now {current}: the blessing is stale. Retrain/re-gate, or --force with a --reason.")
+                f"is now {current}: the blessing is stale. Retrain/re-gate, or --force with a --reason."
+            )
         serv = _require_servable(settings, version)
-        evidence = {"gate": gate, "gate_summary": (mv.tags or {}).get("gate.summary", ""),
-                    "gate_baseline": (mv.tags or {}).get("gate.baseline", ""),
-                    "forced": bool(force and gate != "blessed"), "servability": serv}
-        entry = reg.move_champion(version, actor=reviewer, action=action, reason=reason,
-                                  evidence=evidence)
+        evidence = {
+            "gate": gate,
+            "gate_summary": (mv.tags or {}).get("gate.summary", ""),
+            "gate_baseline": (mv.tags or {}).get("gate.baseline", ""),
+            "forced": bool(force and gate != "blessed"),
+            "servability": serv,
+        }
+        entry = reg.move_champion(version, actor=reviewer, action=action, reason=reason, evidence=evidence)
         reg.client.set_model_version_tag(reg.name, version, "promotion", "champion")
         return entry
 
@@ -267,13 +312,19 @@ def rollback(settings: Settings, *, reason: str, actor: str, to: str | None = No
         if target is None:
             target = reg.alias("previous")
             if target is None:
-                raise PromotionError(f"'{reg.name}' has no previous champion to roll back to; "
-                                     f"name one with --to")
+                raise PromotionError(
+                    f"'{reg.name}' has no previous champion to roll back to; name one with --to"
+                )
         if target == current:
             raise PromotionError(f"v{target} is already the champion")
         serv = _require_servable(settings, target)
-        return reg.move_champion(target, actor=actor, action="rollback", reason=reason,
-                                 evidence={"servability": serv, "rolled_back": current})
+        return reg.move_champion(
+            target,
+            actor=actor,
+            action="rollback",
+            reason=reason,
+            evidence={"servability": serv, "rolled_back": current},
+        )
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -292,9 +343,11 @@ def status(settings: Settings) -> dict[str, Any]:
             continue
         tags = reg.client.get_model_version(reg.name, version).tags or {}
         moves = [e for e in ledger if e.to_version == version and e.alias == "champion"]
-        out[alias] = {"version": version, "data_version": tags.get("data_version"),
-                      "gate": tags.get("gate.status", "not run"),
-                      "metrics": {k: v for k, v in sorted(tags.items()) if k.startswith("test/")},
-                      "promoted_by": (f"{moves[-1].actor} ({moves[-1].action}, {moves[-1].at})"
-                                      if moves else None)}
+        out[alias] = {
+            "version": version,
+            "data_version": tags.get("data_version"),
+            "gate": tags.get("gate.status", "not run"),
+            "metrics": {k: v for k, v in sorted(tags.items()) if k.startswith("test/")},
+            "promoted_by": (f"{moves[-1].actor} ({moves[-1].action}, {moves[-1].at})" if moves else None),
+        }
     return out

@@ -22,8 +22,7 @@ def check(uri: str, rows: int) -> dict:
     out = model.predict(example.head(rows))
     if len(out) != min(rows, len(example)) or "probability" not in out:
         raise ValueError(f"{uri} predicted {len(out)} rows with columns {list(out.columns)}")
-    return {"ok": True, "uri": uri, "rows": int(len(out)),
-            "seconds": round(time.perf_counter() - start, 3)}
+    return {"ok": True, "uri": uri, "rows": int(len(out)), "seconds": round(time.perf_counter() - start, 3)}
 
 
 def main(argv: list[str]) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 from keel.settings import Settings
 
 STATE_FILE = "up.json"
-RETRAIN_DEPLOYMENT = "keel-scheduled-retrain/monthly"   # flows/deployments.py defines both
+RETRAIN_DEPLOYMENT = "keel-scheduled-retrain/monthly"  # flows/deployments.py defines both
 MONITOR_DEPLOYMENT = "keel-drift-monitor/daily"
 
 
@@ -40,7 +40,7 @@ class ServiceError(RuntimeError):
 class Service:
     name: str
     pid: int
-    started: float          # the process's start time (psutil): guards against PID reuse
+    started: float  # the process's start time (psutil): guards against PID reuse
     url: str
     log: str
 
@@ -90,7 +90,7 @@ def running(settings: Settings) -> Up | None:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the servers do
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
         try:
             sock.bind((host, port))
             return True
@@ -102,8 +102,10 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, deadline: float, name
     """Until ``url`` answers; a clear error with the log's tail when the process exits."""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServiceError(f"{name} exited with code {proc.returncode}; its log: {log}\n"
-                               + log.read_text(errors="replace")[-2000:])
+            raise ServiceError(
+                f"{name} exited with code {proc.returncode}; its log: {log}\n"
+                + log.read_text(errors="replace")[-2000:]
+            )
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -112,16 +114,22 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, deadline: float, name
     raise ServiceError(f"{name} did not answer at {url} in time; its log: {log}")
 
 
-def _wait_deployments(api: str, names: list[str], proc: subprocess.Popen, log: Path,
-                      deadline: float) -> None:
+def _wait_deployments(api: str, names: list[str], proc: subprocess.Popen, log: Path, deadline: float) -> None:
     for name in names:
         wait_http(f"{api}/deployments/name/{name}", proc, log, deadline, "the deployment runner")
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
     with log.open("ab") as out:
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _record(name: str, proc: subprocess.Popen, url: str, log: Path) -> Service:
@@ -134,22 +142,33 @@ def up(settings: Settings, environ: dict[str, str] | None = None) -> Up:
     """Start the Prefect server, the MLflow server and the deployment runner; return
     their URLs once each answers. Anything started is stopped again if one fails."""
     if running(settings):
-        raise ServiceError(f"keel is already up for {settings.workspace} ({state_path(settings)}): "
-                           f"run 'keel down' first")
+        raise ServiceError(
+            f"keel is already up for {settings.workspace} ({state_path(settings)}): run 'keel down' first"
+        )
     cfg = settings.up
     for key, port in (("up.prefect_port", cfg.prefect_port), ("up.mlflow_port", cfg.mlflow_port)):
         if not _port_free(cfg.host, port):
-            raise ServiceError(f"{key}: {cfg.host}:{port} is already in use; pick another port "
-                               f"(KEEL_{key.upper().replace('.', '__')})")
+            raise ServiceError(
+                f"{key}: {cfg.host}:{port} is already in use; pick another port "
+                f"(KEEL_{key.upper().replace('.', '__')})"
+            )
     if not settings.mlflow.tracking_uri.startswith("sqlite:"):
-        raise ServiceError(f"mlflow.tracking_uri is {settings.mlflow.tracking_uri}: keel up serves the "
-                           f"workspace's own sqlite store; for a remote MLflow, start only Prefect")
+        raise ServiceError(
+            f"mlflow.tracking_uri is {settings.mlflow.tracking_uri}: keel up serves the "
+            f"workspace's own sqlite store; for a remote MLflow, start only Prefect"
+        )
     state, logs = cfg.state_dir, cfg.state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     (settings.workspace / "mlflow").mkdir(exist_ok=True)
     base = {**(environ if environ is not None else os.environ)}
-    base.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-                 "DVC_NO_ANALYTICS": "1", "PREFECT_HOME": str(state / "prefect")})
+    base.update(
+        {
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DVC_NO_ANALYTICS": "1",
+            "PREFECT_HOME": str(state / "prefect"),
+        }
+    )
     prefect_url = f"http://{cfg.host}:{cfg.prefect_port}"
     api = f"{prefect_url}/api"
     mlflow_url = f"http://{cfg.host}:{cfg.mlflow_port}"
@@ -158,22 +177,69 @@ def up(settings: Settings, environ: dict[str, str] | None = None) -> Up:
     try:
         log = logs / "prefect-server.log"
         env = {k: v for k, v in base.items() if k != "PREFECT_API_URL"}
-        started.append(("prefect-server", _spawn(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", cfg.host,
-             "--port", str(cfg.prefect_port)], log, env, settings.workspace), prefect_url, log))
+        started.append(
+            (
+                "prefect-server",
+                _spawn(
+                    [
+                        sys.executable,
+                        "-m",
+                        "prefect",
+                        "server",
+                        "start",
+                        "--host",
+                        cfg.host,
+                        "--port",
+                        str(cfg.prefect_port),
+                    ],
+                    log,
+                    env,
+                    settings.workspace,
+                ),
+                prefect_url,
+                log,
+            )
+        )
         log = logs / "mlflow-server.log"
-        started.append(("mlflow-server", _spawn(
-            [sys.executable, "-m", "mlflow", "server", "--host", cfg.host, "--port", str(cfg.mlflow_port),
-             "--workers", "1", "--backend-store-uri", settings.mlflow.tracking_uri,
-             "--default-artifact-root", settings.mlflow.artifact_root],
-            log, base, settings.workspace), mlflow_url, log))
+        started.append(
+            (
+                "mlflow-server",
+                _spawn(
+                    [
+                        sys.executable,
+                        "-m",
+                        "mlflow",
+                        "server",
+                        "--host",
+                        cfg.host,
+                        "--port",
+                        str(cfg.mlflow_port),
+                        "--workers",
+                        "1",
+                        "--backend-store-uri",
+                        settings.mlflow.tracking_uri,
+                        "--default-artifact-root",
+                        settings.mlflow.artifact_root,
+                    ],
+                    log,
+                    base,
+                    settings.workspace,
+                ),
+                mlflow_url,
+                log,
+            )
+        )
         for name, proc, url, log in list(started):
             health = f"{api}/health" if name == "prefect-server" else f"{url}/health"
             wait_http(health, proc, log, deadline, name)
         log = logs / "runner.log"
         cmd = [sys.executable, "-m", "flows.deployments", "--workspace", str(settings.workspace)]
-        runner = _spawn(cmd + (["--profile", settings.profile] if settings.profile else []), log,
-                        {**base, "PREFECT_API_URL": api}, settings.workspace)
+        runner = _spawn(
+            cmd + (["--profile", settings.profile] if settings.profile else []),
+            log,
+            {**base, "PREFECT_API_URL": api},
+            settings.workspace,
+        )
         started.append(("runner", runner, api, log))
         _wait_deployments(api, [RETRAIN_DEPLOYMENT, MONITOR_DEPLOYMENT], runner, log, deadline)
         services = [_record(name, proc, url, log) for name, proc, url, log in started]
@@ -199,7 +265,7 @@ def _stop_group(pid: int, timeout: float) -> None:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
-    for m in members:                       # children that left the group
+    for m in members:  # children that left the group
         try:
             if os.getpgid(m.pid) != pid:
                 m.terminate()
@@ -213,7 +279,7 @@ def _stop_group(pid: int, timeout: float) -> None:
             pass
     psutil.wait_procs(alive, timeout=5)
     try:
-        os.waitpid(pid, os.WNOHANG)         # reap it when it is our own child
+        os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child
     except ChildProcessError:
         pass
 

@@ -36,10 +36,10 @@ class RequestError(ValueError):
 class LoadedModel:
     version: str
     data_version: str
-    model: Any                         # keel.pyfunc.FlightDelayModel, context loaded
-    columns: dict[str, str]            # input name -> MLflow type ("string", "long", "double")
+    model: Any  # keel.pyfunc.FlightDelayModel, context loaded
+    columns: dict[str, str]  # input name -> MLflow type ("string", "long", "double")
     required: frozenset[str]
-    vocab: dict[str, frozenset[str]]   # known categories per categorical input
+    vocab: dict[str, frozenset[str]]  # known categories per categorical input
     loaded_at: float
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -61,8 +61,15 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
     required = frozenset(c.name for c in schema.inputs if c.required)
     inner = pyfunc.unwrap_python_model()
     vocab = {k: frozenset(v) for k, v in inner.preprocessor.vocab.items()}
-    loaded = LoadedModel(version=str(version), data_version="", model=inner, columns=columns,
-                         required=required, vocab=vocab, loaded_at=time.time())
+    loaded = LoadedModel(
+        version=str(version),
+        data_version="",
+        model=inner,
+        columns=columns,
+        required=required,
+        vocab=vocab,
+        loaded_at=time.time(),
+    )
     example = Model.load(local).load_input_example(local)
     out = loaded.predict(frame_from_records(loaded, example.head(3).to_dict("records")))
     if len(out) != min(3, len(example)):
@@ -75,7 +82,7 @@ def frame_from_records(loaded: LoadedModel, records: Any) -> pd.DataFrame:
     """Validate JSON records against the model's signature and vocabularies; raise
     RequestError naming the record and the field."""
     if not isinstance(records, list):
-        raise RequestError("body must be a JSON object {\"records\": [...]} or a list of records", 400)
+        raise RequestError('body must be a JSON object {"records": [...]} or a list of records', 400)
     if not records:
         raise RequestError("no records to score", 400)
     vocab = loaded.vocab
@@ -94,8 +101,11 @@ def frame_from_records(loaded: LoadedModel, records: Any) -> pd.DataFrame:
                 if name in vocab and value not in vocab[name]:
                     raise RequestError(f"record {i}: field '{name}': unknown category {value!r}")
             elif kind in ("long", "integer"):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                        (isinstance(value, float) and not value.is_integer()):
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or (isinstance(value, float) and not value.is_integer())
+                ):
                     raise RequestError(f"record {i}: field '{name}' must be an integer, got {value!r}")
                 value = int(value)
                 if name in vocab and str(value) not in vocab[name]:
@@ -106,8 +116,12 @@ def frame_from_records(loaded: LoadedModel, records: Any) -> pd.DataFrame:
                 elif isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise RequestError(f"record {i}: field '{name}' must be a number or null, got {value!r}")
             columns[name].append(value)
-    return pd.DataFrame({n: (np.asarray(v, dtype=np.float64) if loaded.columns[n] in ("double", "float")
-                             else v) for n, v in columns.items()})
+    return pd.DataFrame(
+        {
+            n: (np.asarray(v, dtype=np.float64) if loaded.columns[n] in ("double", "float") else v)
+            for n, v in columns.items()
+        }
+    )
 
 
 class ModelHolder:
@@ -150,7 +164,9 @@ class AliasWatcher(threading.Thread):
                 loaded = load_version(self.settings, version)
             except Exception as exc:
                 self.failed[version] = f"{type(exc).__name__}: {exc}"
-                self.holder.last_error = f"v{version} failed to load; still serving v{self.holder.current.version}: {exc}"
+                self.holder.last_error = (
+                    f"v{version} failed to load; still serving v{self.holder.current.version}: {exc}"
+                )
                 log.error(self.holder.last_error)
                 continue
             old = self.holder.current.version
@@ -170,8 +186,12 @@ def create_app(settings: Settings, holder: ModelHolder) -> FastAPI:
     @app.get("/version")
     def version() -> dict:
         m = holder.current
-        return {"model": settings.mlflow.model_name, "model_version": m.version,
-                "data_version": m.data_version, "loaded_at": m.loaded_at}
+        return {
+            "model": settings.mlflow.model_name,
+            "model_version": m.version,
+            "data_version": m.data_version,
+            "loaded_at": m.loaded_at,
+        }
 
     @app.post("/predict")
     async def predict(request: Request):
@@ -194,15 +214,20 @@ def create_app(settings: Settings, holder: ModelHolder) -> FastAPI:
             return JSONResponse({"error": f"body is not JSON: {exc}"}, status_code=400)
         records = payload.get("records") if isinstance(payload, dict) else payload
         if isinstance(records, list) and len(records) > settings.serve.max_records:
-            return JSONResponse({"error": f"{len(records)} records exceed {settings.serve.max_records}"},
-                                status_code=413)
+            return JSONResponse(
+                {"error": f"{len(records)} records exceed {settings.serve.max_records}"}, status_code=413
+            )
         try:
             frame = frame_from_records(model, records)
         except RequestError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         out = model.predict(frame)
-        return {"model_version": model.version,
-                "predictions": [{"probability": float(p), "delayed": int(d)}
-                                for p, d in zip(out["probability"], out["delayed"])]}
+        return {
+            "model_version": model.version,
+            "predictions": [
+                {"probability": float(p), "delayed": int(d)}
+                for p, d in zip(out["probability"], out["delayed"])
+            ],
+        }
 
     return app

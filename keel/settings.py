@@ -104,6 +104,7 @@ class ReportsConfig(_Section):
 
 class MetricRule(_Section):
     """Higher-is-better: min / max_drop. Lower-is-better: max / max_rise."""
+
     min: float | None = None
     max_drop: float | None = None
     max: float | None = None
@@ -211,7 +212,7 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        key = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         if value.startswith(("[", "{")):
             try:
                 value = json.loads(value)
@@ -264,12 +265,20 @@ def _resolve(raw: dict[str, Any], workspace: Path) -> dict[str, Any]:
 
 
 # The settings that hold addresses; credentials never go in them (see _refuse_secrets).
-ADDRESS_KEYS = ("mlflow.tracking_uri", "mlflow.registry_uri", "mlflow.artifact_root",
-                "prefect.api_url", "dvc.remote_url", "dvc.endpoint_url")
+ADDRESS_KEYS = (
+    "mlflow.tracking_uri",
+    "mlflow.registry_uri",
+    "mlflow.artifact_root",
+    "prefect.api_url",
+    "dvc.remote_url",
+    "dvc.endpoint_url",
+)
 
-CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN for MLflow, "
-                  "PGPASSWORD for PostgreSQL, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for S3, "
-                  "PREFECT_API_KEY for Prefect")
+CREDENTIAL_ENV = (
+    "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN for MLflow, "
+    "PGPASSWORD for PostgreSQL, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for S3, "
+    "PREFECT_API_KEY for Prefect"
+)
 
 
 def redact(uri: str) -> str:
@@ -297,8 +306,10 @@ def _refuse_secrets(raw: dict[str, Any]) -> None:
         except ValueError:
             password = None
         if password:
-            raise ConfigError(f"{key} = {redact(value)} holds a password; keel takes credentials "
-                              f"from environment variables only ({CREDENTIAL_ENV})")
+            raise ConfigError(
+                f"{key} = {redact(value)} holds a password; keel takes credentials "
+                f"from environment variables only ({CREDENTIAL_ENV})"
+            )
 
 
 def load_settings(

@@ -11,8 +11,7 @@ from keel.settings import Settings
 def client(settings: Settings):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=settings.mlflow.tracking_uri,
-                        registry_uri=settings.mlflow.registry_uri)
+    return MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.registry_uri)
 
 
 def use_tracking(settings: Settings) -> None:

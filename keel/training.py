@@ -63,7 +63,7 @@ class ShuffledBatches(Sampler):
     def __iter__(self) -> Iterator[torch.Tensor]:
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
         if self.world > 1:
-            order = order[self.rank::self.world][:self.per_rank]
+            order = order[self.rank :: self.world][: self.per_rank]
         return iter(order.split(self.batch_size))
 
 
@@ -76,15 +76,21 @@ class EncodedSplit:
     @classmethod
     def encode(cls, pre: Preprocessor, frame: pd.DataFrame, label: str) -> "EncodedSplit":
         cat, num = pre.transform(frame)
-        return cls(torch.from_numpy(cat), torch.from_numpy(num),
-                   torch.from_numpy(frame[label].to_numpy(dtype=np.float32)))
+        return cls(
+            torch.from_numpy(cat),
+            torch.from_numpy(num),
+            torch.from_numpy(frame[label].to_numpy(dtype=np.float32)),
+        )
 
 
-def make_loader(split: EncodedSplit, batch_size: int, seed: int, shuffle: bool,
-                rank: int = 0, world: int = 1) -> DataLoader:
-    return DataLoader(TensorRows(split.cat, split.num, split.y),
-                      batch_sampler=ShuffledBatches(len(split.y), batch_size, seed, shuffle, rank, world),
-                      collate_fn=_as_batch)
+def make_loader(
+    split: EncodedSplit, batch_size: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1
+) -> DataLoader:
+    return DataLoader(
+        TensorRows(split.cat, split.num, split.y),
+        batch_sampler=ShuffledBatches(len(split.y), batch_size, seed, shuffle, rank, world),
+        collate_fn=_as_batch,
+    )
 
 
 class FlightsDataModule(pl.LightningDataModule):
@@ -92,20 +98,22 @@ class FlightsDataModule(pl.LightningDataModule):
     every rank validates on the whole val split, so all ranks see the same val metrics and
     early stopping decides the same everywhere."""
 
-    def __init__(self, train: EncodedSplit, val: EncodedSplit | None, batch_size: int, seed: int,
-                 num_threads: int = 1):
+    def __init__(
+        self, train: EncodedSplit, val: EncodedSplit | None, batch_size: int, seed: int, num_threads: int = 1
+    ):
         super().__init__()
         self.train, self.val, self.batch_size, self.seed = train, val, batch_size, seed
         self.num_threads = num_threads
 
     def setup(self, stage: str) -> None:
-        torch.set_num_threads(self.num_threads)     # again in each spawned DDP process
+        torch.set_num_threads(self.num_threads)  # again in each spawned DDP process
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        return make_loader(self.train, max(1, self.batch_size // world), self.seed, shuffle=True,
-                           rank=rank, world=world)
+        return make_loader(
+            self.train, max(1, self.batch_size // world), self.seed, shuffle=True, rank=rank, world=world
+        )
 
     def val_dataloader(self):
         if self.val is None:
@@ -183,8 +191,14 @@ class KeepBestWeights(pl.Callback):
             trainer.callback_metrics["keel/best_val_loss"] = torch.tensor(self.best)
 
 
-def build_trainer(cfg: TrainConfig, *, logger: Any = False, callbacks: list | None = None,
-                  validate: bool = True, **overrides: Any) -> pl.Trainer:
+def build_trainer(
+    cfg: TrainConfig,
+    *,
+    logger: Any = False,
+    callbacks: list | None = None,
+    validate: bool = True,
+    **overrides: Any,
+) -> pl.Trainer:
     kwargs: dict[str, Any] = dict(
         max_epochs=cfg.max_epochs,
         limit_train_batches=cfg.limit_train_batches,
@@ -214,8 +228,12 @@ def distributed(cfg: TrainConfig) -> dict[str, Any]:
         return {}
     from lightning.pytorch.strategies import DDPStrategy
 
-    return dict(strategy=DDPStrategy(process_group_backend="gloo", start_method=cfg.ddp_start_method),
-                devices=cfg.devices, num_nodes=cfg.num_nodes, use_distributed_sampler=False)
+    return dict(
+        strategy=DDPStrategy(process_group_backend="gloo", start_method=cfg.ddp_start_method),
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        use_distributed_sampler=False,
+    )
 
 
 # ---------------------------------------------------------------- fit
@@ -236,8 +254,9 @@ class TrainedModel:
         return torch.sigmoid(logits).double().numpy()
 
 
-def fit(train: pd.DataFrame, val: pd.DataFrame, features: FeatureConfig, cfg: TrainConfig,
-        *, logger: Any = False) -> TrainedModel:
+def fit(
+    train: pd.DataFrame, val: pd.DataFrame, features: FeatureConfig, cfg: TrainConfig, *, logger: Any = False
+) -> TrainedModel:
     """Train deterministically on CPU; early stopping on val/loss; best weights kept."""
     import logging
     import warnings
@@ -249,21 +268,29 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, features: FeatureConfig, cfg: Tr
     torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     pre = Preprocessor.fit(train, features.categorical, features.numeric)
-    net_cfg = NetConfig(pre.cardinalities, pre.numeric_width, list(cfg.hidden), cfg.dropout,
-                        cfg.emb_dim_max)
+    net_cfg = NetConfig(pre.cardinalities, pre.numeric_width, list(cfg.hidden), cfg.dropout, cfg.emb_dim_max)
     module = FlightDelayModule(net_cfg, cfg.lr, cfg.weight_decay)
-    data = FlightsDataModule(EncodedSplit.encode(pre, train, features.label),
-                             EncodedSplit.encode(pre, val, features.label), cfg.batch_size, cfg.seed,
-                             cfg.num_threads)
+    data = FlightsDataModule(
+        EncodedSplit.encode(pre, train, features.label),
+        EncodedSplit.encode(pre, val, features.label),
+        cfg.batch_size,
+        cfg.seed,
+        cfg.num_threads,
+    )
     best = KeepBestWeights("val/loss")
     stop = pl.callbacks.EarlyStopping("val/loss", patience=cfg.patience, mode="min")
     trainer = build_trainer(cfg, logger=logger, callbacks=[best, stop])
-    trainer.fit(module, datamodule=data)     # the best weights are in module.net afterwards
+    trainer.fit(module, datamodule=data)  # the best weights are in module.net afterwards
     module.net.eval()
     done = trainer.callback_metrics
-    model = TrainedModel(pre, module.net, cfg.threshold, int(done["keel/epochs_run"]),
-                         int(done["keel/best_epoch"]) if "keel/best_epoch" in done else None,
-                         float(done["keel/best_val_loss"]) if "keel/best_val_loss" in done else None)
+    model = TrainedModel(
+        pre,
+        module.net,
+        cfg.threshold,
+        int(done["keel/epochs_run"]),
+        int(done["keel/best_epoch"]) if "keel/best_epoch" in done else None,
+        float(done["keel/best_val_loss"]) if "keel/best_val_loss" in done else None,
+    )
     if cfg.threshold_policy == "max_f1" and len(val):
         model.threshold = max_f1_threshold(val[features.label].to_numpy(), model.predict_proba(val))
     return model

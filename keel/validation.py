@@ -35,37 +35,48 @@ class Failure:
 class ValidationReport:
     suite: str
     success: bool
-    partitions: dict[str, int]           # file -> rows
-    evaluated: int                        # expectations evaluated, all partitions
+    partitions: dict[str, int]  # file -> rows
+    evaluated: int  # expectations evaluated, all partitions
     failures: list[Failure] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)  # file -> GX result JSON
-    paths: tuple[Path, ...] = ()          # where the JSON + markdown were written
+    paths: tuple[Path, ...] = ()  # where the JSON + markdown were written
 
     @property
     def status(self) -> str:
         return "passed" if self.success else "failed"
 
     def error_message(self) -> str:
-        lines = [f"data validation failed: {len(self.failures)} rule(s) broken "
-                 f"(suite '{self.suite}')"]
+        lines = [f"data validation failed: {len(self.failures)} rule(s) broken (suite '{self.suite}')"]
         lines += [f"  - {f.describe()}" for f in self.failures]
         return "\n".join(lines)
 
     def summary_markdown(self) -> str:
-        head = [f"# Data validation: {self.status.upper()}", "",
-                f"Suite `{self.suite}`; {self.evaluated} expectations evaluated on "
-                f"{len(self.partitions)} partition(s), {sum(self.partitions.values())} rows.", ""]
+        head = [
+            f"# Data validation: {self.status.upper()}",
+            "",
+            f"Suite `{self.suite}`; {self.evaluated} expectations evaluated on "
+            f"{len(self.partitions)} partition(s), {sum(self.partitions.values())} rows.",
+            "",
+        ]
         if self.success:
             return "\n".join(head + ["All expectations met."]) + "\n"
         rows = ["| file | column | rule | expectation | detail |", "|---|---|---|---|---|"]
-        rows += [f"| {f.file} | {f.column or '(table)'} | {f.rule} | {f.expectation} | "
-                 f"{f.detail.replace('|', '/')} |" for f in self.failures]
+        rows += [
+            f"| {f.file} | {f.column or '(table)'} | {f.rule} | {f.expectation} | "
+            f"{f.detail.replace('|', '/')} |"
+            for f in self.failures
+        ]
         return "\n".join(head + rows) + "\n"
 
     def to_json(self) -> dict[str, Any]:
-        return {"suite": self.suite, "success": self.success, "partitions": self.partitions,
-                "evaluated": self.evaluated, "failures": [asdict(f) for f in self.failures],
-                "results": self.results}
+        return {
+            "suite": self.suite,
+            "success": self.success,
+            "partitions": self.partitions,
+            "evaluated": self.evaluated,
+            "failures": [asdict(f) for f in self.failures],
+            "results": self.results,
+        }
 
 
 def load_suite(path: Path) -> dict[str, Any]:
@@ -107,13 +118,20 @@ def validate_frames(frames: Mapping[str, pd.DataFrame], suite: Mapping[str, Any]
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_def = (context.data_sources.add_pandas("keel")
-                 .add_dataframe_asset("partition")
-                 .add_batch_definition_whole_dataframe("whole"))
-    gx_suite = context.suites.add(gx.ExpectationSuite(
-        name=suite.get("name", "suite"),
-        expectations=[{"type": e["type"], "kwargs": e.get("kwargs", {}), "meta": e.get("meta", {})}
-                      for e in suite["expectations"]]))
+    batch_def = (
+        context.data_sources.add_pandas("keel")
+        .add_dataframe_asset("partition")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    gx_suite = context.suites.add(
+        gx.ExpectationSuite(
+            name=suite.get("name", "suite"),
+            expectations=[
+                {"type": e["type"], "kwargs": e.get("kwargs", {}), "meta": e.get("meta", {})}
+                for e in suite["expectations"]
+            ],
+        )
+    )
     definition = gx.ValidationDefinition(name="keel", data=batch_def, suite=gx_suite)
 
     failures: list[Failure] = []
@@ -135,12 +153,23 @@ def validate_frames(frames: Mapping[str, pd.DataFrame], suite: Mapping[str, Any]
                 detail = _schema_detail(list(expected_cols), list(frame.columns))
             else:
                 detail = _detail(res.result or {}, res.exception_info or {})
-            failures.append(Failure(file=name, column=column,
-                                    rule=(cfg.meta or {}).get("rule") or cfg.type,
-                                    expectation=cfg.type, detail=detail))
-    return ValidationReport(suite=suite.get("name", "suite"), success=not failures,
-                            partitions={n: len(f) for n, f in frames.items()},
-                            evaluated=evaluated, failures=failures, results=results)
+            failures.append(
+                Failure(
+                    file=name,
+                    column=column,
+                    rule=(cfg.meta or {}).get("rule") or cfg.type,
+                    expectation=cfg.type,
+                    detail=detail,
+                )
+            )
+    return ValidationReport(
+        suite=suite.get("name", "suite"),
+        success=not failures,
+        partitions={n: len(f) for n, f in frames.items()},
+        evaluated=evaluated,
+        failures=failures,
+        results=results,
+    )
 
 
 def write_report(report: ValidationReport, directory: Path, stem: str) -> tuple[Path, Path]:

@@ -15,8 +15,16 @@ import yaml
 
 from keel.settings import WORKSPACE_FILE, Settings
 
-GITIGNORE_LINES = ["/mlflow/*", "!/mlflow/.gitignore", "/reports/", "/dvc-remote/",
-                   "/.venv/", "__pycache__/", "*.egg-info/", "/.keel/"]
+GITIGNORE_LINES = [
+    "/mlflow/*",
+    "!/mlflow/.gitignore",
+    "/reports/",
+    "/dvc-remote/",
+    "/.venv/",
+    "__pycache__/",
+    "*.egg-info/",
+    "/.keel/",
+]
 
 WORKSPACE_TEMPLATE = """\
 # keel workspace settings. Keys and defaults: keel/conf/defaults.toml.
@@ -41,7 +49,7 @@ class DataVersionError(RuntimeError):
 
 @dataclass(frozen=True)
 class DataVersion:
-    md5: str                      # DVC md5 of data/ ("<hex>.dir")
+    md5: str  # DVC md5 of data/ ("<hex>.dir")
     files: int
     size: int
 
@@ -161,7 +169,8 @@ def ensure_checked_out(settings: Settings) -> DataVersion:
     if version is None:
         raise DataVersionError(
             f"{settings.dvc_file} does not exist: no dataset version yet. "
-            f"Run 'keel ingest --month 2013-01' first.")
+            f"Run 'keel ingest --month 2013-01' first."
+        )
     configure_remote(settings)
     with Repo(str(settings.workspace)) as repo:
         if not settings.data.dir.exists():
@@ -171,12 +180,14 @@ def ensure_checked_out(settings: Settings) -> DataVersion:
                 raise DataVersionError(
                     f"{rel}/ is absent and version {version.md5} could not be pulled from "
                     f"remote '{settings.dvc.remote}' ({settings.dvc.remote_url}): {exc}. "
-                    f"Re-create it with 'keel ingest'.") from exc
+                    f"Re-create it with 'keel ingest'."
+                ) from exc
         status = repo.status(targets=[str(settings.dvc_file)])
     if status:
         raise DataVersionError(
             f"{rel}/ differs from {settings.dvc_file.name} ({status}): record the change with "
-            f"'keel ingest' (or 'dvc add {rel}'), or restore it with 'dvc checkout'.")
+            f"'keel ingest' (or 'dvc add {rel}'), or restore it with 'dvc checkout'."
+        )
     return version
 
 
@@ -203,7 +214,8 @@ def require_in_remote(settings: Settings, md5: str) -> None:
         raise DataVersionError(
             f"data version {md5} is incomplete in DVC remote '{settings.dvc.remote}' "
             f"({settings.dvc.remote_url}): missing {', '.join(missing)}. Push it again "
-            f"('dvc push -r {settings.dvc.remote}') from a workspace that has it.")
+            f"('dvc push -r {settings.dvc.remote}') from a workspace that has it."
+        )
 
 
 def materialise(settings: Settings, dvc_text: str, target: Path) -> Path:
@@ -271,8 +283,9 @@ def recover_ingest(settings: Settings) -> bool:
     return True
 
 
-def record_version(settings: Settings, version: DataVersion, partitions: dict[str, int],
-                   added: list[str]) -> None:
+def record_version(
+    settings: Settings, version: DataVersion, partitions: dict[str, int], added: list[str]
+) -> None:
     """Append the version and its per-partition row counts to data-versions.jsonl."""
     import json
     import time
@@ -281,8 +294,12 @@ def record_version(settings: Settings, version: DataVersion, partitions: dict[st
     lines = log.read_text().splitlines() if log.exists() else []
     if lines and json.loads(lines[-1])["md5"] == version.md5:
         return  # re-ingesting identical bytes made no new version
-    entry = {"md5": version.md5, "partitions": partitions, "added": added,
-             "rows": sum(partitions.values()),
-             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    entry = {
+        "md5": version.md5,
+        "partitions": partitions,
+        "added": added,
+        "rows": sum(partitions.values()),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     with log.open("a") as fh:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")

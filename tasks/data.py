@@ -24,6 +24,7 @@ class Partition:
 @dataclass(frozen=True)
 class DatasetRef:
     """A DVC data version and the partitions it holds."""
+
     version: DataVersion
     partitions: tuple[Partition, ...]
 
@@ -49,8 +50,9 @@ class Splits:
 @dataclass(frozen=True)
 class Batch:
     """One batch to ingest: the partition it becomes, where it came from, its rows."""
+
     name: str
-    source: str          # shown in validation errors: the user's file, or data/<month>.parquet
+    source: str  # shown in validation errors: the user's file, or data/<month>.parquet
     frame: pd.DataFrame
 
 
@@ -68,8 +70,9 @@ def build_batches(settings: Settings, months: list[str], files: dict[str, Path])
         path = Path(path)
         target = ds.partition_path(settings.data.dir, name)
         if target.exists():
-            raise ValueError(f"{path}: partition '{name}' already exists ({target}); "
-                             f"give the batch another name (--name)")
+            raise ValueError(
+                f"{path}: partition '{name}' already exists ({target}); give the batch another name (--name)"
+            )
         batches.append(Batch(name, str(path), ds.read_batch_file(path)))
     return batches
 
@@ -80,8 +83,9 @@ def validate_batches(settings: Settings, batches: list[Batch]) -> ValidationRepo
     from keel.validation import load_suite, validate_frames, write_report
 
     report = validate_frames({b.source: b.frame for b in batches}, load_suite(settings.data.suite))
-    paths = write_report(report, settings.reports.dir / "validation",
-                         "ingest-" + "-".join(b.name for b in batches)[:80])
+    paths = write_report(
+        report, settings.reports.dir / "validation", "ingest-" + "-".join(b.name for b in batches)[:80]
+    )
     return replace(report, paths=paths)
 
 
@@ -127,8 +131,9 @@ def validate_data(settings: Settings, dataset: DatasetRef) -> ValidationReport:
     from keel.validation import load_suite, validate_frames, write_report
 
     suite = load_suite(settings.data.suite)
-    frames = {str(p.path.relative_to(settings.workspace)): ds.read_partition(p.path)
-              for p in dataset.partitions}
+    frames = {
+        str(p.path.relative_to(settings.workspace)): ds.read_partition(p.path) for p in dataset.partitions
+    }
     report = validate_frames(frames, suite)
     paths = write_report(report, settings.reports.dir / "validation", dataset.version.short)
     return replace(report, paths=paths)
@@ -142,11 +147,13 @@ def require_valid(report: ValidationReport) -> ValidationReport:
 
     from keel.validation import DataValidationError
 
-    create_markdown_artifact(key="keel-validation", markdown=report.summary_markdown(),
-                             description=f"GX validation: {report.status}")
+    create_markdown_artifact(
+        key="keel-validation",
+        markdown=report.summary_markdown(),
+        description=f"GX validation: {report.status}",
+    )
     if not report.success:
-        where = "".join(f"\n{label}: {path}" for label, path in zip(("full result", "summary"),
-                                                                     report.paths))
+        where = "".join(f"\n{label}: {path}" for label, path in zip(("full result", "summary"), report.paths))
         raise DataValidationError(report.error_message() + where, report.paths)
     return report
 
@@ -154,8 +161,9 @@ def require_valid(report: ValidationReport) -> ValidationReport:
 @task(name="load-splits", cache_policy=NONE)
 def load_splits(settings: Settings, dataset: DatasetRef) -> Splits:
     frame = ds.read_partitions(p.path for p in dataset.partitions)
-    train, val, test = ds.split_frame(frame, settings.split.val_pct, settings.split.test_pct,
-                                      settings.split.salt)
+    train, val, test = ds.split_frame(
+        frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt
+    )
     return Splits(train, val, test)
 
 

@@ -37,8 +37,15 @@ def compute_drift(settings: Settings, reference: pd.DataFrame, batches: list[Bat
 
     current = pd.concat([b.frame for b in batches], ignore_index=True)
     d = settings.drift
-    return compare(reference, current, settings.features.categorical, settings.features.numeric,
-                   d.alpha, d.min_effect, d.share_threshold)
+    return compare(
+        reference,
+        current,
+        settings.features.categorical,
+        settings.features.numeric,
+        d.alpha,
+        d.min_effect,
+        d.share_threshold,
+    )
 
 
 @task(name="log-drift", cache_policy=NONE, retries=2, retry_delay_seconds=2)
@@ -54,20 +61,29 @@ def log_drift(settings: Settings, report: DriftReport, champion: str, batches: l
     name = settings.mlflow.experiment + settings.drift.experiment_suffix
     exp = client.get_experiment_by_name(name)
     root = settings.mlflow.artifact_root
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        name, artifact_location=f"{root.rstrip('/')}/{name}" if root else None)
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(name, artifact_location=f"{root.rstrip('/')}/{name}" if root else None)
+    )
     batch = ",".join(b.name for b in batches)
-    run = client.create_run(exp_id, run_name=f"drift {batch} vs v{champion}",
-                            tags={"champion": champion, "batch": batch,
-                                  "drifted": str(report.drifted).lower()})
+    run = client.create_run(
+        exp_id,
+        run_name=f"drift {batch} vs v{champion}",
+        tags={"champion": champion, "batch": batch, "drifted": str(report.drifted).lower()},
+    )
     now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
-    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0)
-                                               for k, v in report.metrics().items() if v == v])
+    client.log_batch(
+        run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report.metrics().items() if v == v]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         client.log_artifact(run.info.run_id, str(plot(report, Path(tmp) / "drift.png")), "drift")
     client.log_dict(run.info.run_id, {"share": report.share, "features": report.table()}, "drift/scores.json")
     client.set_terminated(run.info.run_id)
-    create_table_artifact(key="keel-drift", table=report.table(),
-                          description=f"drift of {batch} vs champion v{champion}: share "
-                                      f"{report.share:.2f} (threshold {report.threshold:.2f})")
+    create_table_artifact(
+        key="keel-drift",
+        table=report.table(),
+        description=f"drift of {batch} vs champion v{champion}: share "
+        f"{report.share:.2f} (threshold {report.threshold:.2f})",
+    )
     return run.info.run_id

@@ -17,8 +17,8 @@ from tasks.data import Splits
 
 @dataclass(frozen=True)
 class Evaluation:
-    metrics: dict[str, float]           # flat names: "test/f1", "val/roc_auc", ...
-    slices: pd.DataFrame                # per-slice metrics on the test split
+    metrics: dict[str, float]  # flat names: "test/f1", "val/roc_auc", ...
+    slices: pd.DataFrame  # per-slice metrics on the test split
     y_test: np.ndarray
     prob_test: np.ndarray
     threshold: float
@@ -55,8 +55,10 @@ def log_evaluation(settings: Settings, evaluation: Evaluation, run_id: str) -> l
 
     client = tracking.client(settings)
     now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in
-                                      sorted(evaluation.metrics.items()) if not math.isnan(v)])
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in sorted(evaluation.metrics.items()) if not math.isnan(v)],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         plots = save_plots(evaluation.y_test, evaluation.prob_test, evaluation.threshold, out / "plots")

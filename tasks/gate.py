@@ -19,6 +19,7 @@ from tasks.register import RegisteredVersion
 @dataclass(frozen=True)
 class Baseline:
     """The champion, as loaded from the registry and scored on the challenger's test rows."""
+
     version: str
     data_version: str
     params: dict[str, str]
@@ -62,20 +63,32 @@ def apply_gate(settings: Settings, evaluation: Evaluation, baseline: Baseline | 
     from keel.gate import evaluate_gate
     from keel.registry import PromotionError
 
-    result = evaluate_gate(settings.gate, evaluation.metrics, evaluation.slices,
-                           baseline.version if baseline else None,
-                           baseline.metrics if baseline else None,
-                           baseline.slices if baseline else None)
+    result = evaluate_gate(
+        settings.gate,
+        evaluation.metrics,
+        evaluation.slices,
+        baseline.version if baseline else None,
+        baseline.metrics if baseline else None,
+        baseline.slices if baseline else None,
+    )
     now = tracking.current_alias_version(settings, "champion")
     if now != result.baseline_version:
-        raise PromotionError(f"the champion moved from v{result.baseline_version} to v{now} while the "
-                             f"gate ran; the verdict would compare against the wrong baseline. Retrain.")
+        raise PromotionError(
+            f"the champion moved from v{result.baseline_version} to v{now} while the "
+            f"gate ran; the verdict would compare against the wrong baseline. Retrain."
+        )
     return result
 
 
 @task(name="record-gate", cache_policy=NONE, retries=2, retry_delay_seconds=2)
-def record_gate(settings: Settings, registered: RegisteredVersion, dataset: DatasetRef,
-                evaluation: Evaluation, baseline: Baseline | None, gate: GateResult) -> str:
+def record_gate(
+    settings: Settings,
+    registered: RegisteredVersion,
+    dataset: DatasetRef,
+    evaluation: Evaluation,
+    baseline: Baseline | None,
+    gate: GateResult,
+) -> str:
     """Verdict as version tags; the diff card into the run and the Prefect UI."""
     import json
 
@@ -86,17 +99,29 @@ def record_gate(settings: Settings, registered: RegisteredVersion, dataset: Data
 
     client = tracking.client(settings)
     name, v = settings.mlflow.model_name, registered.version
-    for key, value in {"gate.status": gate.status, "gate.baseline": gate.baseline_version or "none",
-                       "gate.summary": gate.summary()[:4900]}.items():
+    for key, value in {
+        "gate.status": gate.status,
+        "gate.baseline": gate.baseline_version or "none",
+        "gate.summary": gate.summary()[:4900],
+    }.items():
         client.set_model_version_tag(name, v, key, value)
     params = dict(client.get_run(registered.run_id).data.params)
-    card = diff_card(name, {"version": v, "data_version": dataset.version.md5, "params": params,
-                            "metrics": evaluation.metrics},
-                     None if baseline is None else {"version": baseline.version,
-                                                    "data_version": baseline.data_version,
-                                                    "params": baseline.params, "metrics": baseline.metrics},
-                     gate, evaluation.slices, None if baseline is None else baseline.slices,
-                     settings.gate.slice_metric)
+    card = diff_card(
+        name,
+        {"version": v, "data_version": dataset.version.md5, "params": params, "metrics": evaluation.metrics},
+        None
+        if baseline is None
+        else {
+            "version": baseline.version,
+            "data_version": baseline.data_version,
+            "params": baseline.params,
+            "metrics": baseline.metrics,
+        },
+        gate,
+        evaluation.slices,
+        None if baseline is None else baseline.slices,
+        settings.gate.slice_metric,
+    )
     client.log_text(registered.run_id, card, "gate/diff_card.md")
     client.log_dict(registered.run_id, gate.to_json(), "gate/gate.json")
     create_markdown_artifact(key="keel-gate", markdown=card, description=f"{name} v{v}: {gate.status}")
@@ -118,13 +143,16 @@ def apply_policy(settings: Settings, registered: RegisteredVersion, gate: GateRe
     first = tracking.current_alias_version(settings, "champion") is None
     if first or settings.promotion.policy == "auto":
         try:
-            promote(settings, v, reviewer="keel (policy auto)",
-                    reason="first blessed version" if first else "blessed by the gate (policy auto)",
-                    action="initial" if first else "auto-promote")
+            promote(
+                settings,
+                v,
+                reviewer="keel (policy auto)",
+                reason="first blessed version" if first else "blessed by the gate (policy auto)",
+                action="initial" if first else "auto-promote",
+            )
         except PromotionError as exc:  # e.g. not servable: the training stands, the champion stays
             client.set_model_version_tag(name, v, "promotion", f"blocked: {exc}"[:4900])
             return replace(registered, decision=f"blocked: {exc}")
-        return replace(registered, aliases=[*registered.aliases, "champion"],
-                       decision="promoted to champion")
+        return replace(registered, aliases=[*registered.aliases, "champion"], decision="promoted to champion")
     client.set_model_version_tag(name, v, "promotion", "awaiting review")
     return replace(registered, decision="blessed; awaiting review (keel promote / keel review)")

@@ -26,10 +26,12 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
     try:
         mv = client.get_model_version(name, str(version))
     except MlflowException as exc:
-        raise ValueError(f"model '{name}' has no version {version!r} in "
-                         f"{settings.mlflow.registry_uri}") from exc
+        raise ValueError(
+            f"model '{name}' has no version {version!r} in {settings.mlflow.registry_uri}"
+        ) from exc
     run = client.get_run(mv.run_id)
     with tempfile.TemporaryDirectory() as tmp:
+
         def text(path: str) -> str:
             return Path(client.download_artifacts(mv.run_id, path, tmp)).read_text()
 
@@ -38,12 +40,20 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
         config = json.loads(text("config/resolved.json"))
         packages = text("environment/packages.txt").split()
     return Lineage(
-        name=name, version=str(mv.version), run_id=mv.run_id,
+        name=name,
+        version=str(mv.version),
+        run_id=mv.run_id,
         data_version=mv.tags.get("data_version", run.data.tags.get("data_version", "")),
-        dvc_file=dvc_file, partitions=partitions, git_sha=mv.tags.get("git_sha", ""),
-        config=config, config_hash=mv.tags.get("config_hash", ""),
-        env_hash=mv.tags.get("env_hash", ""), packages=packages,
-        weights_sha256=mv.tags.get("weights_sha256", ""), metrics=dict(run.data.metrics))
+        dvc_file=dvc_file,
+        partitions=partitions,
+        git_sha=mv.tags.get("git_sha", ""),
+        config=config,
+        config_hash=mv.tags.get("config_hash", ""),
+        env_hash=mv.tags.get("env_hash", ""),
+        packages=packages,
+        weights_sha256=mv.tags.get("weights_sha256", ""),
+        metrics=dict(run.data.metrics),
+    )
 
 
 @task(name="open-scratch", cache_policy=NONE)
@@ -70,15 +80,21 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
 
     data_dir = materialise(settings, lineage.dvc_file, directory)
     recorded = dict(lineage.config)
-    replay = S.model_validate({
-        **recorded, "workspace": str(directory),
-        "data": {**recorded["data"], "dir": str(data_dir)},
-        "reports": {"dir": str(directory / "reports")},
-        "mlflow": settings.mlflow.model_dump(), "dvc": settings.dvc.model_dump(),
-    })
+    replay = S.model_validate(
+        {
+            **recorded,
+            "workspace": str(directory),
+            "data": {**recorded["data"], "dir": str(data_dir)},
+            "reports": {"dir": str(directory / "reports")},
+            "mlflow": settings.mlflow.model_dump(),
+            "dvc": settings.dvc.model_dump(),
+        }
+    )
     if replay.config_hash() != lineage.config_hash:
-        raise ValueError(f"recorded config of v{lineage.version} hashes to {replay.config_hash()}, "
-                         f"not the recorded {lineage.config_hash}")
+        raise ValueError(
+            f"recorded config of v{lineage.version} hashes to {replay.config_hash()}, "
+            f"not the recorded {lineage.config_hash}"
+        )
     version = read_data_version(directory / "data.dvc")
     parts = tuple(Partition(p, pq_rows(p)) for p in ds.list_partitions(data_dir))
     return replay, DatasetRef(version, parts)
@@ -88,8 +104,7 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
 def compare_replay(lineage: Lineage, model, evaluation) -> ReplayReport:
     from keel.lineage import compare, environment_lock, weights_sha256
 
-    return compare(lineage, evaluation.metrics, weights_sha256(model.net.state_dict()),
-                   environment_lock()[1])
+    return compare(lineage, evaluation.metrics, weights_sha256(model.net.state_dict()), environment_lock()[1])
 
 
 @task(name="write-replay-report", cache_policy=NONE)
@@ -101,6 +116,5 @@ def write_replay_report(settings: Settings, report: ReplayReport) -> Path:
     stem = f"{report.lineage.name}-v{report.lineage.version}"
     (out / f"{stem}.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
     (out / f"{stem}.md").write_text(report.markdown())
-    create_markdown_artifact(key="keel-replay", markdown=report.markdown(),
-                             description=f"replay of {stem}")
+    create_markdown_artifact(key="keel-replay", markdown=report.markdown(), description=f"replay of {stem}")
     return out / f"{stem}.md"

@@ -15,15 +15,20 @@ from tasks.trigger import Trigger
 @dataclass(frozen=True)
 class MonitorOutcome:
     """status: no-batch | rejected | no-champion | no-drift | drift."""
+
     status: str
     report: DriftReport | None = None
     trigger: Trigger | None = None
-    retrained: RetrainOutcome | None = None    # inline retraining (no server)
+    retrained: RetrainOutcome | None = None  # inline retraining (no server)
     rejected: RetrainOutcome | None = None
 
 
 @task(name="monitor-outcome", cache_policy=NONE)
-def monitor_outcome(status: str, report: DriftReport | None = None, trigger: Trigger | None = None,
-                    retrained: RetrainOutcome | None = None,
-                    rejected: RetrainOutcome | None = None) -> MonitorOutcome:
+def monitor_outcome(
+    status: str,
+    report: DriftReport | None = None,
+    trigger: Trigger | None = None,
+    retrained: RetrainOutcome | None = None,
+    rejected: RetrainOutcome | None = None,
+) -> MonitorOutcome:
     return MonitorOutcome(status, report, trigger, retrained, rejected)

@@ -21,8 +21,14 @@ from tasks.evaluate import Evaluation
 # What a serving environment needs to load the model (explicit: skips MLflow's
 # 9-15 s requirement inference).
 RUNTIME_DISTRIBUTIONS = ("mlflow", "torch", "pandas", "numpy", "pyarrow", "cloudpickle")
-TAGGED_METRICS = ("test/roc_auc", "test/f1", "test/accuracy", "test/precision", "test/recall",
-                  "test/log_loss")
+TAGGED_METRICS = (
+    "test/roc_auc",
+    "test/f1",
+    "test/accuracy",
+    "test/precision",
+    "test/recall",
+    "test/log_loss",
+)
 
 
 @dataclass(frozen=True)
@@ -32,26 +38,46 @@ class RegisteredVersion:
     run_id: str
     model_uri: str
     aliases: list[str] = field(default_factory=list)
-    decision: str = ""          # what the promotion policy did with it
+    decision: str = ""  # what the promotion policy did with it
 
     @property
     def registry_uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
 
 
-def version_tags(settings: Settings, dataset: DatasetRef, validation: ValidationReport,
-                 evaluation: Evaluation, git_sha: str, env_hash: str, weights: str) -> dict[str, str]:
-    tags = {"data_version": dataset.version.md5, "git_sha": git_sha,
-            "config_hash": settings.config_hash(), "validation_status": validation.status,
-            "env_hash": env_hash, "weights_sha256": weights, "seed": str(settings.train.seed),
-            "data_in_remote": "verified"}
+def version_tags(
+    settings: Settings,
+    dataset: DatasetRef,
+    validation: ValidationReport,
+    evaluation: Evaluation,
+    git_sha: str,
+    env_hash: str,
+    weights: str,
+) -> dict[str, str]:
+    tags = {
+        "data_version": dataset.version.md5,
+        "git_sha": git_sha,
+        "config_hash": settings.config_hash(),
+        "validation_status": validation.status,
+        "env_hash": env_hash,
+        "weights_sha256": weights,
+        "seed": str(settings.train.seed),
+        "data_in_remote": "verified",
+    }
     tags.update({k: f"{evaluation.metrics[k]:.6g}" for k in TAGGED_METRICS if k in evaluation.metrics})
     return tags
 
 
 @task(name="register-model", cache_policy=NONE)  # not retried: a retry could add a second version
-def register_model(settings: Settings, model, splits: Splits, run_id: str, dataset: DatasetRef,
-                   validation: ValidationReport, evaluation: Evaluation) -> RegisteredVersion:
+def register_model(
+    settings: Settings,
+    model,
+    splits: Splits,
+    run_id: str,
+    dataset: DatasetRef,
+    validation: ValidationReport,
+    evaluation: Evaluation,
+) -> RegisteredVersion:
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
@@ -77,9 +103,14 @@ def register_model(settings: Settings, model, splits: Splits, run_id: str, datas
         artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, Path(tmp))
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(Path(keel.__file__).parent / "pyfunc_entry.py"),
-                artifacts=artifacts, code_paths=[str(Path(keel.__file__).parent)], signature=signature,
-                input_example=example, pip_requirements=requirements)
+                name="model",
+                python_model=str(Path(keel.__file__).parent / "pyfunc_entry.py"),
+                artifacts=artifacts,
+                code_paths=[str(Path(keel.__file__).parent)],
+                signature=signature,
+                input_example=example,
+                pip_requirements=requirements,
+            )
 
     client = tracking.client(settings)
     name = settings.mlflow.model_name
@@ -88,9 +119,17 @@ def register_model(settings: Settings, model, splits: Splits, run_id: str, datas
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    tags = version_tags(settings, dataset, validation, evaluation, git_commit(settings.workspace),
-                        environment_lock()[0], weights_sha256(model.net.state_dict()))
-    mv = client.create_model_version(name, source=info.model_uri, run_id=run_id,
-                                     model_id=info.model_id, tags=tags)
+    tags = version_tags(
+        settings,
+        dataset,
+        validation,
+        evaluation,
+        git_commit(settings.workspace),
+        environment_lock()[0],
+        weights_sha256(model.net.state_dict()),
+    )
+    mv = client.create_model_version(
+        name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags
+    )
     client.set_registered_model_alias(name, "challenger", mv.version)
     return RegisteredVersion(name, str(mv.version), run_id, info.model_uri, ["challenger"])

@@ -15,16 +15,18 @@ from keel.workspace import DataVersion
 from tasks.data import Batch
 from tasks.register import RegisteredVersion
 
+
 @dataclass(frozen=True)
 class RetrainOutcome:
     """What one retraining did. ``status``: promoted | held | rejected | no-batch."""
+
     status: str
     batches: list[str] = field(default_factory=list)
     data_version: str | None = None
     model_version: str | None = None
     decision: str = ""
     detail: str = ""
-    run_id: str | None = None          # the training's MLflow run
+    run_id: str | None = None  # the training's MLflow run
 
 
 @task(name="load-settings", cache_policy=NONE)
@@ -54,7 +56,7 @@ def pending_months(settings: Settings, months: list[str] | None, files: dict[str
     if not have:
         return SOURCE_MONTHS[:1]
     after = SOURCE_MONTHS.index(have[-1]) + 1
-    return SOURCE_MONTHS[after:after + 1]
+    return SOURCE_MONTHS[after : after + 1]
 
 
 @task(name="reject-batches", cache_policy=NONE)
@@ -66,17 +68,22 @@ def reject_batches(settings: Settings, batches: list[Batch], report: ValidationR
     from prefect.artifacts import create_markdown_artifact
 
     message = report.error_message()
-    entry = {"time": pd.Timestamp.now(tz="UTC").isoformat(), "batches": [b.name for b in batches],
-             "sources": [b.source for b in batches],
-             "failures": [asdict(f) for f in report.failures],
-             "reports": [str(p) for p in report.paths]}
+    entry = {
+        "time": pd.Timestamp.now(tz="UTC").isoformat(),
+        "batches": [b.name for b in batches],
+        "sources": [b.source for b in batches],
+        "failures": [asdict(f) for f in report.failures],
+        "reports": [str(p) for p in report.paths],
+    }
     path = settings.reports.dir / "ingest" / "rejections.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
     create_markdown_artifact(
-        key="keel-rejected", description=f"rejected batch: {', '.join(entry['batches'])}",
-        markdown="# Batch rejected: not ingested, no training\n\n" + report.summary_markdown())
+        key="keel-rejected",
+        description=f"rejected batch: {', '.join(entry['batches'])}",
+        markdown="# Batch rejected: not ingested, no training\n\n" + report.summary_markdown(),
+    )
     get_run_logger().warning("batch rejected, nothing ingested or trained: %s", message)
     return RetrainOutcome("rejected", entry["batches"], detail=message)
 
@@ -88,8 +95,15 @@ def no_new_batch(settings: Settings) -> RetrainOutcome:
 
 
 @task(name="retrain-outcome", cache_policy=NONE)
-def retrain_outcome(batches: list[Batch], version: DataVersion,
-                    registered: RegisteredVersion) -> RetrainOutcome:
+def retrain_outcome(
+    batches: list[Batch], version: DataVersion, registered: RegisteredVersion
+) -> RetrainOutcome:
     status = "promoted" if "champion" in registered.aliases else "held"
-    return RetrainOutcome(status, [b.name for b in batches], version.md5, registered.version,
-                          registered.decision, run_id=registered.run_id)
+    return RetrainOutcome(
+        status,
+        [b.name for b in batches],
+        version.md5,
+        registered.version,
+        registered.decision,
+        run_id=registered.run_id,
+    )

@@ -11,6 +11,7 @@ from keel.settings import Settings
 
 class ReviewDecision(RunInput):
     """The form a reviewer fills in the Prefect UI to resume a paused keel-review run."""
+
     approve: bool
     reviewer: str
     reason: str
@@ -31,10 +32,13 @@ def describe_candidate(settings: Settings, version: str) -> str:
         card = open(reg.client.download_artifacts(mv.run_id, "gate/diff_card.md")).read()
     except Exception:  # a version registered without a gate run
         card = "(no diff card: this version was not gated)"
-    head = (f"Review **{reg.name} v{mv.version}**: gate {tags.get('gate.status', 'not run')}, "
-            f"champion now v{reg.alias('champion')}. Approve to make it champion.")
-    create_markdown_artifact(key="keel-review", markdown=head + "\n\n" + card,
-                             description=f"review of {reg.name} v{mv.version}")
+    head = (
+        f"Review **{reg.name} v{mv.version}**: gate {tags.get('gate.status', 'not run')}, "
+        f"champion now v{reg.alias('champion')}. Approve to make it champion."
+    )
+    create_markdown_artifact(
+        key="keel-review", markdown=head + "\n\n" + card, description=f"review of {reg.name} v{mv.version}"
+    )
     return head
 
 
@@ -49,6 +53,9 @@ def act_on_review(settings: Settings, version: str, decision: ReviewDecision | N
         entry = promote(settings, version, reviewer=decision.reviewer, reason=decision.reason)
         return entry.line()
     tracking.client(settings).set_model_version_tag(
-        settings.mlflow.model_name, version, "promotion",
-        f"declined by {decision.reviewer}: {decision.reason}"[:4900])
+        settings.mlflow.model_name,
+        version,
+        "promotion",
+        f"declined by {decision.reviewer}: {decision.reason}"[:4900],
+    )
     return f"v{version} declined by {decision.reviewer}: {decision.reason}"

@@ -18,13 +18,13 @@ from keel.settings import Settings
 class MonthRecord:
     month: str
     champion_before: str | None
-    forward_auc: float | None        # the champion before, on the new month (never seen)
+    forward_auc: float | None  # the champion before, on the new month (never seen)
     drift_share: float | None
     drifted: bool | None
     challenger: str
     gate: str
-    challenger_auc: float | None     # test rows of the gate: challenger ...
-    champion_auc: float | None       # ... and the champion it was compared with
+    challenger_auc: float | None  # test rows of the gate: challenger ...
+    champion_auc: float | None  # ... and the champion it was compared with
     champion_after: str | None
     decision: str
 
@@ -38,14 +38,21 @@ def simulation_workspace(settings: Settings, months: list[str]) -> Settings:
     shutil.rmtree(root / "ws", ignore_errors=True)
     ws = init_workspace(root / "ws")
     raw = settings.model_dump(mode="json")
-    return Settings.model_validate({
-        **raw, "workspace": str(ws), "data": {**raw["data"], "dir": str(ws / "data")},
-        "reports": {"dir": str(root)},
-        "mlflow": {**raw["mlflow"], "tracking_uri": f"sqlite:///{ws / 'mlflow' / 'mlflow.db'}",
-                   "registry_uri": f"sqlite:///{ws / 'mlflow' / 'mlflow.db'}",
-                   "artifact_root": (ws / "mlflow" / "artifacts").as_uri()},
-        "dvc": {**raw["dvc"], "remote_url": str(ws / "dvc-remote")},
-    })
+    return Settings.model_validate(
+        {
+            **raw,
+            "workspace": str(ws),
+            "data": {**raw["data"], "dir": str(ws / "data")},
+            "reports": {"dir": str(root)},
+            "mlflow": {
+                **raw["mlflow"],
+                "tracking_uri": f"sqlite:///{ws / 'mlflow' / 'mlflow.db'}",
+                "registry_uri": f"sqlite:///{ws / 'mlflow' / 'mlflow.db'}",
+                "artifact_root": (ws / "mlflow" / "artifacts").as_uri(),
+            },
+            "dvc": {**raw["dvc"], "remote_url": str(ws / "dvc-remote")},
+        }
+    )
 
 
 @task(name="score-champion-forward", cache_policy=NONE)
@@ -74,14 +81,22 @@ def record_month(settings: Settings, month: str, forward: tuple, drift, trained)
     client = tracking.client(settings)
     gate = json.loads(Path(client.download_artifacts(trained.run_id, "gate/gate.json")).read_text())
     challenger_auc = client.get_run(trained.run_id).data.metrics.get("test/roc_auc")
-    baseline = next((c["baseline"] for c in gate["checks"] if c["name"].startswith("test/roc_auc drop")), None)
-    return MonthRecord(month=month, champion_before=forward[0], forward_auc=forward[1],
-                       drift_share=None if drift is None else drift.share,
-                       drifted=None if drift is None else drift.drifted,
-                       challenger=trained.model_version, gate=gate["status"],
-                       challenger_auc=challenger_auc, champion_auc=baseline,
-                       champion_after=tracking.current_alias_version(settings, "champion"),
-                       decision=trained.decision)
+    baseline = next(
+        (c["baseline"] for c in gate["checks"] if c["name"].startswith("test/roc_auc drop")), None
+    )
+    return MonthRecord(
+        month=month,
+        champion_before=forward[0],
+        forward_auc=forward[1],
+        drift_share=None if drift is None else drift.share,
+        drifted=None if drift is None else drift.drifted,
+        challenger=trained.model_version,
+        gate=gate["status"],
+        challenger_auc=challenger_auc,
+        champion_auc=baseline,
+        champion_after=tracking.current_alias_version(settings, "champion"),
+        decision=trained.decision,
+    )
 
 
 @task(name="write-timeline", cache_policy=NONE)
@@ -99,12 +114,20 @@ def write_timeline(settings: Settings, records: list[MonthRecord]) -> Path:
     ax1.plot(months, [r.challenger_auc for r in records], "s--", label="challenger (gate test rows)")
     ax1.plot(months, [r.champion_auc for r in records], "^:", label="champion (gate test rows)")
     for r in records:
-        ax1.annotate(f"v{r.champion_after}", (r.month, r.challenger_auc or 0), fontsize=7,
-                     textcoords="offset points", xytext=(0, 6))
+        ax1.annotate(
+            f"v{r.champion_after}",
+            (r.month, r.challenger_auc or 0),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(0, 6),
+        )
     ax1.set_ylabel("ROC-AUC")
     ax1.legend(fontsize=7)
-    ax2.bar(months, [r.drift_share or 0 for r in records],
-            color=["tab:red" if r.drifted else "tab:gray" for r in records])
+    ax2.bar(
+        months,
+        [r.drift_share or 0 for r in records],
+        color=["tab:red" if r.drifted else "tab:gray" for r in records],
+    )
     ax2.axhline(settings.drift.share_threshold, color="k", lw=0.8, ls="--")
     ax2.set_ylabel("drift share")
     ax2.tick_params(axis="x", rotation=45)
@@ -115,13 +138,21 @@ def write_timeline(settings: Settings, records: list[MonthRecord]) -> Path:
     def f(x):
         return "—" if x is None else f"{x:.4f}"
 
-    lines = ["# keel simulation: month by month", "",
-             f"Workspace: `{settings.workspace}` (its own MLflow store and DVC remote).", "",
-             "| month | champion before | champion AUC on new month | drift share | challenger | gate "
-             "| challenger AUC | champion AUC (same rows) | champion after |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.month} | {('v' + r.champion_before) if r.champion_before else '—'} | {f(r.forward_auc)} "
-              f"| {f(r.drift_share)}{' (drifted)' if r.drifted else ''} | v{r.challenger} | {r.gate} "
-              f"| {f(r.challenger_auc)} | {f(r.champion_auc)} | v{r.champion_after} |" for r in records]
+    lines = [
+        "# keel simulation: month by month",
+        "",
+        f"Workspace: `{settings.workspace}` (its own MLflow store and DVC remote).",
+        "",
+        "| month | champion before | champion AUC on new month | drift share | challenger | gate "
+        "| challenger AUC | champion AUC (same rows) | champion after |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.month} | {('v' + r.champion_before) if r.champion_before else '—'} | {f(r.forward_auc)} "
+        f"| {f(r.drift_share)}{' (drifted)' if r.drifted else ''} | v{r.challenger} | {r.gate} "
+        f"| {f(r.challenger_auc)} | {f(r.champion_auc)} | v{r.champion_after} |"
+        for r in records
+    ]
     lines += ["", "![timeline](timeline.png)"]
     text = "\n".join(lines) + "\n"
     (out / "timeline.md").write_text(text)

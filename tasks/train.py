@@ -17,8 +17,7 @@ def run_name(dataset: DatasetRef) -> str:
 
 
 @task(name="start-run", cache_policy=NONE, retries=2, retry_delay_seconds=2)
-def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationReport,
-              splits: Splits) -> str:
+def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationReport, splits: Splits) -> str:
     """Open one MLflow run per training, named after the data version; log params,
     the resolved config, the data version and the git commit."""
     from mlflow.entities import Param, RunTag
@@ -31,25 +30,38 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
     client = tracking.client(settings)
     experiment_id = tracking.ensure_experiment(settings)
     commit = git_commit(settings.workspace)
-    run = client.create_run(experiment_id, run_name=run_name(dataset), tags={
-        "data_version": dataset.version.md5,
-        "data_partitions": ",".join(dataset.partition_names),
-        "git_sha": commit,
-        "mlflow.source.git.commit": commit.removesuffix("+dirty"),
-        "config_hash": settings.config_hash(),
-        "validation_status": validation.status,
-        "profile": settings.profile or "default",
-        "env_hash": env_hash,
-    })
+    run = client.create_run(
+        experiment_id,
+        run_name=run_name(dataset),
+        tags={
+            "data_version": dataset.version.md5,
+            "data_partitions": ",".join(dataset.partition_names),
+            "git_sha": commit,
+            "mlflow.source.git.commit": commit.removesuffix("+dirty"),
+            "config_hash": settings.config_hash(),
+            "validation_status": validation.status,
+            "profile": settings.profile or "default",
+            "env_hash": env_hash,
+        },
+    )
     params = tracking.flatten("", settings.model_inputs())
-    params.update({"data.version": dataset.version.md5, "data.rows": str(dataset.rows),
-                   **{f"data.rows_{k}": str(v) for k, v in splits.sizes().items()}})
-    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in sorted(params.items())],
-                     tags=[RunTag("keel.workspace", str(settings.workspace))])
+    params.update(
+        {
+            "data.version": dataset.version.md5,
+            "data.rows": str(dataset.rows),
+            **{f"data.rows_{k}": str(v) for k, v in splits.sizes().items()},
+        }
+    )
+    client.log_batch(
+        run.info.run_id,
+        params=[Param(k, v) for k, v in sorted(params.items())],
+        tags=[RunTag("keel.workspace", str(settings.workspace))],
+    )
     client.log_dict(run.info.run_id, settings.model_dump(mode="json"), "config/resolved.json")
     client.log_text(run.info.run_id, settings.dvc_file.read_text(), "data/data.dvc")
-    client.log_dict(run.info.run_id, {p.path.stem: p.rows for p in dataset.partitions},
-                    "data/partitions.json")
+    client.log_dict(
+        run.info.run_id, {p.path.stem: p.rows for p in dataset.partitions}, "data/partitions.json"
+    )
     client.log_text(run.info.run_id, "\n".join(packages) + "\n", "environment/packages.txt")
     return run.info.run_id
 
@@ -64,8 +76,9 @@ def train_model(settings: Settings, splits: Splits, run_id: str | None):
 
     if run_id is None:
         return fit(splits.train, splits.val, settings.features, settings.train)
-    logger = MLFlowLogger(experiment_name=settings.mlflow.experiment,
-                          tracking_uri=settings.mlflow.tracking_uri, run_id=run_id)
+    logger = MLFlowLogger(
+        experiment_name=settings.mlflow.experiment, tracking_uri=settings.mlflow.tracking_uri, run_id=run_id
+    )
     model = fit(splits.train, splits.val, settings.features, settings.train, logger=logger)
     client = tracking.client(settings)
     client.log_metric(run_id, "train/epochs_run", model.epochs_run)
@@ -100,5 +113,7 @@ def train_as_worker(settings: Settings) -> None:
 
     ensure_checked_out(settings)
     frame = ds.read_partitions(ds.list_partitions(settings.data.dir))
-    train, val, _ = ds.split_frame(frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt)
+    train, val, _ = ds.split_frame(
+        frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt
+    )
     fit(train, val, settings.features, settings.train)

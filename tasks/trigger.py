@@ -35,6 +35,7 @@ class Trigger:
     action: none (no drift) | off (drift.trigger = false) | deduped | cooldown
             | deployment (a run of RETRAIN_DEPLOYMENT was created) | inline (no server:
             the retraining runs as a subflow of the monitor)."""
+
     action: str
     key: str = ""
     tags: list[str] = field(default_factory=list)
@@ -51,7 +52,7 @@ def drift_key(settings: Settings, batches: list[Batch]) -> str:
     import pandas as pd
 
     h = hashlib.sha256(model_tag(settings).encode())
-    for b in sorted(batches, key=lambda b: b.name):   # the rows, not the names they came under
+    for b in sorted(batches, key=lambda b: b.name):  # the rows, not the names they came under
         h.update(pd.util.hash_pandas_object(b.frame, index=False).values.tobytes())
     return h.hexdigest()[:24]
 
@@ -67,9 +68,13 @@ def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]
     """No drift, switched off, the same drift already handled, in cooldown, or go
     (through the retraining deployment when a server has it, else inline)."""
     from prefect import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterExpectedStartTime,
-                                                FlowRunFilterState, FlowRunFilterStateType,
-                                                FlowRunFilterTags)
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.exceptions import ObjectNotFound
 
@@ -82,27 +87,49 @@ def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]
     tags = [TRIGGER_TAG, model_tag(settings), f"keel-drift:{key}"]
     failed = [StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
     with get_client(sync_client=True) as client:
-        same = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=FlowRunFilterTags(all_=[f"keel-drift:{key}"]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=failed))), limit=1)
+        same = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[f"keel-drift:{key}"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=failed)),
+            ),
+            limit=1,
+        )
         # a retraining that failed does not count as handled: the next monitor run (after
         # the cooldown) starts a new attempt, under a new idempotency key
-        attempts = len(client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=FlowRunFilterTags(all_=[f"keel-drift:{key}"]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=failed)))))
+        attempts = len(
+            client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=[f"keel-drift:{key}"]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=failed)),
+                )
+            )
+        )
         if same:
             log.info("drift %s already started retraining %s: not again", key, same[0].name)
-            return Trigger("deduped", key, tags, f"already handled by flow run {same[0].name}",
-                           str(same[0].id))
+            return Trigger(
+                "deduped", key, tags, f"already handled by flow run {same[0].name}", str(same[0].id)
+            )
         since = datetime.now(timezone.utc) - timedelta(seconds=settings.drift.cooldown_s)
-        recent = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=FlowRunFilterTags(all_=[TRIGGER_TAG, model_tag(settings)]),
-            expected_start_time=FlowRunFilterExpectedStartTime(after_=since)), limit=1)
+        recent = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[TRIGGER_TAG, model_tag(settings)]),
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=since),
+            ),
+            limit=1,
+        )
         if recent:
-            log.info("in cooldown: drift-triggered run %s started within %.0f s", recent[0].name,
-                     settings.drift.cooldown_s)
-            return Trigger("cooldown", key, tags, f"cooldown: {recent[0].name} started within "
-                           f"{settings.drift.cooldown_s:.0f} s", str(recent[0].id))
+            log.info(
+                "in cooldown: drift-triggered run %s started within %.0f s",
+                recent[0].name,
+                settings.drift.cooldown_s,
+            )
+            return Trigger(
+                "cooldown",
+                key,
+                tags,
+                f"cooldown: {recent[0].name} started within {settings.drift.cooldown_s:.0f} s",
+                str(recent[0].id),
+            )
         if _server_url():
             try:
                 client.read_deployment_by_name(RETRAIN_DEPLOYMENT)
@@ -113,16 +140,25 @@ def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]
 
 
 @task(name="start-retraining", cache_policy=NONE, retries=2, retry_delay_seconds=5)
-def start_retraining(settings: Settings, trigger: Trigger, months: list[str],
-                     files: dict[str, Path] | None) -> Trigger:
+def start_retraining(
+    settings: Settings, trigger: Trigger, months: list[str], files: dict[str, Path] | None
+) -> Trigger:
     """A run of the retraining deployment for this batch; the executor (keel up's runner,
     or any worker) picks it up. The drift key is its idempotency key."""
     from prefect.deployments import run_deployment
 
-    run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, tags=trigger.tags, idempotency_key=trigger.key,
-                         flow_run_name=f"drift-{'-'.join(months or list(files or {}))}",
-                         parameters={"workspace": str(settings.workspace), "profile": settings.profile,
-                                     "months": months,
-                                     "files": {k: str(v) for k, v in (files or {}).items()} or None})
+    run = run_deployment(
+        RETRAIN_DEPLOYMENT,
+        timeout=0,
+        tags=trigger.tags,
+        idempotency_key=trigger.key,
+        flow_run_name=f"drift-{'-'.join(months or list(files or {}))}",
+        parameters={
+            "workspace": str(settings.workspace),
+            "profile": settings.profile,
+            "months": months,
+            "files": {k: str(v) for k, v in (files or {}).items()} or None,
+        },
+    )
     get_run_logger().info("drift: started %s (flow run %s)", RETRAIN_DEPLOYMENT, run.name)
     return replace(trigger, flow_run_id=str(run.id), detail=f"{trigger.detail}: {run.name}")

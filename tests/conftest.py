@@ -17,17 +17,21 @@ def pytest_configure(config):
     # Before any test module imports prefect/mlflow/dvc: private, quiet engines.
     home = tempfile.mkdtemp(prefix="keel-prefect-home-")
     _SESSION_DIRS.append(home)
-    os.environ.update({
-        "PREFECT_HOME": home,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "keel-tests", "GIT_AUTHOR_EMAIL": "tests@keel.invalid",
-        "GIT_COMMITTER_NAME": "keel-tests", "GIT_COMMITTER_EMAIL": "tests@keel.invalid",
-    })
+    os.environ.update(
+        {
+            "PREFECT_HOME": home,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "keel-tests",
+            "GIT_AUTHOR_EMAIL": "tests@keel.invalid",
+            "GIT_COMMITTER_NAME": "keel-tests",
+            "GIT_COMMITTER_EMAIL": "tests@keel.invalid",
+        }
+    )
     for key in [k for k in os.environ if k.startswith("KEEL_")]:
         del os.environ[key]  # the developer's own settings must not leak into tests
 
@@ -97,12 +101,33 @@ class MlflowServer:
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-             "--artifacts-destination", str(self.root / "artifacts")],
-            cwd=self.root, stdout=open(self.root / "server.log", "wb"), stderr=subprocess.STDOUT)
-        wait_http(f"{self.url}/health", self.proc, self.root / "server.log", time.monotonic() + timeout,
-                  "the mlflow server")
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+            ],
+            cwd=self.root,
+            stdout=open(self.root / "server.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_http(
+            f"{self.url}/health",
+            self.proc,
+            self.root / "server.log",
+            time.monotonic() + timeout,
+            "the mlflow server",
+        )
         return self
 
     def stop(self) -> None:
@@ -172,4 +197,5 @@ def pytest_terminal_summary(terminalreporter):
     if _SCALED:
         terminalreporter.write_line(
             f"scaled backends (PostgreSQL + S3 + MLflow/Prefect servers): {len(_SCALED)} tests, "
-            f"{sum(_SCALED.values()):.1f} s including server start-up")
+            f"{sum(_SCALED.values()):.1f} s including server start-up"
+        )

@@ -10,15 +10,23 @@ HEAVY = ("torch", "lightning", "prefect", "mlflow", "great_expectations", "dvc",
 
 
 def _keel(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "keel.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "keel.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 def test_help_imports_none_of_the_heavy_stack():
-    code = ("import sys; sys.argv = ['keel', '--help']\n"
-            "from keel.cli import app\n"
-            "try:\n    app()\nexcept SystemExit:\n    pass\n"
-            f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules])")
+    code = (
+        "import sys; sys.argv = ['keel', '--help']\n"
+        "from keel.cli import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules])"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "ingest" in proc.stdout and "train" in proc.stdout
     assert "LOADED []" in proc.stdout, proc.stdout
@@ -34,12 +42,15 @@ def test_init_makes_a_workspace(tmp_path):
     assert proc.returncode == 0 and str(w / "data") in proc.stdout
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["ingest", "--month", "2013-13"], "YYYY-MM"),
-    (["ingest"], "say what to ingest"),
-    (["ingest", "--month", "2013-01", "--name", "x"], "--name goes with exactly one --file"),
-    (["ingest", "--from", "2013-05", "--to", "2013-02"], "empty"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["ingest", "--month", "2013-13"], "YYYY-MM"),
+        (["ingest"], "say what to ingest"),
+        (["ingest", "--month", "2013-01", "--name", "x"], "--name goes with exactly one --file"),
+        (["ingest", "--from", "2013-05", "--to", "2013-02"], "empty"),
+    ],
+)
 def test_bad_ingest_arguments_exit_2(tmp_path, args, needle):
     (tmp_path / "keel.toml").write_text("")
     proc = _keel("-w", str(tmp_path), *args)

@@ -7,8 +7,14 @@ import pytest
 
 from keel import dataset as ds
 from keel.workspace import DataVersionError, read_data_version
-from tasks.data import (build_batches, commit_batches, load_splits, resolve_dataset,
-                        validate_batches, validate_data)
+from tasks.data import (
+    build_batches,
+    commit_batches,
+    load_splits,
+    resolve_dataset,
+    validate_batches,
+    validate_data,
+)
 
 
 def _md5(path):
@@ -49,7 +55,9 @@ def test_commit_adds_pushes_and_records_the_version(workspace):
     assert version.md5.endswith(".dir") and version.files == 1
     objects = {p.parent.name + p.name for p in Path(workspace.dvc.remote_url).rglob("*") if p.is_file()}
     assert version.md5 in objects, "the version's .dir manifest is in the remote"
-    log = [json.loads(line) for line in (workspace.workspace / "data-versions.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line) for line in (workspace.workspace / "data-versions.jsonl").read_text().splitlines()
+    ]
     assert log[-1]["md5"] == version.md5
     assert log[-1]["partitions"] == {"2013-01": workspace.data.sample_rows}
 
@@ -106,8 +114,10 @@ def test_load_splits_are_disjoint_and_stable(ingested):
     sizes = splits.sizes()
     assert sum(sizes.values()) == ref.rows
     assert 0 < sizes["test"] < sizes["train"] and 0 < sizes["val"] < sizes["train"]
-    keys = [set(map(tuple, s[ds.KEY_COLUMNS].to_numpy().tolist()))
-            for s in (splits.train, splits.val, splits.test)]
+    keys = [
+        set(map(tuple, s[ds.KEY_COLUMNS].to_numpy().tolist()))
+        for s in (splits.train, splits.val, splits.test)
+    ]
     assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
     # a row keeps its split when data grows: split one month alone, then with another
     jan = ds.read_partition(ingested.data.dir / "2013-01.parquet")

@@ -19,8 +19,15 @@ def trained(ingested):
     run_id = start_run.fn(ingested, dataset, validation, splits)
     model = train_model.fn(ingested, splits, run_id)
     evaluation = evaluate_model.fn(ingested, model, splits)
-    return dict(settings=ingested, dataset=dataset, validation=validation, splits=splits,
-                run_id=run_id, model=model, evaluation=evaluation)
+    return dict(
+        settings=ingested,
+        dataset=dataset,
+        validation=validation,
+        splits=splits,
+        run_id=run_id,
+        model=model,
+        evaluation=evaluation,
+    )
 
 
 def _client(settings):
@@ -59,16 +66,26 @@ def test_evaluate_and_log_evaluation(trained):
     paths = log_evaluation.fn(s, ev, run_id)
     c = _client(s)
     logged = {a.path for a in c.list_artifacts(run_id, "evaluation/plots")}
-    assert logged == {"evaluation/plots/confusion_matrix.png", "evaluation/plots/roc_curve.png",
-                      "evaluation/plots/pr_curve.png"}
+    assert logged == {
+        "evaluation/plots/confusion_matrix.png",
+        "evaluation/plots/roc_curve.png",
+        "evaluation/plots/pr_curve.png",
+    }
     assert "evaluation/slices.csv" in paths
     assert c.get_run(run_id).data.metrics["test/f1"] == pytest.approx(ev.metrics["test/f1"])
 
 
 def test_register_sets_challenger_only(trained):
     s = trained["settings"]
-    args = (s, trained["model"], trained["splits"], trained["run_id"], trained["dataset"],
-            trained["validation"], trained["evaluation"])
+    args = (
+        s,
+        trained["model"],
+        trained["splits"],
+        trained["run_id"],
+        trained["dataset"],
+        trained["validation"],
+        trained["evaluation"],
+    )
     first = register_model.fn(*args)
     assert first.aliases == ["challenger"]
     c = _client(s)

@@ -21,13 +21,17 @@ def test_defaults_resolve_every_location_inside_the_workspace(tmp_path):
 def test_layers_workspace_file_then_profile_then_env_then_overrides(tmp_path):
     (tmp_path / "keel.toml").write_text(
         '[train]\nmax_epochs = 7\nlr = 0.1\n[mlflow]\nmodel_name = "ws-model"\n'
-        '[profiles.mine]\ntrain.max_epochs = 3\n')
+        "[profiles.mine]\ntrain.max_epochs = 3\n"
+    )
     s = load_settings(tmp_path, environ={})
     assert (s.train.max_epochs, s.train.lr, s.mlflow.model_name) == (7, 0.1, "ws-model")
     s = load_settings(tmp_path, profile="mine", environ={})
     assert s.train.max_epochs == 3 and s.train.lr == 0.1
-    env = {"KEEL_TRAIN__MAX_EPOCHS": "5", "KEEL_TRAIN__HIDDEN": "[8, 4]",
-           "KEEL_MLFLOW__TRACKING_URI": "http://127.0.0.1:5999"}
+    env = {
+        "KEEL_TRAIN__MAX_EPOCHS": "5",
+        "KEEL_TRAIN__HIDDEN": "[8, 4]",
+        "KEEL_MLFLOW__TRACKING_URI": "http://127.0.0.1:5999",
+    }
     s = load_settings(tmp_path, profile="mine", environ=env)
     assert s.train.max_epochs == 5 and s.train.hidden == [8, 4]
     assert s.mlflow.tracking_uri == s.mlflow.registry_uri == "http://127.0.0.1:5999"
@@ -57,12 +61,15 @@ def test_find_workspace_walks_up(tmp_path):
         find_workspace(Path("/"))
 
 
-@pytest.mark.parametrize("content,env,needle", [
-    ("[train]\nmax_epochs = 0\n", {}, "max_epochs"),
-    ("[train]\nunknown_knob = 1\n", {}, "unknown_knob"),
-    ("[train\n", {}, "keel.toml"),
-    ("", {"KEEL_TRAIN__HIDDEN": "[1,"}, "KEEL_TRAIN__HIDDEN"),
-])
+@pytest.mark.parametrize(
+    "content,env,needle",
+    [
+        ("[train]\nmax_epochs = 0\n", {}, "max_epochs"),
+        ("[train]\nunknown_knob = 1\n", {}, "unknown_knob"),
+        ("[train\n", {}, "keel.toml"),
+        ("", {"KEEL_TRAIN__HIDDEN": "[1,"}, "KEEL_TRAIN__HIDDEN"),
+    ],
+)
 def test_bad_settings_name_the_field(tmp_path, content, env, needle):
     (tmp_path / "keel.toml").write_text(content)
     with pytest.raises(ConfigError, match=needle):

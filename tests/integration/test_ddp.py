@@ -5,7 +5,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-TOLERANCE = 0.02   # |ROC-AUC / F1 difference| on the test rows, DDP vs one process
+TOLERANCE = 0.02  # |ROC-AUC / F1 difference| on the test rows, DDP vs one process
 
 
 def test_ddp_on_two_cpu_processes_registers_the_same_model_format(ingested):
@@ -45,17 +45,46 @@ def test_torchrun_starts_two_ranks_and_only_rank_0_logs_and_registers(ingested):
     from keel.tracking import client
 
     s = ingested
-    env = {**os.environ, "KEEL_TRAIN__STRATEGY": "ddp", "KEEL_TRAIN__DEVICES": "2",
-           "KEEL_TRAIN__DDP_START_METHOD": "popen", "KEEL_TRAIN__MAX_EPOCHS": "2",
-           "KEEL_TRAIN__LIMIT_TRAIN_BATCHES": "1.0"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           "-m", "keel.cli", "-w", str(s.workspace), "-p", "test", "train"],
-                          env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "KEEL_TRAIN__STRATEGY": "ddp",
+        "KEEL_TRAIN__DEVICES": "2",
+        "KEEL_TRAIN__DDP_START_METHOD": "popen",
+        "KEEL_TRAIN__MAX_EPOCHS": "2",
+        "KEEL_TRAIN__LIMIT_TRAIN_BATCHES": "1.0",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "keel.cli",
+            "-w",
+            str(s.workspace),
+            "-p",
+            "test",
+            "train",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "rank 1: trained as a DDP worker" in proc.stdout and "registered models:/flight-delay/1" in proc.stdout
+    assert (
+        "rank 1: trained as a DDP worker" in proc.stdout
+        and "registered models:/flight-delay/1" in proc.stdout
+    )
     c = client(s)
     runs = c.search_runs([c.get_experiment_by_name(s.mlflow.experiment).experiment_id])
     assert len(runs) == 1 and len(c.search_model_versions(f"name='{s.mlflow.model_name}'")) == 1
     params = runs[0].data.params
-    assert (params["train.strategy"], params["train.ddp_start_method"], params["train.devices"]) == ("ddp", "popen", "2")
+    assert (params["train.strategy"], params["train.ddp_start_method"], params["train.devices"]) == (
+        "ddp",
+        "popen",
+        "2",
+    )
     assert runs[0].data.metrics["train/epochs_run"] == 2

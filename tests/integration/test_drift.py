@@ -11,12 +11,17 @@ def test_shifted_batch_drifts_unshifted_does_not_and_scores_are_logged(ws, tmp_p
     from keel.tracking import client
 
     ws = ws.with_overrides({"drift.share_threshold": 0.3})  # the 6 shifted features below are 1/3
-    same = drift_flow(ws, ["2013-01"])            # the champion trained on this very sample
+    same = drift_flow(ws, ["2013-01"])  # the champion trained on this very sample
     assert same is not None and same.share == 0.0 and not same.drifted
     frame = pd.read_parquet(ws.data.dir / "2013-01.parquet")
-    hot = frame.assign(temp=frame["temp"] + 40, dewp=frame["dewp"] + 35, humid=frame["humid"] / 2,
-                       pressure=frame["pressure"] - 20, visib=frame["visib"] / 3,
-                       wind_speed=frame["wind_speed"] * 3)
+    hot = frame.assign(
+        temp=frame["temp"] + 40,
+        dewp=frame["dewp"] + 35,
+        humid=frame["humid"] / 2,
+        pressure=frame["pressure"] - 20,
+        visib=frame["visib"] / 3,
+        wind_speed=frame["wind_speed"] * 3,
+    )
     path = tmp_path / "heatwave.parquet"
     hot.to_parquet(path)
     shifted = drift_flow(ws, [], {"heatwave": path})
@@ -28,8 +33,10 @@ def test_shifted_batch_drifts_unshifted_does_not_and_scores_are_logged(ws, tmp_p
     assert [r.data.tags["drifted"] for r in runs] == ["false", "true"]
     assert runs[1].data.metrics["drift/share"] == pytest.approx(shifted.share)
     assert "drift/temp/effect" in runs[0].data.metrics  # scores logged even without drift
-    assert {a.path for a in c.list_artifacts(runs[1].info.run_id, "drift")} == {"drift/drift.png",
-                                                                                "drift/scores.json"}
+    assert {a.path for a in c.list_artifacts(runs[1].info.run_id, "drift")} == {
+        "drift/drift.png",
+        "drift/scores.json",
+    }
 
 
 def test_no_champion_yet_says_so_and_exits_cleanly(workspace):
@@ -41,6 +48,21 @@ def test_no_champion_yet_says_so_and_exits_cleanly(workspace):
 
     ingest_flow(workspace, ["2013-01"])
     assert drift_flow(workspace, ["2013-02"]) is None
-    proc = subprocess.run([sys.executable, "-m", "keel.cli", "-w", str(workspace.workspace), "-p", "test",
-                           "drift", "--month", "2013-02"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keel.cli",
+            "-w",
+            str(workspace.workspace),
+            "-p",
+            "test",
+            "drift",
+            "--month",
+            "2013-02",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0 and "no champion of 'flight-delay' yet" in proc.stdout

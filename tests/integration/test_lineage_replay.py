@@ -48,8 +48,9 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace):
     model_v3 = train_flow(workspace)
 
     # lineage never depended on a commit: data.dvc is not even committed here
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=workspace.workspace,
-                            capture_output=True, text=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=workspace.workspace, capture_output=True, text=True
+    ).stdout
     assert "data.dvc" in status
 
     lineage = load_lineage.fn(workspace, model_v1.version)
@@ -68,7 +69,7 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace):
     assert {"test/roc_auc", "test/f1", "val/log_loss"} <= set(report.deltas)
     assert report.weights_equal
     assert report.environment == {"removed": [], "added": [], "changed": []}
-    md = (workspace.reports.dir / "replay" / f"{workspace.mlflow.model_name}-v{model_v1.version}.md")
+    md = workspace.reports.dir / "replay" / f"{workspace.mlflow.model_name}-v{model_v1.version}.md"
     assert "metrics identical: **True**" in md.read_text()
 
 

@@ -37,7 +37,9 @@ def test_reviewer_promotes_a_blessed_version_and_status_shows_it(ws):
     state = status(ws)
     assert state["champion"]["version"] == "3" and state["previous"]["version"] == "1"
     assert state["champion"]["promoted_by"].startswith("alice (promote")
-    assert state["champion"]["data_version"].endswith(".dir") and "test/roc_auc" in state["champion"]["metrics"]
+    assert (
+        state["champion"]["data_version"].endswith(".dir") and "test/roc_auc" in state["champion"]["metrics"]
+    )
 
 
 def test_stale_blessing_and_unblessed_versions_need_force(ws):
@@ -75,11 +77,14 @@ def test_out_of_band_move_is_detected_and_recorded(ws):
     assert oob[0].seq < entry.seq and entry.from_version == "2"
 
 
-@pytest.mark.parametrize("version,needle", [
-    ("99", "has no version 99"),
-    ("models:/some-other-model/1", "is a version of model 'some-other-model'"),
-    ("latest", "is not a model version"),
-])
+@pytest.mark.parametrize(
+    "version,needle",
+    [
+        ("99", "has no version 99"),
+        ("models:/some-other-model/1", "is a version of model 'some-other-model'"),
+        ("latest", "is not a model version"),
+    ],
+)
 def test_bad_versions_are_refused_and_aliases_untouched(ws, version, needle):
     before = Registry(ws).ledger()
     with pytest.raises(PromotionError, match=needle):
@@ -95,8 +100,9 @@ def test_unknown_model_and_unreachable_server(ws):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
-    down = ws.with_overrides({"mlflow.tracking_uri": f"http://127.0.0.1:{port}",
-                              "mlflow.registry_uri": f"http://127.0.0.1:{port}"})
+    down = ws.with_overrides(
+        {"mlflow.tracking_uri": f"http://127.0.0.1:{port}", "mlflow.registry_uri": f"http://127.0.0.1:{port}"}
+    )
     with pytest.raises(PromotionError, match=rf"127.0.0.1:{port}.*not reachable"):
         promote(down, "3", reviewer="a", reason="r")
     with pytest.raises(PromotionError, match="not reachable"):
@@ -116,8 +122,10 @@ def test_a_version_that_cannot_load_is_never_promoted(ws):
 
     db = ws.mlflow.tracking_uri.removeprefix("sqlite:///")
     with sqlite3.connect(db) as con:
-        con.execute("UPDATE model_versions SET source=?, storage_location=? WHERE name=? AND version=3",
-                    (src.as_uri(), src.as_uri(), reg.name))
+        con.execute(
+            "UPDATE model_versions SET source=?, storage_location=? WHERE name=? AND version=3",
+            (src.as_uri(), src.as_uri(), reg.name),
+        )
     with pytest.raises(PromotionError, match="failed the servability check"):
         promote(ws, "3", reviewer="alice", reason="r")
     assert _champion(ws) == "1" and len(Registry(ws).ledger()) == 1
@@ -126,9 +134,15 @@ def test_a_version_that_cannot_load_is_never_promoted(ws):
 
 def test_two_concurrent_promotions_do_not_interleave(ws):
     cmd = [sys.executable, "-m", "keel.cli", "-w", str(ws.workspace), "-p", "test", "promote"]
-    procs = [subprocess.Popen([*cmd, v, "--reviewer", f"r{v}", "--reason", "race", "--force"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for v in ("2", "3")]
+    procs = [
+        subprocess.Popen(
+            [*cmd, v, "--reviewer", f"r{v}", "--reason", "race", "--force"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for v in ("2", "3")
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     ledger = Registry(ws).ledger()
@@ -158,14 +172,18 @@ def test_reviewer_approves_in_a_paused_prefect_flow_run(ws):
     deadline = time.monotonic() + 120
     while paused is None and time.monotonic() < deadline:
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
         paused = next((r for r in runs if r.name and r.flow_id), None)
         time.sleep(0.5)
     assert paused is not None, "the review flow never paused for input"
     assert _champion(ws) == "1"  # nothing moves while it waits
-    resume_flow_run(paused.id, run_input={"approve": True, "reviewer": "carol",
-                                          "reason": "looked at the diff card"})
+    resume_flow_run(
+        paused.id, run_input={"approve": True, "reviewer": "carol", "reason": "looked at the diff card"}
+    )
     runner.join(timeout=120)
     assert "carol" in result["out"] and _champion(ws) == "3"
     last = Registry(ws).ledger()[-1]

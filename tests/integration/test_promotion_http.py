@@ -41,18 +41,26 @@ def test_pipeline_promotion_and_ledger_over_http(tmp_path, mlflow_server):
     assert load_lineage.fn(s, "2").data_version == v1_data(s)
 
     # another machine sharing the server sees the same history, through the CLI
-    proc = subprocess.run([sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test", "history"],
-                          capture_output=True, text=True, env={**os.environ, **env},
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test", "history"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "rollback" in proc.stdout and "by dana: back to v1" in proc.stdout
 
     mlflow_server.stop()  # the server goes down: clear error, nothing moves
     with pytest.raises(PromotionError, match=rf"{mlflow_server.url}.*not reachable"):
         promote(s, "2", reviewer="dana", reason="r")
-    proc = subprocess.run([sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test", "rollback",
-                           "--reason", "x"], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test", "rollback", "--reason", "x"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
     # the command checks its backends before any work: exit 2, the setting and the address
     assert proc.returncode == 2, proc.stderr
     assert f"mlflow.tracking_uri = {mlflow_server.url}: cannot reach the MLflow server" in proc.stderr

@@ -21,10 +21,12 @@ def test_retrain_takes_the_next_month_and_a_rejected_batch_trains_nothing(ws, tm
     from flows.retrain import retrain_flow
     from keel.tracking import current_alias_version
 
-    out = retrain_flow(ws)                              # data/ holds 2013-01: next is 2013-02
+    out = retrain_flow(ws)  # data/ holds 2013-01: next is 2013-02
     assert out.status == "promoted" and out.batches == ["2013-02"] and out.model_version == "4"
     assert (ws.data.dir / "2013-02.parquet").exists() and current_alias_version(ws, "champion") == "4"
-    assert json.loads((ws.workspace / "data-versions.jsonl").read_text().splitlines()[-1])["added"] == ["2013-02"]
+    assert json.loads((ws.workspace / "data-versions.jsonl").read_text().splitlines()[-1])["added"] == [
+        "2013-02"
+    ]
 
     bad = pd.read_parquet(ws.data.dir / "2013-01.parquet")
     bad.loc[bad.index[:3], "carrier"] = "ZZ"
@@ -41,8 +43,23 @@ def test_retrain_takes_the_next_month_and_a_rejected_batch_trains_nothing(ws, tm
     assert {(f["column"], f["rule"]) for f in record["failures"]} == {("carrier", "allowed categories")}
 
     # the command: exit 1, the file, column and rule on stderr, still nothing trained
-    proc = subprocess.run([sys.executable, "-m", "keel.cli", "-w", str(ws.workspace), "-p", "test",
-                           "retrain", "--file", str(path)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keel.cli",
+            "-w",
+            str(ws.workspace),
+            "-p",
+            "test",
+            "retrain",
+            "--file",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "batch rejected" in proc.stderr and "column 'carrier'" in proc.stderr
     assert _versions(ws) == ["1", "2", "3", "4"]
@@ -50,9 +67,14 @@ def test_retrain_takes_the_next_month_and_a_rejected_batch_trains_nothing(ws, tm
 
 def _heatwave(ws, path, hotter: float):
     frame = pd.read_parquet(ws.data.dir / "2013-01.parquet")
-    frame.assign(temp=frame["temp"] + hotter, dewp=frame["dewp"] + hotter, humid=frame["humid"] / 2,
-                 pressure=frame["pressure"] - 20, visib=frame["visib"] / 3,
-                 wind_speed=frame["wind_speed"] * 3).to_parquet(path)
+    frame.assign(
+        temp=frame["temp"] + hotter,
+        dewp=frame["dewp"] + hotter,
+        humid=frame["humid"] / 2,
+        pressure=frame["pressure"] - 20,
+        visib=frame["visib"] / 3,
+        wind_speed=frame["wind_speed"] * 3,
+    ).to_parquet(path)
     return path
 
 
@@ -60,7 +82,7 @@ def test_drift_starts_one_inline_retraining_then_dedupe_and_cooldown(ws, tmp_pat
     from flows.monitor import monitor_flow
 
     ws = ws.with_overrides({"drift.share_threshold": 0.3})  # 6 of 18 features are shifted below
-    calm = monitor_flow(ws, ["2013-01"])                # the champion's own training month
+    calm = monitor_flow(ws, ["2013-01"])  # the champion's own training month
     assert calm.status == "no-drift" and calm.trigger.action == "none" and calm.retrained is None
     assert _versions(ws) == ["1", "2", "3"]
 

@@ -15,9 +15,13 @@ AWS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
 def _keel(ws, env, *args, timeout=900):
     base = {k: v for k, v in os.environ.items() if k not in AWS}
-    return subprocess.run([sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test", *args],
-                          env={**base, "PREFECT_LOGGING_LEVEL": "INFO", **env}, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test", *args],
+        env={**base, "PREFECT_LOGGING_LEVEL": "INFO", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_path):
@@ -31,17 +35,22 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     train = _keel(ws, env, "train")
     assert train.returncode == 0, train.stderr[-3000:]
-    print(f"\nscaled backends: ingest + train {time.monotonic() - t0:.1f} s "
-          f"(servers up in {scaled.timings['all up']:.1f} s)")
+    print(
+        f"\nscaled backends: ingest + train {time.monotonic() - t0:.1f} s "
+        f"(servers up in {scaled.timings['all up']:.1f} s)"
+    )
 
     # Prefect's runs are in its PostgreSQL database
-    runs = scaled.pg.sql("SELECT f.name, fr.state_type FROM flow_run fr JOIN flow f ON f.id = fr.flow_id",
-                         "prefect")
+    runs = scaled.pg.sql(
+        "SELECT f.name, fr.state_type FROM flow_run fr JOIN flow f ON f.id = fr.flow_id", "prefect"
+    )
     assert {("keel-ingest", "COMPLETED"), ("keel-train", "COMPLETED")} <= set(runs)
     # MLflow's registry is in its PostgreSQL database, the artifacts in S3
     assert scaled.pg.sql("SELECT name, version FROM model_versions", "mlflow") == [("flight-delay", 1)]
     assert scaled.pg.sql("SELECT alias, version FROM registered_model_aliases ORDER BY alias", "mlflow") == [
-        ("challenger", 1), ("champion", 1)]
+        ("challenger", 1),
+        ("champion", 1),
+    ]
     keys = [o["Key"] for o in scaled.s3.list_objects_v2(Bucket="keel-mlflow")["Contents"]]
     assert any(k.endswith("/MLmodel") for k in keys) and any(k.endswith("gate/diff_card.md") for k in keys)
     # the data version is in the DVC remote on S3 (its .dir manifest and the partition)
@@ -55,13 +64,17 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
     import pandas as pd
 
     pd.read_parquet(ws / "data" / "2013-01.parquet").head(25).to_parquet(rows)
-    script = ("import mlflow, pandas as pd;"
-              f"mlflow.set_tracking_uri({scaled.mlflow_url!r});"
-              "m = mlflow.pyfunc.load_model('models:/flight-delay@champion');"
-              f"out = m.predict(pd.read_parquet({str(rows)!r}));"
-              "print('rows', len(out), out['probability'].between(0, 1).all())")
+    script = (
+        "import mlflow, pandas as pd;"
+        f"mlflow.set_tracking_uri({scaled.mlflow_url!r});"
+        "m = mlflow.pyfunc.load_model('models:/flight-delay@champion');"
+        f"out = m.predict(pd.read_parquet({str(rows)!r}));"
+        "print('rows', len(out), out['probability'].between(0, 1).all())"
+    )
     base = {k: v for k, v in os.environ.items() if k not in AWS}
-    load = subprocess.run([sys.executable, "-c", script], env=base, capture_output=True, text=True, timeout=300)
+    load = subprocess.run(
+        [sys.executable, "-c", script], env=base, capture_output=True, text=True, timeout=300
+    )
     assert load.returncode == 0 and "rows 25 True" in load.stdout, load.stderr[-3000:]
 
     # credentials never logged: not in keel's output, the run's params/tags/config, Prefect's logs
@@ -72,8 +85,19 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
     run = c.search_runs([c.get_experiment_by_name(settings.mlflow.experiment).experiment_id])[0]
     config = c.download_artifacts(run.info.run_id, "config/resolved.json", str(tmp_path))
     logs = "\n".join(m for (m,) in scaled.pg.sql("SELECT message FROM log", "prefect"))
-    seen = "\n".join([ingest.stdout, ingest.stderr, train.stdout, train.stderr, str(run.data.params),
-                      str(run.data.tags), open(config).read(), logs, (ws / ".dvc" / "config.local").read_text()])
+    seen = "\n".join(
+        [
+            ingest.stdout,
+            ingest.stderr,
+            train.stdout,
+            train.stderr,
+            str(run.data.params),
+            str(run.data.tags),
+            open(config).read(),
+            logs,
+            (ws / ".dvc" / "config.local").read_text(),
+        ]
+    )
     assert logs and "s3://keel-dvc/store" in seen
     for secret in (scaled.aws_secret, scaled.pg.password):
         assert secret not in seen
@@ -85,16 +109,31 @@ def test_a_missing_or_unreachable_backend_is_named_before_any_work(scaled, tmp_p
     ws = init_workspace(tmp_path / "ws")
     good = scaled.keel_env()
     cases = [
-        ({**good, "KEEL_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{port_factory()}"},
-         "mlflow.tracking_uri = http://127.0.0.1:", "cannot reach the MLflow server"),
-        ({**good, "KEEL_PREFECT__API_URL": f"http://127.0.0.1:{port_factory()}/api"},
-         "prefect.api_url = http://127.0.0.1:", "cannot reach the Prefect server"),
-        ({**good, "KEEL_DVC__REMOTE_URL": "s3://no-such-bucket/store"},
-         "dvc.remote_url = s3://no-such-bucket/store", "bucket 'no-such-bucket' does not exist"),
-        ({k: v for k, v in good.items() if k not in AWS},
-         "dvc.remote_url = s3://keel-dvc/store", "no S3 credentials"),
-        ({**good, "KEEL_MLFLOW__TRACKING_URI": f"http://keel:{scaled.aws_secret}@127.0.0.1:1"},
-         "mlflow.tracking_uri = http://***@127.0.0.1:1", "holds a password"),
+        (
+            {**good, "KEEL_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{port_factory()}"},
+            "mlflow.tracking_uri = http://127.0.0.1:",
+            "cannot reach the MLflow server",
+        ),
+        (
+            {**good, "KEEL_PREFECT__API_URL": f"http://127.0.0.1:{port_factory()}/api"},
+            "prefect.api_url = http://127.0.0.1:",
+            "cannot reach the Prefect server",
+        ),
+        (
+            {**good, "KEEL_DVC__REMOTE_URL": "s3://no-such-bucket/store"},
+            "dvc.remote_url = s3://no-such-bucket/store",
+            "bucket 'no-such-bucket' does not exist",
+        ),
+        (
+            {k: v for k, v in good.items() if k not in AWS},
+            "dvc.remote_url = s3://keel-dvc/store",
+            "no S3 credentials",
+        ),
+        (
+            {**good, "KEEL_MLFLOW__TRACKING_URI": f"http://keel:{scaled.aws_secret}@127.0.0.1:1"},
+            "mlflow.tracking_uri = http://***@127.0.0.1:1",
+            "holds a password",
+        ),
     ]
     before = scaled.s3.list_objects_v2(Bucket="keel-dvc").get("KeyCount")
     for env, setting, problem in cases:
@@ -102,7 +141,7 @@ def test_a_missing_or_unreachable_backend_is_named_before_any_work(scaled, tmp_p
         assert proc.returncode == 2, (setting, proc.stderr[-2000:])
         assert setting in proc.stderr and problem in proc.stderr, proc.stderr
         assert scaled.aws_secret not in proc.stderr + proc.stdout
-    assert not (ws / "data").exists() and not (ws / "data.dvc").exists()     # no work was done
+    assert not (ws / "data").exists() and not (ws / "data.dvc").exists()  # no work was done
     assert scaled.s3.list_objects_v2(Bucket="keel-dvc").get("KeyCount") == before
 
 
@@ -117,27 +156,51 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
     from keel.workspace import init_workspace
 
     ws = init_workspace(tmp_path / "ws")
-    env = {**{k: v for k, v in os.environ.items() if k not in AWS}, **scaled.keel_env(),
-           "PREFECT_API_URL": scaled.prefect_api, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in AWS},
+        **scaled.keel_env(),
+        "PREFECT_API_URL": scaled.prefect_api,
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+    }
     run = dict(env=env, capture_output=True, text=True, timeout=300)
-    made = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "keel-process",
-                           "--type", "process"], **run)
+    made = subprocess.run(
+        [sys.executable, "-m", "prefect", "work-pool", "create", "keel-process", "--type", "process"], **run
+    )
     assert made.returncode == 0, made.stderr[-2000:]
-    reg = subprocess.run([sys.executable, "-m", "flows.deployments", "--workspace", str(ws), "--profile", "test",
-                          "--work-pool", "keel-process"], **run)
+    reg = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.deployments",
+            "--workspace",
+            str(ws),
+            "--profile",
+            "test",
+            "--work-pool",
+            "keel-process",
+        ],
+        **run,
+    )
     assert reg.returncode == 0, reg.stderr[-3000:]
     log = tmp_path / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "keel-process",
-                               "--type", "process"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "keel-process", "--type", "process"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         with temporary_settings({PREFECT_API_URL: scaled.prefect_api}):
             with get_client(sync_client=True) as client:
                 for name in (RETRAIN_DEPLOYMENT, MONITOR_DEPLOYMENT):
                     d = client.read_deployment_by_name(name)
                     assert d.work_pool_name == "keel-process" and d.schedules
-                flow_run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, as_subflow=False,
-                                          parameters={"workspace": str(ws), "profile": "test",
-                                                      "months": ["2013-02"]})
+                flow_run = run_deployment(
+                    RETRAIN_DEPLOYMENT,
+                    timeout=0,
+                    as_subflow=False,
+                    parameters={"workspace": str(ws), "profile": "test", "months": ["2013-02"]},
+                )
                 deadline = time.monotonic() + 420
                 while time.monotonic() < deadline:
                     flow_run = client.read_flow_run(flow_run.id)
@@ -151,5 +214,7 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
     from keel.workspace import read_data_version
 
     assert (ws / "data" / "2013-02.parquet").exists()
-    md5 = read_data_version(ws / "data.dvc").md5      # the worker's run registered this data version
-    assert (md5,) in scaled.pg.sql("SELECT value FROM model_version_tags WHERE key = 'data_version'", "mlflow")
+    md5 = read_data_version(ws / "data.dvc").md5  # the worker's run registered this data version
+    assert (md5,) in scaled.pg.sql(
+        "SELECT value FROM model_version_tags WHERE key = 'data_version'", "mlflow"
+    )

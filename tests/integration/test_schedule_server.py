@@ -69,19 +69,31 @@ def test_the_deployments_exist_with_their_schedules(served, api):
     from keel.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT
 
     s, _ = served
-    for name, cron in ((RETRAIN_DEPLOYMENT, s.prefect.retrain_cron), (MONITOR_DEPLOYMENT, s.prefect.monitor_cron)):
+    for name, cron in (
+        (RETRAIN_DEPLOYMENT, s.prefect.retrain_cron),
+        (MONITOR_DEPLOYMENT, s.prefect.monitor_cron),
+    ):
         d = api.read_deployment_by_name(name)
-        assert [(x.schedule.cron, x.schedule.timezone, x.active) for x in d.schedules] == [(cron, "UTC", True)]
+        assert [(x.schedule.cron, x.schedule.timezone, x.active) for x in d.schedules] == [
+            (cron, "UTC", True)
+        ]
         assert d.parameters == {"workspace": str(s.workspace), "profile": "test"}
     # the server's scheduler has put the next monthly retrainings on the calendar: 06:00 on the 1st
     retrain = api.read_deployment_by_name(RETRAIN_DEPLOYMENT)
     deadline = time.monotonic() + 90
-    while not (upcoming := api.read_flow_runs(deployment_filter=DeploymentFilter(
-            id=DeploymentFilterId(any_=[retrain.id])))) and time.monotonic() < deadline:
+    while (
+        not (
+            upcoming := api.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[retrain.id]))
+            )
+        )
+        and time.monotonic() < deadline
+    ):
         time.sleep(2)
     scheduled = [r for r in upcoming if r.state.type.value == "SCHEDULED"]
-    assert scheduled and all((r.expected_start_time.day, r.expected_start_time.hour) == (1, 6)
-                             for r in scheduled)
+    assert scheduled and all(
+        (r.expected_start_time.day, r.expected_start_time.hour) == (1, 6) for r in scheduled
+    )
 
 
 def test_a_triggered_retraining_runs_to_completion_through_the_runner(served, api, tmp_path):
@@ -92,9 +104,12 @@ def test_a_triggered_retraining_runs_to_completion_through_the_runner(served, ap
 
     s, state = served
     with temporary_settings({PREFECT_API_URL: state.prefect_api}):
-        run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, as_subflow=False,
-                             parameters={"workspace": str(s.workspace), "profile": "test",
-                                         "months": ["2013-02"]})
+        run = run_deployment(
+            RETRAIN_DEPLOYMENT,
+            timeout=0,
+            as_subflow=False,
+            parameters={"workspace": str(s.workspace), "profile": "test", "months": ["2013-02"]},
+        )
     run = _wait_final(api, run.id)
     assert run.state.type.value == "COMPLETED", run.state.message
     assert (s.data.dir / "2013-02.parquet").exists() and _versions(s) == ["1", "2"]
@@ -103,9 +118,16 @@ def test_a_triggered_retraining_runs_to_completion_through_the_runner(served, ap
     bad = pd.read_parquet(s.data.dir / "2013-01.parquet").assign(distance=-1.0)
     bad.to_parquet(tmp_path / "bad.parquet")
     with temporary_settings({PREFECT_API_URL: state.prefect_api}):
-        run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, as_subflow=False,
-                             parameters={"workspace": str(s.workspace), "profile": "test",
-                                         "files": {"bad": str(tmp_path / "bad.parquet")}})
+        run = run_deployment(
+            RETRAIN_DEPLOYMENT,
+            timeout=0,
+            as_subflow=False,
+            parameters={
+                "workspace": str(s.workspace),
+                "profile": "test",
+                "files": {"bad": str(tmp_path / "bad.parquet")},
+            },
+        )
     run = _wait_final(api, run.id)
     assert run.state.type.value == "COMPLETED" and _versions(s) == ["1", "2"]
     record = json.loads((s.reports.dir / "ingest" / "rejections.jsonl").read_text().splitlines()[-1])
@@ -121,13 +143,18 @@ def test_a_shifted_batch_triggers_exactly_one_retraining_an_unshifted_one_none(s
     from tasks.trigger import TRIGGER_TAG, model_tag
 
     s, state = served
-    s = s.with_overrides({"drift.share_threshold": 0.3})   # 6 of 18 features shifted below
+    s = s.with_overrides({"drift.share_threshold": 0.3})  # 6 of 18 features shifted below
     before = _versions(s)
     frame = pd.read_parquet(s.data.dir / "2013-01.parquet")
     path = tmp_path / "heatwave.parquet"
-    frame.assign(temp=frame["temp"] + 40, dewp=frame["dewp"] + 35, humid=frame["humid"] / 2,
-                 pressure=frame["pressure"] - 20, visib=frame["visib"] / 3,
-                 wind_speed=frame["wind_speed"] * 3).to_parquet(path)
+    frame.assign(
+        temp=frame["temp"] + 40,
+        dewp=frame["dewp"] + 35,
+        humid=frame["humid"] / 2,
+        pressure=frame["pressure"] - 20,
+        visib=frame["visib"] / 3,
+        wind_speed=frame["wind_speed"] * 3,
+    ).to_parquet(path)
     with temporary_settings({PREFECT_API_URL: state.prefect_api}):
         calm = monitor_flow(s, ["2013-01"])
         hot = monitor_flow(s, files={"heatwave": path})
@@ -138,8 +165,9 @@ def test_a_shifted_batch_triggers_exactly_one_retraining_an_unshifted_one_none(s
     assert again.trigger.flow_run_id == hot.trigger.flow_run_id
     run = _wait_final(api, hot.trigger.flow_run_id)
     assert run.state.type.value == "COMPLETED", run.state.message
-    triggered = api.read_flow_runs(flow_run_filter=FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[TRIGGER_TAG, model_tag(s)])))
+    triggered = api.read_flow_runs(
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[TRIGGER_TAG, model_tag(s)]))
+    )
     assert [r.id for r in triggered] == [run.id]
     assert len(_versions(s)) == len(before) + 1 and (s.data.dir / "heatwave.parquet").exists()
 
@@ -162,17 +190,27 @@ def test_keel_up_then_down_leaves_no_process_behind(tmp_path, port_factory):
     ws = init_workspace(tmp_path / "ws")
     cli = [sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test"]
     env = {**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    with socket.socket() as busy:                       # a taken port: refused before anything starts
+    with socket.socket() as busy:  # a taken port: refused before anything starts
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        proc = subprocess.run(cli + ["up", "--prefect-port", str(busy.getsockname()[1])], env=env,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            cli + ["up", "--prefect-port", str(busy.getsockname()[1])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode == 1 and "up.prefect_port: 127.0.0.1:" in proc.stderr
     assert not (ws / ".keel" / "up.json").exists()
 
     ports = port_factory(), port_factory()
-    proc = subprocess.run(cli + ["up", "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1])],
-                          env=env, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        cli + ["up", "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Prefect UI:  http://127.0.0.1:{ports[0]}" in proc.stdout
     assert f"MLflow UI:   http://127.0.0.1:{ports[1]}" in proc.stdout

@@ -23,9 +23,25 @@ POLL_S = 1.0
 @pytest.fixture
 def server(ws, free_tcp_port):
     port = free_tcp_port
-    proc = subprocess.Popen([sys.executable, "-m", "keel.cli", "-w", str(ws.workspace), "-p", "test",
-                             "serve", "--port", str(port), "--poll", str(POLL_S)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "keel.cli",
+            "-w",
+            str(ws.workspace),
+            "-p",
+            "test",
+            "serve",
+            "--port",
+            str(port),
+            "--poll",
+            str(POLL_S),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -137,8 +153,10 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(ws, server):
     broken = ws.workspace / "broken-model"
     broken.mkdir()
     with sqlite3.connect(ws.mlflow.tracking_uri.removeprefix("sqlite:///")) as con:
-        con.execute("UPDATE model_versions SET source=?, storage_location=? WHERE name=? AND version=2",
-                    (broken.as_uri(), broken.as_uri(), reg.name))
+        con.execute(
+            "UPDATE model_versions SET source=?, storage_location=? WHERE name=? AND version=2",
+            (broken.as_uri(), broken.as_uri(), reg.name),
+        )
     reg.client.set_registered_model_alias(reg.name, "champion", "2")  # straight in the registry
     deadline = time.monotonic() + POLL_S + 30
     while time.monotonic() < deadline and not get(server, "/health")["last_error"]:
@@ -155,15 +173,34 @@ def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
     frame.loc[250, "distance"] = "far"
     src, out = tmp_path / "rows.csv", tmp_path / "scored.parquet"
     frame.to_csv(src, index=False)
-    proc = subprocess.run([sys.executable, "-m", "keel.cli", "-w", str(ws.workspace), "-p", "test",
-                           "predict", "--input", str(src), "--output", str(out)], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "KEEL_SERVE__CHUNK_ROWS": "200"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keel.cli",
+            "-w",
+            str(ws.workspace),
+            "-p",
+            "test",
+            "predict",
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "KEEL_SERVE__CHUNK_ROWS": "200"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     # besides the two corrupted rows, rows whose categories v1 never saw in training are refused too
     import mlflow
 
     mlflow.set_tracking_uri(ws.mlflow.tracking_uri)
-    vocab = mlflow.pyfunc.load_model(f"models:/{ws.mlflow.model_name}/1").unwrap_python_model().preprocessor.vocab
+    vocab = (
+        mlflow.pyfunc.load_model(f"models:/{ws.mlflow.model_name}/1").unwrap_python_model().preprocessor.vocab
+    )
     unseen = {i for c, known in vocab.items() for i, v in enumerate(frame[c].astype(str)) if v not in known}
     expected = sorted({5, 250} | unseen)
     assert f"scored {len(frame)} rows with v1" in proc.stdout

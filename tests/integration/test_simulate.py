@@ -15,7 +15,9 @@ def test_two_months_produce_a_timeline_and_leave_the_workspace_alone(workspace):
     records = json.loads(path.with_suffix(".json").read_text())
     assert [r["month"] for r in records] == ["2013-01", "2013-02"]
     first, second = records
-    assert first["champion_before"] is None and first["champion_after"] == "1" and first["drift_share"] is None
+    assert (
+        first["champion_before"] is None and first["champion_after"] == "1" and first["drift_share"] is None
+    )
     assert second["champion_before"] == "1" and 0.0 < second["forward_auc"] < 1.0
     assert second["drift_share"] is not None and second["gate"] in ("blessed", "rejected")
     assert second["champion_auc"] is not None  # the gate compared against v1 on the same rows

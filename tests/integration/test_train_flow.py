@@ -40,8 +40,7 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
         f"out = m.predict(pd.read_parquet({str(rows)!r}));"
         "print(out.to_json(orient='records'))"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(out) == 20 and all(0.0 <= r["probability"] <= 1.0 for r in out)
@@ -102,8 +101,12 @@ def test_invalid_data_stops_before_training_and_registers_nothing(workspace):
     assert len(runs) == 1  # no run was opened for the rejected data
 
     # the same through the command a user runs: exit 1, the rule on stderr
-    proc = subprocess.run([sys.executable, "-m", "keel.cli", "-w", str(workspace.workspace),
-                           "-p", "test", "train"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "-w", str(workspace.workspace), "-p", "test", "train"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1
     assert "column 'origin'" in proc.stderr and "allowed categories" in proc.stderr
     assert str(workspace.reports.dir / "validation") in proc.stderr

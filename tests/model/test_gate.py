@@ -5,14 +5,24 @@ import pandas as pd
 from keel.gate import diff_card, evaluate_gate
 from keel.settings import GateConfig, MetricRule
 
-CFG = GateConfig(metrics={"test/roc_auc": MetricRule(min=0.65, max_drop=0.01),
-                          "test/log_loss": MetricRule(max=0.6, max_rise=0.01)},
-                 slice_metric="roc_auc", slice_min_rows=100, slice_max_drop=0.05)
+CFG = GateConfig(
+    metrics={
+        "test/roc_auc": MetricRule(min=0.65, max_drop=0.01),
+        "test/log_loss": MetricRule(max=0.6, max_rise=0.01),
+    },
+    slice_metric="roc_auc",
+    slice_min_rows=100,
+    slice_max_drop=0.05,
+)
 
 
 def _slices(ewr_auc, jfk_auc=0.70, jfk_rows=50):
-    return pd.DataFrame([{"slice": "origin", "value": "EWR", "roc_auc": ewr_auc, "rows": 500},
-                         {"slice": "origin", "value": "JFK", "roc_auc": jfk_auc, "rows": jfk_rows}])
+    return pd.DataFrame(
+        [
+            {"slice": "origin", "value": "EWR", "roc_auc": ewr_auc, "rows": 500},
+            {"slice": "origin", "value": "JFK", "roc_auc": jfk_auc, "rows": jfk_rows},
+        ]
+    )
 
 
 def test_first_model_is_judged_on_floors_only():
@@ -24,11 +34,17 @@ def test_first_model_is_judged_on_floors_only():
 
 def test_change_against_the_champion():
     base = {"test/roc_auc": 0.75, "test/log_loss": 0.50}
-    ok = evaluate_gate(CFG, {"test/roc_auc": 0.745, "test/log_loss": 0.505}, _slices(0.7), "3", base, _slices(0.7))
+    ok = evaluate_gate(
+        CFG, {"test/roc_auc": 0.745, "test/log_loss": 0.505}, _slices(0.7), "3", base, _slices(0.7)
+    )
     assert ok.passed and ok.baseline_version == "3"
-    worse = evaluate_gate(CFG, {"test/roc_auc": 0.73, "test/log_loss": 0.52}, _slices(0.7), "3", base, _slices(0.7))
-    assert {c.name for c in worse.failures()} == {"test/roc_auc drop vs champion <= 0.01",
-                                                   "test/log_loss rise vs champion <= 0.01"}
+    worse = evaluate_gate(
+        CFG, {"test/roc_auc": 0.73, "test/log_loss": 0.52}, _slices(0.7), "3", base, _slices(0.7)
+    )
+    assert {c.name for c in worse.failures()} == {
+        "test/roc_auc drop vs champion <= 0.01",
+        "test/log_loss rise vs champion <= 0.01",
+    }
     assert "test/roc_auc drop" in worse.summary()
 
 
@@ -51,10 +67,20 @@ def test_diff_card_shows_params_data_metrics_and_slices():
     base = {"test/roc_auc": 0.75, "test/log_loss": 0.5}
     new = {"test/roc_auc": 0.76, "test/log_loss": 0.49}
     gate = evaluate_gate(CFG, new, _slices(0.72), "3", base, _slices(0.70))
-    card = diff_card("m", {"version": "4", "data_version": "bbb.dir", "params": {"train.lr": "0.01", "x": "1"},
-                           "metrics": new},
-                     {"version": "3", "data_version": "aaa.dir", "params": {"train.lr": "0.005", "x": "1"},
-                      "metrics": base}, gate, _slices(0.72), _slices(0.70), "roc_auc")
+    card = diff_card(
+        "m",
+        {"version": "4", "data_version": "bbb.dir", "params": {"train.lr": "0.01", "x": "1"}, "metrics": new},
+        {
+            "version": "3",
+            "data_version": "aaa.dir",
+            "params": {"train.lr": "0.005", "x": "1"},
+            "metrics": base,
+        },
+        gate,
+        _slices(0.72),
+        _slices(0.70),
+        "roc_auc",
+    )
     assert "BLESSED" in card and "| train.lr | 0.005 | 0.01 |" in card and "| x |" not in card
     assert "aaa.dir" in card and "bbb.dir" in card
     assert "| test/roc_auc | 0.7500 | 0.7600 | +0.0100 |" in card

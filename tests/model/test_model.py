@@ -28,8 +28,8 @@ def test_preprocessor_handles_unknown_categories_and_missing_numbers(month_frame
     rows.loc[rows.index[0], "pressure"] = np.nan
     cat, num = pre.transform(rows)
     assert cat.shape == (2, len(f.categorical)) and num.shape == (2, 2 * len(f.numeric))
-    assert cat[0, f.categorical.index("carrier")] == 0        # unknown bucket
-    assert cat[1].min() >= 1                                   # known values
+    assert cat[0, f.categorical.index("carrier")] == 0  # unknown bucket
+    assert cat[1].min() >= 1  # known values
     i = f.numeric.index("pressure")
     assert num[0, i] == 0.0 and num[0, len(f.numeric) + i] == 1.0  # imputed + flagged
     assert Preprocessor.from_dict(pre.to_dict()) == pre
@@ -68,8 +68,9 @@ def test_pyfunc_round_trip_predicts_from_raw_rows(splits, settings, tmp_path):
     train, val, test = splits
     model = fit(train, val, settings.features, settings.train)
     artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, tmp_path / "a")
-    mlflow.pyfunc.save_model(str(tmp_path / "m"), python_model=FlightDelayModel(),
-                             artifacts=artifacts, pip_requirements=["mlflow"])
+    mlflow.pyfunc.save_model(
+        str(tmp_path / "m"), python_model=FlightDelayModel(), artifacts=artifacts, pip_requirements=["mlflow"]
+    )
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "m"))
     raw = test[model.preprocessor.columns].head(50)
     out = loaded.predict(raw)
@@ -115,7 +116,6 @@ def test_small_and_large_frames_encode_identically(month_frame, settings):
     rest.loc[rest.index[:3], "dest"] = "NEW"  # unknown to the vocabulary
     whole = pre.encode_categorical(rest)
     assert len(rest) > features.SMALL_FRAME
-    pieces = np.concatenate([pre.encode_categorical(rest.iloc[i:i + 10])
-                             for i in range(0, len(rest), 10)])
+    pieces = np.concatenate([pre.encode_categorical(rest.iloc[i : i + 10]) for i in range(0, len(rest), 10)])
     np.testing.assert_array_equal(whole, pieces)
     assert (whole[:3, f.categorical.index("dest")] == 0).all()
