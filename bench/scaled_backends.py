@@ -39,7 +39,7 @@ def pipeline(ws: Path, profile: str, months: list[str], env: dict[str, str]) -> 
     times = {}
     base = [sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", profile]
     for name, args in (
-        ("ingest", ["ingest", *sum((["--month", m] for m in months), [])]),
+        ("ingest", ["ingest", *[arg for m in months for arg in ("--month", m)]]),
         ("train", ["train"]),
     ):
         t0 = time.perf_counter()

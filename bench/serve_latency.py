@@ -28,7 +28,7 @@ from pathlib import Path
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 def summary(lat_s: list[float], wall_s: float) -> dict:

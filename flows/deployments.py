@@ -55,20 +55,23 @@ def deployments(settings: Settings) -> list:
 
     params = {"workspace": str(settings.workspace), "profile": settings.profile}
     tz = settings.prefect.timezone
-    common = dict(parameters=params, tags=["keel"], entrypoint_type=EntrypointType.MODULE_PATH)
     return [
         scheduled_retrain.to_deployment(
             name="monthly",
             schedules=[Cron(settings.prefect.retrain_cron, timezone=tz)],
             description="Retrain on the next batch: ingest, validate, train, gate, promote or hold.",
-            **common,
+            parameters=params,
+            tags=["keel"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
         ),
         drift_monitor.to_deployment(
             name="daily",
             schedules=[Cron(settings.prefect.monitor_cron, timezone=tz)],
             description="Drift of the next batch against the champion's training data; "
             "a drift starts one retraining.",
-            **common,
+            parameters=params,
+            tags=["keel"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
         ),
     ]
 

@@ -80,7 +80,7 @@ def problems(settings: Settings, timeout: float = 5.0) -> list[str]:
     """One line per backend that is missing or does not answer."""
     import os
 
-    found: list[str] = []
+    found: list[str | None] = []
     ml = settings.mlflow
     for key, uri in (("mlflow.tracking_uri", ml.tracking_uri), ("mlflow.registry_uri", ml.registry_uri)):
         if key == "mlflow.registry_uri" and uri == ml.tracking_uri:
@@ -106,7 +106,7 @@ def problems(settings: Settings, timeout: float = 5.0) -> list[str]:
         found.append(_bucket("dvc.remote_url", remote, settings.dvc.endpoint_url, timeout))
     elif "://" in remote and not remote.startswith("file://"):
         pass  # other DVC remotes (gs, azure, ssh...): DVC reports them itself
-    return [p for p in found if p]
+    return [p for p in found if p is not None]
 
 
 def check(settings: Settings, timeout: float = 5.0) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -95,24 +95,25 @@ def score_file(loaded: LoadedModel, source: Path, target: Path, chunk_rows: int)
     tmp = target.with_name(f".{target.name}.tmp")
     rows = bad = 0
     first_errors: list[str] = []
-    writer = None
+    writer: pq.ParquetWriter | None = None
+    csv_started = False
     try:
         for chunk in iter_chunks(source, chunk_rows):
             scored = score_chunk(loaded, chunk, rows)
             rows += len(scored)
             failed = scored[scored["error"] != ""]
             bad += len(failed)
-            first_errors += [f"row {r}: {e}" for r, e in zip(failed["row"], failed["error"])][
+            first_errors += [f"row {r}: {e}" for r, e in zip(failed["row"], failed["error"], strict=True)][
                 : 20 - len(first_errors)
             ]
             if target.suffix == ".csv":
-                scored.to_csv(tmp, mode="a", header=writer is None, index=False)
-                writer = True
+                scored.to_csv(tmp, mode="a", header=not csv_started, index=False)
+                csv_started = True
             else:
                 table = pa.Table.from_pandas(scored, preserve_index=False)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
-        if hasattr(writer, "close"):
+        if writer is not None:
             writer.close()
         if rows == 0:
             raise ValueError(f"{source}: no rows to score")

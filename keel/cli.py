@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -17,13 +17,13 @@ app = typer.Typer(
 )
 
 WorkspaceOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--workspace", "-w", help="Workspace dir (default: KEEL_WORKSPACE, else nearest keel.toml)."
     ),
 ]
 ProfileOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--profile", "-p", help="Config profile to layer on top (debug, test, or your own)."),
 ]
 
@@ -43,7 +43,7 @@ def _global(ctx: typer.Context, workspace: WorkspaceOpt = None, profile: Profile
     ctx.obj = {"workspace": workspace, "profile": profile}
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -67,7 +67,8 @@ def _settings(ctx: typer.Context, check: bool = True):
         if up is not None:
             os.environ["PREFECT_API_URL"] = up.prefect_api
     if check:
-        from keel.backends import BackendError, check as check_backends
+        from keel.backends import BackendError
+        from keel.backends import check as check_backends
 
         try:
             check_backends(settings)
@@ -102,16 +103,16 @@ def init(directory: Annotated[Path, typer.Argument(help="Directory to make a wor
 @app.command()
 def ingest(
     ctx: typer.Context,
-    month: Annotated[Optional[list[str]], typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
-    from_: Annotated[Optional[str], typer.Option("--from", help="First month of a range.")] = None,
-    to: Annotated[Optional[str], typer.Option("--to", help="Last month of a range.")] = None,
+    month: Annotated[list[str] | None, typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="First month of a range.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last month of a range.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="The months in data.demo_months.")] = False,
     file: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option("--file", "-f", help="A .parquet/.csv batch in the partition schema; repeatable."),
     ] = None,
     name: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--name", help="Partition name for a single --file (default: the file's stem)."),
     ] = None,
 ):
@@ -125,8 +126,9 @@ def ingest(
     try:
         if name and len(file or []) != 1:
             raise ValueError("--name goes with exactly one --file")
-        if from_ or to:
-            months += month_range(from_ or to, to or from_)
+        first, last = from_ or to, to or from_
+        if first and last:
+            months += month_range(first, last)
         if demo:
             months += settings.data.demo_months
         for m in months:
@@ -177,7 +179,7 @@ def train(ctx: typer.Context):
     )
 
 
-def _batch_args(month: Optional[list[str]], file: Optional[list[Path]]):
+def _batch_args(month: list[str] | None, file: list[Path] | None):
     from keel.dataset import parse_month
 
     try:
@@ -189,16 +191,16 @@ def _batch_args(month: Optional[list[str]], file: Optional[list[Path]]):
 
 
 MonthsOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--month", "-m", help="YYYY-MM; repeatable (default: the month after the newest in data/)."),
 ]
-FilesOpt = Annotated[Optional[list[Path]], typer.Option("--file", "-f", help="A batch file; repeatable.")]
+FilesOpt = Annotated[list[Path] | None, typer.Option("--file", "-f", help="A batch file; repeatable.")]
 
 
 @app.command()
 def drift(
     ctx: typer.Context,
-    month: Annotated[Optional[list[str]], typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
+    month: Annotated[list[str] | None, typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
     file: FilesOpt = None,
 ):
     """Compare a new batch with the champion's training data (KS / chi-square + effect
@@ -296,12 +298,13 @@ def monitor(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
 @app.command()
 def up(
     ctx: typer.Context,
-    prefect_port: Annotated[Optional[int], typer.Option(help="Default: up.prefect_port.")] = None,
-    mlflow_port: Annotated[Optional[int], typer.Option(help="Default: up.mlflow_port.")] = None,
+    prefect_port: Annotated[int | None, typer.Option(help="Default: up.prefect_port.")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help="Default: up.mlflow_port.")] = None,
 ):
     """Start a Prefect server, an MLflow server on the workspace's store and the runner of
     keel's scheduled deployments, on loopback; print their URLs. Stop them with keel down."""
-    from keel.services import ServiceError, up as start
+    from keel.services import ServiceError
+    from keel.services import up as start
 
     settings = _settings(ctx, check=False)
     overrides = {
@@ -422,7 +425,7 @@ def rollback(
     ctx: typer.Context,
     reason: ReasonOpt,
     to: Annotated[
-        Optional[str], typer.Option("--to", help="Version to restore (default: the previous champion).")
+        str | None, typer.Option("--to", help="Version to restore (default: the previous champion).")
     ] = None,
     actor: Annotated[str, typer.Option("--by", help="Who rolls back.")] = "",
 ):
@@ -502,9 +505,9 @@ def predict(
 @app.command()
 def serve(
     ctx: typer.Context,
-    port: Annotated[Optional[int], typer.Option("--port", help="Default: serve.port.")] = None,
-    host: Annotated[Optional[str], typer.Option("--host", help="Default: serve.host (loopback).")] = None,
-    poll: Annotated[Optional[float], typer.Option("--poll", help="Seconds between alias checks.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Default: serve.port.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Default: serve.host (loopback).")] = None,
+    poll: Annotated[float | None, typer.Option("--poll", help="Seconds between alias checks.")] = None,
 ):
     """Serve models:/<model>@champion over HTTP (POST /predict, GET /health, GET /version);
     follow the alias and hot-swap on promote or rollback."""

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
 SMALL_FRAME = 64
 
 
@@ -35,7 +34,7 @@ class Preprocessor:
     std: list[float]
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, categorical: list[str], numeric: list[str]) -> "Preprocessor":
+    def fit(cls, frame: pd.DataFrame, categorical: list[str], numeric: list[str]) -> Preprocessor:
         vocab = {c: sorted(frame[c].dropna().astype(str).unique().tolist()) for c in categorical}
         x = frame[numeric].to_numpy(dtype=np.float64)
         mean = np.nan_to_num(np.nanmean(x, axis=0)) if len(x) else np.zeros(len(numeric))
@@ -95,5 +94,5 @@ class Preprocessor:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preprocessor":
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
         return cls(**data)

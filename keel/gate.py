@@ -4,8 +4,9 @@ the champion, evaluated on the same held-out rows; plus the diff card. Pure."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -47,7 +48,7 @@ class GateResult:
         }
 
 
-def _ok(x: float | None) -> bool:
+def _ok(x: float | None) -> TypeGuard[float]:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
 

@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from keel.services import wait_http
 
@@ -50,13 +50,16 @@ class Postgres:
 
     def __init__(self, port: int):
         self.port, self.password = port, secrets.token_hex(12)
-        self.bin = pg_bin()
+        found = pg_bin()
+        if found is None:
+            raise RuntimeError("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+        self.bin: Path = found
         self.root = Path(tempfile.mkdtemp(prefix="keel-pg-"))  # outside root-only tmp dirs
 
     def _as_owner(self, cmd: list[str]) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
         pwfile = self.root / "pw"
@@ -64,7 +67,6 @@ class Postgres:
         pwfile.chmod(0o600)
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
-        run = dict(check=True, capture_output=True, text=True, timeout=120)
         subprocess.run(
             self._as_owner(
                 [
@@ -81,7 +83,10 @@ class Postgres:
                     "--no-sync",
                 ]
             ),
-            **run,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         pwfile.unlink()
         opts = (
@@ -102,7 +107,10 @@ class Postgres:
                     "start",
                 ]
             ),
-            **run,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         for db in ("mlflow", "prefect"):
             self.sql(f"CREATE DATABASE {db}", "postgres")
@@ -168,7 +176,7 @@ class ScaledBackends:
         self.procs.append(proc)
         return proc, log
 
-    def start(self) -> "ScaledBackends":
+    def start(self) -> ScaledBackends:
         import boto3
 
         t0 = time.monotonic()

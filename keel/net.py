@@ -30,10 +30,9 @@ class TabularNet(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.cfg = cfg
-        self.embeddings = nn.ModuleList(
-            nn.Embedding(card, embedding_dim(card, cfg.emb_dim_max)) for card in cfg.cardinalities
-        )
-        width = sum(e.embedding_dim for e in self.embeddings) + cfg.numeric_width
+        embeddings = [nn.Embedding(card, embedding_dim(card, cfg.emb_dim_max)) for card in cfg.cardinalities]
+        self.embeddings = nn.ModuleList(embeddings)
+        width = sum(e.embedding_dim for e in embeddings) + cfg.numeric_width
         layers: list[nn.Module] = []
         for h in cfg.hidden:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(cfg.dropout)]

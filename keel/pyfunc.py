@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.pyfunc import PythonModel
 
 from keel.features import Preprocessor
 from keel.net import NetConfig, TabularNet
@@ -32,7 +32,7 @@ def save_artifacts(
     }
 
 
-class FlightDelayModel(mlflow.pyfunc.PythonModel):
+class FlightDelayModel(PythonModel):
     """Raw rows -> ``probability`` of a 15+ min delay and the ``delayed`` label."""
 
     def load_context(self, context) -> None:

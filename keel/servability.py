@@ -11,18 +11,19 @@ import time
 
 def check(uri: str, rows: int) -> dict:
     import mlflow
+    import pandas as pd
     from mlflow.models import Model
 
     start = time.perf_counter()
     local = mlflow.artifacts.download_artifacts(uri)
     model = mlflow.pyfunc.load_model(local)
     example = Model.load(local).load_input_example(local)
-    if example is None:
-        raise ValueError(f"{uri} has no input example to predict on")
+    if not isinstance(example, pd.DataFrame):
+        raise ValueError(f"{uri} has no input example table to predict on (got {type(example).__name__})")
     out = model.predict(example.head(rows))
     if len(out) != min(rows, len(example)) or "probability" not in out:
         raise ValueError(f"{uri} predicted {len(out)} rows with columns {list(out.columns)}")
-    return {"ok": True, "uri": uri, "rows": int(len(out)), "seconds": round(time.perf_counter() - start, 3)}
+    return {"ok": True, "uri": uri, "rows": len(out), "seconds": round(time.perf_counter() - start, 3)}
 
 
 def main(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ checking each PID still belongs to the process ``up`` started, and their childre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -261,10 +262,8 @@ def _stop_group(pid: int, timeout: float) -> None:
         members = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         members = []
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     for m in members:  # children that left the group
         try:
             if os.getpgid(m.pid) != pid:
@@ -273,15 +272,11 @@ def _stop_group(pid: int, timeout: float) -> None:
             pass
     _, alive = psutil.wait_procs(members, timeout=timeout)
     for m in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             m.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=5)
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child
-    except ChildProcessError:
-        pass
 
 
 def down(settings: Settings, timeout: float = 30) -> list[Service]:

@@ -71,6 +71,8 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
         loaded_at=time.time(),
     )
     example = Model.load(local).load_input_example(local)
+    if not isinstance(example, pd.DataFrame):
+        raise RuntimeError(f"v{version} has no input example table (got {type(example).__name__})")
     out = loaded.predict(frame_from_records(loaded, example.head(3).to_dict("records")))
     if len(out) != min(3, len(example)):
         raise RuntimeError(f"v{version} predicted {len(out)} rows for its input example")
@@ -226,7 +228,7 @@ def create_app(settings: Settings, holder: ModelHolder) -> FastAPI:
             "model_version": model.version,
             "predictions": [
                 {"probability": float(p), "delayed": int(d)}
-                for p, d in zip(out["probability"], out["delayed"])
+                for p, d in zip(out["probability"], out["delayed"], strict=True)
             ],
         }
 

@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -174,7 +175,7 @@ class Settings(_Section):
         blob = json.dumps(self.model_inputs(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with dotted-key overrides applied (``{"train.max_epochs": 1}``)."""
         raw = self.model_dump(mode="json")
         _merge(raw, _undot(overrides))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -74,7 +75,7 @@ class EncodedSplit:
     y: torch.Tensor
 
     @classmethod
-    def encode(cls, pre: Preprocessor, frame: pd.DataFrame, label: str) -> "EncodedSplit":
+    def encode(cls, pre: Preprocessor, frame: pd.DataFrame, label: str) -> EncodedSplit:
         cat, num = pre.transform(frame)
         return cls(
             torch.from_numpy(cat),
@@ -172,7 +173,7 @@ class KeepBestWeights(pl.Callback):
         self.best_epoch: int | None = None
         self.state: dict[str, torch.Tensor] | None = None
 
-    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, module: FlightDelayModule) -> None:  # type: ignore[override]
         if trainer.sanity_checking:
             return
         value = trainer.callback_metrics.get(self.monitor)
@@ -180,13 +181,13 @@ class KeepBestWeights(pl.Callback):
             self.best, self.best_epoch = float(value), trainer.current_epoch
             self.state = copy.deepcopy(module.net.state_dict())
 
-    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, module: FlightDelayModule) -> None:  # type: ignore[override]
         """Put the best weights into the module and the summary into callback_metrics:
         both travel back to the launching process when DDP ran in spawned processes."""
         if self.state is not None:
             module.net.load_state_dict(self.state)
         trainer.callback_metrics["keel/epochs_run"] = torch.tensor(float(trainer.current_epoch))
-        if self.best is not None:
+        if self.best is not None and self.best_epoch is not None:
             trainer.callback_metrics["keel/best_epoch"] = torch.tensor(float(self.best_epoch))
             trainer.callback_metrics["keel/best_val_loss"] = torch.tensor(self.best)
 

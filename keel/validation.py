@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -59,7 +60,7 @@ class ValidationReport:
             "",
         ]
         if self.success:
-            return "\n".join(head + ["All expectations met."]) + "\n"
+            return "\n".join([*head, "All expectations met."]) + "\n"
         rows = ["| file | column | rule | expectation | detail |", "|---|---|---|---|---|"]
         rows += [
             f"| {f.file} | {f.column or '(table)'} | {f.rule} | {f.expectation} | "
@@ -145,6 +146,7 @@ def validate_frames(frames: Mapping[str, pd.DataFrame], suite: Mapping[str, Any]
             if res.success:
                 continue
             cfg = res.expectation_config
+            assert cfg is not None, "GX returns each result with its expectation's configuration"
             column = cfg.kwargs.get("column")
             expected_cols = cfg.kwargs.get("column_list") or cfg.kwargs.get("column_set")
             if column is not None and column not in frame.columns:

@@ -96,11 +96,10 @@ def init_workspace(directory: Path) -> Path:
         _run(["git", "init", "-q"], ws)
     if not (ws / ".dvc").exists():
         Repo.init(str(ws)).close()
-    with Repo(str(ws)) as repo:
-        with repo.config.edit("repo") as conf:
-            # keel only ever replaces partitions atomically (new inode), so linking the
-            # cache is safe; it makes `dvc add` ~2x faster than copying (bench/)
-            conf["cache"].setdefault("type", CACHE_TYPES)
+    with Repo(str(ws)) as repo, repo.config.edit("repo") as conf:
+        # keel only ever replaces partitions atomically (new inode), so linking the
+        # cache is safe; it makes `dvc add` ~2x faster than copying (bench/)
+        conf["cache"].setdefault("type", CACHE_TYPES)
     if not (ws / WORKSPACE_FILE).exists():
         (ws / WORKSPACE_FILE).write_text(WORKSPACE_TEMPLATE)
     (ws / "mlflow").mkdir(exist_ok=True)
@@ -117,11 +116,10 @@ def configure_remote(settings: Settings) -> None:
     url = settings.dvc.remote_url
     if "://" not in url:
         Path(url).mkdir(parents=True, exist_ok=True)
-    with Repo(str(settings.workspace)) as repo:
-        with repo.config.edit("local") as conf:
-            conf["remote"][settings.dvc.remote] = remote_config(settings)
-            conf["core"]["remote"] = settings.dvc.remote
-            conf["core"]["checksum_jobs"] = os.cpu_count() or 1
+    with Repo(str(settings.workspace)) as repo, repo.config.edit("local") as conf:
+        conf["remote"][settings.dvc.remote] = remote_config(settings)
+        conf["core"]["remote"] = settings.dvc.remote
+        conf["core"]["checksum_jobs"] = os.cpu_count() or 1
 
 
 def remote_config(settings: Settings) -> dict[str, str]:

@@ -153,7 +153,8 @@ def require_valid(report: ValidationReport) -> ValidationReport:
         description=f"GX validation: {report.status}",
     )
     if not report.success:
-        where = "".join(f"\n{label}: {path}" for label, path in zip(("full result", "summary"), report.paths))
+        labels = ("full result", "summary")
+        where = "".join(f"\n{label}: {path}" for label, path in zip(labels, report.paths, strict=False))
         raise DataValidationError(report.error_message() + where, report.paths)
     return report
 

@@ -52,10 +52,10 @@ def compute_drift(settings: Settings, reference: pd.DataFrame, batches: list[Bat
 def log_drift(settings: Settings, report: DriftReport, champion: str, batches: list[Batch]) -> str:
     """MLflow metrics + plot in the monitoring experiment, and a Prefect table artifact."""
     from mlflow.entities import Metric
+    from prefect.artifacts import create_table_artifact
 
     from keel import tracking
     from keel.drift import plot
-    from prefect.artifacts import create_table_artifact
 
     client = tracking.client(settings)
     name = settings.mlflow.experiment + settings.drift.experiment_suffix

@@ -31,13 +31,11 @@ def evaluate_model(settings: Settings, model, splits: Splits) -> Evaluation:
 
     label, thr = settings.features.label, model.threshold
     metrics: dict[str, float] = {}
-    prob_test = None
+    probs = {name: model.predict_proba(frame) for name, frame in (("val", splits.val), ("test", splits.test))}
     for name, frame in (("val", splits.val), ("test", splits.test)):
-        prob = model.predict_proba(frame)
         y = frame[label].to_numpy()
-        metrics.update({f"{name}/{k}": v for k, v in classification_metrics(y, prob, thr).items()})
-        if name == "test":
-            prob_test = prob
+        metrics.update({f"{name}/{k}": v for k, v in classification_metrics(y, probs[name], thr).items()})
+    prob_test = probs["test"]
     y_test = splits.test[label].to_numpy()
     slices = slice_table(splits.test, y_test, prob_test, thr, settings.features.slices)
     return Evaluation(metrics, slices, y_test, prob_test, thr)

@@ -99,12 +99,6 @@ def record_gate(
 
     client = tracking.client(settings)
     name, v = settings.mlflow.model_name, registered.version
-    for key, value in {
-        "gate.status": gate.status,
-        "gate.baseline": gate.baseline_version or "none",
-        "gate.summary": gate.summary()[:4900],
-    }.items():
-        client.set_model_version_tag(name, v, key, value)
     params = dict(client.get_run(registered.run_id).data.params)
     card = diff_card(
         name,
@@ -124,6 +118,13 @@ def record_gate(
     )
     client.log_text(registered.run_id, card, "gate/diff_card.md")
     client.log_dict(registered.run_id, gate.to_json(), "gate/gate.json")
+    # the tags last: a version tagged gate.status has its card (tasks/review.py reads it)
+    for key, value in {
+        "gate.status": gate.status,
+        "gate.baseline": gate.baseline_version or "none",
+        "gate.summary": gate.summary()[:4900],
+    }.items():
+        client.set_model_version_tag(name, v, key, value)
     create_markdown_artifact(key="keel-gate", markdown=card, description=f"{name} v{v}: {gate.status}")
     return json.dumps(gate.to_json())
 

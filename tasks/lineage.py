@@ -12,6 +12,7 @@ from prefect.cache_policies import NONE
 
 from keel.lineage import Lineage, ReplayReport
 from keel.settings import Settings
+from keel.workspace import DataVersionError
 from tasks.data import DatasetRef
 
 
@@ -96,6 +97,8 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
             f"not the recorded {lineage.config_hash}"
         )
     version = read_data_version(directory / "data.dvc")
+    if version is None:
+        raise DataVersionError(f"the recorded data.dvc of v{lineage.version} names no data version")
     parts = tuple(Partition(p, pq_rows(p)) for p in ds.list_partitions(data_dir))
     return replay, DatasetRef(version, parts)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.input import RunInput
@@ -28,9 +30,9 @@ def describe_candidate(settings: Settings, version: str) -> str:
     reg.check_reachable()
     mv = reg.version(version)
     tags = mv.tags or {}
-    try:
-        card = open(reg.client.download_artifacts(mv.run_id, "gate/diff_card.md")).read()
-    except Exception:  # a version registered without a gate run
+    if "gate.status" in tags:  # record-gate wrote the card with the tag
+        card = Path(reg.client.download_artifacts(mv.run_id, "gate/diff_card.md")).read_text()
+    else:
         card = "(no diff card: this version was not gated)"
     head = (
         f"Review **{reg.name} v{mv.version}**: gate {tags.get('gate.status', 'not run')}, "

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from keel.drift import DriftReport
 from keel.services import RETRAIN_DEPLOYMENT
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 from keel.settings import Settings
 from tasks.data import Batch
 
@@ -109,11 +113,12 @@ def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]
             return Trigger(
                 "deduped", key, tags, f"already handled by flow run {same[0].name}", str(same[0].id)
             )
-        since = datetime.now(timezone.utc) - timedelta(seconds=settings.drift.cooldown_s)
+        since = datetime.now(UTC) - timedelta(seconds=settings.drift.cooldown_s)
         recent = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 tags=FlowRunFilterTags(all_=[TRIGGER_TAG, model_tag(settings)]),
-                expected_start_time=FlowRunFilterExpectedStartTime(after_=since),
+                # pydantic coerces an aware datetime into Prefect's DateTime
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=since),  # type: ignore[arg-type]
             ),
             limit=1,
         )
@@ -147,7 +152,8 @@ def start_retraining(
     or any worker) picks it up. The drift key is its idempotency key."""
     from prefect.deployments import run_deployment
 
-    run = run_deployment(
+    # sync call (run_deployment is sync-compatible): a FlowRun, not a coroutine
+    run: FlowRun = run_deployment(  # type: ignore[assignment]
         RETRAIN_DEPLOYMENT,
         timeout=0,
         tags=trigger.tags,

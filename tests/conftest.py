@@ -92,7 +92,7 @@ class MlflowServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
-    def start(self, timeout: float = 90) -> "MlflowServer":
+    def start(self, timeout: float = 90) -> MlflowServer:
         import subprocess
         import sys
         import time
@@ -118,7 +118,7 @@ class MlflowServer:
                 str(self.root / "artifacts"),
             ],
             cwd=self.root,
-            stdout=open(self.root / "server.log", "wb"),
+            stdout=open(self.root / "server.log", "wb"),  # noqa: SIM115 (the server writes it while it lives)
             stderr=subprocess.STDOUT,
         )
         wait_http(

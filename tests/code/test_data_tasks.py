@@ -91,7 +91,7 @@ def test_resolve_dataset_pulls_a_missing_data_dir_from_the_remote(ingested):
 def test_resolve_dataset_refuses_unrecorded_changes(ingested):
     path = ingested.data.dir / "2013-01.parquet"
     ds.write_partition(pd.read_parquet(path).head(100), path)
-    with pytest.raises(DataVersionError, match="differs from data.dvc"):
+    with pytest.raises(DataVersionError, match=r"differs from data\.dvc"):
         resolve_dataset.fn(ingested)
 
 

@@ -1,6 +1,7 @@
 """start/train/evaluate/log/register/report tasks against a real MLflow sqlite store in tmp."""
 
 import pytest
+from mlflow.exceptions import MlflowException
 
 from tasks.data import load_splits, resolve_dataset, validate_data
 from tasks.evaluate import evaluate_model, log_evaluation
@@ -95,7 +96,7 @@ def test_register_sets_challenger_only(trained):
     assert {"git_sha", "config_hash", "test/f1", "test/roc_auc", "env_hash", "weights_sha256"} <= set(mv.tags)
     second = register_model.fn(*args)
     assert str(c.get_model_version_by_alias(s.mlflow.model_name, "challenger").version) == second.version
-    with pytest.raises(Exception):
+    with pytest.raises(MlflowException, match="champion"):
         c.get_model_version_by_alias(s.mlflow.model_name, "champion")  # promotion is the policy's job
     end_run.fn(s, trained["run_id"])
     assert c.get_run(trained["run_id"]).info.status == "FINISHED"

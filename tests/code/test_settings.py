@@ -43,7 +43,7 @@ def test_packaged_profiles_shrink_a_real_run(tmp_path):
     base = load_settings(tmp_path, environ={})
     test = load_settings(tmp_path, profile="test", environ={})
     assert test.train.max_epochs < base.train.max_epochs
-    assert 0 < test.data.sample_rows
+    assert test.data.sample_rows > 0
     assert test.features == base.features  # same model, smaller run
 
 

@@ -3,6 +3,7 @@ real MLflow sqlite registry (the HTTP server path is in test_promotion_http.py).
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ def test_first_champion_gate_tags_and_diff_card(ws):
     assert v3.tags["gate.status"] == "blessed" and v3.tags["gate.baseline"] == "1"
     assert v3.tags["promotion"] == "awaiting review"
     card = reg.client.download_artifacts(v3.run_id, "gate/diff_card.md", str(ws.workspace))
-    text = open(card).read()
+    text = Path(card).read_text()
     assert "v3 vs champion v1" in text and "| train.lr | 0.005 | 0.02 |" in text
     assert "## Slice deltas" in text and "origin=EWR" in text
 

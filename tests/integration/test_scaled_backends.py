@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
             train.stderr,
             str(run.data.params),
             str(run.data.tags),
-            open(config).read(),
+            Path(config).read_text(),
             logs,
             (ws / ".dvc" / "config.local").read_text(),
         ]
@@ -190,23 +191,25 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
         stderr=subprocess.STDOUT,
     )
     try:
-        with temporary_settings({PREFECT_API_URL: scaled.prefect_api}):
-            with get_client(sync_client=True) as client:
-                for name in (RETRAIN_DEPLOYMENT, MONITOR_DEPLOYMENT):
-                    d = client.read_deployment_by_name(name)
-                    assert d.work_pool_name == "keel-process" and d.schedules
-                flow_run = run_deployment(
-                    RETRAIN_DEPLOYMENT,
-                    timeout=0,
-                    as_subflow=False,
-                    parameters={"workspace": str(ws), "profile": "test", "months": ["2013-02"]},
-                )
-                deadline = time.monotonic() + 420
-                while time.monotonic() < deadline:
-                    flow_run = client.read_flow_run(flow_run.id)
-                    if flow_run.state.is_final():
-                        break
-                    time.sleep(2)
+        with (
+            temporary_settings({PREFECT_API_URL: scaled.prefect_api}),
+            get_client(sync_client=True) as client,
+        ):
+            for name in (RETRAIN_DEPLOYMENT, MONITOR_DEPLOYMENT):
+                d = client.read_deployment_by_name(name)
+                assert d.work_pool_name == "keel-process" and d.schedules
+            flow_run = run_deployment(
+                RETRAIN_DEPLOYMENT,
+                timeout=0,
+                as_subflow=False,
+                parameters={"workspace": str(ws), "profile": "test", "months": ["2013-02"]},
+            )
+            deadline = time.monotonic() + 420
+            while time.monotonic() < deadline:
+                flow_run = client.read_flow_run(flow_run.id)
+                if flow_run.state.is_final():
+                    break
+                time.sleep(2)
         assert flow_run.state.is_completed(), (flow_run.state, log.read_text()[-3000:])
     finally:
         worker.terminate()

@@ -42,9 +42,8 @@ def api(served):
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: served[1].prefect_api}):
-        with get_client(sync_client=True) as client:
-            yield client
+    with temporary_settings({PREFECT_API_URL: served[1].prefect_api}), get_client(sync_client=True) as client:
+        yield client
 
 
 def _wait_final(client, run_id, timeout=420):
@@ -194,7 +193,7 @@ def test_keel_up_then_down_leaves_no_process_behind(tmp_path, port_factory):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         proc = subprocess.run(
-            cli + ["up", "--prefect-port", str(busy.getsockname()[1])],
+            [*cli, "up", "--prefect-port", str(busy.getsockname()[1])],
             env=env,
             capture_output=True,
             text=True,
@@ -205,7 +204,7 @@ def test_keel_up_then_down_leaves_no_process_behind(tmp_path, port_factory):
 
     ports = port_factory(), port_factory()
     proc = subprocess.run(
-        cli + ["up", "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1])],
+        [*cli, "up", "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1])],
         env=env,
         capture_output=True,
         text=True,
@@ -220,16 +219,16 @@ def test_keel_up_then_down_leaves_no_process_behind(tmp_path, port_factory):
     for url in (f"http://127.0.0.1:{ports[0]}/api/health", f"http://127.0.0.1:{ports[1]}/health"):
         with urllib.request.urlopen(url, timeout=10) as r:
             assert r.status == 200
-    again = subprocess.run(cli + ["up"], env=env, capture_output=True, text=True, timeout=120)
+    again = subprocess.run([*cli, "up"], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "already up" in again.stderr
 
-    proc = subprocess.run(cli + ["down"], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.count("stopped ") == 3
-    gone, alive = psutil.wait_procs(tree, timeout=10)
+    _gone, alive = psutil.wait_procs(tree, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     for port in ports:
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0
     assert not (ws / ".keel" / "up.json").exists()
-    proc = subprocess.run(cli + ["down"], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "nothing to stop" in proc.stdout

@@ -12,7 +12,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace):
-    import mlflow
 
     from flows.ingest import ingest_flow
     from flows.train import train_flow

@@ -41,7 +41,7 @@ def test_training_is_deterministic_on_cpu(splits, settings):
     train, val, _ = splits
     a = fit(train, val, settings.features, settings.train)
     b = fit(train, val, settings.features, settings.train)
-    for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
+    for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
     assert a.threshold == b.threshold
 
