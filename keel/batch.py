@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from keel.errors import InputError
 from keel.serving import LoadedModel
 
 
@@ -21,7 +22,7 @@ def iter_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
     elif path.suffix == ".csv":
         yield from pd.read_csv(path, chunksize=rows, dtype=str, keep_default_na=False, na_values=[""])
     else:
-        raise ValueError(f"{path}: input must be .parquet or .csv")
+        raise InputError(f"{path}: input must be .parquet or .csv")
 
 
 def validate_chunk(loaded: LoadedModel, chunk: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -91,7 +92,7 @@ def score_file(loaded: LoadedModel, source: Path, target: Path, chunk_rows: int)
 
     target = Path(target)
     if target.suffix not in (".parquet", ".csv"):
-        raise ValueError(f"{target}: output must be .parquet or .csv")
+        raise InputError(f"{target}: output must be .parquet or .csv")
     tmp = target.with_name(f".{target.name}.tmp")
     rows = bad = 0
     first_errors: list[str] = []
@@ -116,7 +117,7 @@ def score_file(loaded: LoadedModel, source: Path, target: Path, chunk_rows: int)
         if writer is not None:
             writer.close()
         if rows == 0:
-            raise ValueError(f"{source}: no rows to score")
+            raise InputError(f"{source}: no rows to score")
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,13 +1,21 @@
-"""The ``keel`` command. Imports stay lazy: ``keel --help`` loads none of the ML stack."""
+"""The ``keel`` command. Imports stay lazy: ``keel --help`` loads none of the ML stack.
+
+Exit codes: 0 done; 1 the user's to fix (bad data, a refused promotion, an unknown
+version: one line says what); 2 bad arguments or settings, or a backend that does not
+answer; 3 a replay that differs; 70 an unexpected failure, printed with its traceback.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+
+from keel.errors import InputError
 
 app = typer.Typer(
     help="keel: validated, versioned, tracked training on Prefect, GX, Lightning, MLflow and DVC.",
@@ -43,9 +51,45 @@ def _global(ctx: typer.Context, workspace: WorkspaceOpt = None, profile: Profile
     ctx.obj = {"workspace": workspace, "profile": profile}
 
 
+# Commands that run Prefect flows: with no Prefect server set or up, each starts its own
+# (keel.prefect_server) as early as it can, and it dies with the command.
+FLOW_COMMANDS = frozenset(
+    {"ingest", "train", "drift", "simulate", "retrain", "monitor", "replay", "review", "predict"}
+)
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _use_prefect(ctx: typer.Context, settings) -> None:
+    """Point Prefect at its API: the settings' server, a running `keel up`, or (for commands
+    that run flows) a server of this command's own, started now so it boots while the ML
+    stack imports. PREFECT_API_URL set by the user wins over all but prefect.api_url."""
+    if settings.prefect.api_url:
+        os.environ["PREFECT_API_URL"] = settings.prefect.api_url
+        return
+    if "PREFECT_API_URL" in os.environ:
+        return
+    from keel.services import running
+
+    up = running(settings)  # `keel up` is running for this workspace: use its server
+    if up is not None:
+        os.environ["PREFECT_API_URL"] = up.prefect_api
+    elif (
+        ctx.info_name in FLOW_COMMANDS
+        and settings.prefect.ephemeral == "managed"
+        and os.environ.get("RANK", "0") == "0"  # DDP ranks > 0 under torchrun run no flow
+    ):
+        from keel import prefect_server
+
+        server = prefect_server.start(settings.up.state_dir / "logs")
+        ctx.obj["prefect_server"] = server
+        # atexit runs last-registered first: registered before Prefect is imported, the stop
+        # comes after Prefect's own exit hooks have flushed their logs and events to it
+        atexit.register(server.stop)
+        os.environ["PREFECT_API_URL"] = server.api_url
 
 
 def _settings(ctx: typer.Context, check: bool = True):
@@ -58,14 +102,6 @@ def _settings(ctx: typer.Context, check: bool = True):
         _fail(str(exc), 2)
     for key, value in ENGINE_ENV.items():
         os.environ.setdefault(key, value)
-    if settings.prefect.api_url:
-        os.environ["PREFECT_API_URL"] = settings.prefect.api_url
-    elif "PREFECT_API_URL" not in os.environ:
-        from keel.services import running
-
-        up = running(settings)  # `keel up` is running for this workspace: use its server
-        if up is not None:
-            os.environ["PREFECT_API_URL"] = up.prefect_api
     if check:
         from keel.backends import BackendError
         from keel.backends import check as check_backends
@@ -74,20 +110,23 @@ def _settings(ctx: typer.Context, check: bool = True):
             check_backends(settings)
         except BackendError as exc:
             _fail(str(exc), 2)
+    _use_prefect(ctx, settings)
     return settings
 
 
-def _run_flow(call):
-    """Run a flow; known failures become one clear message and exit 1."""
-    from keel.registry import PromotionError
-    from keel.settings import ConfigError
-    from keel.validation import DataValidationError
-    from keel.workspace import DataVersionError
+def _run_flow(ctx: typer.Context, call):
+    """Run a flow (after this command's Prefect server answers, when it has one). A failure
+    the user can act on (KeelError) becomes one line and its exit code; anything else
+    propagates to ``main`` with its traceback."""
+    from keel.errors import KeelError
 
+    server = (ctx.obj or {}).get("prefect_server")
     try:
+        if server is not None:
+            server.wait_ready(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
         return call()
-    except (DataValidationError, DataVersionError, PromotionError, ConfigError, ValueError) as exc:
-        _fail(str(exc))
+    except KeelError as exc:
+        _fail(str(exc), exc.exit_code)
 
 
 @app.command()
@@ -125,7 +164,7 @@ def ingest(
     files = {(name if name and len(file or []) == 1 else p.stem): p.resolve() for p in file or []}
     try:
         if name and len(file or []) != 1:
-            raise ValueError("--name goes with exactly one --file")
+            raise InputError("--name goes with exactly one --file")
         first, last = from_ or to, to or from_
         if first and last:
             months += month_range(first, last)
@@ -133,7 +172,7 @@ def ingest(
             months += settings.data.demo_months
         for m in months:
             parse_month(m)
-    except ValueError as exc:
+    except InputError as exc:
         _fail(str(exc), 2)
     if not months and not files:
         _fail("say what to ingest: --month YYYY-MM (repeatable), --from/--to, --demo, or --file", 2)
@@ -141,7 +180,7 @@ def ingest(
 
     from flows.ingest import ingest_flow
 
-    version = _run_flow(lambda: ingest_flow(settings, months, files))
+    version = _run_flow(ctx, lambda: ingest_flow(settings, months, files))
     added = ", ".join([*months, *files])
     typer.echo(
         f"ingested {added} -> data version {version.md5} "
@@ -159,13 +198,13 @@ def train(ctx: typer.Context):
     from tasks.train import launched_rank, train_as_worker
 
     if launched_rank() != 0:  # under torchrun: only rank 0 runs the flow, logs and registers
-        _run_flow(lambda: train_as_worker(settings))
+        _run_flow(ctx, lambda: train_as_worker(settings))
         typer.echo(f"rank {launched_rank()}: trained as a DDP worker; rank 0 logs and registers")
         return
 
     from flows.train import train_flow
 
-    registered = _run_flow(lambda: train_flow(settings))
+    registered = _run_flow(ctx, lambda: train_flow(settings))
     typer.echo(
         "\n".join(
             [
@@ -185,7 +224,7 @@ def _batch_args(month: list[str] | None, file: list[Path] | None):
     try:
         for m in month or []:
             parse_month(m)
-    except ValueError as exc:
+    except InputError as exc:
         _fail(str(exc), 2)
     return (sorted(set(month)) if month else None), {p.stem: p.resolve() for p in file or []}
 
@@ -211,7 +250,7 @@ def drift(
     months, files = _batch_args(month, file)
     from flows.drift import drift_flow
 
-    report = _run_flow(lambda: drift_flow(settings, months or [], files))
+    report = _run_flow(ctx, lambda: drift_flow(settings, months or [], files))
     if report is None:
         typer.echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
         return
@@ -239,11 +278,11 @@ def simulate(
     settings = _settings(ctx)
     try:
         months = month_range(from_, to)
-    except ValueError as exc:
+    except InputError as exc:
         _fail(str(exc), 2)
     from flows.simulate import simulate_flow
 
-    path = _run_flow(lambda: simulate_flow(settings, months))
+    path = _run_flow(ctx, lambda: simulate_flow(settings, months))
     typer.echo(path.read_text() + f"\ntimeline: {path} and {path.with_suffix('.png')}")
 
 
@@ -255,7 +294,7 @@ def retrain(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
     months, files = _batch_args(month, file)
     from flows.retrain import retrain_flow
 
-    out = _run_flow(lambda: retrain_flow(settings, months, files))
+    out = _run_flow(ctx, lambda: retrain_flow(settings, months, files))
     if out.status == "rejected":
         _fail(f"batch rejected, nothing ingested or trained: {out.detail}")
     typer.echo(
@@ -278,7 +317,7 @@ def monitor(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
     months, files = _batch_args(month, file)
     from flows.monitor import monitor_flow
 
-    out = _run_flow(lambda: monitor_flow(settings, months, files))
+    out = _run_flow(ctx, lambda: monitor_flow(settings, months, files))
     if out.status == "no-champion":
         typer.echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
     elif out.status == "rejected":
@@ -352,7 +391,7 @@ def lineage(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Mod
 
     from tasks.lineage import load_lineage
 
-    typer.echo(_run_flow(lambda: load_lineage.fn(settings, version)).describe())
+    typer.echo(_run_flow(ctx, lambda: load_lineage.fn(settings, version)).describe())
 
 
 @app.command()
@@ -363,7 +402,7 @@ def replay(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Mode
 
     from flows.replay import replay_flow
 
-    report = _run_flow(lambda: replay_flow(settings, version))
+    report = _run_flow(ctx, lambda: replay_flow(settings, version))
     stem = settings.reports.dir / "replay" / f"{report.lineage.name}-v{report.lineage.version}"
     typer.echo(report.markdown() + f"\nreport: {stem}.md ({stem}.json)")
     if not (report.metrics_identical and report.weights_equal):
@@ -377,6 +416,7 @@ def _registry_call(call):
     """Promotion-side failures become one clear message and exit 1; aliases untouched."""
     from mlflow.exceptions import MlflowException
 
+    from keel.errors import is_transient
     from keel.registry import PromotionError
 
     try:
@@ -384,6 +424,8 @@ def _registry_call(call):
     except PromotionError as exc:
         _fail(str(exc))
     except MlflowException as exc:
+        if is_transient(exc):
+            raise  # a server that does not answer is not a registry verdict: main() reports it
         _fail(f"MLflow registry error: {exc.message}")
 
 
@@ -466,6 +508,8 @@ def status(ctx: typer.Context):
 
     state = _registry_call(lambda: read_status(settings))
     typer.echo(f"model: {state['model']}")
+    for run in state["killed_runs"]:
+        typer.echo(f"KILLED run {run['run_name']} ({run['run_id']}): {run['reason']}")
     if state["out_of_band"]:
         typer.echo(f"WARNING: out-of-band move: {state['out_of_band']} (keel history records it)")
     for alias in ("champion", "challenger", "previous"):
@@ -493,7 +537,7 @@ def predict(
         _fail(f"{input}: no such file", 2)
     from flows.predict import predict_flow
 
-    result = _run_flow(lambda: predict_flow(settings, input.resolve(), output.resolve()))
+    result = _run_flow(ctx, lambda: predict_flow(settings, input.resolve(), output.resolve()))
     typer.echo(
         f"scored {result['rows']} rows with v{result['model_version']} -> {result['output']}"
         f" ({result['bad_rows']} bad rows)"
@@ -541,5 +585,31 @@ def config(ctx: typer.Context):
     typer.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
 
 
+def main() -> None:
+    """The console script: the typer app, with unexpected failures kept visible. A failure
+    no command caught prints its traceback; a backend that stopped answering (after the
+    tasks' retries) exits 2 like the pre-flight check, anything else 70."""
+    try:
+        app()
+    except Exception as exc:
+        import traceback
+
+        from keel.errors import EXIT_CONFIG, EXIT_INTERNAL, is_transient
+
+        traceback.print_exc()
+        if is_transient(exc):
+            _echo_err(f"error: a backend did not answer, even after retries: {type(exc).__name__}: {exc}")
+            sys.exit(EXIT_CONFIG)
+        _echo_err(
+            f"error: unexpected failure ({type(exc).__name__}); the traceback above belongs in a bug "
+            f"report (exit {EXIT_INTERNAL})"
+        )
+        sys.exit(EXIT_INTERNAL)
+
+
+def _echo_err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

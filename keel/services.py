@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from keel.errors import KeelError
 from keel.settings import Settings
 
 STATE_FILE = "up.json"
@@ -33,7 +34,7 @@ RETRAIN_DEPLOYMENT = "keel-scheduled-retrain/monthly"  # flows/deployments.py de
 MONITOR_DEPLOYMENT = "keel-drift-monitor/daily"
 
 
-class ServiceError(RuntimeError):
+class ServiceError(KeelError, RuntimeError):
     """A service keel up could not start, or keel down could not stop."""
 
 

@@ -18,12 +18,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel.errors import EXIT_CONFIG, KeelError
+
 WORKSPACE_FILE = "keel.toml"
 ENV_PREFIX = "KEEL_"
 
 
-class ConfigError(ValueError):
+class ConfigError(KeelError, ValueError):
     """A settings file or variable that keel cannot use."""
+
+    exit_code = EXIT_CONFIG
 
 
 class _Section(BaseModel):
@@ -86,6 +90,7 @@ class DvcConfig(_Section):
 
 class PrefectConfig(_Section):
     api_url: str
+    ephemeral: Literal["managed", "prefect"]
     retrain_cron: str
     monitor_cron: str
     timezone: str

@@ -1,18 +1,155 @@
-"""The MLflow edge: clients and experiments from settings, never from globals set at import."""
+"""The MLflow edge: clients and experiments from settings, never from globals set at import.
+
+Every run keel opens carries the host, PID and process start time of its process
+(``process_tags``). The first client a process makes for a workspace's store marks that
+workspace's runs that are still RUNNING but whose process is gone (killed, or its
+machine rebooted) as KILLED, with a ``keel.killed_reason`` tag (``reap_orphaned_runs``);
+runs of other hosts are left alone, since their processes cannot be seen from here.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from keel.settings import Settings
+
+KILLED_TAG = "keel.killed_reason"
+HOST_TAG, PID_TAG, PID_STARTED_TAG, WORKSPACE_TAG = (
+    "keel.host",
+    "keel.pid",
+    "keel.pid_started",
+    "keel.workspace",
+)
+
+# (tracking URI, workspace) pairs whose orphaned runs this process has already marked:
+# the check runs once per process and store, not on every client.
+_reaped: set[tuple[str, str]] = set()
 
 
 def client(settings: Settings):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.registry_uri)
+    c = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.registry_uri)
+    key = (settings.mlflow.tracking_uri, str(settings.workspace))
+    if key not in _reaped:
+        _reaped.add(key)
+        reap_orphaned_runs(settings, c)
+    return c
+
+
+def _process_started(pid: int) -> float | None:
+    """The start time of a live process, or None when there is none (zombies included)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def process_tags(settings: Settings) -> dict[str, str]:
+    """Who holds a run open: host, PID and the PID's start time (guards against PID reuse)."""
+    started = _process_started(os.getpid())
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        PID_STARTED_TAG: f"{started:.3f}" if started is not None else "",
+        WORKSPACE_TAG: str(settings.workspace),
+    }
+
+
+def _workspace_experiments(settings: Settings, c) -> list[str]:
+    names = (settings.mlflow.experiment, settings.mlflow.experiment + settings.drift.experiment_suffix)
+    return [e.experiment_id for e in (c.get_experiment_by_name(n) for n in names) if e is not None]
+
+
+def _holder_alive(tags: Mapping[str, str]) -> bool:
+    try:
+        pid, started = int(tags[PID_TAG]), float(tags[PID_STARTED_TAG])
+    except (KeyError, ValueError):
+        return True  # not recorded: keel cannot tell, so it does not touch the run
+    now = _process_started(pid)
+    return now is not None and abs(now - started) < 1.0
+
+
+def reap_orphaned_runs(settings: Settings, c) -> list[str]:
+    """Mark this workspace's RUNNING runs whose process on this host is gone as KILLED."""
+    exp_ids = _workspace_experiments(settings, c)
+    if not exp_ids:
+        return []
+    host = socket.gethostname()
+    runs = c.search_runs(
+        exp_ids,
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        max_results=500,
+    )
+    killed = []
+    for run in runs:
+        tags = run.data.tags
+        if tags.get(WORKSPACE_TAG) != str(settings.workspace) or _holder_alive(tags):
+            continue
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        c.set_tag(
+            run.info.run_id,
+            KILLED_TAG,
+            f"process {tags[PID_TAG]} on {host} ended without closing the run (killed or crashed); "
+            f"marked KILLED by keel (pid {os.getpid()}) at {when}",
+        )
+        c.set_terminated(run.info.run_id, status="KILLED")
+        killed.append(run.info.run_id)
+    return killed
+
+
+def killed_runs(settings: Settings, max_results: int = 5) -> list[dict[str, str]]:
+    """The newest runs of this workspace that keel marked KILLED: name, id and why."""
+    c = client(settings)
+    exp_ids = _workspace_experiments(settings, c)
+    if not exp_ids:
+        return []
+    runs = c.search_runs(
+        exp_ids,
+        filter_string=f"attributes.status = 'KILLED' and tags.`{WORKSPACE_TAG}` = '{settings.workspace}'",
+        max_results=max_results,
+        order_by=["attributes.start_time DESC"],
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name or "",
+            "reason": r.data.tags.get(KILLED_TAG, ""),
+        }
+        for r in runs
+        if KILLED_TAG in r.data.tags
+    ]
+
+
+def dataset_input(settings: Settings, md5: str, rows: int, partitions: list[str], commit: str):
+    """The data version as an MLflow dataset input: DVC md5 as the digest, the DVC remote
+    (and the git commit of data.dvc) as the source, so the runs table's Dataset column and
+    MLflow's lineage show which version a run trained on."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    source = {
+        "dvc_remote": settings.dvc.remote,
+        "url": settings.dvc.remote_url,
+        "path": settings.data.dir.name,
+        "md5": md5,
+        "git_commit": commit,
+    }
+    dataset = Dataset(
+        name=f"{settings.data.dir.name}@{md5.removesuffix('.dir')[:10]}",
+        digest=md5.removesuffix(".dir")[:36],
+        source_type="dvc",
+        source=json.dumps(source),
+        profile=json.dumps({"num_rows": rows, "partitions": partitions}),
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
 
 
 def use_tracking(settings: Settings) -> None:

@@ -10,8 +10,10 @@ from typing import Any
 
 import pandas as pd
 
+from keel.errors import InputError, KeelError
 
-class DataValidationError(RuntimeError):
+
+class DataValidationError(KeelError, RuntimeError):
     """The data broke the suite: the message names file, column and rule."""
 
     def __init__(self, message: str, report_paths: tuple[Path, ...] = ()):
@@ -84,9 +86,9 @@ def load_suite(path: Path) -> dict[str, Any]:
     try:
         suite = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"expectation suite {path}: {exc}") from exc
+        raise InputError(f"expectation suite {path}: {exc}") from exc
     if not isinstance(suite, dict) or not suite.get("expectations"):
-        raise ValueError(f"expectation suite {path}: no 'expectations' list")
+        raise InputError(f"expectation suite {path}: no 'expectations' list")
     return suite
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from keel.errors import KeelError
 from keel.settings import WORKSPACE_FILE, Settings
 
 GITIGNORE_LINES = [
@@ -43,7 +44,7 @@ remote_url = "dvc-remote"
 CACHE_TYPES = "reflink,hardlink,copy"
 
 
-class DataVersionError(RuntimeError):
+class DataVersionError(KeelError, RuntimeError):
     """data/ and data.dvc disagree, or a version cannot be materialised."""
 
 

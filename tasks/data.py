@@ -10,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from keel import dataset as ds
+from keel.errors import InputError, retry_transient
 from keel.settings import Settings
 from keel.validation import ValidationReport
 from keel.workspace import DataVersion, DataVersionError
@@ -70,7 +71,7 @@ def build_batches(settings: Settings, months: list[str], files: dict[str, Path])
         path = Path(path)
         target = ds.partition_path(settings.data.dir, name)
         if target.exists():
-            raise ValueError(
+            raise InputError(
                 f"{path}: partition '{name}' already exists ({target}); give the batch another name (--name)"
             )
         batches.append(Batch(name, str(path), ds.read_batch_file(path)))
@@ -89,7 +90,13 @@ def validate_batches(settings: Settings, batches: list[Batch]) -> ValidationRepo
     return replace(report, paths=paths)
 
 
-@task(name="commit-batches", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="commit-batches",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def commit_batches(settings: Settings, batches: list[Batch]) -> DataVersion:
     """Write the partitions, dvc add + push, record the version. A journal lets the
     next keel command restore the previous version if this is killed halfway."""
@@ -112,7 +119,13 @@ def pq_rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-@task(name="resolve-dataset", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="resolve-dataset",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def resolve_dataset(settings: Settings) -> DatasetRef:
     """The current data version (data.dvc), checked out and unmodified."""
     from keel.workspace import ensure_checked_out
@@ -168,7 +181,13 @@ def load_splits(settings: Settings, dataset: DatasetRef) -> Splits:
     return Splits(train, val, test)
 
 
-@task(name="verify-remote", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="verify-remote",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def verify_remote(settings: Settings, dataset: DatasetRef) -> DatasetRef:
     """Check, object by object, that the DVC remote holds this data version."""
     from keel.workspace import require_in_remote

@@ -10,18 +10,31 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from keel.drift import DriftReport
+from keel.errors import retry_transient
 from keel.settings import Settings
 from tasks.data import Batch
 
 
-@task(name="champion-version", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="champion-version",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def champion_version(settings: Settings) -> str | None:
     from keel import tracking
 
     return tracking.current_alias_version(settings, "champion")
 
 
-@task(name="load-reference", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="load-reference",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def load_reference(settings: Settings, lineage, directory: Path) -> pd.DataFrame:
     """The champion's training data, re-materialised from the DVC remote by its md5."""
     from keel import dataset as ds
@@ -48,7 +61,9 @@ def compute_drift(settings: Settings, reference: pd.DataFrame, batches: list[Bat
     )
 
 
-@task(name="log-drift", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="log-drift", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient
+)
 def log_drift(settings: Settings, report: DriftReport, champion: str, batches: list[Batch]) -> str:
     """MLflow metrics + plot in the monitoring experiment, and a Prefect table artifact."""
     from mlflow.entities import Metric
@@ -70,7 +85,12 @@ def log_drift(settings: Settings, report: DriftReport, champion: str, batches: l
     run = client.create_run(
         exp_id,
         run_name=f"drift {batch} vs v{champion}",
-        tags={"champion": champion, "batch": batch, "drifted": str(report.drifted).lower()},
+        tags={
+            "champion": champion,
+            "batch": batch,
+            "drifted": str(report.drifted).lower(),
+            **tracking.process_tags(settings),
+        },
     )
     now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
     client.log_batch(

@@ -11,6 +11,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.errors import retry_transient
 from keel.settings import Settings
 from tasks.data import Splits
 
@@ -41,7 +42,13 @@ def evaluate_model(settings: Settings, model, splits: Splits) -> Evaluation:
     return Evaluation(metrics, slices, y_test, prob_test, thr)
 
 
-@task(name="log-evaluation", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="log-evaluation",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def log_evaluation(settings: Settings, evaluation: Evaluation, run_id: str) -> list[str]:
     """Metrics, PNG plots and the slice table into the MLflow run."""
     import math

@@ -9,6 +9,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.errors import retry_transient
 from keel.gate import GateResult
 from keel.settings import Settings
 from tasks.data import DatasetRef, Splits
@@ -27,7 +28,13 @@ class Baseline:
     slices: pd.DataFrame
 
 
-@task(name="evaluate-champion", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="evaluate-champion",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
     import mlflow
 
@@ -80,7 +87,13 @@ def apply_gate(settings: Settings, evaluation: Evaluation, baseline: Baseline | 
     return result
 
 
-@task(name="record-gate", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="record-gate",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def record_gate(
     settings: Settings,
     registered: RegisteredVersion,

@@ -10,13 +10,20 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.errors import KeelError, NotFoundError, retry_transient
 from keel.lineage import Lineage, ReplayReport
 from keel.settings import Settings
 from keel.workspace import DataVersionError
 from tasks.data import DatasetRef
 
 
-@task(name="load-lineage", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="load-lineage",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def load_lineage(settings: Settings, version: str) -> Lineage:
     from mlflow.exceptions import MlflowException
 
@@ -27,7 +34,11 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
     try:
         mv = client.get_model_version(name, str(version))
     except MlflowException as exc:
-        raise ValueError(
+        # only the registry's own "no such version" is "not found"; a server that is down,
+        # a refused request or a bad store keeps its error (and is retried when transient)
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise NotFoundError(
             f"model '{name}' has no version {version!r} in {settings.mlflow.registry_uri}"
         ) from exc
     run = client.get_run(mv.run_id)
@@ -70,7 +81,13 @@ def discard_scratch(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-@task(name="materialise-dataset", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="materialise-dataset",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -> tuple[Settings, DatasetRef]:
     """The recorded data version, pulled from the remote into ``directory`` (never
     data/), and settings that train exactly as recorded there."""
@@ -92,7 +109,7 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
         }
     )
     if replay.config_hash() != lineage.config_hash:
-        raise ValueError(
+        raise KeelError(
             f"recorded config of v{lineage.version} hashes to {replay.config_hash()}, "
             f"not the recorded {lineage.config_hash}"
         )

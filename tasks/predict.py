@@ -7,10 +7,17 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.errors import retry_transient
 from keel.settings import Settings
 
 
-@task(name="load-champion", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="load-champion",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def load_champion(settings: Settings):
     from keel import tracking
     from keel.registry import PromotionError

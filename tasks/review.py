@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.input import RunInput
 
+from keel.errors import retry_transient
 from keel.settings import Settings
 
 
@@ -19,7 +20,13 @@ class ReviewDecision(RunInput):
     reason: str
 
 
-@task(name="describe-candidate", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="describe-candidate",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def describe_candidate(settings: Settings, version: str) -> str:
     """The candidate's gate verdict and diff card, published for the reviewer."""
     from prefect.artifacts import create_markdown_artifact

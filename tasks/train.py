@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.errors import retry_transient
 from keel.settings import Settings
 from keel.validation import ValidationReport
 from tasks.data import DatasetRef, Splits
@@ -16,11 +17,13 @@ def run_name(dataset: DatasetRef) -> str:
     return f"data-{dataset.version.short} ({span})"
 
 
-@task(name="start-run", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="start-run", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient
+)
 def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationReport, splits: Splits) -> str:
     """Open one MLflow run per training, named after the data version; log params,
     the resolved config, the data version and the git commit."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
 
     from keel import tracking
     from keel.lineage import environment_lock
@@ -42,6 +45,7 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
             "validation_status": validation.status,
             "profile": settings.profile or "default",
             "env_hash": env_hash,
+            **tracking.process_tags(settings),  # host + pid: a killed run is found and marked
         },
     )
     params = tracking.flatten("", settings.model_inputs())
@@ -52,10 +56,11 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
             **{f"data.rows_{k}": str(v) for k, v in splits.sizes().items()},
         }
     )
-    client.log_batch(
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in sorted(params.items())])
+    partitions = dataset.partition_names
+    client.log_inputs(
         run.info.run_id,
-        params=[Param(k, v) for k, v in sorted(params.items())],
-        tags=[RunTag("keel.workspace", str(settings.workspace))],
+        datasets=[tracking.dataset_input(settings, dataset.version.md5, dataset.rows, partitions, commit)],
     )
     client.log_dict(run.info.run_id, settings.model_dump(mode="json"), "config/resolved.json")
     client.log_text(run.info.run_id, settings.dvc_file.read_text(), "data/data.dvc")
@@ -88,7 +93,7 @@ def train_model(settings: Settings, splits: Splits, run_id: str | None):
     return model
 
 
-@task(name="end-run", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(name="end-run", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
 def end_run(settings: Settings, run_id: str, status: str = "FINISHED") -> None:
     from keel import tracking
 

@@ -22,6 +22,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from keel.drift import DriftReport
+from keel.errors import retry_transient
 from keel.services import RETRAIN_DEPLOYMENT
 
 if TYPE_CHECKING:
@@ -67,7 +68,13 @@ def _server_url() -> str | None:
     return get_current_settings().api.url or None
 
 
-@task(name="decide-trigger", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="decide-trigger",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
 def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]) -> Trigger:
     """No drift, switched off, the same drift already handled, in cooldown, or go
     (through the retraining deployment when a server has it, else inline)."""
@@ -144,7 +151,13 @@ def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]
     return Trigger("inline", key, tags, "no retraining deployment: retraining inline")
 
 
-@task(name="start-retraining", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+@task(
+    name="start-retraining",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+)
 def start_retraining(
     settings: Settings, trigger: Trigger, months: list[str], files: dict[str, Path] | None
 ) -> Trigger:
