@@ -502,14 +502,16 @@ def history(ctx: typer.Context):
 
 @app.command()
 def status(ctx: typer.Context):
-    """champion, challenger and previous: metrics, data version and who promoted them."""
+    """champion, challenger and previous: metrics, data version and who promoted them; and
+    runs of this workspace whose process died without closing them (marked KILLED)."""
     settings = _settings(ctx)
+    from keel import tracking
     from keel.registry import status as read_status
 
+    for run in tracking.killed_runs(settings):  # also before any model is registered
+        typer.echo(f"KILLED run {run['run_name']} ({run['run_id']}): {run['reason']}")
     state = _registry_call(lambda: read_status(settings))
     typer.echo(f"model: {state['model']}")
-    for run in state["killed_runs"]:
-        typer.echo(f"KILLED run {run['run_name']} ({run['run_id']}): {run['reason']}")
     if state["out_of_band"]:
         typer.echo(f"WARNING: out-of-band move: {state['out_of_band']} (keel history records it)")
     for alias in ("champion", "challenger", "previous"):
@@ -578,11 +580,13 @@ def serve(
 
 @app.command()
 def config(ctx: typer.Context):
-    """Print the resolved settings (every location keel will use)."""
+    """Print the resolved settings (every location keel will use) and, under "sources",
+    the layer each location came from (defaults, keel.toml, a profile, an environment
+    variable such as MLFLOW_TRACKING_URI or KEEL_MLFLOW__TRACKING_URI, or derived)."""
     import json
 
     settings = _settings(ctx, check=False)
-    typer.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
+    typer.echo(json.dumps({**settings.model_dump(mode="json"), "sources": settings.sources}, indent=2))
 
 
 def main() -> None:

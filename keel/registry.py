@@ -334,13 +334,8 @@ def status(settings: Settings) -> dict[str, Any]:
     reg = Registry(settings)
     reg.check_reachable()
     ledger = reg.ledger()
-    from keel import tracking
 
-    out: dict[str, Any] = {
-        "model": reg.name,
-        "out_of_band": None,
-        "killed_runs": tracking.killed_runs(settings),
-    }
+    out: dict[str, Any] = {"model": reg.name, "out_of_band": None}
     actual, recorded = reg.alias("champion"), reg.recorded_champion()
     if actual != recorded:
         out["out_of_band"] = f"champion is v{actual} but keel's ledger last set v{recorded}"

@@ -1,8 +1,10 @@
 """One settings object for every location and knob keel uses.
 
 Layers, later wins: the packaged ``conf/defaults.toml`` < ``<workspace>/keel.toml``
-< ``[profiles.<name>]`` < ``KEEL_<SECTION>__<KEY>`` environment variables < explicit
-overrides. Loading reads files and the environment only: it creates nothing.
+< ``[profiles.<name>]`` < MLflow's own ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``
+< ``KEEL_<SECTION>__<KEY>`` environment variables < explicit overrides. Each location
+remembers the layer it came from (``Settings.sources``, shown by ``keel config``).
+Loading reads files and the environment only: it creates nothing.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class DvcConfig(_Section):
 
 class PrefectConfig(_Section):
     api_url: str
-    ephemeral: Literal["managed", "prefect"]
+    ephemeral: Literal["managed", "prefect"] = "managed"  # default: versions recorded before it
     retrain_cron: str
     monitor_cron: str
     timezone: str
@@ -166,6 +168,8 @@ class Settings(_Section):
     serve: ServeConfig
     drift: DriftConfig
     up: UpConfig
+    # location key -> the layer it came from; not part of the config (excluded from dumps)
+    sources: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @property
     def dvc_file(self) -> Path:
@@ -184,7 +188,8 @@ class Settings(_Section):
         """A copy with dotted-key overrides applied (``{"train.max_epochs": 1}``)."""
         raw = self.model_dump(mode="json")
         _merge(raw, _undot(overrides))
-        return Settings.model_validate(raw)
+        sources = {**self.sources, **{k: "override" for k in overrides if k in LOCATION_KEYS}}
+        return Settings.model_validate({**raw, "sources": sources})
 
 
 def _defaults() -> dict[str, Any]:
@@ -212,20 +217,72 @@ def _undot(flat: Mapping[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``KEEL_TRAIN__MAX_EPOCHS=3`` -> ``{"train": {"max_epochs": "3"}}``; JSON for lists."""
-    flat: dict[str, Any] = {}
-    for name, value in environ.items():
+def _keel_env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """``KEEL_TRAIN__MAX_EPOCHS=3`` -> ``("env KEEL_TRAIN__MAX_EPOCHS", {"train": {"max_epochs": "3"}})``;
+    JSON for lists. One layer per variable, so each location knows which one set it."""
+    layers = []
+    for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        parsed: Any = value
         if value.startswith(("[", "{")):
             try:
-                value = json.loads(value)
+                parsed = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"environment variable {name}: not valid JSON: {exc}") from exc
-        flat[key] = value
-    return _undot(flat)
+        layers.append((f"env {name}", _undot({key: parsed})))
+    return layers
+
+
+# MLflow's own variables, honoured below KEEL_*: a user who exported them expects their server.
+MLFLOW_ENV = {"MLFLOW_TRACKING_URI": "mlflow.tracking_uri", "MLFLOW_REGISTRY_URI": "mlflow.registry_uri"}
+
+
+def _mlflow_env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"env {name}", _undot({key: environ[name]})) for name, key in MLFLOW_ENV.items() if environ.get(name)
+    ]
+
+
+# The settings that say where things live; `keel config` shows which layer set each one.
+LOCATION_KEYS = (
+    "data.dir",
+    "data.suite",
+    "reports.dir",
+    "up.state_dir",
+    "mlflow.tracking_uri",
+    "mlflow.registry_uri",
+    "mlflow.artifact_root",
+    "prefect.api_url",
+    "dvc.remote_url",
+    "dvc.endpoint_url",
+)
+
+
+def _get(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _derived_sources(sources: dict[str, str], raw: Mapping[str, Any]) -> dict[str, str]:
+    """Name the rule for locations left empty by every layer and filled in by _resolve."""
+    out = dict(sources)
+    derived = {
+        "mlflow.tracking_uri": "derived: sqlite under <workspace>/mlflow/",
+        "mlflow.registry_uri": "derived: = mlflow.tracking_uri",
+        "mlflow.artifact_root": "derived: <workspace>/mlflow/artifacts, or the HTTP server's own",
+        "data.suite": "derived: keel's packaged suite",
+        "prefect.api_url": "none: a server of each command's own, or `keel up`'s",
+    }
+    for key, rule in derived.items():
+        if out[key].startswith("default") and not _get(raw, key):
+            out[key] = rule
+    return out
 
 
 def find_workspace(start: Path | None = None) -> Path:
@@ -334,6 +391,7 @@ def load_settings(
 
     raw = _defaults()
     profiles = raw.pop("profiles", {})
+    layers: list[tuple[str, dict[str, Any]]] = []
     ws_file = ws / WORKSPACE_FILE
     if ws_file.is_file():
         try:
@@ -341,18 +399,26 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{ws_file}: {exc}") from exc
         profiles = _merge(profiles, ws_raw.pop("profiles", {}))
-        _merge(raw, ws_raw)
+        layers.append((str(ws_file), ws_raw))
     if profile:
         if profile not in profiles:
             raise ConfigError(f"unknown profile {profile!r}; known: {sorted(profiles)}")
-        _merge(raw, profiles[profile])
-    _merge(raw, _env_layer(env))
+        layers.append((f"profile '{profile}'", profiles[profile]))
+    layers += _mlflow_env_layers(env)
+    layers += _keel_env_layers(env)
     if overrides:
-        _merge(raw, _undot(overrides))
+        layers.append(("override", _undot(overrides)))
+    sources = {key: "default (keel/conf/defaults.toml)" for key in LOCATION_KEYS}
+    for name, layer in layers:
+        _merge(raw, layer)
+        for key in LOCATION_KEYS:
+            if _get(layer, key) not in (None, ""):
+                sources[key] = name
     raw["profile"] = profile
     _refuse_secrets(raw)
     try:
-        return Settings.model_validate(_resolve(raw, ws))
+        sources = _derived_sources(sources, raw)  # before _resolve fills the empty ones
+        return Settings.model_validate({**_resolve(raw, ws), "sources": sources})
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"incomplete settings for workspace {ws}: {exc}") from exc
     except ValueError as exc:  # pydantic.ValidationError names the field and the rule

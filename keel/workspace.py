@@ -16,7 +16,10 @@ import yaml
 from keel.errors import KeelError
 from keel.settings import WORKSPACE_FILE, Settings
 
+# "/data": DVC's own entry for the tracked directory, written up front so that `dvc add`
+# leaves the committed .gitignore as it is
 GITIGNORE_LINES = [
+    "/data",
     "/mlflow/*",
     "!/mlflow/.gitignore",
     "/reports/",
@@ -106,7 +109,34 @@ def init_workspace(directory: Path) -> Path:
     (ws / "mlflow").mkdir(exist_ok=True)
     (ws / "mlflow" / ".gitignore").write_text("*\n!.gitignore\n")
     _append_missing(ws / ".gitignore", GITIGNORE_LINES)
+    _first_commit(ws)
     return ws
+
+
+# What `keel init` writes and commits; nothing else of the directory is staged.
+INIT_FILES = (
+    WORKSPACE_FILE,
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "mlflow/.gitignore",
+)
+
+
+def _first_commit(ws: Path) -> None:
+    """A new repository gets one commit of keel's own files, so every version records a
+    real git sha. A repository that already has commits is left alone."""
+    has_head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=ws, capture_output=True)
+    if has_head.returncode == 0:
+        return
+    files = [f for f in INIT_FILES if (ws / f).exists()]
+    _run(["git", "add", "--", *files], ws)
+    identity = []
+    if not subprocess.run(["git", "config", "user.email"], cwd=ws, capture_output=True).stdout.strip():
+        identity = ["-c", "user.name=keel", "-c", "user.email=keel@localhost"]  # no git identity set
+    message = "keel init: settings, DVC and MLflow layout"
+    _run(["git", *identity, "commit", "-q", "-m", message, "--", *files], ws)
 
 
 def configure_remote(settings: Settings) -> None:

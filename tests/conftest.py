@@ -32,7 +32,9 @@ def pytest_configure(config):
             "GIT_COMMITTER_EMAIL": "tests@keel.invalid",
         }
     )
-    for key in [k for k in os.environ if k.startswith("KEEL_")]:
+    for key in [
+        k for k in os.environ if k.startswith("KEEL_") or k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    ]:
         del os.environ[key]  # the developer's own settings must not leak into tests
 
 

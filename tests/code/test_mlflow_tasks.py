@@ -1,5 +1,9 @@
 """start/train/evaluate/log/register/report tasks against a real MLflow sqlite store in tmp."""
 
+import json
+import os
+import subprocess
+
 import pytest
 from mlflow.exceptions import MlflowException
 
@@ -44,7 +48,21 @@ def test_start_run_records_data_version_config_and_commit(trained):
     assert run.data.tags["data_version"] == dataset.version.md5
     assert run.data.tags["config_hash"] == s.config_hash()
     assert run.data.tags["validation_status"] == "passed"
-    assert run.data.tags["git_sha"]  # 'none' in a repo without commits, else the sha
+    # keel init made the first commit, and ingest left the tracked files as they were
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=s.workspace, capture_output=True, text=True)
+    assert run.data.tags["git_sha"] == head.stdout.strip() == run.data.tags["mlflow.source.git.commit"]
+    assert len(run.data.tags["git_sha"]) == 40
+    # who holds the run open, so that a killed one can be found
+    assert run.data.tags["keel.pid"] == str(os.getpid()) and run.data.tags["keel.host"]
+    # the data version as an MLflow dataset input: the UI's Dataset column and lineage
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.digest == dataset.version.md5.removesuffix(".dir")
+    assert inp.dataset.source_type == "dvc"
+    source = json.loads(inp.dataset.source)
+    assert source["md5"] == dataset.version.md5 and source["url"] == s.dvc.remote_url
+    assert source["git_commit"] == run.data.tags["git_sha"]
+    assert json.loads(inp.dataset.profile)["num_rows"] == dataset.rows
+    assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
     assert run.data.params["train.batch_size"] == str(s.train.batch_size)
     assert run.data.params["data.version"] == dataset.version.md5
     names = {a.path for a in _client(s).list_artifacts(run_id, "config")}

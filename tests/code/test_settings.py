@@ -86,3 +86,66 @@ def test_config_hash_tracks_model_inputs_only(tmp_path):
     b = load_settings(tmp_path, environ={"KEEL_MLFLOW__EXPERIMENT": "other"})
     c = load_settings(tmp_path, environ={"KEEL_TRAIN__LR": "0.5"})
     assert a.config_hash() == b.config_hash() != c.config_hash()
+
+
+def test_mlflow_environment_variables_are_a_layer_below_keel_ones(tmp_path):
+    (tmp_path / "keel.toml").write_text('[dvc]\nremote_url = "elsewhere"\n')
+    env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5101"}
+    s = load_settings(tmp_path, environ=env)
+    assert s.mlflow.tracking_uri == s.mlflow.registry_uri == "http://127.0.0.1:5101"
+    assert s.mlflow.artifact_root == ""  # the tracking server decides where artifacts go
+    assert s.sources["mlflow.tracking_uri"] == "env MLFLOW_TRACKING_URI"
+    assert s.sources["mlflow.registry_uri"] == "derived: = mlflow.tracking_uri"
+    assert s.sources["dvc.remote_url"] == str(tmp_path / "keel.toml")
+    assert s.sources["data.dir"].startswith("default")
+
+    env["MLFLOW_REGISTRY_URI"] = "http://127.0.0.1:5102"
+    s = load_settings(tmp_path, environ=env)
+    assert (s.mlflow.tracking_uri, s.mlflow.registry_uri) == (
+        "http://127.0.0.1:5101",
+        "http://127.0.0.1:5102",
+    )
+    assert s.sources["mlflow.registry_uri"] == "env MLFLOW_REGISTRY_URI"
+
+    env["KEEL_MLFLOW__TRACKING_URI"] = "http://127.0.0.1:5200"  # keel's own variable wins
+    s = load_settings(tmp_path, environ=env)
+    assert s.mlflow.tracking_uri == "http://127.0.0.1:5200"
+    assert s.sources["mlflow.tracking_uri"] == "env KEEL_MLFLOW__TRACKING_URI"
+    assert s.sources["mlflow.registry_uri"] == "env MLFLOW_REGISTRY_URI"
+
+    s = load_settings(tmp_path, environ={})
+    assert s.mlflow.tracking_uri.startswith("sqlite:///")
+    assert s.sources["mlflow.tracking_uri"] == "derived: sqlite under <workspace>/mlflow/"
+    assert (
+        s.with_overrides({"mlflow.tracking_uri": "http://h:1"}).sources["mlflow.tracking_uri"] == "override"
+    )
+
+
+def test_keel_config_shows_where_each_location_came_from(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:5101", "KEEL_DVC__REMOTE_URL": "/srv/dvc"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "-w", str(tmp_path), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["mlflow"]["tracking_uri"] == "http://127.0.0.1:5101"
+    assert out["sources"]["mlflow.tracking_uri"] == "env MLFLOW_TRACKING_URI"
+    assert out["sources"]["dvc.remote_url"] == "env KEEL_DVC__REMOTE_URL"
+
+
+def test_debug_profile_stays_larger_than_test_and_test_the_smallest(tmp_path):
+    debug = load_settings(tmp_path, profile="debug", environ={})
+    test = load_settings(tmp_path, profile="test", environ={})
+    assert test.data.sample_rows < debug.data.sample_rows
+    assert test.train.max_epochs <= debug.train.max_epochs
+    # debug keeps the default gate: its champion is a real one (tests/integration/test_profiles.py)
+    assert debug.gate == load_settings(tmp_path, environ={}).gate
