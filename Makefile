@@ -38,6 +38,8 @@ test-fast: $(STAMP)
 
 ## Benchmarks (not run in CI), each a ratio against a baseline in the same run.
 bench: $(STAMP)
+	$(PY) bench/train_overhead.py
+	$(PY) bench/train_overhead.py --profile debug
 	$(PY) bench/train_throughput.py
 	$(PY) bench/dvc_add_throughput.py
 	$(PY) bench/serve_latency.py

@@ -239,10 +239,25 @@ def _keel_env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, An
 MLFLOW_ENV = {"MLFLOW_TRACKING_URI": "mlflow.tracking_uri", "MLFLOW_REGISTRY_URI": "mlflow.registry_uri"}
 
 
+# MLflow writes MLFLOW_TRACKING_URI into os.environ whenever set_tracking_uri() runs (keel's
+# fluent calls, Lightning's MLFlowLogger), so after a process's first run the live variable
+# names the store keel itself chose, not the user's. For os.environ keel therefore reads
+# MLflow's variables as they were at the process's first load_settings (before any MLflow call).
+_process_mlflow_env: dict[str, str] | None = None
+
+
+def _user_mlflow_env(environ: Mapping[str, str]) -> dict[str, str]:
+    global _process_mlflow_env
+    if environ is not os.environ:
+        return {name: environ[name] for name in MLFLOW_ENV if environ.get(name)}
+    if _process_mlflow_env is None:
+        _process_mlflow_env = {name: os.environ[name] for name in MLFLOW_ENV if os.environ.get(name)}
+    return _process_mlflow_env
+
+
 def _mlflow_env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (f"env {name}", _undot({key: environ[name]})) for name, key in MLFLOW_ENV.items() if environ.get(name)
-    ]
+    user = _user_mlflow_env(environ)
+    return [(f"env {name}", _undot({MLFLOW_ENV[name]: value})) for name, value in user.items()]
 
 
 # The settings that say where things live; `keel config` shows which layer set each one.

@@ -14,9 +14,13 @@ import os
 import socket
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import DatasetInput
 
 KILLED_TAG = "keel.killed_reason"
 HOST_TAG, PID_TAG, PID_STARTED_TAG, WORKSPACE_TAG = (
@@ -31,7 +35,7 @@ HOST_TAG, PID_TAG, PID_STARTED_TAG, WORKSPACE_TAG = (
 _reaped: set[tuple[str, str]] = set()
 
 
-def client(settings: Settings):
+def client(settings: Settings) -> MlflowClient:
     from mlflow import MlflowClient
 
     c = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.registry_uri)
@@ -64,7 +68,7 @@ def process_tags(settings: Settings) -> dict[str, str]:
     }
 
 
-def _workspace_experiments(settings: Settings, c) -> list[str]:
+def _workspace_experiments(settings: Settings, c: MlflowClient) -> list[str]:
     names = (settings.mlflow.experiment, settings.mlflow.experiment + settings.drift.experiment_suffix)
     return [e.experiment_id for e in (c.get_experiment_by_name(n) for n in names) if e is not None]
 
@@ -78,7 +82,7 @@ def _holder_alive(tags: Mapping[str, str]) -> bool:
     return now is not None and abs(now - started) < 1.0
 
 
-def reap_orphaned_runs(settings: Settings, c) -> list[str]:
+def reap_orphaned_runs(settings: Settings, c: MlflowClient) -> list[str]:
     """Mark this workspace's RUNNING runs whose process on this host is gone as KILLED."""
     exp_ids = _workspace_experiments(settings, c)
     if not exp_ids:
@@ -129,7 +133,9 @@ def killed_runs(settings: Settings, max_results: int = 5) -> list[dict[str, str]
     ]
 
 
-def dataset_input(settings: Settings, md5: str, rows: int, partitions: list[str], commit: str):
+def dataset_input(
+    settings: Settings, md5: str, rows: int, partitions: list[str], commit: str
+) -> DatasetInput:
     """The data version as an MLflow dataset input: DVC md5 as the digest, the DVC remote
     (and the git commit of data.dvc) as the source, so the runs table's Dataset column and
     MLflow's lineage show which version a run trained on."""
@@ -164,10 +170,10 @@ def ensure_experiment(settings: Settings) -> str:
     c = client(settings)
     exp = c.get_experiment_by_name(settings.mlflow.experiment)
     if exp is not None:
-        return exp.experiment_id
+        return str(exp.experiment_id)
     root = settings.mlflow.artifact_root
     location = f"{root.rstrip('/')}/{settings.mlflow.experiment}" if root else None
-    return c.create_experiment(settings.mlflow.experiment, artifact_location=location)
+    return str(c.create_experiment(settings.mlflow.experiment, artifact_location=location))
 
 
 def flatten(prefix: str, value: Any) -> dict[str, str]:

@@ -59,7 +59,7 @@ def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
             slices = slice_table(frame, y, prob, 0.5, settings.features.slices, pred)
     client = tracking.client(settings)
     mv = client.get_model_version(settings.mlflow.model_name, version)
-    params = dict(client.get_run(mv.run_id).data.params)
+    params = dict(client.get_run(mv.run_id).data.params) if mv.run_id else {}
     return Baseline(version, (mv.tags or {}).get("data_version", ""), params, metrics, slices)
 
 

@@ -41,11 +41,14 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
         raise NotFoundError(
             f"model '{name}' has no version {version!r} in {settings.mlflow.registry_uri}"
         ) from exc
-    run = client.get_run(mv.run_id)
+    if not mv.run_id:
+        raise KeelError(f"model '{name}' v{version} was registered without a run: no lineage recorded")
+    run_id: str = mv.run_id
+    run = client.get_run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
 
         def text(path: str) -> str:
-            return Path(client.download_artifacts(mv.run_id, path, tmp)).read_text()
+            return Path(client.download_artifacts(run_id, path, tmp)).read_text()
 
         dvc_file = text("data/data.dvc")
         partitions = json.loads(text("data/partitions.json"))
@@ -54,7 +57,7 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
     return Lineage(
         name=name,
         version=str(mv.version),
-        run_id=mv.run_id,
+        run_id=run_id,
         data_version=mv.tags.get("data_version", run.data.tags.get("data_version", "")),
         dvc_file=dvc_file,
         partitions=partitions,

@@ -87,7 +87,7 @@ def train_model(settings: Settings, splits: Splits, run_id: str | None):
     model = fit(splits.train, splits.val, settings.features, settings.train, logger=logger)
     client = tracking.client(settings)
     client.log_metric(run_id, "train/epochs_run", model.epochs_run)
-    if model.best_epoch is not None:
+    if model.best_epoch is not None and model.best_val_loss is not None:
         client.log_metric(run_id, "val/best_epoch", model.best_epoch)
         client.log_metric(run_id, "val/best_loss", model.best_val_loss)
     return model

