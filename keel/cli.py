@@ -58,6 +58,11 @@ FLOW_COMMANDS = frozenset(
 )
 
 
+# Commands that open the MLflow store: each first marks the runs a killed command left
+# RUNNING (keel.tracking.reap_once), after the pre-flight check proved the store answers.
+TRACKING_COMMANDS = (FLOW_COMMANDS - {"ingest"}) | {"lineage", "promote", "rollback", "history", "status"}
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -111,6 +116,10 @@ def _settings(ctx: typer.Context, check: bool = True):
         except BackendError as exc:
             _fail(str(exc), 2)
     _use_prefect(ctx, settings)
+    if check and ctx.info_name in TRACKING_COMMANDS:
+        from keel import tracking
+
+        tracking.reap_once(settings)  # runs left RUNNING by a killed command become KILLED
     return settings
 
 

@@ -1,10 +1,11 @@
 """The MLflow edge: clients and experiments from settings, never from globals set at import.
 
 Every run keel opens carries the host, PID and process start time of its process
-(``process_tags``). The first client a process makes for a workspace's store marks that
+(``process_tags``). The first time a process opens a workspace's store, keel marks that
 workspace's runs that are still RUNNING but whose process is gone (killed, or its
 machine rebooted) as KILLED, with a ``keel.killed_reason`` tag (``reap_orphaned_runs``);
 runs of other hosts are left alone, since their processes cannot be seen from here.
+The CLI does it after its pre-flight check; the tasks that open runs do it too.
 """
 
 from __future__ import annotations
@@ -38,12 +39,17 @@ _reaped: set[tuple[str, str]] = set()
 def client(settings: Settings) -> MlflowClient:
     from mlflow import MlflowClient
 
-    c = MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.registry_uri)
+    return MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.registry_uri)
+
+
+def reap_once(settings: Settings) -> list[str]:
+    """``reap_orphaned_runs`` the first time this process opens a workspace's store (the
+    CLI after its pre-flight check, and the tasks that open runs); later calls do nothing."""
     key = (settings.mlflow.tracking_uri, str(settings.workspace))
-    if key not in _reaped:
-        _reaped.add(key)
-        reap_orphaned_runs(settings, c)
-    return c
+    if key in _reaped:
+        return []
+    _reaped.add(key)
+    return reap_orphaned_runs(settings, client(settings))
 
 
 def _process_started(pid: int) -> float | None:

@@ -30,6 +30,7 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
     from keel.workspace import git_commit
 
     env_hash, packages = environment_lock()
+    tracking.reap_once(settings)  # deployment runs open the store here, not through the CLI
     client = tracking.client(settings)
     experiment_id = tracking.ensure_experiment(settings)
     commit = git_commit(settings.workspace)
