@@ -260,19 +260,9 @@ def _mlflow_env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, 
     return [(f"env {name}", _undot({MLFLOW_ENV[name]: value})) for name, value in user.items()]
 
 
-# The settings that say where things live; `keel config` shows which layer set each one.
-LOCATION_KEYS = (
-    "data.dir",
-    "data.suite",
-    "reports.dir",
-    "up.state_dir",
-    "mlflow.tracking_uri",
-    "mlflow.registry_uri",
-    "mlflow.artifact_root",
-    "prefect.api_url",
-    "dvc.remote_url",
-    "dvc.endpoint_url",
-)
+# The settings that say where things live (paths, and the addresses below); `keel config`
+# shows which layer set each one.
+PATH_KEYS = ("data.dir", "data.suite", "reports.dir", "up.state_dir")
 
 
 def _get(tree: Mapping[str, Any], dotted: str) -> Any:
@@ -351,6 +341,7 @@ ADDRESS_KEYS = (
     "dvc.remote_url",
     "dvc.endpoint_url",
 )
+LOCATION_KEYS = (*PATH_KEYS, *ADDRESS_KEYS)
 
 CREDENTIAL_ENV = (
     "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN for MLflow, "
