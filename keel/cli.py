@@ -68,6 +68,12 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _worker_rank() -> bool:
+    """A DDP rank > 0 started by an outside launcher (torchrun): it only trains; rank 0
+    runs the flow, opens the MLflow store and talks to Prefect."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 def _use_prefect(ctx: typer.Context, settings) -> None:
     """Point Prefect at its API: the settings' server, a running `keel up`, or (for commands
     that run flows) a server of this command's own, started now so it boots while the ML
@@ -82,11 +88,7 @@ def _use_prefect(ctx: typer.Context, settings) -> None:
     up = running(settings)  # `keel up` is running for this workspace: use its server
     if up is not None:
         os.environ["PREFECT_API_URL"] = up.prefect_api
-    elif (
-        ctx.info_name in FLOW_COMMANDS
-        and settings.prefect.ephemeral == "managed"
-        and os.environ.get("RANK", "0") == "0"  # DDP ranks > 0 under torchrun run no flow
-    ):
+    elif ctx.info_name in FLOW_COMMANDS and settings.prefect.ephemeral == "managed" and not _worker_rank():
         from keel import prefect_server
 
         server = prefect_server.start(settings.up.state_dir / "logs")
@@ -116,7 +118,7 @@ def _settings(ctx: typer.Context, check: bool = True):
         except BackendError as exc:
             _fail(str(exc), 2)
     _use_prefect(ctx, settings)
-    if check and ctx.info_name in TRACKING_COMMANDS:
+    if check and ctx.info_name in TRACKING_COMMANDS and not _worker_rank():
         from keel import tracking
 
         tracking.reap_once(settings)  # runs left RUNNING by a killed command become KILLED
