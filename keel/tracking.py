@@ -10,11 +10,13 @@ The CLI does it after its pre-flight check; the tasks that open runs do it too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.settings import Settings
@@ -36,10 +38,51 @@ HOST_TAG, PID_TAG, PID_STARTED_TAG, WORKSPACE_TAG = (
 _reaped: set[tuple[str, str]] = set()
 
 
+# sqlite databases this process has opened under their file lock (see ``client``).
+_opened: set[Path] = set()
+
+
 def client(settings: Settings) -> MlflowClient:
+    """A client of the workspace's tracking and registry stores.
+
+    MLflow creates and migrates a sqlite store when a process first opens it, and two
+    processes doing that at once on a new workspace (two commands started together, a
+    test polling the store while a command starts) break the migration ("duplicate
+    column name", "expected to match one row"). So the first open of a sqlite store in a
+    process happens while holding a file lock next to its database; later opens hit
+    MLflow's own store cache. Server-backed stores take no lock."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=settings.mlflow.tracking_uri, registry_uri=settings.mlflow.registry_uri)
+    ml = settings.mlflow
+    dbs = {db for db in map(_sqlite_path, (ml.tracking_uri, ml.registry_uri)) if db and db not in _opened}
+    if not dbs:
+        return MlflowClient(tracking_uri=ml.tracking_uri, registry_uri=ml.registry_uri)
+    with contextlib.ExitStack() as locks:
+        for db in sorted(dbs):
+            locks.enter_context(_file_lock(db.parent / f"{db.name}.lock"))
+        c = MlflowClient(tracking_uri=ml.tracking_uri, registry_uri=ml.registry_uri)  # opens tracking
+        c.search_registered_models(max_results=1)  # opens (and so creates) the registry store
+    _opened.update(dbs)
+    return c
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def reap_once(settings: Settings) -> list[str]:
@@ -167,6 +210,8 @@ def dataset_input(
 def use_tracking(settings: Settings) -> None:
     """Point MLflow's fluent API (needed by log_model) at the workspace's store."""
     import mlflow
+
+    client(settings)  # a sqlite store is created under its lock before the fluent API opens it
 
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
     mlflow.set_registry_uri(settings.mlflow.registry_uri)

@@ -21,9 +21,7 @@ def _cli(settings, *args, env=None, **kw):
 
 
 def _running_runs(settings):
-    from mlflow import MlflowClient
-
-    c = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)  # no reaping from the test's side
+    c = tracking.client(settings)  # no reaping from the test's side; the store opens under its lock
     exp = c.get_experiment_by_name(settings.mlflow.experiment)
     if exp is None:
         return []
