@@ -58,6 +58,14 @@ class Lineage:
     packages: list[str]
     weights_sha256: str
     metrics: dict[str, float]
+    data_commit: str = ""  # the git commit whose data.dvc holds data_version ("": none)
+    origin: str = ""  # where a teammate clones the workspace from
+
+    def restore_commands(self) -> str:
+        """What a teammate runs to get this version's data with git and DVC alone."""
+        if not self.data_commit:
+            return "(no git commit holds this data version: dvc.git_commit was off, or data.dvc uncommitted)"
+        return f"git clone {self.origin} ws && cd ws && git checkout {self.data_commit} && dvc pull"
 
     def describe(self) -> str:
         model_inputs = {k: self.config[k] for k in ("split", "features", "train") if k in self.config}
@@ -66,6 +74,8 @@ class Lineage:
             f"data version: {self.data_version}",
             *[f"  {name}: {rows} rows" for name, rows in self.partitions.items()],
             f"git sha:      {self.git_sha}",
+            f"data commit:  {self.data_commit or 'none'}",
+            f"restore data: {self.restore_commands()}",
             f"config hash:  {self.config_hash}",
             "config:       " + json.dumps(model_inputs, sort_keys=True),
             f"weights:      sha256 {self.weights_sha256}",
@@ -115,7 +125,12 @@ class ReplayReport:
         lines = [
             f"# Replay of {self.lineage.name} v{self.lineage.version}",
             "",
-            f"- data version `{self.lineage.data_version}` re-materialised from the DVC remote",
+            f"- data version `{self.lineage.data_version}` re-materialised from the DVC remote"
+            + (
+                f" at git commit `{self.lineage.data_commit}` (clone, checkout, dvc pull)"
+                if self.lineage.data_commit
+                else " from the recorded data.dvc (no git commit recorded)"
+            ),
             f"- metrics identical: **{self.metrics_identical}**",
             f"- weight checksums equal: **{self.weights_equal}** (`{self.weights_sha256[:16]}`)",
             f"- environment: {len(env['changed'])} changed, {len(env['added'])} added, "

@@ -88,6 +88,10 @@ class DvcConfig(_Section):
     remote: str
     remote_url: str
     endpoint_url: str
+    # defaults: configs recorded by model versions before these keys existed
+    git_commit: bool = True
+    git_tag: bool = False
+    lock_timeout_s: float = Field(default=600.0, gt=0)
 
 
 class PrefectConfig(_Section):

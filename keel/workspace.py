@@ -6,10 +6,14 @@ the CLI; nothing runs at import time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -45,6 +49,7 @@ remote_url = "dvc-remote"
 
 
 CACHE_TYPES = "reflink,hardlink,copy"
+VERSIONS_FILE = "data-versions.jsonl"  # keel's log of data versions, committed with data.dvc
 
 
 class DataVersionError(KeelError, RuntimeError):
@@ -100,12 +105,13 @@ def init_workspace(directory: Path) -> Path:
         _run(["git", "init", "-q"], ws)
     if not (ws / ".dvc").exists():
         Repo.init(str(ws)).close()
+    if not (ws / WORKSPACE_FILE).exists():
+        (ws / WORKSPACE_FILE).write_text(WORKSPACE_TEMPLATE)
     with Repo(str(ws)) as repo, repo.config.edit("repo") as conf:
         # keel only ever replaces partitions atomically (new inode), so linking the
         # cache is safe; it makes `dvc add` ~2x faster than copying (bench/)
         conf["cache"].setdefault("type", CACHE_TYPES)
-    if not (ws / WORKSPACE_FILE).exists():
-        (ws / WORKSPACE_FILE).write_text(WORKSPACE_TEMPLATE)
+        _name_default_remote(conf, ws)
     (ws / "mlflow").mkdir(exist_ok=True)
     (ws / "mlflow" / ".gitignore").write_text("*\n!.gitignore\n")
     _append_missing(ws / ".gitignore", GITIGNORE_LINES)
@@ -124,6 +130,23 @@ INIT_FILES = (
 )
 
 
+def _name_default_remote(conf: dict[str, Any], ws: Path) -> None:
+    """``dvc remote add -d``: the workspace's remote, as its keel.toml names it, goes into
+    the committed .dvc/config, so a clone knows where `dvc pull` fetches from. A local
+    path is written absolute: a relative one would resolve inside each clone (its own,
+    empty, git-ignored dvc-remote/), while an absolute one reaches the owner's remote
+    from any clone on the same machine or a shared filesystem. Credentials never go
+    here (DVC reads them from AWS_* variables or config.local). An existing default
+    remote is the team's choice and is kept."""
+    from keel.settings import load_settings
+
+    if conf["core"].get("remote"):
+        return
+    settings = load_settings(ws, environ={})
+    conf["remote"][settings.dvc.remote] = remote_config(settings)
+    conf["core"]["remote"] = settings.dvc.remote
+
+
 def _first_commit(ws: Path) -> None:
     """A new repository gets one commit of keel's own files, so every version records a
     real git sha. A repository that already has commits is left alone."""
@@ -132,24 +155,40 @@ def _first_commit(ws: Path) -> None:
         return
     files = [f for f in INIT_FILES if (ws / f).exists()]
     _run(["git", "add", "--", *files], ws)
-    identity = []
-    if not subprocess.run(["git", "config", "user.email"], cwd=ws, capture_output=True).stdout.strip():
-        identity = ["-c", "user.name=keel", "-c", "user.email=keel@localhost"]  # no git identity set
+    identity = _git_identity(ws)
     message = "keel init: settings, DVC and MLflow layout"
     _run(["git", *identity, "commit", "-q", "-m", message, "--", *files], ws)
 
 
 def configure_remote(settings: Settings) -> None:
-    """Point the DVC remote named in settings at its URL (``.dvc/config.local``, untracked),
-    creating a local remote directory when the URL is a path; hash with every core."""
+    """Make DVC's view of the remote match keel's settings: where the committed
+    .dvc/config already names it (``keel init``), nothing is added; where settings differ
+    (an environment override, a workspace keel did not init) the difference goes to
+    ``.dvc/config.local``, which is never committed. Creates a local remote directory
+    when the URL is a path; hashes with every core."""
     from dvc.repo import Repo
 
     url = settings.dvc.remote_url
     if "://" not in url:
         Path(url).mkdir(parents=True, exist_ok=True)
-    with Repo(str(settings.workspace)) as repo, repo.config.edit("local") as conf:
-        conf["remote"][settings.dvc.remote] = remote_config(settings)
-        conf["core"]["remote"] = settings.dvc.remote
+    with Repo(str(settings.workspace)) as repo:
+        _sync_remote(repo, settings)
+
+
+def _sync_remote(repo: Any, settings: Settings) -> None:
+    """config.local of ``repo`` holds what settings say of the remote that the committed
+    config does not (nothing, when they agree), and the hashing parallelism."""
+    want = remote_config(settings)
+    committed = repo.config.load_one("repo")
+    same_remote = committed["core"].get("remote") == settings.dvc.remote
+    same_url = dict(committed["remote"].get(settings.dvc.remote, {})) == want
+    with repo.config.edit("local") as conf:
+        if same_remote and same_url:
+            conf["remote"].pop(settings.dvc.remote, None)
+            conf["core"].pop("remote", None)
+        else:
+            conf["remote"][settings.dvc.remote] = want
+            conf["core"]["remote"] = settings.dvc.remote
         conf["core"]["checksum_jobs"] = os.cpu_count() or 1
 
 
@@ -247,30 +286,109 @@ def require_in_remote(settings: Settings, md5: str) -> None:
         )
 
 
-def materialise(settings: Settings, dvc_text: str, target: Path) -> Path:
-    """Re-create the dataset that ``dvc_text`` (a data.dvc) records, in a new DVC repo at
-    ``target``, from the remote alone (its own empty cache). Returns ``target/data``."""
+def materialise(settings: Settings, dvc_text: str, target: Path, commit: str = "") -> Path:
+    """Re-create a recorded dataset in a new directory under ``target`` from the DVC
+    remote alone (an empty cache), and return that directory: the data lies where the
+    workspace has it (``data/``, ``data.dvc``).
+
+    With the ``commit`` that holds it, this is exactly what a teammate runs: ``git clone``
+    of the workspace, ``git checkout <commit>``, ``dvc pull``; the data.dvc found there
+    must record the same md5 as ``dvc_text``. Without one (a version trained before keel
+    committed data versions, or with ``dvc.git_commit`` off) a bare DVC repo is made
+    around the recorded data.dvc and pulled the same way."""
     from dvc.repo import Repo
 
-    meta = yaml.safe_load(dvc_text) or {}
-    md5 = (meta.get("outs") or [{}])[0].get("md5")
+    md5 = _pointer_md5(dvc_text)
     if not md5:
         raise DataVersionError("the recorded data.dvc has no outs[0].md5")
     require_in_remote(settings, md5)
+    rel = settings.dvc_file.relative_to(settings.workspace)
     target.mkdir(parents=True, exist_ok=True)
-    Repo.init(str(target), no_scm=True).close()
-    (target / "data.dvc").write_text(dvc_text)
-    with Repo(str(target)) as repo:
-        with repo.config.edit("local") as conf:
-            conf["remote"][settings.dvc.remote] = remote_config(settings)
-            conf["core"]["remote"] = settings.dvc.remote
-        repo.pull(targets=[str(target / "data.dvc")], remote=settings.dvc.remote)
-    return target / "data"
+    root = Path(tempfile.mkdtemp(prefix="ws-", dir=target))  # a fresh one per attempt (retries)
+    if commit and _has_commit(settings.workspace, commit):
+        _run(["git", "clone", "-q", "--no-checkout", str(settings.workspace), str(root)], target)
+        _run(["git", "-c", "advice.detachedHead=false", "checkout", "-q", commit], root)
+        pointer = root / rel
+        found = _pointer_md5(pointer.read_text()) if pointer.exists() else None
+        if found != md5:
+            raise DataVersionError(
+                f"commit {commit} holds {rel} with md5 {found}, not the recorded {md5}: "
+                f"the model version's lineage and git history disagree"
+            )
+    else:
+        Repo.init(str(root), no_scm=True).close()
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(dvc_text)
+    with Repo(str(root)) as repo:
+        _sync_remote(repo, settings)
+        repo.pull(targets=[str(root / rel)], remote=settings.dvc.remote)
+    return root
+
+
+def _pointer_md5(dvc_text: str) -> str | None:
+    meta = yaml.safe_load(dvc_text) or {}
+    md5 = (meta.get("outs") or [{}])[0].get("md5")
+    return str(md5) if md5 else None
+
+
+def _has_commit(ws: Path, commit: str) -> bool:
+    proc = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ws, capture_output=True)
+    return proc.returncode == 0
+
+
+def origin(settings: Settings) -> str:
+    """Where a teammate clones the workspace from: its git ``origin``, else its path."""
+    proc = subprocess.run(
+        ["git", "remote", "get-url", "origin"], cwd=settings.workspace, capture_output=True, text=True
+    )
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else str(settings.workspace)
 
 
 # ------------------------------------------------------------------ interrupted ingests
 def _journal(settings: Settings) -> Path:
     return settings.workspace / ".dvc" / "tmp" / "keel-ingest.json"
+
+
+def _versions_log(settings: Settings) -> Path:
+    return settings.workspace / VERSIONS_FILE
+
+
+@contextlib.contextmanager
+def ingest_lock(settings: Settings) -> Iterator[None]:
+    """One data-version change at a time per workspace: a second ``keel ingest`` waits
+    for the first (up to ``dvc.lock_timeout_s``, then fails naming the holder). Also taken
+    by whoever recovers an interrupted ingest, so a live ingest is never "recovered".
+    An OS file lock: it dies with its process, SIGKILL included."""
+    import fcntl
+    import time
+
+    path = settings.workspace / ".dvc" / "tmp" / "keel-ingest.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as fh:
+        deadline = time.monotonic() + settings.dvc.lock_timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "another process"
+                    raise DataVersionError(
+                        f"{path}: another ingest ({holder}) has held the workspace's data lock for "
+                        f"{settings.dvc.lock_timeout_s:.0f} s (dvc.lock_timeout_s); try again when it ends"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}\n")
+            fh.flush()
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def begin_ingest(settings: Settings) -> None:
@@ -280,8 +398,10 @@ def begin_ingest(settings: Settings) -> None:
     path = _journal(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     before = settings.dvc_file.read_text() if settings.dvc_file.exists() else None
+    log = _versions_log(settings)
+    versions = log.read_text() if log.exists() else None
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"dvc_file": before}))
+    tmp.write_text(json.dumps({"dvc_file": before, "versions": versions}))
     tmp.replace(path)
 
 
@@ -289,9 +409,20 @@ def end_ingest(settings: Settings) -> None:
     _journal(settings).unlink(missing_ok=True)
 
 
-def recover_ingest(settings: Settings) -> bool:
-    """If an ingest was killed halfway, put data/ and data.dvc back to the version
-    recorded before it. Returns whether anything was recovered."""
+def recover_ingest(settings: Settings, *, locked: bool = False) -> bool:
+    """If an ingest was killed halfway, put data/, data.dvc and the version log back to
+    the version recorded before it; an ingest killed after its git commit is kept.
+    Waits for a live ingest to end rather than undoing it (``locked``: the caller holds
+    ``ingest_lock`` already). Returns whether anything was recovered."""
+    if not _journal(settings).exists():
+        return False
+    if locked:
+        return _recover_locked(settings)
+    with ingest_lock(settings):
+        return _recover_locked(settings)
+
+
+def _recover_locked(settings: Settings) -> bool:
     import json
     import shutil
 
@@ -299,8 +430,13 @@ def recover_ingest(settings: Settings) -> bool:
 
     path = _journal(settings)
     if not path.exists():
+        return False  # the ingest we waited for ended cleanly
+    journal = json.loads(path.read_text())
+    before, versions = journal["dvc_file"], journal.get("versions")
+    current = settings.dvc_file.read_text() if settings.dvc_file.exists() else None
+    if current is not None and current != before and _committed_text(settings, settings.dvc_file) == current:
+        end_ingest(settings)  # killed after its commit: the new version is whole
         return False
-    before = json.loads(path.read_text())["dvc_file"]
     shutil.rmtree(settings.data.dir, ignore_errors=True)
     if before is None:
         settings.dvc_file.unlink(missing_ok=True)
@@ -308,8 +444,93 @@ def recover_ingest(settings: Settings) -> bool:
         settings.dvc_file.write_text(before)
         with Repo(str(settings.workspace)) as repo:
             repo.checkout(targets=[str(settings.dvc_file)], force=True)
+    if versions is None:
+        _versions_log(settings).unlink(missing_ok=True)
+    elif "versions" in journal:
+        _versions_log(settings).write_text(versions)
     end_ingest(settings)
     return True
+
+
+# ------------------------------------------------------------------ data versions in git
+
+
+def _committed_text(settings: Settings, path: Path) -> str | None:
+    """``path`` as HEAD has it, or None (no repo, no commit, not tracked)."""
+    rel = path.relative_to(settings.workspace).as_posix()
+    proc = subprocess.run(
+        ["git", "show", f"HEAD:{rel}"], cwd=settings.workspace, capture_output=True, text=True
+    )
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _in_git(settings: Settings) -> bool:
+    proc = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], cwd=settings.workspace, capture_output=True, text=True
+    )
+    return proc.returncode == 0
+
+
+def owned_files(settings: Settings) -> list[Path]:
+    """What keel commits with each data version: the pointer and keel's version log."""
+    return [settings.dvc_file, _versions_log(settings)]
+
+
+def refuse_uncommitted_pointer(settings: Settings) -> None:
+    """A data.dvc that differs from its last commit (a hand edit, a bare `dvc add`) is not
+    a version keel made: refuse to build on it rather than commit it by accident."""
+    if not (settings.dvc.git_commit and _in_git(settings) and settings.dvc_file.exists()):
+        return
+    committed = _committed_text(settings, settings.dvc_file)
+    if committed is not None and committed != settings.dvc_file.read_text():
+        rel = settings.dvc_file.relative_to(settings.workspace)
+        raise DataVersionError(
+            f"{settings.dvc_file}: has uncommitted changes (rule: keel commits every data version "
+            f"itself). Commit them ('git commit {rel}') or discard them ('git checkout -- {rel} "
+            f"&& dvc checkout'), then ingest again."
+        )
+
+
+def commit_data_version(settings: Settings, version: DataVersion, added: list[str]) -> str | None:
+    """One git commit of data.dvc and the version log, naming the batches and the md5
+    (and a ``data/<md5>`` tag when ``dvc.git_tag``). Only these paths are staged and
+    committed (``git commit -- <paths>``), so a user's other changes, staged or not, stay
+    out. Returns the commit, or None when there is nothing new (identical bytes
+    re-ingested), no git repository, or ``dvc.git_commit`` is off."""
+    if not (settings.dvc.git_commit and _in_git(settings)):
+        return None
+    files = [p.relative_to(settings.workspace).as_posix() for p in owned_files(settings) if p.exists()]
+    changed = _run(["git", "status", "--porcelain", "--", *files], settings.workspace)
+    if not changed:
+        return None
+    _run(["git", "add", "--", *files], settings.workspace)
+    message = f"data: {', '.join(added) or 'no new batch'} (md5 {version.md5})"
+    identity = _git_identity(settings.workspace)
+    # keel's own bookkeeping commit: the user's commit hooks (linters...) are not for it
+    _run(["git", *identity, "commit", "-q", "--no-verify", "-m", message, "--", *files], settings.workspace)
+    sha = _run(["git", "rev-parse", "HEAD"], settings.workspace)
+    if settings.dvc.git_tag:
+        _run(["git", *identity, "tag", "-f", f"data/{version.short}", sha], settings.workspace)
+    return sha
+
+
+def data_commit(settings: Settings, md5: str) -> str | None:
+    """HEAD when its data.dvc records ``md5`` (so `git checkout <it> && dvc pull` restores
+    that data), else None (keel's commits are off, or data.dvc was changed since)."""
+    committed = _committed_text(settings, settings.dvc_file)
+    if committed is None or settings.dvc_file.read_text() != committed:
+        return None
+    meta = yaml.safe_load(committed) or {}
+    if (meta.get("outs") or [{}])[0].get("md5") != md5:
+        return None
+    return _run(["git", "rev-parse", "HEAD"], settings.workspace)
+
+
+def _git_identity(ws: Path) -> list[str]:
+    """keel's fallback identity where git has none configured (a CI box, a container)."""
+    if subprocess.run(["git", "config", "user.email"], cwd=ws, capture_output=True).stdout.strip():
+        return []
+    return ["-c", "user.name=keel", "-c", "user.email=keel@localhost"]
 
 
 def record_version(
@@ -319,7 +540,7 @@ def record_version(
     import json
     import time
 
-    log = settings.workspace / "data-versions.jsonl"
+    log = _versions_log(settings)
     lines = log.read_text().splitlines() if log.exists() else []
     if lines and json.loads(lines[-1])["md5"] == version.md5:
         return  # re-ingesting identical bytes made no new version

@@ -98,18 +98,23 @@ def validate_batches(settings: Settings, batches: list[Batch]) -> ValidationRepo
     retry_condition_fn=retry_transient,
 )
 def commit_batches(settings: Settings, batches: list[Batch]) -> DataVersion:
-    """Write the partitions, dvc add + push, record the version. A journal lets the
-    next keel command restore the previous version if this is killed halfway."""
-    from keel.workspace import add_and_push, begin_ingest, end_ingest, record_version, recover_ingest
+    """Write the partitions, dvc add + push, record the version and commit it to git
+    (data.dvc and the version log only), one ingest at a time per workspace. A journal
+    lets the next keel command restore the previous version if this is killed halfway."""
+    from keel import workspace as ws
 
-    recover_ingest(settings)
-    begin_ingest(settings)
-    for batch in batches:
-        ds.write_partition(batch.frame, ds.partition_path(settings.data.dir, batch.name))
-    version = add_and_push(settings)
-    rows = {p.stem: pq_rows(p) for p in ds.list_partitions(settings.data.dir)}
-    record_version(settings, version, rows, [b.name for b in batches])
-    end_ingest(settings)
+    with ws.ingest_lock(settings):
+        ws.recover_ingest(settings, locked=True)
+        ws.refuse_uncommitted_pointer(settings)
+        ws.begin_ingest(settings)
+        for batch in batches:
+            ds.write_partition(batch.frame, ds.partition_path(settings.data.dir, batch.name))
+        version = ws.add_and_push(settings)
+        rows = {p.stem: pq_rows(p) for p in ds.list_partitions(settings.data.dir)}
+        added = [b.name for b in batches]
+        ws.record_version(settings, version, rows, added)
+        ws.commit_data_version(settings, version, added)
+        ws.end_ingest(settings)
     return version
 
 

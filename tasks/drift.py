@@ -40,7 +40,8 @@ def load_reference(settings: Settings, lineage, directory: Path) -> pd.DataFrame
     from keel import dataset as ds
     from keel.workspace import materialise
 
-    data_dir = materialise(settings, lineage.dvc_file, directory)
+    root = materialise(settings, lineage.dvc_file, directory, lineage.data_commit)
+    data_dir = root / settings.data.dir.relative_to(settings.workspace)
     return ds.read_partitions(ds.list_partitions(data_dir))
 
 

@@ -28,6 +28,7 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
     from mlflow.exceptions import MlflowException
 
     from keel import tracking
+    from keel.workspace import origin
 
     client = tracking.client(settings)
     name = settings.mlflow.model_name
@@ -62,6 +63,8 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
         dvc_file=dvc_file,
         partitions=partitions,
         git_sha=mv.tags.get("git_sha", ""),
+        data_commit=mv.tags.get("data_commit", ""),
+        origin=origin(settings),
         config=config,
         config_hash=mv.tags.get("config_hash", ""),
         env_hash=mv.tags.get("env_hash", ""),
@@ -92,21 +95,23 @@ def discard_scratch(directory: Path) -> None:
     retry_condition_fn=retry_transient,
 )
 def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -> tuple[Settings, DatasetRef]:
-    """The recorded data version, pulled from the remote into ``directory`` (never
-    data/), and settings that train exactly as recorded there."""
+    """The recorded data version, pulled from the remote under ``directory`` (never
+    data/) the way a teammate would (clone, checkout of the recorded data commit, dvc
+    pull), and settings that train exactly as recorded there."""
     from keel import dataset as ds
     from keel.settings import Settings as S
     from keel.workspace import materialise, read_data_version
     from tasks.data import Partition, pq_rows
 
-    data_dir = materialise(settings, lineage.dvc_file, directory)
+    root = materialise(settings, lineage.dvc_file, directory, lineage.data_commit)
+    data_dir = root / settings.data.dir.relative_to(settings.workspace)
     recorded = dict(lineage.config)
     replay = S.model_validate(
         {
             **recorded,
-            "workspace": str(directory),
+            "workspace": str(root),
             "data": {**recorded["data"], "dir": str(data_dir)},
-            "reports": {"dir": str(directory / "reports")},
+            "reports": {"dir": str(root / "reports")},
             "mlflow": settings.mlflow.model_dump(),
             "dvc": settings.dvc.model_dump(),
         }
@@ -116,7 +121,7 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
             f"recorded config of v{lineage.version} hashes to {replay.config_hash()}, "
             f"not the recorded {lineage.config_hash}"
         )
-    version = read_data_version(directory / "data.dvc")
+    version = read_data_version(root / settings.dvc_file.relative_to(settings.workspace))
     if version is None:
         raise DataVersionError(f"the recorded data.dvc of v{lineage.version} names no data version")
     parts = tuple(Partition(p, pq_rows(p)) for p in ds.list_partitions(data_dir))

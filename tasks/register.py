@@ -53,10 +53,12 @@ def version_tags(
     git_sha: str,
     env_hash: str,
     weights: str,
+    data_commit: str = "",
 ) -> dict[str, str]:
     tags = {
         "data_version": dataset.version.md5,
         "git_sha": git_sha,
+        "data_commit": data_commit,
         "config_hash": settings.config_hash(),
         "validation_status": validation.status,
         "env_hash": env_hash,
@@ -86,7 +88,7 @@ def register_model(
     from keel import tracking
     from keel.lineage import environment_lock, weights_sha256
     from keel.pyfunc import save_artifacts
-    from keel.workspace import git_commit
+    from keel.workspace import data_commit, git_commit
 
     example = splits.test[model.preprocessor.columns].head(5).reset_index(drop=True)
     prob = model.predict_proba(example)
@@ -127,6 +129,7 @@ def register_model(
         git_commit(settings.workspace),
         environment_lock()[0],
         weights_sha256(model.net.state_dict()),
+        data_commit(settings, dataset.version.md5) or "",
     )
     mv = client.create_model_version(
         name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags

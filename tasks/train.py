@@ -22,12 +22,13 @@ def run_name(dataset: DatasetRef) -> str:
 )
 def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationReport, splits: Splits) -> str:
     """Open one MLflow run per training, named after the data version; log params,
-    the resolved config, the data version and the git commit."""
+    the resolved config, the data version, the git commit and the commit that holds the
+    data version's data.dvc."""
     from mlflow.entities import Param
 
     from keel import tracking
     from keel.lineage import environment_lock
-    from keel.workspace import git_commit
+    from keel.workspace import data_commit, git_commit
 
     env_hash, packages = environment_lock()
     tracking.reap_once(settings)  # deployment runs open the store here, not through the CLI
@@ -42,6 +43,8 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
             "data_partitions": ",".join(dataset.partition_names),
             "git_sha": commit,
             "mlflow.source.git.commit": commit.removesuffix("+dirty"),
+            # the commit whose data.dvc holds this data version ("" when it is not committed)
+            "data_commit": data_commit(settings, dataset.version.md5) or "",
             "config_hash": settings.config_hash(),
             "validation_status": validation.status,
             "profile": settings.profile or "default",

@@ -2,6 +2,7 @@
 
 import hashlib
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +23,15 @@ def _snapshot(settings) -> dict[str, str]:
     return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
 
 
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _git(settings, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=settings.workspace, capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
 def _remove_from_remote(settings, partition: str) -> None:
     import json
 
@@ -38,22 +48,41 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace):
     from flows.ingest import ingest_flow
     from flows.replay import replay_flow
     from flows.train import train_flow
+    from keel.tracking import client
+    from keel.workspace import read_data_version
     from tasks.lineage import load_lineage
 
     v1 = ingest_flow(workspace, ["2013-01"])
+    lineage_bytes = _md5(workspace.data.dir / "2013-01.parquet")
+    v1_commit = _git(workspace, "rev-parse", "HEAD")
     model_v1 = train_flow(workspace)
     v2 = ingest_flow(workspace, ["2013-02"])
     v3 = ingest_flow(workspace, ["2013-03"])
     assert len({v1.md5, v2.md5, v3.md5}) == 3 and v3.files == 3
     model_v3 = train_flow(workspace)
 
-    # lineage never depended on a commit: data.dvc is not even committed here
-    status = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=workspace.workspace, capture_output=True, text=True
-    ).stdout
-    assert "data.dvc" in status
+    # one commit per accepted data version, and each model version names the one it used
+    assert _git(workspace, "log", "--format=%s", "--", "data.dvc").splitlines() == [
+        f"data: {month} (md5 {v.md5})" for month, v in (("2013-03", v3), ("2013-02", v2), ("2013-01", v1))
+    ]
+    assert _git(workspace, "status", "--porcelain", "--untracked-files=no") == ""
 
     lineage = load_lineage.fn(workspace, model_v1.version)
+    assert lineage.data_commit == v1_commit
+    run = client(workspace).get_run(lineage.run_id)
+    assert run.data.tags["mlflow.source.git.commit"] == lineage.data_commit == run.data.tags["data_commit"]
+    assert f"git checkout {lineage.data_commit} && dvc pull" in lineage.describe()
+
+    # a teammate's clone, at v1's commit, with DVC's own CLI: v1's bytes
+    mate = workspace.workspace.parent / "mate"
+    subprocess.run(["git", "clone", "-q", str(workspace.workspace), str(mate)], check=True)
+    subprocess.run(["git", "checkout", "-q", lineage.data_commit], cwd=mate, check=True)
+    dvc = [sys.executable, "-m", "dvc"]
+    pull = subprocess.run([*dvc, "pull"], cwd=mate, capture_output=True, text=True)
+    assert pull.returncode == 0, pull.stderr
+    assert sorted(p.name for p in (mate / "data").iterdir()) == ["2013-01.parquet"]
+    assert read_data_version(mate / "data.dvc").md5 == v1.md5
+    assert _md5(mate / "data" / "2013-01.parquet") == lineage_bytes
     assert lineage.data_version == v1.md5 and lineage.partitions == {"2013-01": workspace.data.sample_rows}
     assert lineage.config_hash == workspace.config_hash() and len(lineage.env_hash) == 16
     assert any(p.startswith("torch==") for p in lineage.packages)
@@ -61,9 +90,10 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace):
     assert v1.md5 in text and "2013-01" in text and lineage.weights_sha256 in text
     assert load_lineage.fn(workspace, model_v3.version).data_version == v3.md5
 
-    before = _snapshot(workspace)
+    before, head = _snapshot(workspace), _git(workspace, "rev-parse", "HEAD")
     report = replay_flow(workspace, model_v1.version)
     assert _snapshot(workspace) == before, "replay must not touch data/, data.dvc or the remote"
+    assert _git(workspace, "rev-parse", "HEAD") == head  # nor the workspace's git history
     assert report.metrics_identical, report.deltas
     assert report.deltas and all(d == 0.0 for d in report.deltas.values())
     assert {"test/roc_auc", "test/f1", "val/log_loss"} <= set(report.deltas)
@@ -79,6 +109,7 @@ def test_a_corrupt_batch_is_rejected_and_changes_nothing(workspace, tmp_path):
     ingest_flow(workspace, ["2013-01"])
     before = _snapshot(workspace)
     versions_log = (workspace.workspace / "data-versions.jsonl").read_text()
+    head = _git(workspace, "rev-parse", "HEAD")
     batch = pd.read_parquet(workspace.data.dir / "2013-01.parquet").head(1200).copy()
     batch.loc[batch.index[:5], "dest"] = "NOWHERE"
     path = tmp_path / "late-batch.parquet"
@@ -90,6 +121,7 @@ def test_a_corrupt_batch_is_rejected_and_changes_nothing(workspace, tmp_path):
     assert _snapshot(workspace) == before
     assert not (workspace.data.dir / "late-batch.parquet").exists()
     assert (workspace.workspace / "data-versions.jsonl").read_text() == versions_log
+    assert _git(workspace, "rev-parse", "HEAD") == head  # a rejected batch makes no commit
 
     # the same rows, valid, go in as their own partition
     batch.loc[batch.index[:5], "dest"] = "IAH"
