@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/train_overhead.py --profile debug
 	$(PY) bench/train_throughput.py
 	$(PY) bench/dvc_add_throughput.py
+	$(PY) bench/data_commit_overhead.py
 	$(PY) bench/serve_latency.py
 	$(PY) bench/ddp_speed.py
 	$(PY) bench/scaled_backends.py
