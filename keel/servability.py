@@ -20,9 +20,15 @@ def check(uri: str, rows: int) -> dict:
     example = Model.load(local).load_input_example(local)
     if not isinstance(example, pd.DataFrame):
         raise ValueError(f"{uri} has no input example table to predict on (got {type(example).__name__})")
+    signature = Model.load(local).signature
+    if signature is None or signature.outputs is None:
+        raise ValueError(f"{uri} has no output signature")
+    expected = signature.outputs.input_names()
     out = model.predict(example.head(rows))
-    if len(out) != min(rows, len(example)) or "probability" not in out:
-        raise ValueError(f"{uri} predicted {len(out)} rows with columns {list(out.columns)}")
+    if len(out) != min(rows, len(example)) or list(out.columns) != expected:
+        raise ValueError(
+            f"{uri} predicted {len(out)} rows with columns {list(out.columns)}; its signature says {expected}"
+        )
     return {"ok": True, "uri": uri, "rows": len(out), "seconds": round(time.perf_counter() - start, 3)}
 
 

@@ -41,6 +41,13 @@ class LoadedModel:
     required: frozenset[str]
     vocab: dict[str, frozenset[str]]  # known categories per categorical input
     loaded_at: float
+    outputs: dict[str, str]  # output name -> MLflow type, from the model's signature
+
+    def records(self, out: pd.DataFrame) -> list[dict[str, Any]]:
+        """Predictions as JSON-ready dicts, one per row, in the signature's output columns."""
+        names = list(self.outputs)
+        values = [out[name].tolist() for name in names]
+        return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         return self.model.predict(None, frame)
@@ -59,6 +66,10 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
     schema = pyfunc.metadata.get_input_schema()
     columns = {c.name: str(c.type.name if hasattr(c.type, "name") else c.type) for c in schema.inputs}
     required = frozenset(c.name for c in schema.inputs if c.required)
+    out_schema = pyfunc.metadata.get_output_schema()
+    if out_schema is None:
+        raise RuntimeError(f"v{version} has no output signature: keel reads its output columns from it")
+    outputs = {c.name: str(c.type.name if hasattr(c.type, "name") else c.type) for c in out_schema.inputs}
     inner = pyfunc.unwrap_python_model()
     vocab = {k: frozenset(v) for k, v in inner.preprocessor.vocab.items()}
     loaded = LoadedModel(
@@ -69,13 +80,17 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
         required=required,
         vocab=vocab,
         loaded_at=time.time(),
+        outputs=outputs,
     )
     example = Model.load(local).load_input_example(local)
     if not isinstance(example, pd.DataFrame):
         raise RuntimeError(f"v{version} has no input example table (got {type(example).__name__})")
     out = loaded.predict(frame_from_records(loaded, example.head(3).to_dict("records")))
-    if len(out) != min(3, len(example)):
-        raise RuntimeError(f"v{version} predicted {len(out)} rows for its input example")
+    if len(out) != min(3, len(example)) or list(out.columns) != list(outputs):
+        raise RuntimeError(
+            f"v{version} predicted {len(out)} rows with columns {list(out.columns)} for its input "
+            f"example; its signature says {list(outputs)}"
+        )
     mv = tracking.client(settings).get_model_version(settings.mlflow.model_name, str(version))
     return LoadedModel(**{**loaded.__dict__, "data_version": (mv.tags or {}).get("data_version", "")})
 
@@ -226,10 +241,7 @@ def create_app(settings: Settings, holder: ModelHolder) -> FastAPI:
         out = model.predict(frame)
         return {
             "model_version": model.version,
-            "predictions": [
-                {"probability": float(p), "delayed": int(d)}
-                for p, d in zip(out["probability"], out["delayed"], strict=True)
-            ],
+            "predictions": model.records(out),
         }
 
     return app

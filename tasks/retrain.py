@@ -43,20 +43,17 @@ def load_workspace_settings(workspace: str, profile: str | None) -> Settings:
 
 @task(name="pending-months", cache_policy=NONE)
 def pending_months(settings: Settings, months: list[str] | None, files: dict[str, Path] | None) -> list[str]:
-    """The months to take in: the ones asked for; none when only files are given; else
-    the scenario's next month (the one after the newest monthly partition)."""
+    """The batches to take in: the ones asked for; none when only files are given; else
+    the workload's next batch (the one after the newest partition it knows)."""
     from keel import dataset as ds
-    from keel.dataset import SOURCE_MONTHS
+    from keel.workload import load_workload
 
     if months is not None:
         return list(months)
     if files:
         return []
-    have = sorted(p.stem for p in ds.list_partitions(settings.data.dir) if p.stem in SOURCE_MONTHS)
-    if not have:
-        return SOURCE_MONTHS[:1]
-    after = SOURCE_MONTHS.index(have[-1]) + 1
-    return SOURCE_MONTHS[after : after + 1]
+    nxt = load_workload(settings).next_batch([p.stem for p in ds.list_partitions(settings.data.dir)])
+    return [nxt] if nxt else []
 
 
 @task(name="reject-batches", cache_policy=NONE)

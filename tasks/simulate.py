@@ -61,15 +61,15 @@ def score_champion_forward(settings: Settings, month: str) -> tuple[str | None, 
     import mlflow
     from sklearn.metrics import roc_auc_score
 
-    from keel import dataset as ds
     from keel import tracking
+    from keel.workload import load_workload
 
     version = tracking.current_alias_version(settings, "champion")
     if version is None:
         return None, None
     tracking.use_tracking(settings)
     model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{version}")
-    frame = ds.build_month(*ds.load_source(), month, sample_rows=settings.data.sample_rows)
+    frame = load_workload(settings).build_batch(month, settings.data.sample_rows)
     prob = model.predict(frame[model.metadata.get_input_schema().input_names()])["probability"]
     return version, float(roc_auc_score(frame[settings.features.label], prob))
 

@@ -118,11 +118,13 @@ def train_as_worker(settings: Settings) -> None:
     process group. No validation report, MLflow run or registration: rank 0 does those."""
     from keel import dataset as ds
     from keel.training import fit
+    from keel.workload import load_workload
     from keel.workspace import ensure_checked_out
 
     ensure_checked_out(settings)
     frame = ds.read_partitions(ds.list_partitions(settings.data.dir))
+    key = load_workload(settings).split_key()
     train, val, _ = ds.split_frame(
-        frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt
+        frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt, key
     )
     fit(train, val, settings.features, settings.train)

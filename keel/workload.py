@@ -1,0 +1,160 @@
+"""The workload seam: where a team plugs its own data into keel.
+
+A workload is one object the tasks call for everything that depends on *what* is
+being learnt; the platform (workspace, tracking, registry, lineage, validation,
+serving, backends) only ever talks to this interface and never names a workload.
+So far the seam covers the data source: which batches exist and which one is
+"next" for the schedules, how a batch is built or read from a file, the demo
+batches, and the columns that pin a row to its train/val/test split.
+
+Choosing one (keel.toml)::
+
+    [workload]
+    name = "flights"                      # a shipped workload (`keel workloads` lists them)
+    # target = "my_pkg.churn:ChurnWorkload"  # or your own class, as module:Class
+    params = {}                           # validated by the workload's own Params model
+
+Bringing your own: subclass ``Workload``, give it a ``name``, a one-line ``summary``,
+optionally a pydantic ``Params`` model for ``[workload] params``, and implement
+``build_batch`` (and ``batches`` when the source has an order, so the scheduled
+retraining can take the next one). Nothing here touches disk, a server or the network
+at import time; a workload's own imports happen when its methods run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from keel.errors import InputError
+from keel.settings import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from keel.settings import Settings
+
+
+class WorkloadParams(BaseModel):
+    """A workload's ``[workload] params``; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Workload(ABC):
+    """What keel asks of a workload's data source (see the module docstring)."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Params: ClassVar[type[WorkloadParams]] = WorkloadParams
+
+    def __init__(self, params: WorkloadParams) -> None:
+        self.params = params
+
+    # ---------------------------------------------------------------- data source
+    def batches(self) -> list[str]:
+        """Every batch the source can build, oldest first; [] when batches only come
+        as files (then the schedules take files only)."""
+        return []
+
+    def demo_batches(self) -> list[str]:
+        """What ``keel ingest --demo`` takes."""
+        return self.batches()[:1]
+
+    def check_batch_name(self, name: str) -> None:
+        """Raise InputError when ``name`` is not a batch this source can build."""
+        known = self.batches()
+        if name not in known:
+            span = f"{known[0]}..{known[-1]}" if known else "none: give files (--file)"
+            raise InputError(f"{self.name}: no batch {name!r} (the source has {span})")
+
+    def next_batch(self, have: Sequence[str]) -> str | None:
+        """The batch after the newest one already ingested (``have``: partition names),
+        or the first one; None when the source has nothing newer."""
+        known = self.batches()
+        held = [known.index(n) for n in have if n in known]
+        nxt = max(held) + 1 if held else 0
+        return known[nxt] if nxt < len(known) else None
+
+    @abstractmethod
+    def build_batch(self, name: str, sample_rows: int) -> pd.DataFrame:
+        """The rows of batch ``name`` (``sample_rows`` > 0: a deterministic sample)."""
+
+    def build_batches(self, names: Sequence[str], sample_rows: int) -> dict[str, pd.DataFrame]:
+        """Several batches at once (override when the source is costly to open)."""
+        return {name: self.build_batch(name, sample_rows) for name in names}
+
+    def read_file(self, path: Path) -> pd.DataFrame:
+        """A user's batch file (.parquet or .csv) in this workload's schema."""
+        import pandas as pd
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        if path.suffix == ".csv":
+            return pd.read_csv(path)
+        raise InputError(f"{path}: batch files must be .parquet or .csv")
+
+    def split_key(self) -> list[str]:
+        """The columns hashed to put a row in train/val/test for good ([]: the whole row,
+        so identical rows share a split)."""
+        return []
+
+
+# ---------------------------------------------------------------- choosing one
+SHIPPED: dict[str, str] = {"flights": "keel.workloads.flights:FlightsWorkload"}
+
+
+def resolve_class(target: str) -> type[Workload]:
+    """``module:Class`` -> the class, checked to be a Workload."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"workload.target {target!r}: write it as module:Class")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"workload.target {target!r}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Workload)):
+        raise ConfigError(f"workload.target {target!r} is not a keel.workload.Workload subclass")
+    return cls
+
+
+def workload_class(name: str, target: str = "") -> type[Workload]:
+    if target:
+        return resolve_class(target)
+    if name not in SHIPPED:
+        raise ConfigError(
+            f"workload.name {name!r} is not shipped (known: {', '.join(sorted(SHIPPED))}); "
+            f"for your own code set workload.target = 'module:Class'"
+        )
+    return resolve_class(SHIPPED[name])
+
+
+def build(name: str, target: str = "", params: dict[str, Any] | None = None) -> Workload:
+    cls = workload_class(name, target)
+    try:
+        validated = cls.Params.model_validate(params or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"workload.params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"[workload] params for {cls.name!r}: {problems}") from exc
+    return cls(validated)
+
+
+def load_workload(settings: Settings) -> Workload:
+    """The workload that settings choose (``[workload]``)."""
+    w = settings.workload
+    return build(w.name, w.target, w.params)
+
+
+def shipped() -> list[tuple[str, str]]:
+    """(name, summary) of every shipped workload."""
+    return [(name, resolve_class(target).summary) for name, target in sorted(SHIPPED.items())]

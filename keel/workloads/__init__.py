@@ -1,0 +1,1 @@
+"""Workloads shipped with keel, each a ``keel.workload.Workload``; none is imported by the platform."""

