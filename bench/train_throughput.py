@@ -46,8 +46,9 @@ def main() -> None:
     from keel.dataset import build_month, load_source
     from keel.features import Preprocessor
     from keel.net import NetConfig, TabularNet
+    from keel.objectives import Binary
     from keel.settings import load_settings
-    from keel.training import EncodedSplit, FlightDelayModule, FlightsDataModule, build_trainer
+    from keel.training import EncodedSplit, TabularDataModule, TabularModule, build_trainer
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     settings = load_settings(tempfile.mkdtemp(), environ={})
@@ -55,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(base.num_threads)
     frame = build_month(*load_source(), args.month)
     pre = Preprocessor.fit(frame, feats.categorical, feats.numeric)
-    data = EncodedSplit.encode(pre, frame, feats.label)
+    data = EncodedSplit.encode(pre, frame, Binary(feats.label, [0, 1]))
     net_cfg = NetConfig(
         pre.cardinalities, pre.numeric_width, list(base.hidden), base.dropout, base.emb_dim_max
     )
@@ -94,11 +95,11 @@ def main() -> None:
             update={"batch_size": batch_size, "max_epochs": args.epochs, "limit_train_batches": 1.0}
         )
         pl.seed_everything(cfg.seed, verbose=False)
-        module = FlightDelayModule(net_cfg, cfg.lr, cfg.weight_decay)
+        module = TabularModule(net_cfg, cfg.lr, cfg.weight_decay)
         timer = EpochTimer()
         trainer = build_trainer(cfg, validate=False, callbacks=[timer], enable_progress_bar=False)
         start = time.perf_counter()
-        trainer.fit(module, datamodule=FlightsDataModule(data, None, batch_size, cfg.seed))
+        trainer.fit(module, datamodule=TabularDataModule(data, None, batch_size, cfg.seed))
         return timer.times, time.perf_counter() - start
 
     sizes = [base.batch_size] + [

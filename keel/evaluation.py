@@ -1,12 +1,15 @@
-"""Held-out evaluation with scikit-learn: metrics, slice table and plots."""
+"""Held-out evaluation with scikit-learn: binary metrics, the slice table and plots per objective."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+
+from keel.objectives import Binary, Multiclass, Objective
 
 
 def classification_metrics(
@@ -29,52 +32,71 @@ def classification_metrics(
 
 
 def slice_table(
-    frame: pd.DataFrame,
-    y_true: np.ndarray,
-    prob: np.ndarray,
-    threshold: float,
-    columns: list[str],
-    pred: np.ndarray | None = None,
+    frame: pd.DataFrame, y: pd.Series, out: pd.DataFrame, objective: Objective, columns: list[str]
 ) -> pd.DataFrame:
-    """Metrics per value of each slice column (e.g. per origin, per carrier)."""
+    """The objective's metrics per value of each slice column (e.g. per origin)."""
     rows = []
-    y_true = np.asarray(y_true)
+    y = y.reset_index(drop=True)
+    out = out.reset_index(drop=True)
     for column in columns:
         values = frame[column].astype(str).to_numpy()
         for value in sorted(set(values)):
             mask = values == value
-            m = classification_metrics(
-                y_true[mask], prob[mask], threshold, None if pred is None else np.asarray(pred)[mask]
-            )
+            m = objective.metrics(y[mask], out[mask])
             rows.append({"slice": column, "value": value, **m})
     return pd.DataFrame(rows)
 
 
-def save_plots(y_true: np.ndarray, prob: np.ndarray, threshold: float, directory: Path) -> list[Path]:
-    """confusion_matrix.png, roc_curve.png, pr_curve.png under ``directory``."""
+def save_plots(y: pd.Series, out: pd.DataFrame, objective: Objective, directory: Path) -> list[Path]:
+    """The objective's plots as PNGs under ``directory``: binary: confusion matrix, ROC
+    and PR curves; multiclass: confusion matrix; regression: predicted vs actual and
+    the residuals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
-    y_true = np.asarray(y_true).astype(int)
-    out = []
-    plots = {
-        "confusion_matrix.png": lambda ax: skm.ConfusionMatrixDisplay.from_predictions(
-            y_true,
-            (prob >= threshold).astype(int),
-            display_labels=["on time", "delayed"],
-            ax=ax,
-            colorbar=False,
-        ),
-        "roc_curve.png": lambda ax: skm.RocCurveDisplay.from_predictions(
-            y_true, prob, ax=ax, plot_chance_level=True
-        ),
-        "pr_curve.png": lambda ax: skm.PrecisionRecallDisplay.from_predictions(
-            y_true, prob, ax=ax, plot_chance_level=True
-        ),
-    }
+    plots: dict[str, Any] = {}
+    if isinstance(objective, Binary):
+        y_true = objective.encode(y).astype(int)
+        prob = out["probability"].to_numpy()
+        pred = objective.encode(out[objective.label]).astype(int)
+        names = [f"{objective.label}={c}" for c in objective.classes]
+        plots = {
+            "confusion_matrix.png": lambda ax: skm.ConfusionMatrixDisplay.from_predictions(
+                y_true, pred, labels=[0, 1], display_labels=names, ax=ax, colorbar=False
+            ),
+            "roc_curve.png": lambda ax: skm.RocCurveDisplay.from_predictions(
+                y_true, prob, ax=ax, plot_chance_level=True
+            ),
+            "pr_curve.png": lambda ax: skm.PrecisionRecallDisplay.from_predictions(
+                y_true, prob, ax=ax, plot_chance_level=True
+            ),
+        }
+    elif isinstance(objective, Multiclass):
+        codes = list(range(len(objective.classes)))
+        plots = {
+            "confusion_matrix.png": lambda ax: skm.ConfusionMatrixDisplay.from_predictions(
+                objective.encode(y),
+                objective.encode(out[objective.label]),
+                labels=codes,
+                display_labels=[str(c) for c in objective.classes],
+                ax=ax,
+                colorbar=False,
+            )
+        }
+    else:
+        actual, predicted = y.to_numpy(dtype=float), out["prediction"].to_numpy(dtype=float)
+        plots = {
+            "predicted_vs_actual.png": lambda ax: skm.PredictionErrorDisplay.from_predictions(
+                actual, predicted, kind="actual_vs_predicted", ax=ax
+            ),
+            "residuals.png": lambda ax: skm.PredictionErrorDisplay.from_predictions(
+                actual, predicted, kind="residual_vs_predicted", ax=ax
+            ),
+        }
+    written = []
     for name, draw in plots.items():
         fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
         draw(ax)
@@ -82,5 +104,5 @@ def save_plots(y_true: np.ndarray, prob: np.ndarray, threshold: float, directory
         fig.tight_layout()
         fig.savefig(directory / name)
         plt.close(fig)
-        out.append(directory / name)
-    return out
+        written.append(directory / name)
+    return written

@@ -10,6 +10,7 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 
+from keel.objectives import higher_is_better
 from keel.settings import GateConfig
 
 
@@ -94,14 +95,21 @@ def evaluate_gate(
     if cfg.slice_min_rows > 0 and baseline_slices is not None and len(slices):
         joined = slices.merge(baseline_slices, on=["slice", "value"], suffixes=("", "_base"))
         metric = cfg.slice_metric
-        for row in joined.itertuples(index=False):
+        # how much worse the slice got: a fall for higher-is-better metrics, a rise for
+        # lower-is-better ones (log_loss, rmse...)
+        sign, worse = (1.0, "drop") if higher_is_better(metric) else (-1.0, "rise")
+        if metric not in slices.columns:
+            checks.append(Check(f"slice metric {metric} is measured", float("nan"), 0.0, False))
+        for row in joined.itertuples(index=False) if metric in slices.columns else ():
             r = row._asdict()
-            if r["rows"] < cfg.slice_min_rows or not (_ok(r[metric]) and _ok(r[f"{metric}_base"])):
+            if r["rows"] < cfg.slice_min_rows:
                 continue
-            drop = r[f"{metric}_base"] - r[metric]
+            if not (_ok(r[metric]) and _ok(r[f"{metric}_base"])):
+                continue
+            drop = sign * (r[f"{metric}_base"] - r[metric])
             checks.append(
                 Check(
-                    f"slice {r['slice']}={r['value']} {metric} drop <= {cfg.slice_max_drop:g}",
+                    f"slice {r['slice']}={r['value']} {metric} {worse} <= {cfg.slice_max_drop:g}",
                     drop,
                     cfg.slice_max_drop,
                     drop <= cfg.slice_max_drop,

@@ -15,6 +15,7 @@ class NetConfig:
     hidden: list[int]
     dropout: float
     emb_dim_max: int
+    outputs: int = 1  # the objective's width; configs saved before objectives had 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -25,7 +26,8 @@ def embedding_dim(cardinality: int, cap: int) -> int:
 
 
 class TabularNet(nn.Module):
-    """Categorical embeddings + scaled numerics -> MLP -> one logit."""
+    """Categorical embeddings + scaled numerics -> MLP -> ``outputs`` raw values (one
+    logit or value: shape (N,); several: (N, outputs))."""
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
@@ -37,10 +39,11 @@ class TabularNet(nn.Module):
         for h in cfg.hidden:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(cfg.dropout)]
             width = h
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, cfg.outputs))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         parts = [emb(cat[:, i]) for i, emb in enumerate(self.embeddings)]
         parts.append(num)
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        out = self.mlp(torch.cat(parts, dim=1))
+        return out.squeeze(1) if self.cfg.outputs == 1 else out

@@ -112,20 +112,10 @@ class Binary(Objective):
         return pd.DataFrame({"probability": prob, self.label: label})
 
     def metrics(self, y: pd.Series, out: pd.DataFrame) -> dict[str, float]:
-        y_true = self.encode(y).astype(int)
-        prob = out["probability"].to_numpy()
-        pred = self.encode(out[self.label]).astype(int)
-        both = len(np.unique(y_true)) == 2
-        return {
-            "accuracy": float(skm.accuracy_score(y_true, pred)),
-            "precision": float(skm.precision_score(y_true, pred, zero_division=0)),
-            "recall": float(skm.recall_score(y_true, pred, zero_division=0)),
-            "f1": float(skm.f1_score(y_true, pred, zero_division=0)),
-            "roc_auc": float(skm.roc_auc_score(y_true, prob)) if both else float("nan"),
-            "log_loss": float(skm.log_loss(y_true, prob, labels=[0, 1])),
-            "positive_rate": float(y_true.mean()) if len(y_true) else float("nan"),
-            "rows": float(len(y_true)),
-        }
+        from keel.evaluation import classification_metrics
+
+        pred = self.encode(out[self.label])
+        return classification_metrics(self.encode(y), out["probability"].to_numpy(), 0.5, pred)
 
 
 class Multiclass(Objective):

@@ -10,21 +10,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 
 from keel.features import Preprocessor
 from keel.net import NetConfig, TabularNet
+from keel.objectives import Objective, from_dict
+
+# Every model registered before objectives existed was this one: net.json without an
+# "objective" entry means a binary classifier answering probability + delayed.
+LEGACY_OBJECTIVE = {"kind": "binary", "label": "delayed", "classes": [0, 1]}
 
 
 def save_artifacts(
-    preprocessor: Preprocessor, net: TabularNet, threshold: float, directory: Path
+    preprocessor: Preprocessor, net: TabularNet, threshold: float, directory: Path, objective: Objective
 ) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "preprocessor.json").write_text(json.dumps(preprocessor.to_dict()))
-    (directory / "net.json").write_text(json.dumps({**net.cfg.to_dict(), "threshold": threshold}))
+    meta = {**net.cfg.to_dict(), "threshold": threshold, "objective": objective.to_dict()}
+    (directory / "net.json").write_text(json.dumps(meta))
     torch.save(net.state_dict(), directory / "weights.pt")
     return {
         name: str(directory / f"{name}{ext}")
@@ -32,8 +37,9 @@ def save_artifacts(
     }
 
 
-class FlightDelayModel(PythonModel):
-    """Raw rows -> ``probability`` of a 15+ min delay and the ``delayed`` label."""
+class TabularModel(PythonModel):
+    """Raw rows -> the objective's prediction table (binary: ``probability`` and the
+    label; multiclass: ``p_<class>`` per class and the label; regression: ``prediction``)."""
 
     def load_context(self, context) -> None:
         self.preprocessor = Preprocessor.from_dict(
@@ -41,6 +47,7 @@ class FlightDelayModel(PythonModel):
         )
         net_cfg = json.loads(Path(context.artifacts["net"]).read_text())
         self.threshold = float(net_cfg.pop("threshold"))
+        self.objective = from_dict(net_cfg.pop("objective", LEGACY_OBJECTIVE))
         self.net = TabularNet(NetConfig(**net_cfg))
         self.net.load_state_dict(torch.load(context.artifacts["weights"], weights_only=True))
         self.net.eval()
@@ -48,5 +55,8 @@ class FlightDelayModel(PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         cat, num = self.preprocessor.transform(model_input)
         with torch.no_grad():
-            prob = torch.sigmoid(self.net(torch.from_numpy(cat), torch.from_numpy(num))).double().numpy()
-        return pd.DataFrame({"probability": prob, "delayed": (prob >= self.threshold).astype(np.int64)})
+            raw = self.net(torch.from_numpy(cat), torch.from_numpy(num))
+        return self.objective.predict(raw, self.threshold)
+
+
+FlightDelayModel = TabularModel  # the name models registered before workloads load by

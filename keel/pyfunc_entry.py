@@ -6,6 +6,6 @@ built here, so loading never unpickles a Python object. Not imported by keel its
 
 import mlflow
 
-from keel.pyfunc import FlightDelayModel
+from keel.pyfunc import TabularModel
 
-mlflow.models.set_model(FlightDelayModel())
+mlflow.models.set_model(TabularModel())

@@ -36,7 +36,7 @@ class RequestError(ValueError):
 class LoadedModel:
     version: str
     data_version: str
-    model: Any  # keel.pyfunc.FlightDelayModel, context loaded
+    model: Any  # keel.pyfunc.TabularModel, context loaded
     columns: dict[str, str]  # input name -> MLflow type ("string", "long", "double")
     required: frozenset[str]
     vocab: dict[str, frozenset[str]]  # known categories per categorical input

@@ -18,6 +18,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from keel.features import Preprocessor
 from keel.net import NetConfig, TabularNet
+from keel.objectives import KINDS, Binary, Objective
 from keel.settings import FeatureConfig, TrainConfig
 
 
@@ -75,13 +76,10 @@ class EncodedSplit:
     y: torch.Tensor
 
     @classmethod
-    def encode(cls, pre: Preprocessor, frame: pd.DataFrame, label: str) -> EncodedSplit:
+    def encode(cls, pre: Preprocessor, frame: pd.DataFrame, objective: Objective) -> EncodedSplit:
         cat, num = pre.transform(frame)
-        return cls(
-            torch.from_numpy(cat),
-            torch.from_numpy(num),
-            torch.from_numpy(frame[label].to_numpy(dtype=np.float32)),
-        )
+        y = objective.encode(frame[objective.label])
+        return cls(torch.from_numpy(cat), torch.from_numpy(num), torch.from_numpy(np.ascontiguousarray(y)))
 
 
 def make_loader(
@@ -94,7 +92,7 @@ def make_loader(
     )
 
 
-class FlightsDataModule(pl.LightningDataModule):
+class TabularDataModule(pl.LightningDataModule):
     """Train batches are sharded across DDP ranks (the global batch stays ``batch_size``);
     every rank validates on the whole val split, so all ranks see the same val metrics and
     early stopping decides the same everywhere."""
@@ -123,14 +121,19 @@ class FlightsDataModule(pl.LightningDataModule):
 
 
 # ---------------------------------------------------------------- model
-class FlightDelayModule(pl.LightningModule):
-    def __init__(self, net_cfg: NetConfig, lr: float, weight_decay: float, pos_weight: float = 1.0):
+class TabularModule(pl.LightningModule):
+    """TabularNet trained with its objective's loss; a binary objective also tracks val/auc."""
+
+    def __init__(
+        self, net_cfg: NetConfig, lr: float, weight_decay: float, objective: Objective | None = None
+    ):
         super().__init__()
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False, ignore=["objective"])
         self.net = TabularNet(net_cfg)
         self.lr, self.weight_decay = lr, weight_decay
-        self.loss = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
-        self.val_auc = BinaryAUROC()
+        self.objective = objective or Binary("label", [0, 1])
+        self.loss: nn.Module = self.objective.loss()
+        self.val_auc = BinaryAUROC() if isinstance(self.objective, Binary) else None
         # epoch accumulators, updated in place: re-assigning attributes of an nn.Module
         # each step goes through its slow __setattr__
         self._train_loss = torch.zeros(())
@@ -141,7 +144,7 @@ class FlightDelayModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         cat, num, y = batch
-        loss = self.loss(self.net(cat, num), y)
+        loss = self.loss(self.net(cat, num), self.objective.target(y))
         # accumulate instead of self.log per step: logging every step costs ~2.5 ms (STACK.md)
         self._train_loss.add_(loss.detach() * len(y))
         self._train_rows[0] += len(y)
@@ -156,9 +159,11 @@ class FlightDelayModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         cat, num, y = batch
         logits = self.net(cat, num)
-        self.log("val/loss", self.loss(logits, y), on_epoch=True, batch_size=len(y), sync_dist=True)
-        self.val_auc.update(torch.sigmoid(logits), y.long())
-        self.log("val/auc", self.val_auc, on_epoch=True)
+        loss = self.loss(logits, self.objective.target(y))
+        self.log("val/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
+        if self.val_auc is not None:
+            self.val_auc.update(torch.sigmoid(logits), y.long())
+            self.log("val/auc", self.val_auc, on_epoch=True)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -173,7 +178,7 @@ class KeepBestWeights(pl.Callback):
         self.best_epoch: int | None = None
         self.state: dict[str, torch.Tensor] | None = None
 
-    def on_validation_end(self, trainer: pl.Trainer, module: FlightDelayModule) -> None:  # type: ignore[override]
+    def on_validation_end(self, trainer: pl.Trainer, module: TabularModule) -> None:  # type: ignore[override]
         if trainer.sanity_checking:
             return
         value = trainer.callback_metrics.get(self.monitor)
@@ -181,7 +186,7 @@ class KeepBestWeights(pl.Callback):
             self.best, self.best_epoch = float(value), trainer.current_epoch
             self.state = copy.deepcopy(module.net.state_dict())
 
-    def on_fit_end(self, trainer: pl.Trainer, module: FlightDelayModule) -> None:  # type: ignore[override]
+    def on_fit_end(self, trainer: pl.Trainer, module: TabularModule) -> None:  # type: ignore[override]
         """Put the best weights into the module and the summary into callback_metrics:
         both travel back to the launching process when DDP ran in spawned processes."""
         if self.state is not None:
@@ -246,19 +251,36 @@ class TrainedModel:
     epochs_run: int
     best_epoch: int | None
     best_val_loss: float | None
+    objective: Objective
 
     @torch.no_grad()
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def raw(self, frame: pd.DataFrame) -> torch.Tensor:
         self.net.eval()
         cat, num = self.preprocessor.transform(frame)
-        logits = self.net(torch.from_numpy(cat), torch.from_numpy(num))
-        return torch.sigmoid(logits).double().numpy()
+        return self.net(torch.from_numpy(cat), torch.from_numpy(num))
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The prediction table, as the registered model answers it."""
+        return self.objective.predict(self.raw(frame), self.threshold)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Binary objectives: the probability of the positive class."""
+        if not isinstance(self.objective, Binary):
+            raise TypeError(f"predict_proba is for binary objectives, not {self.objective.kind}")
+        return self.objective.probability(self.raw(frame))
 
 
 def fit(
-    train: pd.DataFrame, val: pd.DataFrame, features: FeatureConfig, cfg: TrainConfig, *, logger: Any = False
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    features: FeatureConfig,
+    cfg: TrainConfig,
+    *,
+    objective: str = "binary",
+    logger: Any = False,
 ) -> TrainedModel:
-    """Train deterministically on CPU; early stopping on val/loss; best weights kept."""
+    """Train deterministically on CPU; early stopping on val/loss; best weights kept.
+    ``objective``: binary, multiclass or regression (keel.objectives)."""
     import logging
     import warnings
 
@@ -268,12 +290,15 @@ def fit(
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
     torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    obj = KINDS[objective].fit_labels(features.label, train[features.label])
     pre = Preprocessor.fit(train, features.categorical, features.numeric)
-    net_cfg = NetConfig(pre.cardinalities, pre.numeric_width, list(cfg.hidden), cfg.dropout, cfg.emb_dim_max)
-    module = FlightDelayModule(net_cfg, cfg.lr, cfg.weight_decay)
-    data = FlightsDataModule(
-        EncodedSplit.encode(pre, train, features.label),
-        EncodedSplit.encode(pre, val, features.label),
+    net_cfg = NetConfig(
+        pre.cardinalities, pre.numeric_width, list(cfg.hidden), cfg.dropout, cfg.emb_dim_max, obj.width
+    )
+    module = TabularModule(net_cfg, cfg.lr, cfg.weight_decay, obj)
+    data = TabularDataModule(
+        EncodedSplit.encode(pre, train, obj),
+        EncodedSplit.encode(pre, val, obj),
         cfg.batch_size,
         cfg.seed,
         cfg.num_threads,
@@ -291,9 +316,10 @@ def fit(
         int(done["keel/epochs_run"]),
         int(done["keel/best_epoch"]) if "keel/best_epoch" in done else None,
         float(done["keel/best_val_loss"]) if "keel/best_val_loss" in done else None,
+        obj,
     )
-    if cfg.threshold_policy == "max_f1" and len(val):
-        model.threshold = max_f1_threshold(val[features.label].to_numpy(), model.predict_proba(val))
+    if isinstance(obj, Binary) and cfg.threshold_policy == "max_f1" and len(val):
+        model.threshold = max_f1_threshold(obj.encode(val[features.label]), model.predict_proba(val))
     return model
 
 

@@ -56,6 +56,12 @@ class Workload(ABC):
     def __init__(self, params: WorkloadParams) -> None:
         self.params = params
 
+    # ---------------------------------------------------------------- model
+    def objective(self) -> str:
+        """``binary``, ``multiclass`` or ``regression`` (keel.objectives): the loss, the
+        output columns of a prediction and the metrics follow from it."""
+        return "binary"
+
     # ---------------------------------------------------------------- data source
     def batches(self) -> list[str]:
         """Every batch the source can build, oldest first; [] when batches only come

@@ -6,12 +6,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
 from keel.errors import retry_transient
+from keel.objectives import Objective
 from keel.settings import Settings
 from tasks.data import Splits
 
@@ -20,26 +20,24 @@ from tasks.data import Splits
 class Evaluation:
     metrics: dict[str, float]  # flat names: "test/f1", "val/roc_auc", ...
     slices: pd.DataFrame  # per-slice metrics on the test split
-    y_test: np.ndarray
-    prob_test: np.ndarray
-    threshold: float
+    y_test: pd.Series  # the test split's labels, as raw values
+    out_test: pd.DataFrame  # the model's prediction table on the test split
+    objective: Objective
 
 
 @task(name="evaluate-model", cache_policy=NONE)
 def evaluate_model(settings: Settings, model, splits: Splits) -> Evaluation:
-    """Metrics on val and the held-out test split with scikit-learn, plus slices."""
-    from keel.evaluation import classification_metrics, slice_table
+    """The objective's metrics (scikit-learn) on val and the held-out test split, plus slices."""
+    from keel.evaluation import slice_table
 
-    label, thr = settings.features.label, model.threshold
+    label, objective = settings.features.label, model.objective
     metrics: dict[str, float] = {}
-    probs = {name: model.predict_proba(frame) for name, frame in (("val", splits.val), ("test", splits.test))}
+    outs = {name: model.predict(frame) for name, frame in (("val", splits.val), ("test", splits.test))}
     for name, frame in (("val", splits.val), ("test", splits.test)):
-        y = frame[label].to_numpy()
-        metrics.update({f"{name}/{k}": v for k, v in classification_metrics(y, probs[name], thr).items()})
-    prob_test = probs["test"]
-    y_test = splits.test[label].to_numpy()
-    slices = slice_table(splits.test, y_test, prob_test, thr, settings.features.slices)
-    return Evaluation(metrics, slices, y_test, prob_test, thr)
+        metrics.update({f"{name}/{k}": v for k, v in objective.metrics(frame[label], outs[name]).items()})
+    y_test = splits.test[label]
+    slices = slice_table(splits.test, y_test, outs["test"], objective, settings.features.slices)
+    return Evaluation(metrics, slices, y_test, outs["test"], objective)
 
 
 @task(
@@ -66,7 +64,7 @@ def log_evaluation(settings: Settings, evaluation: Evaluation, run_id: str) -> l
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        plots = save_plots(evaluation.y_test, evaluation.prob_test, evaluation.threshold, out / "plots")
+        plots = save_plots(evaluation.y_test, evaluation.out_test, evaluation.objective, out / "plots")
         evaluation.slices.to_csv(out / "slices.csv", index=False, float_format="%.6g")
         client.log_artifacts(run_id, str(out / "plots"), "evaluation/plots")
         client.log_artifact(run_id, str(out / "slices.csv"), "evaluation")

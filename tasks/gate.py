@@ -39,7 +39,7 @@ def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
     import mlflow
 
     from keel import tracking
-    from keel.evaluation import classification_metrics, slice_table
+    from keel.evaluation import slice_table
 
     version = tracking.current_alias_version(settings, "champion")
     if version is None:
@@ -47,16 +47,15 @@ def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
     tracking.use_tracking(settings)
     model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{version}")
     columns = model.metadata.get_input_schema().input_names()
+    objective = model.unwrap_python_model().objective  # the champion's own output meaning
     label = settings.features.label
     metrics: dict[str, float] = {}
     slices = None
     for name, frame in (("val", splits.val), ("test", splits.test)):
         out = model.predict(frame[columns])
-        prob, pred = out["probability"].to_numpy(), out["delayed"].to_numpy()
-        y = frame[label].to_numpy()
-        metrics.update({f"{name}/{k}": v for k, v in classification_metrics(y, prob, 0.5, pred).items()})
+        metrics.update({f"{name}/{k}": v for k, v in objective.metrics(frame[label], out).items()})
         if name == "test":
-            slices = slice_table(frame, y, prob, 0.5, settings.features.slices, pred)
+            slices = slice_table(frame, frame[label], out, objective, settings.features.slices)
     client = tracking.client(settings)
     mv = client.get_model_version(settings.mlflow.model_name, version)
     params = dict(client.get_run(mv.run_id).data.params) if mv.run_id else {}

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
@@ -91,8 +90,7 @@ def register_model(
     from keel.workspace import data_commit, git_commit
 
     example = splits.test[model.preprocessor.columns].head(5).reset_index(drop=True)
-    prob = model.predict_proba(example)
-    output = pd.DataFrame({"probability": prob, "delayed": (prob >= model.threshold).astype("int64")})
+    output = model.predict(example)
     with warnings.catch_warnings():
         # integer features stay "long" on purpose: MLflow then coerces serving input to
         # int, which keeps categorical codes such as month=1 exact
@@ -102,7 +100,7 @@ def register_model(
 
     tracking.use_tracking(settings)
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, Path(tmp))
+        artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, Path(tmp), model.objective)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -117,7 +115,8 @@ def register_model(
     client = tracking.client(settings)
     name = settings.mlflow.model_name
     try:
-        client.create_registered_model(name, description="keel flight-delay classifier")
+        description = f"keel model: workload {settings.workload.name!r}, {model.objective.kind} objective"
+        client.create_registered_model(name, description=description)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise

@@ -82,13 +82,17 @@ def train_model(settings: Settings, splits: Splits, run_id: str | None):
 
     from keel import tracking
     from keel.training import fit
+    from keel.workload import load_workload
 
+    objective = load_workload(settings).objective()
     if run_id is None:
-        return fit(splits.train, splits.val, settings.features, settings.train)
+        return fit(splits.train, splits.val, settings.features, settings.train, objective=objective)
     logger = MLFlowLogger(
         experiment_name=settings.mlflow.experiment, tracking_uri=settings.mlflow.tracking_uri, run_id=run_id
     )
-    model = fit(splits.train, splits.val, settings.features, settings.train, logger=logger)
+    model = fit(
+        splits.train, splits.val, settings.features, settings.train, objective=objective, logger=logger
+    )
     client = tracking.client(settings)
     client.log_metric(run_id, "train/epochs_run", model.epochs_run)
     if model.best_epoch is not None and model.best_val_loss is not None:
@@ -123,8 +127,8 @@ def train_as_worker(settings: Settings) -> None:
 
     ensure_checked_out(settings)
     frame = ds.read_partitions(ds.list_partitions(settings.data.dir))
-    key = load_workload(settings).split_key()
+    workload = load_workload(settings)
     train, val, _ = ds.split_frame(
-        frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt, key
+        frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt, workload.split_key()
     )
-    fit(train, val, settings.features, settings.train)
+    fit(train, val, settings.features, settings.train, objective=workload.objective())

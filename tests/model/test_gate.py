@@ -1,6 +1,7 @@
 """The gate's rules on hand-made metrics and slices (pure)."""
 
 import pandas as pd
+import pytest
 
 from keel.gate import diff_card, evaluate_gate
 from keel.settings import GateConfig, MetricRule
@@ -85,3 +86,19 @@ def test_diff_card_shows_params_data_metrics_and_slices():
     assert "aaa.dir" in card and "bbb.dir" in card
     assert "| test/roc_auc | 0.7500 | 0.7600 | +0.0100 |" in card
     assert "| origin=EWR | 500 | 0.7000 | 0.7200 | +0.0200 |" in card
+
+
+def test_slice_guard_honours_a_lower_is_better_metric_and_a_metric_it_cannot_see():
+    cfg = CFG.model_copy(update={"metrics": {}, "slice_metric": "rmse"})
+
+    def rmse(ewr):
+        return pd.DataFrame([{"slice": "origin", "value": "EWR", "rmse": ewr, "rows": 500}])
+
+    # rmse going up by 0.10 is the slice getting worse; going down is fine
+    worse = evaluate_gate(cfg, {}, rmse(1.10), "3", {}, rmse(1.00))
+    assert [c.name for c in worse.failures()] == ["slice origin=EWR rmse rise <= 0.05"]
+    assert worse.failures()[0].value == pytest.approx(0.10)
+    assert evaluate_gate(cfg, {}, rmse(0.80), "3", {}, rmse(1.00)).passed
+    # a slice metric the objective does not compute fails the gate instead of passing silently
+    blind = evaluate_gate(CFG.model_copy(update={"metrics": {}}), {}, rmse(1.0), "3", {}, rmse(1.0))
+    assert [c.name for c in blind.failures()] == ["slice metric roc_auc is measured"]

@@ -62,14 +62,16 @@ def test_model_beats_chance_on_held_out_rows(splits, settings):
 def test_pyfunc_round_trip_predicts_from_raw_rows(splits, settings, tmp_path):
     import mlflow.pyfunc
 
-    from keel.pyfunc import FlightDelayModel, save_artifacts
+    from keel.pyfunc import TabularModel, save_artifacts
     from keel.training import fit
 
     train, val, test = splits
     model = fit(train, val, settings.features, settings.train)
-    artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, tmp_path / "a")
+    artifacts = save_artifacts(
+        model.preprocessor, model.net, model.threshold, tmp_path / "a", model.objective
+    )
     mlflow.pyfunc.save_model(
-        str(tmp_path / "m"), python_model=FlightDelayModel(), artifacts=artifacts, pip_requirements=["mlflow"]
+        str(tmp_path / "m"), python_model=TabularModel(), artifacts=artifacts, pip_requirements=["mlflow"]
     )
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "m"))
     raw = test[model.preprocessor.columns].head(50)
@@ -77,12 +79,14 @@ def test_pyfunc_round_trip_predicts_from_raw_rows(splits, settings, tmp_path):
     assert list(out.columns) == ["probability", "delayed"] and len(out) == 50
     np.testing.assert_allclose(out["probability"].to_numpy(), model.predict_proba(raw), rtol=1e-6)
     assert ((out["probability"] >= model.threshold).astype(int) == out["delayed"]).all()
+    pd.testing.assert_frame_equal(out, model.predict(raw))  # the registered model answers as trained
 
 
 def test_classification_metrics_come_from_sklearn_definitions():
     from sklearn.metrics import f1_score, roc_auc_score
 
     from keel.evaluation import classification_metrics, slice_table
+    from keel.objectives import Binary
 
     y = np.array([0, 0, 1, 1, 1, 0])
     p = np.array([0.1, 0.6, 0.7, 0.4, 0.9, 0.2])
@@ -90,8 +94,12 @@ def test_classification_metrics_come_from_sklearn_definitions():
     assert m["f1"] == pytest.approx(f1_score(y, p >= 0.5))
     assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
     assert m["accuracy"] == pytest.approx(4 / 6)
-    table = slice_table(pd.DataFrame({"origin": list("AABBBA")}), y, p, 0.5, ["origin"])
+    binary = Binary("delayed", [0, 1])
+    out = pd.DataFrame({"probability": p, "delayed": (p >= 0.5).astype(int)})
+    assert binary.metrics(pd.Series(y), out) == m
+    table = slice_table(pd.DataFrame({"origin": list("AABBBA")}), pd.Series(y), out, binary, ["origin"])
     assert list(table["value"]) == ["A", "B"] and list(table["rows"]) == [3, 3]
+    assert table.set_index("value").loc["A", "accuracy"] == pytest.approx(2 / 3)
 
 
 def test_max_f1_threshold_beats_the_default_on_imbalanced_scores():

@@ -62,3 +62,47 @@ def test_regression_standardises_the_label_and_predicts_in_its_units():
     assert m["rmse"] == pytest.approx(0.0, abs=1e-5) and m["r2"] == pytest.approx(1.0)
     again = from_dict(obj.to_dict())
     assert isinstance(again, Regression) and (again.mean, again.std) == (obj.mean, obj.std)
+
+
+def _synthetic(n=1200, seed=0):
+    """A learnable table: the class is decided by x1 (and the colour), the value by x1 + x2."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    colour = rng.choice(["red", "green", "blue"], size=n)
+    cls = np.where(x1 < -0.5, "low", np.where(x1 > 0.5, "high", "mid"))
+    return pd.DataFrame({"x1": x1, "x2": x2, "colour": colour, "kind": cls, "value": 3 * x1 + x2 + 10})
+
+
+@pytest.mark.parametrize(
+    ("objective", "label", "columns", "metric", "bound"),
+    [
+        ("multiclass", "kind", ["p_high", "p_low", "p_mid", "kind"], "accuracy", 0.8),
+        ("regression", "value", ["prediction"], "r2", 0.8),
+    ],
+)
+def test_fit_and_the_registered_model_serve_each_objective(
+    tmp_path, objective, label, columns, metric, bound
+):
+    import mlflow.pyfunc
+
+    from keel.pyfunc import TabularModel, save_artifacts
+    from keel.settings import FeatureConfig, load_settings
+    from keel.training import fit
+
+    frame = _synthetic()
+    train, val, test = frame.iloc[:800], frame.iloc[800:1000], frame.iloc[1000:]
+    features = FeatureConfig(label=label, categorical=["colour"], numeric=["x1", "x2"], slices=["colour"])
+    cfg = load_settings(tmp_path, environ={}).train.model_copy(
+        update={"max_epochs": 15, "batch_size": 64, "hidden": [16], "patience": 15}
+    )
+    model = fit(train, val, features, cfg, objective=objective)
+    out = model.predict(test)
+    assert list(out.columns) == columns
+    assert model.objective.metrics(test[label], out)[metric] > bound
+
+    artifacts = save_artifacts(
+        model.preprocessor, model.net, model.threshold, tmp_path / "a", model.objective
+    )
+    mlflow.pyfunc.save_model(str(tmp_path / "m"), python_model=TabularModel(), artifacts=artifacts)
+    served = mlflow.pyfunc.load_model(str(tmp_path / "m")).predict(test[["x1", "x2", "colour"]])
+    pd.testing.assert_frame_equal(served, out)
