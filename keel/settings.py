@@ -38,7 +38,7 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     dir: Path
-    suite: Path
+    suite: Path | None  # None: the workload's default suite (keel.workload.suite_path)
     demo_months: list[str]
     sample_rows: int = Field(ge=0)
 
@@ -301,7 +301,7 @@ def _derived_sources(sources: dict[str, str], raw: Mapping[str, Any]) -> dict[st
         "mlflow.tracking_uri": "derived: sqlite under <workspace>/mlflow/",
         "mlflow.registry_uri": "derived: = mlflow.tracking_uri",
         "mlflow.artifact_root": "derived: <workspace>/mlflow/artifacts, or the HTTP server's own",
-        "data.suite": "derived: keel's packaged suite",
+        "data.suite": "derived: the workload's default suite",
         "prefect.api_url": "none: a server of each command's own, or `keel up`'s",
     }
     for key, rule in derived.items():
@@ -330,9 +330,7 @@ def _resolve(raw: dict[str, Any], workspace: Path) -> dict[str, Any]:
     raw["workspace"] = str(workspace)
     raw["data"]["dir"] = path(raw["data"]["dir"])
     suite = raw["data"].get("suite") or ""
-    raw["data"]["suite"] = (
-        path(suite) if suite else str(resources.files("keel").joinpath("conf/suites/flights.json"))
-    )
+    raw["data"]["suite"] = path(suite) if suite else None
     raw["reports"]["dir"] = path(raw["reports"]["dir"])
     raw["up"]["state_dir"] = path(raw["up"]["state_dir"])
     ml = raw["mlflow"]

@@ -62,6 +62,11 @@ class Workload(ABC):
         output columns of a prediction and the metrics follow from it."""
         return "binary"
 
+    def default_suite(self) -> Path:
+        """The GX suite (JSON) that validates this workload's batches when ``data.suite``
+        names none."""
+        raise ConfigError(f"workload {self.name!r} ships no default suite: set data.suite to a GX suite JSON")
+
     # ---------------------------------------------------------------- data source
     def batches(self) -> list[str]:
         """Every batch the source can build, oldest first; [] when batches only come
@@ -159,6 +164,11 @@ def load_workload(settings: Settings) -> Workload:
     """The workload that settings choose (``[workload]``)."""
     w = settings.workload
     return build(w.name, w.target, w.params)
+
+
+def suite_path(settings: Settings) -> Path:
+    """``data.suite`` when set, else the workload's default suite."""
+    return settings.data.suite or load_workload(settings).default_suite()
 
 
 def shipped() -> list[tuple[str, str]]:

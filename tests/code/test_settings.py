@@ -15,7 +15,10 @@ def test_defaults_resolve_every_location_inside_the_workspace(tmp_path):
     assert s.mlflow.artifact_root == (tmp_path.resolve() / "mlflow" / "artifacts").as_uri()
     assert s.dvc.remote_url == str(tmp_path.resolve() / "dvc-remote")
     assert s.prefect.api_url == ""
-    assert Path(s.data.suite).name == "flights.json" and Path(s.data.suite).is_file()
+    from keel.workload import suite_path
+
+    assert s.data.suite is None  # the workload's own
+    assert suite_path(s).name == "flights.json" and suite_path(s).is_file()
 
 
 def test_layers_workspace_file_then_profile_then_env_then_overrides(tmp_path):

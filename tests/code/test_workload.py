@@ -127,3 +127,15 @@ def test_the_split_hashes_the_workloads_key_and_names_a_missing_column():
 def test_workload_is_abstract_in_its_data_source():
     with pytest.raises(TypeError, match="build_batch"):
         Workload(Workload.Params())  # type: ignore[abstract]
+
+
+def test_the_suite_is_data_suite_else_the_workloads_default(tmp_path, tiny_target):
+    from keel.workload import suite_path
+
+    flights = load_settings(tmp_path, environ={})
+    assert suite_path(flights).name == "flights.json"
+    tiny = flights.with_overrides({"workload.target": tiny_target})
+    with pytest.raises(ConfigError, match=r"workload .tiny. ships no default suite: set data\.suite"):
+        suite_path(tiny)
+    own = tiny.with_overrides({"data.suite": str(tmp_path / "mine.json")})
+    assert suite_path(own) == tmp_path / "mine.json"

@@ -12,7 +12,9 @@ FILE = "data/2013-01.parquet"
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    return load_suite(load_settings(tmp_path_factory.mktemp("ws"), environ={}).data.suite)
+    from keel.workload import suite_path
+
+    return load_suite(suite_path(load_settings(tmp_path_factory.mktemp("ws"), environ={})))
 
 
 def test_suite_accepts_a_real_month(source, suite):

@@ -120,3 +120,34 @@ def test_two_concurrent_ingests_serialise_into_two_commits(workspace):
     assert len(log) == 2
     assert _git(workspace, "status", "--porcelain", "--untracked-files=no") == ""
     assert not (workspace.workspace / ".dvc" / "tmp" / "keel-ingest.json").exists()
+
+
+def test_a_workspace_below_its_repositorys_top_commits_and_replays_by_its_prefix(tmp_path):
+    from dvc.repo import Repo
+
+    from flows.ingest import ingest_flow
+    from keel.settings import load_settings
+    from keel.workspace import data_commit, materialise
+
+    mono = tmp_path / "mono"
+    (mono / "ml").mkdir(parents=True)
+    ident = ["-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=mono, check=True)
+    Repo.init(str(mono / "ml"), subdir=True).close()
+    (mono / "ml" / "keel.toml").write_text("")
+    subprocess.run(["git", "add", "ml"], cwd=mono, check=True)
+    subprocess.run(["git", *ident, "commit", "-qm", "team repo with an ml/ workspace"], cwd=mono, check=True)
+    settings = load_settings(mono / "ml", profile="test", environ={})
+
+    version = ingest_flow(settings, ["2013-01"])
+    shown = subprocess.run(
+        ["git", "show", "--name-only", "--format=%s", "HEAD"], cwd=mono, capture_output=True, text=True
+    ).stdout.split()
+    assert shown[-2:] == ["ml/data-versions.jsonl", "ml/data.dvc"]
+    commit = data_commit(settings, version.md5)
+    assert commit == _git(settings, "rev-parse", "HEAD")
+    root = materialise(settings, settings.dvc_file.read_text(), tmp_path / "scratch", commit)
+    assert root.name == "ml" and read_data_version(root / "data.dvc").md5 == version.md5
+    assert (root / "data" / "2013-01.parquet").read_bytes() == (
+        settings.data.dir / "2013-01.parquet"
+    ).read_bytes()
