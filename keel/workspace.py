@@ -74,6 +74,15 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return proc.stdout.strip()
 
 
+def _git(args: list[str], cwd: Path) -> str | None:
+    """``git <args>``'s stripped output, or None when it fails (no repo, no such ref...)."""
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def git_commit(directory: Path) -> str:
     """HEAD of the git repo holding ``directory``, '+dirty' if it has changes; 'none' if no repo."""
     try:
@@ -150,8 +159,7 @@ def _name_default_remote(conf: dict[str, Any], ws: Path) -> None:
 def _first_commit(ws: Path) -> None:
     """A new repository gets one commit of keel's own files, so every version records a
     real git sha. A repository that already has commits is left alone."""
-    has_head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=ws, capture_output=True)
-    if has_head.returncode == 0:
+    if _git(["rev-parse", "--verify", "-q", "HEAD"], ws) is not None:
         return
     files = [f for f in INIT_FILES if (ws / f).exists()]
     _run(["git", "add", "--", *files], ws)
@@ -341,16 +349,12 @@ def _pointer_md5(dvc_text: str) -> str | None:
 
 
 def _has_commit(ws: Path, commit: str) -> bool:
-    proc = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ws, capture_output=True)
-    return proc.returncode == 0
+    return _git(["cat-file", "-e", f"{commit}^{{commit}}"], ws) is not None
 
 
 def origin(settings: Settings) -> str:
     """Where a teammate clones the workspace from: its git ``origin``, else its path."""
-    proc = subprocess.run(
-        ["git", "remote", "get-url", "origin"], cwd=settings.workspace, capture_output=True, text=True
-    )
-    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else str(settings.workspace)
+    return _git(["remote", "get-url", "origin"], settings.workspace) or str(settings.workspace)
 
 
 # ------------------------------------------------------------------ interrupted ingests
@@ -475,10 +479,7 @@ def _committed_text(settings: Settings, path: Path) -> str | None:
 
 
 def _in_git(settings: Settings) -> bool:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"], cwd=settings.workspace, capture_output=True, text=True
-    )
-    return proc.returncode == 0
+    return _git(["rev-parse", "--show-toplevel"], settings.workspace) is not None
 
 
 def owned_files(settings: Settings) -> list[Path]:
@@ -530,15 +531,14 @@ def data_commit(settings: Settings, md5: str) -> str | None:
     committed = _committed_text(settings, settings.dvc_file)
     if committed is None or settings.dvc_file.read_text() != committed:
         return None
-    meta = yaml.safe_load(committed) or {}
-    if (meta.get("outs") or [{}])[0].get("md5") != md5:
+    if _pointer_md5(committed) != md5:
         return None
-    return _run(["git", "rev-parse", "HEAD"], settings.workspace)
+    return _git(["rev-parse", "HEAD"], settings.workspace)
 
 
 def _git_identity(ws: Path) -> list[str]:
     """keel's fallback identity where git has none configured (a CI box, a container)."""
-    if subprocess.run(["git", "config", "user.email"], cwd=ws, capture_output=True).stdout.strip():
+    if _git(["config", "user.email"], ws):
         return []
     return ["-c", "user.name=keel", "-c", "user.email=keel@localhost"]
 
