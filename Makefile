@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/dvc_add_throughput.py
 	$(PY) bench/data_commit_overhead.py
 	$(PY) bench/serve_latency.py
+	$(PY) bench/workloads.py
 	$(PY) bench/ddp_speed.py
 	$(PY) bench/scaled_backends.py
 

@@ -86,13 +86,15 @@ def main() -> None:
         return
 
     from keel.settings import load_settings
+    from keel.workload import load_workload
     from keel.workspace import init_workspace
 
     home = Path(tempfile.mkdtemp(prefix="keel-bench-prefect-"))
     env = {"PREFECT_HOME": str(home)}
     ws = init_workspace(Path(tempfile.mkdtemp(prefix="keel-bench-overhead-")) / "ws")
     keel = [sys.executable, "-m", "keel.cli", "-w", str(ws), *(["-p", profile] if profile else [])]
-    months = load_settings(ws, profile=profile).data.demo_months
+    settings = load_settings(ws, profile=profile)
+    months = settings.data.demo_batches or load_workload(settings).demo_batches()
     print(f"workspace {ws}: ingesting {months} (not timed) ...", flush=True)
     timed([*keel, "ingest", "--demo"], env)
     timed([*keel, "train"], env)  # warm-up: Prefect's database migrations, a first champion

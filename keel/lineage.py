@@ -68,7 +68,12 @@ class Lineage:
         return f"git clone {self.origin} ws && cd ws && git checkout {self.data_commit} && dvc pull"
 
     def describe(self) -> str:
-        model_inputs = {k: self.config[k] for k in ("split", "features", "train") if k in self.config}
+        default_workload = {"name": "flights", "target": "", "params": {}}
+        model_inputs = {
+            k: self.config[k]
+            for k in ("workload", "split", "features", "train")
+            if k in self.config and not (k == "workload" and self.config[k] == default_workload)
+        }
         lines = [
             f"model:        {self.name} v{self.version} (run {self.run_id})",
             f"data version: {self.data_version}",

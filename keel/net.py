@@ -1,8 +1,11 @@
-"""The tabular MLP as a plain torch module (serving needs torch, not Lightning)."""
+"""keel's networks as plain torch modules (serving needs torch, not Lightning): the
+tabular MLP and a small conv net for image workloads. ``build`` picks one by
+``NetConfig.arch``; both take the Preprocessor's (category codes, numerics)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -16,6 +19,9 @@ class NetConfig:
     dropout: float
     emb_dim_max: int
     outputs: int = 1  # the objective's width; configs saved before objectives had 1
+    arch: str = "mlp"  # "mlp" (TabularNet) or "conv" (ConvNet); saved before: mlp
+    image: list[int] = field(default_factory=list)  # conv: [channels, height, width] of the pixels
+    channels: list[int] = field(default_factory=list)  # conv: output channels per conv layer
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,3 +53,59 @@ class TabularNet(nn.Module):
         parts.append(num)
         out = self.mlp(torch.cat(parts, dim=1))
         return out.squeeze(1) if self.cfg.outputs == 1 else out
+
+
+class ConvNet(nn.Module):
+    """An image workload's net: its numeric features are the pixels of one
+    ``image = [C, H, W]`` image, in order. The Preprocessor gives each pixel scaled
+    plus a missing flag, so the input is 2C channels (values, then flags). Each conv
+    layer is 3x3 conv -> BatchNorm -> ReLU, with a 2x2 max-pool after every second one;
+    then the dense ``hidden`` head (with any categorical embeddings) -> ``outputs``."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        if len(cfg.image) != 3 or not cfg.channels:
+            raise ValueError(f"ConvNet needs image=[C, H, W] and channels, got {cfg.image} / {cfg.channels}")
+        c, h, w = cfg.image
+        if cfg.numeric_width != 2 * c * h * w:
+            raise ValueError(f"ConvNet: {cfg.numeric_width // 2} numeric columns for a {c}x{h}x{w} image")
+        self.cfg = cfg
+        convs: list[nn.Module] = []
+        width = 2 * c
+        for i, out in enumerate(cfg.channels):
+            convs += [nn.Conv2d(width, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU()]
+            if i % 2 == 1 and min(h, w) >= 2:
+                convs.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            width = out
+        self.convs = nn.Sequential(*convs)
+        embeddings = [nn.Embedding(card, embedding_dim(card, cfg.emb_dim_max)) for card in cfg.cardinalities]
+        self.embeddings = nn.ModuleList(embeddings)
+        flat = width * h * w + sum(e.embedding_dim for e in embeddings)
+        layers: list[nn.Module] = []
+        for hidden in cfg.hidden:
+            layers += [nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            flat = hidden
+        layers.append(nn.Linear(flat, cfg.outputs))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.cfg.image
+        pixels = math.prod(self.cfg.image)
+        values = num[:, :pixels].reshape(-1, c, h, w)
+        flags = num[:, pixels:].reshape(-1, c, h, w)
+        x = self.convs(torch.cat([values, flags], dim=1)).flatten(1)
+        parts = [x, *(emb(cat[:, i]) for i, emb in enumerate(self.embeddings))]
+        out = self.head(torch.cat(parts, dim=1))
+        return out.squeeze(1) if self.cfg.outputs == 1 else out
+
+
+Net = TabularNet | ConvNet
+ARCHS: dict[str, type[Net]] = {"mlp": TabularNet, "conv": ConvNet}
+
+
+def build(cfg: NetConfig) -> Net:
+    """The network ``cfg.arch`` names."""
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"net arch {cfg.arch!r}: known {sorted(ARCHS)}")
+    return ARCHS[cfg.arch](cfg)

@@ -15,7 +15,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 
 from keel.features import Preprocessor
-from keel.net import NetConfig, TabularNet
+from keel.net import Net, NetConfig, build
 from keel.objectives import Objective, from_dict
 
 # Every model registered before objectives existed was this one: net.json without an
@@ -24,7 +24,7 @@ LEGACY_OBJECTIVE = {"kind": "binary", "label": "delayed", "classes": [0, 1]}
 
 
 def save_artifacts(
-    preprocessor: Preprocessor, net: TabularNet, threshold: float, directory: Path, objective: Objective
+    preprocessor: Preprocessor, net: Net, threshold: float, directory: Path, objective: Objective
 ) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "preprocessor.json").write_text(json.dumps(preprocessor.to_dict()))
@@ -48,7 +48,7 @@ class TabularModel(PythonModel):
         net_cfg = json.loads(Path(context.artifacts["net"]).read_text())
         self.threshold = float(net_cfg.pop("threshold"))
         self.objective = from_dict(net_cfg.pop("objective", LEGACY_OBJECTIVE))
-        self.net = TabularNet(NetConfig(**net_cfg))
+        self.net = build(NetConfig(**net_cfg))
         self.net.load_state_dict(torch.load(context.artifacts["weights"], weights_only=True))
         self.net.eval()
 

@@ -113,9 +113,11 @@ def frame_from_records(loaded: LoadedModel, records: Any) -> pd.DataFrame:
         for name, kind in loaded.columns.items():
             value = record.get(name)
             if kind == "string":
-                if not isinstance(value, str):
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    value = None  # a missing category: the model encodes it as unknown
+                elif not isinstance(value, str):
                     raise RequestError(f"record {i}: field '{name}' must be a string, got {value!r}")
-                if name in vocab and value not in vocab[name]:
+                if value is not None and name in vocab and value not in vocab[name]:
                     raise RequestError(f"record {i}: field '{name}': unknown category {value!r}")
             elif kind in ("long", "integer"):
                 if (

@@ -39,7 +39,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     dir: Path
     suite: Path | None  # None: the workload's default suite (keel.workload.suite_path)
-    demo_months: list[str]
+    demo_batches: list[str]  # []: the workload's own demo batches
     sample_rows: int = Field(ge=0)
 
 
@@ -166,9 +166,15 @@ class PromotionConfig(_Section):
     lock_timeout_s: float = Field(gt=0)
 
 
+# The layout of a resolved config. A model version records its resolved settings
+# (config/resolved.json); ``migrate`` brings a recorded one up to this layout.
+CONFIG_VERSION = 2
+
+
 class Settings(_Section):
     """Resolved settings: every path absolute, every URI explicit."""
 
+    config_version: int = CONFIG_VERSION
     workspace: Path
     profile: str | None = None
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
@@ -224,6 +230,48 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
         else:
             base[key] = value
     return base
+
+
+def _workload_defaults(
+    base: Mapping[str, Any], layers: list[dict[str, Any]]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(name, settings, profiles) the chosen workload brings (keel.workload.Workload.defaults)."""
+    import copy
+
+    from keel.workload import build
+
+    choice: dict[str, Any] = copy.deepcopy(dict(base.get("workload", {})))
+    for layer in layers:
+        _merge(choice, layer.get("workload", {}))
+    workload = build(str(choice.get("name", "")), str(choice.get("target", "")), choice.get("params"))
+    brought = copy.deepcopy(workload.defaults())
+    profiles = brought.pop("profiles", {})
+    brought.pop("workload", None)  # a workload does not choose the workload
+    return workload.name, brought, profiles
+
+
+def migrate(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved config recorded by an older keel (a model version's
+    config/resolved.json), in the current layout (``CONFIG_VERSION``).
+
+    Version 1 (no ``config_version``; before workloads): the workload was flights and
+    the demo batches were ``data.demo_months``. The model inputs (split, features,
+    train) are untouched, so the recorded config hash still holds."""
+    import copy
+
+    raw = copy.deepcopy(dict(recorded))
+    version = int(raw.get("config_version", 1))
+    if version > CONFIG_VERSION:
+        raise ConfigError(
+            f"config_version {version} was recorded by a newer keel (this one reads up to "
+            f"{CONFIG_VERSION}): upgrade keel"
+        )
+    if version < 2:
+        raw.setdefault("workload", {"name": "flights", "target": "", "params": {}})
+        data = raw.setdefault("data", {})
+        data["demo_batches"] = data.pop("demo_months", [])
+    raw["config_version"] = CONFIG_VERSION
+    return raw
 
 
 def _undot(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -334,6 +382,9 @@ def _resolve(raw: dict[str, Any], workspace: Path) -> dict[str, Any]:
     raw["reports"]["dir"] = path(raw["reports"]["dir"])
     raw["up"]["state_dir"] = path(raw["up"]["state_dir"])
     ml = raw["mlflow"]
+    workload = raw.get("workload", {}).get("name") or "model"
+    ml["experiment"] = ml.get("experiment") or f"keel-{workload}"
+    ml["model_name"] = ml.get("model_name") or workload
     if not ml.get("tracking_uri"):
         ml["tracking_uri"] = f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}"
     if not ml.get("registry_uri"):
@@ -415,23 +466,35 @@ def load_settings(
 
     raw = _defaults()
     profiles = raw.pop("profiles", {})
-    layers: list[tuple[str, dict[str, Any]]] = []
     ws_file = ws / WORKSPACE_FILE
+    ws_raw: dict[str, Any] = {}
     if ws_file.is_file():
         try:
             ws_raw = tomllib.loads(ws_file.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{ws_file}: {exc}") from exc
-        profiles = _merge(profiles, ws_raw.pop("profiles", {}))
-        layers.append((str(ws_file), ws_raw))
+    ws_profiles = ws_raw.pop("profiles", {})
+    upper: list[tuple[str, dict[str, Any]]] = []  # the layers above the workload's defaults
+    if ws_raw:
+        upper.append((str(ws_file), ws_raw))
     if profile:
-        if profile not in profiles:
-            raise ConfigError(f"unknown profile {profile!r}; known: {sorted(profiles)}")
-        layers.append((f"profile '{profile}'", profiles[profile]))
-    layers += _mlflow_env_layers(env)
-    layers += _keel_env_layers(env)
+        chosen = _merge(_merge({}, profiles.get(profile, {})), ws_profiles.get(profile, {}))
+        upper.append((f"profile '{profile}'", chosen))
+    upper += _mlflow_env_layers(env)
+    upper += _keel_env_layers(env)
     if overrides:
-        layers.append(("override", _undot(overrides)))
+        upper.append(("override", _undot(overrides)))
+    # The workload any layer chooses brings its own defaults (features, gate, names,
+    # profiles), which sit just above defaults.toml and below keel.toml.
+    workload_name, workload_layer, workload_profiles = _workload_defaults(raw, [layer for _, layer in upper])
+    profiles = _merge(_merge(profiles, workload_profiles), ws_profiles)
+    if profile and profile not in profiles:
+        raise ConfigError(f"unknown profile {profile!r}; known: {sorted(profiles)}")
+    layers: list[tuple[str, dict[str, Any]]] = [(f"workload '{workload_name}' defaults", workload_layer)]
+    for layer_name, layer in upper:
+        if layer_name == f"profile '{profile}'":
+            layer = profiles[str(profile)]  # with the workload's own part of the profile
+        layers.append((layer_name, layer))
     sources = {key: "default (keel/conf/defaults.toml)" for key in LOCATION_KEYS}
     for name, layer in layers:
         _merge(raw, layer)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics.classification import BinaryAUROC
 
 from keel.features import Preprocessor
-from keel.net import NetConfig, TabularNet
+from keel.net import Net, NetConfig, build
 from keel.objectives import KINDS, Binary, Objective
 from keel.settings import FeatureConfig, TrainConfig
 
@@ -122,14 +122,15 @@ class TabularDataModule(pl.LightningDataModule):
 
 # ---------------------------------------------------------------- model
 class TabularModule(pl.LightningModule):
-    """TabularNet trained with its objective's loss; a binary objective also tracks val/auc."""
+    """keel's net (keel.net: the MLP, or a conv net for images) trained with its objective's
+    loss; a binary objective also tracks val/auc."""
 
     def __init__(
         self, net_cfg: NetConfig, lr: float, weight_decay: float, objective: Objective | None = None
     ):
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["objective"])
-        self.net = TabularNet(net_cfg)
+        self.net = build(net_cfg)
         self.lr, self.weight_decay = lr, weight_decay
         self.objective = objective or Binary("label", [0, 1])
         self.loss: nn.Module = self.objective.loss()
@@ -246,7 +247,7 @@ def distributed(cfg: TrainConfig) -> dict[str, Any]:
 @dataclass
 class TrainedModel:
     preprocessor: Preprocessor
-    net: TabularNet
+    net: Net
     threshold: float
     epochs_run: int
     best_epoch: int | None
@@ -277,10 +278,12 @@ def fit(
     cfg: TrainConfig,
     *,
     objective: str = "binary",
+    net_options: dict[str, Any] | None = None,
     logger: Any = False,
 ) -> TrainedModel:
     """Train deterministically on CPU; early stopping on val/loss; best weights kept.
-    ``objective``: binary, multiclass or regression (keel.objectives)."""
+    ``objective``: binary, multiclass or regression (keel.objectives); ``net_options``:
+    NetConfig fields beyond the MLP's (the workload's Workload.net_options)."""
     import logging
     import warnings
 
@@ -293,7 +296,13 @@ def fit(
     obj = KINDS[objective].fit_labels(features.label, train[features.label])
     pre = Preprocessor.fit(train, features.categorical, features.numeric)
     net_cfg = NetConfig(
-        pre.cardinalities, pre.numeric_width, list(cfg.hidden), cfg.dropout, cfg.emb_dim_max, obj.width
+        pre.cardinalities,
+        pre.numeric_width,
+        list(cfg.hidden),
+        cfg.dropout,
+        cfg.emb_dim_max,
+        obj.width,
+        **(net_options or {}),
     )
     module = TabularModule(net_cfg, cfg.lr, cfg.weight_decay, obj)
     data = TabularDataModule(

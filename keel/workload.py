@@ -3,9 +3,22 @@
 A workload is one object the tasks call for everything that depends on *what* is
 being learnt; the platform (workspace, tracking, registry, lineage, validation,
 serving, backends) only ever talks to this interface and never names a workload.
-So far the seam covers the data source: which batches exist and which one is
-"next" for the schedules, how a batch is built or read from a file, the demo
-batches, and the columns that pin a row to its train/val/test split.
+It answers:
+
+- its settings (``defaults``): the ``[features]`` (label, categorical, numeric,
+  slices), the gate rules, names and profiles it brings, layered just above keel's
+  own defaults and below keel.toml;
+- its objective (binary, multiclass, regression: keel.objectives owns the loss,
+  output columns, metrics and their direction) and its network (``net_options``:
+  the tabular MLP, or a conv net over image pixels; keel.net);
+- its data source: which batches exist and which one is "next" for the schedules,
+  how a batch is built or read from a file, the demo batches, and the columns that
+  pin a row to its train/val/test split;
+- its default GX suite (``default_suite``) and what ``keel init --workload`` writes.
+
+Everything else (the Lightning module and data module, the pyfunc that takes raw
+rows, evaluation, plots, the drift view of the feature columns) follows from these
+answers in the platform.
 
 Choosing one (keel.toml)::
 
@@ -17,7 +30,8 @@ Choosing one (keel.toml)::
 Bringing your own: subclass ``Workload``, give it a ``name``, a one-line ``summary``,
 optionally a pydantic ``Params`` model for ``[workload] params``, and implement
 ``build_batch`` (and ``batches`` when the source has an order, so the scheduled
-retraining can take the next one). Nothing here touches disk, a server or the network
+retraining can take the next one); ``defaults``, ``objective``, ``net_options`` and
+``default_suite`` have working defaults. Nothing here touches disk, a server or the network
 at import time; a workload's own imports happen when its methods run.
 """
 
@@ -56,16 +70,48 @@ class Workload(ABC):
     def __init__(self, params: WorkloadParams) -> None:
         self.params = params
 
+    # ---------------------------------------------------------------- settings
+    def defaults(self) -> dict[str, Any]:
+        """Settings this workload brings (a nested dict in keel.toml's shape, with
+        ``profiles`` allowed): above keel/conf/defaults.toml, below keel.toml."""
+        return {}
+
+    def check(self, settings: Settings) -> None:
+        """Raise ConfigError when the settings cannot work for this workload (called
+        when a command loads it)."""
+        if not settings.features.label:
+            raise ConfigError(f"workload {self.name!r}: features.label is empty: name the label column")
+        if not (settings.features.categorical or settings.features.numeric):
+            raise ConfigError(
+                f"workload {self.name!r}: no feature columns: "
+                "set features.categorical and/or features.numeric"
+            )
+
+    def init_toml(self) -> str:
+        """The [workload] part of the keel.toml that ``keel init --workload`` writes."""
+        return f'[workload]\nname = "{self.name}"\n'
+
     # ---------------------------------------------------------------- model
     def objective(self) -> str:
         """``binary``, ``multiclass`` or ``regression`` (keel.objectives): the loss, the
         output columns of a prediction and the metrics follow from it."""
         return "binary"
 
-    def default_suite(self) -> Path:
-        """The GX suite (JSON) that validates this workload's batches when ``data.suite``
-        names none."""
-        raise ConfigError(f"workload {self.name!r} ships no default suite: set data.suite to a GX suite JSON")
+    def net_options(self) -> dict[str, Any]:
+        """keel.net.NetConfig fields beyond the tabular MLP's ({}: the MLP). An image
+        workload returns ``{"arch": "conv", "image": [C, H, W], "channels": [...]}``:
+        its numeric feature columns, in order, are the pixels."""
+        return {}
+
+    def default_suite(self, settings: Settings) -> dict[str, Any]:
+        """The GX suite (keel.validation's JSON shape) that validates this workload's
+        batches when ``data.suite`` names none. Default: generated from the settings'
+        feature columns (keel.validation.generated_suite)."""
+        from keel.validation import generated_suite
+
+        return generated_suite(
+            self.name, settings.features, self.split_key(), regression=self.objective() == "regression"
+        )
 
     # ---------------------------------------------------------------- data source
     def batches(self) -> list[str]:
@@ -83,6 +129,18 @@ class Workload(ABC):
         if name not in known:
             span = f"{known[0]}..{known[-1]}" if known else "none: give files (--file)"
             raise InputError(f"{self.name}: no batch {name!r} (the source has {span})")
+
+    def batch_range(self, first: str, last: str) -> list[str]:
+        """The batches from ``first`` to ``last`` (both included), in source order."""
+        known = self.batches()
+        for name in (first, last):
+            self.check_batch_name(name)
+            if name not in known:
+                raise InputError(f"{self.name}: no batch {name!r} (the source has {known[0]}..{known[-1]})")
+        i, j = known.index(first), known.index(last)
+        if i > j:
+            raise InputError(f"--from {first} comes after --to {last}")
+        return known[i : j + 1]
 
     def next_batch(self, have: Sequence[str]) -> str | None:
         """The batch after the newest one already ingested (``have``: partition names),
@@ -120,7 +178,12 @@ class Workload(ABC):
 
 
 # ---------------------------------------------------------------- choosing one
-SHIPPED: dict[str, str] = {"flights": "keel.workloads.flights:FlightsWorkload"}
+SHIPPED: dict[str, str] = {
+    "flights": "keel.workloads.flights:FlightsWorkload",
+    "tabular": "keel.workloads.tabular:TabularWorkload",
+    "digits": "keel.workloads.digits:DigitsWorkload",
+    "synthetic": "keel.workloads.synthetic:SyntheticWorkload",
+}
 
 
 def resolve_class(target: str) -> type[Workload]:
@@ -166,9 +229,13 @@ def load_workload(settings: Settings) -> Workload:
     return build(w.name, w.target, w.params)
 
 
-def suite_path(settings: Settings) -> Path:
-    """``data.suite`` when set, else the workload's default suite."""
-    return settings.data.suite or load_workload(settings).default_suite()
+def load_suite_for(settings: Settings) -> dict[str, Any]:
+    """The GX suite of ``data.suite`` when set, else the workload's default suite."""
+    from keel.validation import load_suite
+
+    if settings.data.suite:
+        return load_suite(settings.data.suite)
+    return load_workload(settings).default_suite(settings)
 
 
 def shipped() -> list[tuple[str, str]]:

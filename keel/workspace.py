@@ -7,6 +7,7 @@ the CLI; nothing runs at import time.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import tempfile
@@ -35,17 +36,18 @@ GITIGNORE_LINES = [
 ]
 
 WORKSPACE_TEMPLATE = """\
-# keel workspace settings. Keys and defaults: keel/conf/defaults.toml.
-# Environment variables KEEL_<SECTION>__<KEY> override this file.
+# keel workspace settings. Keys and defaults: keel/conf/defaults.toml, then the
+# workload's own (`keel workloads`). KEEL_<SECTION>__<KEY> variables override this file.
 
-[mlflow]
-experiment = "keel-flight-delay"
-model_name = "flight-delay"
+{workload}
+[data]
+suite = "{suite}"  # the GX suite batches must pass; edit it to change the rules
 
 [dvc]
 remote = "local"
 remote_url = "dvc-remote"
 """
+SUITE_FILE = "suite.json"
 
 
 CACHE_TYPES = "reflink,hardlink,copy"
@@ -103,9 +105,11 @@ def _append_missing(path: Path, lines: list[str]) -> None:
             fh.write("\n".join(new) + "\n")
 
 
-def init_workspace(directory: Path) -> Path:
+def init_workspace(directory: Path, workload_toml: str = "") -> Path:
     """Make ``directory`` a ready keel workspace (idempotent): git, DVC, local remote,
-    MLflow store dir and a default keel.toml."""
+    MLflow store dir, a keel.toml (``workload_toml``: its [workload] part, from
+    Workload.init_toml; "" = the default workload) and the workload's default GX suite
+    written out as suite.json. Existing files are kept."""
     from dvc.repo import Repo
 
     ws = Path(directory).expanduser().resolve()
@@ -115,7 +119,8 @@ def init_workspace(directory: Path) -> Path:
     if not (ws / ".dvc").exists():
         Repo.init(str(ws)).close()
     if not (ws / WORKSPACE_FILE).exists():
-        (ws / WORKSPACE_FILE).write_text(WORKSPACE_TEMPLATE)
+        (ws / WORKSPACE_FILE).write_text(WORKSPACE_TEMPLATE.format(workload=workload_toml, suite=SUITE_FILE))
+        _write_default_suite(ws)
     with Repo(str(ws)) as repo, repo.config.edit("repo") as conf:
         # keel only ever replaces partitions atomically (new inode), so linking the
         # cache is safe; it makes `dvc add` ~2x faster than copying (bench/)
@@ -128,9 +133,22 @@ def init_workspace(directory: Path) -> Path:
     return ws
 
 
+def _write_default_suite(ws: Path) -> None:
+    """suite.json: the workload's default suite, for the team to read and edit."""
+    from keel.settings import load_settings
+    from keel.workload import load_workload
+
+    if (ws / SUITE_FILE).exists():
+        return
+    settings = load_settings(ws, environ={}, overrides={"data.suite": ""})
+    suite = load_workload(settings).default_suite(settings)
+    (ws / SUITE_FILE).write_text(json.dumps(suite, indent=1) + "\n")
+
+
 # What `keel init` writes and commits; nothing else of the directory is staged.
 INIT_FILES = (
     WORKSPACE_FILE,
+    SUITE_FILE,
     ".gitignore",
     ".dvcignore",
     ".dvc/config",

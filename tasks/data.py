@@ -82,10 +82,10 @@ def build_batches(settings: Settings, months: list[str], files: dict[str, Path])
 @task(name="validate-batches", cache_policy=NONE)
 def validate_batches(settings: Settings, batches: list[Batch]) -> ValidationReport:
     """The suite on each new batch alone, before anything touches data/."""
-    from keel.validation import load_suite, validate_frames, write_report
-    from keel.workload import suite_path
+    from keel.validation import validate_frames, write_report
+    from keel.workload import load_suite_for
 
-    report = validate_frames({b.source: b.frame for b in batches}, load_suite(suite_path(settings)))
+    report = validate_frames({b.source: b.frame for b in batches}, load_suite_for(settings))
     paths = write_report(
         report, settings.reports.dir / "validation", "ingest-" + "-".join(b.name for b in batches)[:80]
     )
@@ -148,10 +148,10 @@ def resolve_dataset(settings: Settings) -> DatasetRef:
 def validate_data(settings: Settings, dataset: DatasetRef) -> ValidationReport:
     """Run the GX suite on every partition and keep the result (JSON + markdown)
     under reports/validation/<data version>.*"""
-    from keel.validation import load_suite, validate_frames, write_report
-    from keel.workload import suite_path
+    from keel.validation import validate_frames, write_report
+    from keel.workload import load_suite_for
 
-    suite = load_suite(suite_path(settings))
+    suite = load_suite_for(settings)
     frames = {
         str(p.path.relative_to(settings.workspace)): ds.read_partition(p.path) for p in dataset.partitions
     }

@@ -28,6 +28,7 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
     from mlflow.exceptions import MlflowException
 
     from keel import tracking
+    from keel.settings import migrate
     from keel.workspace import origin
 
     client = tracking.client(settings)
@@ -53,7 +54,8 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
 
         dvc_file = text("data/data.dvc")
         partitions = json.loads(text("data/partitions.json"))
-        config = json.loads(text("config/resolved.json"))
+        # recorded by this keel or an older one: brought to the current layout
+        config = migrate(json.loads(text("config/resolved.json")))
         packages = text("environment/packages.txt").split()
     return Lineage(
         name=name,

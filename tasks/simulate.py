@@ -1,5 +1,7 @@
-"""Simulation tasks: a scratch workspace, the champion scored on each new month before
-it is ingested, the month's record, and the timeline report."""
+"""Simulation tasks: a scratch workspace, the champion scored on each new batch before
+it is ingested, the batch's record, and the timeline report. Scores are the objective's
+headline metric (binary: roc_auc, multiclass: accuracy, regression: rmse); the record's
+``*_auc`` fields keep their names for the timeline.json readers that exist."""
 
 from __future__ import annotations
 
@@ -55,11 +57,18 @@ def simulation_workspace(settings: Settings, months: list[str]) -> Settings:
     )
 
 
+def headline(settings: Settings) -> str:
+    """The metric a simulation follows: the workload objective's headline (e.g. roc_auc)."""
+    from keel.objectives import KINDS
+    from keel.workload import load_workload
+
+    return KINDS[load_workload(settings).objective()].headline
+
+
 @task(name="score-champion-forward", cache_policy=NONE)
 def score_champion_forward(settings: Settings, month: str) -> tuple[str | None, float | None]:
-    """ROC-AUC of the current champion on a month it has not seen."""
+    """The headline metric of the current champion on a batch it has not seen."""
     import mlflow
-    from sklearn.metrics import roc_auc_score
 
     from keel import tracking
     from keel.workload import load_workload
@@ -70,8 +79,9 @@ def score_champion_forward(settings: Settings, month: str) -> tuple[str | None, 
     tracking.use_tracking(settings)
     model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{version}")
     frame = load_workload(settings).build_batch(month, settings.data.sample_rows)
-    prob = model.predict(frame[model.metadata.get_input_schema().input_names()])["probability"]
-    return version, float(roc_auc_score(frame[settings.features.label], prob))
+    out = model.predict(frame[model.metadata.get_input_schema().input_names()])
+    objective = model.unwrap_python_model().objective  # the label mapping the model carries
+    return version, float(objective.metrics(frame[settings.features.label], out)[headline(settings)])
 
 
 @task(name="record-month", cache_policy=NONE)
@@ -80,9 +90,11 @@ def record_month(settings: Settings, month: str, forward: tuple, drift, trained)
 
     client = tracking.client(settings)
     gate = json.loads(Path(client.download_artifacts(trained.run_id, "gate/gate.json")).read_text())
-    challenger_auc = client.get_run(trained.run_id).data.metrics.get("test/roc_auc")
+    metric = f"test/{headline(settings)}"
+    challenger_auc = client.get_run(trained.run_id).data.metrics.get(metric)
     baseline = next(
-        (c["baseline"] for c in gate["checks"] if c["name"].startswith("test/roc_auc drop")), None
+        (c["baseline"] for c in gate["checks"] if c["name"].startswith(f"{metric} ") and c["baseline"]),
+        None,
     )
     return MonthRecord(
         month=month,
@@ -121,7 +133,7 @@ def write_timeline(settings: Settings, records: list[MonthRecord]) -> Path:
             textcoords="offset points",
             xytext=(0, 6),
         )
-    ax1.set_ylabel("ROC-AUC")
+    ax1.set_ylabel(headline(settings))
     ax1.legend(fontsize=7)
     ax2.bar(
         months,
@@ -138,13 +150,14 @@ def write_timeline(settings: Settings, records: list[MonthRecord]) -> Path:
     def f(x):
         return "—" if x is None else f"{x:.4f}"
 
+    metric = headline(settings)
     lines = [
-        "# keel simulation: month by month",
+        "# keel simulation: batch by batch",
         "",
         f"Workspace: `{settings.workspace}` (its own MLflow store and DVC remote).",
         "",
-        "| month | champion before | champion AUC on new month | drift share | challenger | gate "
-        "| challenger AUC | champion AUC (same rows) | champion after |",
+        f"| batch | champion before | champion {metric} on the new batch | drift share | challenger | gate "
+        f"| challenger {metric} | champion {metric} (same rows) | champion after |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [

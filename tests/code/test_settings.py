@@ -15,10 +15,10 @@ def test_defaults_resolve_every_location_inside_the_workspace(tmp_path):
     assert s.mlflow.artifact_root == (tmp_path.resolve() / "mlflow" / "artifacts").as_uri()
     assert s.dvc.remote_url == str(tmp_path.resolve() / "dvc-remote")
     assert s.prefect.api_url == ""
-    from keel.workload import suite_path
+    from keel.workload import load_suite_for
 
     assert s.data.suite is None  # the workload's own
-    assert suite_path(s).name == "flights.json" and suite_path(s).is_file()
+    assert load_suite_for(s)["name"] == "flights"
 
 
 def test_layers_workspace_file_then_profile_then_env_then_overrides(tmp_path):
@@ -172,3 +172,34 @@ def test_mlflow_exporting_its_uri_does_not_redirect_later_workspaces(tmp_path, m
         assert second.mlflow.tracking_uri == f"sqlite:///{(tmp_path / 'b').resolve()}/mlflow/mlflow.db"
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def _recorded_v1() -> dict:
+    """config/resolved.json as keel recorded it before workloads (config_version 1), made
+    by that keel's load_settings(profile="test") for a workspace at /WORKSPACE."""
+    import json
+
+    return json.loads((Path(__file__).parents[1] / "fixtures" / "resolved-config-v1.json").read_text())
+
+
+def test_a_config_recorded_before_workloads_migrates_and_hashes_as_recorded(tmp_path):
+    from keel.settings import CONFIG_VERSION, Settings, migrate
+
+    old = _recorded_v1()
+    assert "config_version" not in old and "workload" not in old and "demo_months" in old["data"]
+    migrated = Settings.model_validate(migrate(old))
+    assert migrated.config_version == CONFIG_VERSION == 2
+    assert migrated.workload.name == "flights" and migrated.workload.is_default()
+    assert migrated.data.demo_batches == old["data"]["demo_months"]
+    # the model inputs are untouched: the hash that versions registered then carry still holds
+    assert migrated.config_hash() == "eba348fb0413"
+    assert migrate(migrate(old)) == migrate(old)  # current configs pass through unchanged
+    # and today's flights defaults (now the workload's layer) resolve to the same model inputs
+    assert load_settings(tmp_path, profile="test", environ={}).model_inputs() == migrated.model_inputs()
+
+
+def test_a_config_from_a_newer_keel_is_refused():
+    from keel.settings import migrate
+
+    with pytest.raises(ConfigError, match="config_version 99 was recorded by a newer keel"):
+        migrate({**_recorded_v1(), "config_version": 99})

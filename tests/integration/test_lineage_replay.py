@@ -178,3 +178,32 @@ def test_an_ingest_killed_halfway_leaves_the_previous_version_usable(workspace):
     assert ref.version == v1 and ref.partition_names == ["2013-01"]
     assert workspace.dvc_file.read_text() == v1_pointer
     assert sorted(p.name for p in workspace.data.dir.iterdir()) == ["2013-01.parquet"]
+
+
+def test_a_version_recorded_in_the_layout_before_workloads_replays_identically(workspace):
+    """The run's config/resolved.json replaced by the one keel recorded before workloads
+    existed (tests/fixtures: no config_version, no [workload], data.demo_months, a suite
+    path on another machine): lineage migrates it and the replay is identical."""
+    import json
+
+    from flows.ingest import ingest_flow
+    from flows.replay import replay_flow
+    from flows.train import train_flow
+    from keel.tracking import client
+    from tasks.lineage import load_lineage
+
+    ingest_flow(workspace, ["2013-01"])
+    registered = train_flow(workspace)
+    fixture = Path(__file__).parents[1] / "fixtures" / "resolved-config-v1.json"
+    old = fixture.read_text().replace("/WORKSPACE", str(workspace.workspace))
+    assert "workload" not in json.loads(old) and "config_version" not in json.loads(old)
+    run = client(workspace).get_run(registered.run_id)
+    recorded = Path(run.info.artifact_uri.removeprefix("file://")) / "config" / "resolved.json"
+    assert recorded.is_file()
+    recorded.write_text(old)  # the artifact as the previous layout wrote it
+
+    lineage = load_lineage.fn(workspace, registered.version)
+    assert lineage.config["config_version"] == 2 and lineage.config["workload"]["name"] == "flights"
+    assert lineage.config_hash == workspace.config_hash()
+    report = replay_flow(workspace, registered.version)
+    assert report.metrics_identical and report.weights_equal, report.deltas

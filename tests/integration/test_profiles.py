@@ -14,8 +14,8 @@ def test_debug_profile_yields_a_blessed_champion_on_one_month(tmp_path):
     from keel.workspace import init_workspace
 
     settings = load_settings(init_workspace(tmp_path / "ws"), profile="debug", environ={})
-    assert settings.data.demo_months == ["2013-01"]
-    ingest_flow(settings, settings.data.demo_months)
+    assert settings.data.demo_batches == ["2013-01"]
+    ingest_flow(settings, settings.data.demo_batches)
     registered = train_flow(settings)
 
     reg = Registry(settings)

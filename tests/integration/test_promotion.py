@@ -28,7 +28,7 @@ def test_first_champion_gate_tags_and_diff_card(ws):
     card = reg.client.download_artifacts(v3.run_id, "gate/diff_card.md", str(ws.workspace))
     text = Path(card).read_text()
     assert "v3 vs champion v1" in text and "| train.lr | 0.005 | 0.02 |" in text
-    assert "## Slice deltas" in text and "origin=EWR" in text
+    assert "## Slice deltas" in text and "segment=a" in text
 
 
 def test_reviewer_promotes_a_blessed_version_and_status_shows_it(ws):

@@ -17,30 +17,29 @@ def _versions(ws) -> list[str]:
     return sorted(str(v.version) for v in client(ws).search_model_versions(f"name='{ws.mlflow.model_name}'"))
 
 
-def test_retrain_takes_the_next_month_and_a_rejected_batch_trains_nothing(ws, tmp_path):
+def test_retrain_takes_the_next_batch_and_a_rejected_batch_trains_nothing(ws, tmp_path):
     from flows.retrain import retrain_flow
     from keel.tracking import current_alias_version
 
-    out = retrain_flow(ws)  # data/ holds 2013-01: next is 2013-02
-    assert out.status == "promoted" and out.batches == ["2013-02"] and out.model_version == "4"
-    assert (ws.data.dir / "2013-02.parquet").exists() and current_alias_version(ws, "champion") == "4"
-    assert json.loads((ws.workspace / "data-versions.jsonl").read_text().splitlines()[-1])["added"] == [
-        "2013-02"
-    ]
+    out = retrain_flow(ws)  # data/ holds b01: the workload's next batch is b02
+    assert out.status == "promoted" and out.batches == ["b02"] and out.model_version == "4"
+    assert (ws.data.dir / "b02.parquet").exists() and current_alias_version(ws, "champion") == "4"
+    assert json.loads((ws.workspace / "data-versions.jsonl").read_text().splitlines()[-1])["added"] == ["b02"]
 
-    bad = pd.read_parquet(ws.data.dir / "2013-01.parquet")
-    bad.loc[bad.index[:3], "carrier"] = "ZZ"
+    bad = pd.read_parquet(ws.data.dir / "b01.parquet")
+    bad["target"] = bad["target"].astype("float64")
+    bad.loc[bad.index[:3], "target"] = float("nan")  # rows without a label
     path = tmp_path / "late-feed.parquet"
     bad.to_parquet(path)
     dvc_before = ws.dvc_file.read_text()
     out = retrain_flow(ws, files={"late-feed": path})
     assert out.status == "rejected" and out.model_version is None
-    assert str(path) in out.detail and "column 'carrier'" in out.detail and "allowed categories" in out.detail
+    assert str(path) in out.detail and "column 'target'" in out.detail and "label present" in out.detail
     assert _versions(ws) == ["1", "2", "3", "4"] and current_alias_version(ws, "champion") == "4"
     assert ws.dvc_file.read_text() == dvc_before and not (ws.data.dir / "late-feed.parquet").exists()
     record = json.loads((ws.reports.dir / "ingest" / "rejections.jsonl").read_text().splitlines()[-1])
     assert record["batches"] == ["late-feed"] and record["sources"] == [str(path)]
-    assert {(f["column"], f["rule"]) for f in record["failures"]} == {("carrier", "allowed categories")}
+    assert {(f["column"], f["rule"]) for f in record["failures"]} == {("target", "label present")}
 
     # the command: exit 1, the file, column and rule on stderr, still nothing trained
     proc = subprocess.run(
@@ -61,32 +60,26 @@ def test_retrain_takes_the_next_month_and_a_rejected_batch_trains_nothing(ws, tm
         timeout=600,
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "batch rejected" in proc.stderr and "column 'carrier'" in proc.stderr
+    assert "batch rejected" in proc.stderr and "column 'target'" in proc.stderr
     assert _versions(ws) == ["1", "2", "3", "4"]
 
 
-def _heatwave(ws, path, hotter: float):
-    frame = pd.read_parquet(ws.data.dir / "2013-01.parquet")
-    frame.assign(
-        temp=frame["temp"] + hotter,
-        dewp=frame["dewp"] + hotter,
-        humid=frame["humid"] / 2,
-        pressure=frame["pressure"] - 20,
-        visib=frame["visib"] / 3,
-        wind_speed=frame["wind_speed"] * 3,
-    ).to_parquet(path)
+def _shifted(ws, path, by: float):
+    """b01 with two of its six features moved: x1 by ``by``, x2 scaled."""
+    frame = pd.read_parquet(ws.data.dir / "b01.parquet")
+    frame.assign(x1=frame["x1"] + by, x2=frame["x2"] * 3).to_parquet(path)
     return path
 
 
 def test_drift_starts_one_inline_retraining_then_dedupe_and_cooldown(ws, tmp_path):
     from flows.monitor import monitor_flow
 
-    ws = ws.with_overrides({"drift.share_threshold": 0.3})  # 6 of 18 features are shifted below
-    calm = monitor_flow(ws, ["2013-01"])  # the champion's own training month
+    ws = ws.with_overrides({"drift.share_threshold": 0.3})  # 2 of 6 features are shifted below
+    calm = monitor_flow(ws, ["b01"])  # the champion's own training batch
     assert calm.status == "no-drift" and calm.trigger.action == "none" and calm.retrained is None
     assert _versions(ws) == ["1", "2", "3"]
 
-    hot = monitor_flow(ws, files={"heatwave": _heatwave(ws, tmp_path / "heatwave.parquet", 40)})
+    hot = monitor_flow(ws, files={"heatwave": _shifted(ws, tmp_path / "heatwave.parquet", 4.0)})
     assert hot.status == "drift" and hot.report.share >= 0.3
     assert hot.trigger.action == "inline" and hot.retrained.status == "promoted"
     assert hot.retrained.batches == ["heatwave"] and _versions(ws) == ["1", "2", "3", "4"]
@@ -98,7 +91,7 @@ def test_drift_starts_one_inline_retraining_then_dedupe_and_cooldown(ws, tmp_pat
     again = monitor_flow(no_cooldown, files={"heatwave-again": tmp_path / "heatwave.parquet"})
     assert again.trigger.action == "deduped" and again.retrained is None
     # another drifted batch inside the cooldown: no second retraining either
-    other = monitor_flow(ws, files={"scorcher": _heatwave(ws, tmp_path / "scorcher.parquet", 30)})
+    other = monitor_flow(ws, files={"scorcher": _shifted(ws, tmp_path / "scorcher.parquet", 3.0)})
     assert other.status == "drift" and other.trigger.action == "cooldown" and other.retrained is None
     assert _versions(ws) == ["1", "2", "3", "4"]
 
@@ -106,7 +99,7 @@ def test_drift_starts_one_inline_retraining_then_dedupe_and_cooldown(ws, tmp_pat
 def test_monitor_rejects_an_invalid_batch_without_drift_or_training(ws, tmp_path):
     from flows.monitor import monitor_flow
 
-    bad = pd.read_parquet(ws.data.dir / "2013-01.parquet").drop(columns=["distance"])
+    bad = pd.read_parquet(ws.data.dir / "b01.parquet").drop(columns=["x1"])
     path = tmp_path / "broken.parquet"
     bad.to_parquet(path)
     out = monitor_flow(ws, files={"broken": path})

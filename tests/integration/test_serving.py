@@ -72,7 +72,7 @@ def post(url, body):
 
 
 def records(ws, n=3):
-    frame = pd.read_parquet(ws.data.dir / "2013-01.parquet").head(n)
+    frame = pd.read_parquet(ws.data.dir / "b01.parquet").head(n)
     cols = [*ws.features.categorical, *ws.features.numeric]
     return json.loads(frame[cols].to_json(orient="records"))
 
@@ -128,11 +128,11 @@ def test_requests_through_a_swap_never_fail(ws, server):
 def test_malformed_payloads_get_4xx_and_the_server_stays_up(ws, server):
     good = records(ws, 1)[0]
     cases = [
-        ({k: v for k, v in good.items() if k != "carrier"}, 422, "missing field(s) ['carrier']"),
-        ({**good, "distance": "far"}, 422, "field 'distance' must be a number"),
-        ({**good, "hour": 5.5}, 422, "field 'hour' must be an integer"),
-        ({**good, "carrier": "ZZ"}, 422, "field 'carrier': unknown category 'ZZ'"),
-        ({**good, "dest": 7}, 422, "field 'dest' must be a string"),
+        ({k: v for k, v in good.items() if k != "segment"}, 422, "missing field(s) ['segment']"),
+        ({**good, "x1": "far"}, 422, "field 'x1' must be a number"),
+        ({**good, "visits": 5.5}, 422, "field 'visits' must be an integer"),
+        ({**good, "segment": "ZZ"}, 422, "field 'segment': unknown category 'ZZ'"),
+        ({**good, "channel": 7}, 422, "field 'channel' must be a string"),
     ]
     for record, code, needle in cases:
         status, body = post(server, {"records": [record]})
@@ -168,9 +168,9 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(ws, server):
 
 
 def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
-    frame = pd.read_parquet(ws.data.dir / "2013-01.parquet").astype(object)
-    frame.loc[5, "carrier"] = "ZZ"
-    frame.loc[250, "distance"] = "far"
+    frame = pd.read_parquet(ws.data.dir / "b01.parquet").astype(object)
+    frame.loc[5, "segment"] = "ZZ"
+    frame.loc[250, "x1"] = "far"
     src, out = tmp_path / "rows.csv", tmp_path / "scored.parquet"
     frame.to_csv(src, index=False)
     proc = subprocess.run(
@@ -205,8 +205,8 @@ def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
     expected = sorted({5, 250} | unseen)
     assert f"scored {len(frame)} rows with v1" in proc.stdout
     assert f"({len(expected)} bad rows)" in proc.stdout
-    assert "row 5: field 'carrier': unknown category 'ZZ'" in proc.stderr
-    assert "row 250: field 'distance': not a number: 'far'" in proc.stderr
+    assert "row 5: field 'segment': unknown category 'ZZ'" in proc.stderr
+    assert "row 250: field 'x1': not a number: 'far'" in proc.stderr
     scored = pd.read_parquet(out)
     assert len(scored) == len(frame) and list(scored["row"]) == list(range(len(frame)))
     assert set(scored["model_version"]) == {"1"}

@@ -21,7 +21,8 @@ print(tracking.client(s).search_registered_models())
 
 
 @pytest.mark.integration
-def test_concurrent_first_opens_of_a_new_sqlite_store_both_succeed(workspace):
+def test_concurrent_first_opens_of_a_new_sqlite_store_both_succeed(synthetic):
+    workspace = synthetic
     db = tracking._sqlite_path(workspace.mlflow.tracking_uri)
     assert db is not None and not db.exists()
     procs = [

@@ -127,3 +127,27 @@ def test_small_and_large_frames_encode_identically(month_frame, settings):
     pieces = np.concatenate([pre.encode_categorical(rest.iloc[i : i + 10]) for i in range(0, len(rest), 10)])
     np.testing.assert_array_equal(whole, pieces)
     assert (whole[:3, f.categorical.index("dest")] == 0).all()
+
+
+def test_conv_net_reads_the_pixels_as_an_image_and_rebuilds_from_its_config():
+    from keel.net import ConvNet, NetConfig, build
+
+    cfg = NetConfig([], 2 * 64, [32], 0.0, 4, 10, arch="conv", image=[1, 8, 8], channels=[8, 16])
+    net = build(cfg)
+    assert isinstance(net, ConvNet) and any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    num = torch.randn(5, 128)
+    out = net(torch.zeros((5, 0), dtype=torch.int64), num)
+    assert out.shape == (5, 10)
+    again = build(NetConfig(**cfg.to_dict()))  # what the pyfunc does with net.json
+    again.load_state_dict(net.state_dict())
+    net.eval(), again.eval()
+    assert torch.equal(
+        net(torch.zeros((5, 0), dtype=torch.int64), num), again(torch.zeros((5, 0)).long(), num)
+    )
+    # a pixel moved changes the output: the conv sees positions, not a bag of columns
+    no_cat = torch.zeros((5, 0), dtype=torch.int64)
+    moved = num.clone()
+    moved[:, [0, 9]] = moved[:, [9, 0]]
+    assert not torch.allclose(net(no_cat, moved), net(no_cat, num))
+    with pytest.raises(ValueError, match="63 numeric columns for a 1x8x8 image"):
+        build(NetConfig([], 2 * 63, [32], 0.0, 4, 10, arch="conv", image=[1, 8, 8], channels=[8]))
