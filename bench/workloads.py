@@ -57,6 +57,8 @@ def one_workload(name: str, root: Path, requests: int) -> dict:
 
     ws = root / name
     env = {**os.environ, "PREFECT_HOME": str(root / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # MLflow exports the last store used
+        env.pop(variable, None)
     keel = [sys.executable, "-m", "keel.cli", "-w", str(ws)]
     timed([sys.executable, "-m", "keel.cli", "init", str(ws), "--workload", name], env)
     ingest_s = timed([*keel, "ingest", "--demo"], env)
