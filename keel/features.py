@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 
 SMALL_FRAME = 64
+# More numeric columns than this are read as one subset: for one digits row (64 columns)
+# 4.5 ms column by column vs 0.5 ms as a subset; for flights' 13 columns they are equal.
+WIDE = 16
 
 
 def _as_str(values: np.ndarray) -> np.ndarray:
@@ -79,9 +82,12 @@ class Preprocessor:
         return np.stack(codes, axis=1) if codes else np.zeros((len(frame), 0), np.int64)
 
     def encode_numeric(self, frame: pd.DataFrame) -> np.ndarray:
-        x = np.empty((len(frame), len(self.numeric)), dtype=np.float64)
-        for j, c in enumerate(self.numeric):  # per column: no DataFrame subset per call
-            x[:, j] = frame[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        if len(self.numeric) > WIDE:  # e.g. image pixels
+            x = frame[self.numeric].to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            x = np.empty((len(frame), len(self.numeric)), dtype=np.float64)
+            for j, c in enumerate(self.numeric):  # per column: no DataFrame subset per call
+                x[:, j] = frame[c].to_numpy(dtype=np.float64, na_value=np.nan)
         missing = np.isnan(x)
         z = (x - np.asarray(self.mean)) / np.asarray(self.std)
         z[missing] = 0.0
