@@ -76,14 +76,14 @@ def test_sigkill_mid_training_leaves_no_prefect_server_and_the_run_is_marked_kil
     assert not c.search_model_versions(f"name='{ingested.mlflow.model_name}'")  # nothing registered
 
 
-def test_a_run_is_marked_killed_only_when_its_process_on_this_host_is_gone(workspace):
+def test_a_run_is_marked_killed_only_when_its_process_on_this_host_is_gone(synthetic):
     from mlflow import MlflowClient
 
-    exp_id = tracking.ensure_experiment(workspace)
-    raw = MlflowClient(tracking_uri=workspace.mlflow.tracking_uri)
+    exp_id = tracking.ensure_experiment(synthetic)
+    raw = MlflowClient(tracking_uri=synthetic.mlflow.tracking_uri)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    mine = tracking.process_tags(workspace)
+    mine = tracking.process_tags(synthetic)
     dead = {**mine, tracking.PID_TAG: str(gone.pid)}
     reused = {**mine, tracking.PID_STARTED_TAG: "1.0"}  # this PID, but not the process that opened it
     other_host = {**dead, tracking.HOST_TAG: "another-machine"}
@@ -100,7 +100,7 @@ def test_a_run_is_marked_killed_only_when_its_process_on_this_host_is_gone(works
         }.items()
     }
 
-    killed = tracking.reap_orphaned_runs(workspace, raw)
+    killed = tracking.reap_orphaned_runs(synthetic, raw)
     assert sorted(killed) == sorted([runs["dead"], runs["reused"]])
     status = {name: raw.get_run(run_id).info.status for name, run_id in runs.items()}
     assert status == {
@@ -111,25 +111,25 @@ def test_a_run_is_marked_killed_only_when_its_process_on_this_host_is_gone(works
         "other-ws": "RUNNING",
         "untagged": "RUNNING",
     }
-    assert [r["run_name"] for r in tracking.killed_runs(workspace)] == ["reused", "dead"]
+    assert [r["run_name"] for r in tracking.killed_runs(synthetic)] == ["reused", "dead"]
 
 
-def test_lineage_reports_a_missing_version_as_not_found_and_a_dead_server_as_an_error(workspace, monkeypatch):
+def test_lineage_reports_a_missing_version_as_not_found_and_a_dead_server_as_an_error(synthetic, monkeypatch):
     from mlflow.exceptions import MlflowException
 
     from keel.errors import NotFoundError, is_transient
     from tasks.lineage import load_lineage
 
-    tracking.ensure_experiment(workspace)
+    tracking.ensure_experiment(synthetic)
     with pytest.raises(NotFoundError, match="has no version '9'"):
-        load_lineage.fn(workspace, "9")
+        load_lineage.fn(synthetic, "9")
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries, not keel's
     url = f"http://127.0.0.1:{port}"
-    down = workspace.with_overrides({"mlflow.tracking_uri": url, "mlflow.registry_uri": url})
+    down = synthetic.with_overrides({"mlflow.tracking_uri": url, "mlflow.registry_uri": url})
     with pytest.raises(MlflowException) as err:
         load_lineage.fn(down, "1")
     assert not isinstance(err.value, NotFoundError) and "no version" not in str(err.value)
