@@ -20,16 +20,16 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, port_factory):
-    """A workspace with a champion (v1 on 2013-01), and keel up running for it."""
+    """A workspace on the synthetic workload with a champion (v1 on b01), and keel up running for it."""
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel import services
     from keel.settings import load_settings
     from keel.workspace import init_workspace
 
-    ws = init_workspace(tmp_path_factory.mktemp("served") / "ws")
+    ws = init_workspace(tmp_path_factory.mktemp("served") / "ws", '[workload]\nname = "synthetic"\n')
     s = load_settings(ws, profile="test", environ={})
-    ingest_flow(s, ["2013-01"])
+    ingest_flow(s, ["b01"])
     assert train_flow(s).version == "1"
     s = s.with_overrides({"up.prefect_port": port_factory(), "up.mlflow_port": port_factory()})
     state = services.up(s, environ={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "2"})
@@ -107,14 +107,14 @@ def test_a_triggered_retraining_runs_to_completion_through_the_runner(served, ap
             RETRAIN_DEPLOYMENT,
             timeout=0,
             as_subflow=False,
-            parameters={"workspace": str(s.workspace), "profile": "test", "months": ["2013-02"]},
+            parameters={"workspace": str(s.workspace), "profile": "test", "months": ["b02"]},
         )
     run = _wait_final(api, run.id)
     assert run.state.type.value == "COMPLETED", run.state.message
-    assert (s.data.dir / "2013-02.parquet").exists() and _versions(s) == ["1", "2"]
+    assert (s.data.dir / "b02.parquet").exists() and _versions(s) == ["1", "2"]
 
     # a batch that breaks the suite: the run completes (the schedule goes on), on record, no model
-    bad = pd.read_parquet(s.data.dir / "2013-01.parquet").assign(distance=-1.0)
+    bad = pd.read_parquet(s.data.dir / "b01.parquet").assign(target=float("nan"))  # no labels
     bad.to_parquet(tmp_path / "bad.parquet")
     with temporary_settings({PREFECT_API_URL: state.prefect_api}):
         run = run_deployment(
@@ -130,7 +130,7 @@ def test_a_triggered_retraining_runs_to_completion_through_the_runner(served, ap
     run = _wait_final(api, run.id)
     assert run.state.type.value == "COMPLETED" and _versions(s) == ["1", "2"]
     record = json.loads((s.reports.dir / "ingest" / "rejections.jsonl").read_text().splitlines()[-1])
-    assert record["batches"] == ["bad"] and {f["column"] for f in record["failures"]} == {"distance"}
+    assert record["batches"] == ["bad"] and {f["column"] for f in record["failures"]} == {"target"}
     assert not (s.data.dir / "bad.parquet").exists()
 
 
@@ -142,20 +142,13 @@ def test_a_shifted_batch_triggers_exactly_one_retraining_an_unshifted_one_none(s
     from tasks.trigger import TRIGGER_TAG, model_tag
 
     s, state = served
-    s = s.with_overrides({"drift.share_threshold": 0.3})  # 6 of 18 features shifted below
+    s = s.with_overrides({"drift.share_threshold": 0.3})  # 2 of 6 features shifted below
     before = _versions(s)
-    frame = pd.read_parquet(s.data.dir / "2013-01.parquet")
+    frame = pd.read_parquet(s.data.dir / "b01.parquet")
     path = tmp_path / "heatwave.parquet"
-    frame.assign(
-        temp=frame["temp"] + 40,
-        dewp=frame["dewp"] + 35,
-        humid=frame["humid"] / 2,
-        pressure=frame["pressure"] - 20,
-        visib=frame["visib"] / 3,
-        wind_speed=frame["wind_speed"] * 3,
-    ).to_parquet(path)
+    frame.assign(x1=frame["x1"] + 3.0, x3=frame["x3"] / 3).to_parquet(path)
     with temporary_settings({PREFECT_API_URL: state.prefect_api}):
-        calm = monitor_flow(s, ["2013-01"])
+        calm = monitor_flow(s, ["b01"])
         hot = monitor_flow(s, files={"heatwave": path})
         again = monitor_flow(s.with_overrides({"drift.cooldown_s": 0}), files={"heatwave-2": path})
     assert calm.status == "no-drift" and calm.trigger.action == "none"
