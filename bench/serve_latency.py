@@ -72,7 +72,8 @@ def main() -> None:
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.batch import score_file
-    from keel.dataset import build_month, load_source, write_partition
+    from keel.dataset import build_month, load_source
+    from keel.partitions import write_partition
     from keel.serving import load_version
     from keel.settings import load_settings
     from keel.workspace import init_workspace

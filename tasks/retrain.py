@@ -45,14 +45,14 @@ def load_workspace_settings(workspace: str, profile: str | None) -> Settings:
 def pending_months(settings: Settings, months: list[str] | None, files: dict[str, Path] | None) -> list[str]:
     """The batches to take in: the ones asked for; none when only files are given; else
     the workload's next batch (the one after the newest partition it knows)."""
-    from keel import dataset as ds
+    from keel import partitions
     from keel.workload import load_workload
 
     if months is not None:
         return list(months)
     if files:
         return []
-    nxt = load_workload(settings).next_batch([p.stem for p in ds.list_partitions(settings.data.dir)])
+    nxt = load_workload(settings).next_batch([p.stem for p in partitions.list_partitions(settings.data.dir)])
     return [nxt] if nxt else []
 
 

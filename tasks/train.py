@@ -134,15 +134,15 @@ def train_as_worker(settings: Settings) -> None:
     """A DDP rank other than 0 started by an outside launcher (train.ddp_start_method =
     "popen"): the same data version, splits and config as rank 0, then fit() to join the
     process group. No validation report, MLflow run or registration: rank 0 does those."""
-    from keel import dataset as ds
+    from keel import partitions
     from keel.training import fit
     from keel.workload import load_workload
     from keel.workspace import ensure_checked_out
 
     ensure_checked_out(settings)
-    frame = ds.read_partitions(ds.list_partitions(settings.data.dir))
+    frame = partitions.read_partitions(partitions.list_partitions(settings.data.dir))
     workload = load_workload(settings)
-    train, val, _ = ds.split_frame(
+    train, val, _ = partitions.split_frame(
         frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt, workload.split_key()
     )
     fit(

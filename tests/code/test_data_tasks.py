@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from keel import dataset as ds
+from keel import partitions
 from keel.workspace import DataVersionError, read_data_version
 from tasks.data import (
     build_batches,
@@ -90,7 +91,7 @@ def test_resolve_dataset_pulls_a_missing_data_dir_from_the_remote(ingested):
 
 def test_resolve_dataset_refuses_unrecorded_changes(ingested):
     path = ingested.data.dir / "2013-01.parquet"
-    ds.write_partition(pd.read_parquet(path).head(100), path)
+    partitions.write_partition(pd.read_parquet(path).head(100), path)
     with pytest.raises(DataVersionError, match=r"differs from data\.dvc"):
         resolve_dataset.fn(ingested)
 
@@ -120,7 +121,7 @@ def test_load_splits_are_disjoint_and_stable(ingested):
     ]
     assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
     # a row keeps its split when data grows: split one month alone, then with another
-    jan = ds.read_partition(ingested.data.dir / "2013-01.parquet")
+    jan = partitions.read_partition(ingested.data.dir / "2013-01.parquet")
     _, _, test_alone = ds.split_frame(jan, 10, 10, ingested.split.salt)
     jan_in_test = splits.test[splits.test["month"] == 1]
     assert test_alone[ds.KEY_COLUMNS].equals(jan_in_test[ds.KEY_COLUMNS].reset_index(drop=True))

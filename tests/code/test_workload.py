@@ -112,7 +112,7 @@ def test_the_ingest_and_schedule_tasks_take_batches_from_the_workload(workspace,
 
 
 def test_the_split_hashes_the_workloads_key_and_names_a_missing_column():
-    from keel.dataset import split_frame
+    from keel.partitions import split_frame
 
     frame = pd.DataFrame({"id": range(400), "x": [i % 7 for i in range(400)]})
     train, val, test = split_frame(frame, 10, 10, "salt", ["id"])

@@ -159,7 +159,7 @@ def test_an_ingest_killed_halfway_leaves_the_previous_version_usable(workspace):
     from dvc.repo import Repo
 
     from flows.ingest import ingest_flow
-    from keel import dataset as ds
+    from keel import partitions
     from keel.workspace import begin_ingest
     from tasks.data import build_batches, resolve_dataset
 
@@ -169,7 +169,7 @@ def test_an_ingest_killed_halfway_leaves_the_previous_version_usable(workspace):
     # but before push and the end of the ingest
     begin_ingest(workspace)
     (batch,) = build_batches.fn(workspace, ["2013-02"], {})
-    ds.write_partition(batch.frame, ds.partition_path(workspace.data.dir, "2013-02"))
+    partitions.write_partition(batch.frame, partitions.partition_path(workspace.data.dir, "2013-02"))
     with Repo(str(workspace.workspace)) as repo:
         repo.add(str(workspace.data.dir))
     assert workspace.dvc_file.read_text() != v1_pointer

@@ -71,7 +71,7 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
 def test_invalid_data_stops_before_training_and_registers_nothing(workspace):
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.dataset import write_partition
+    from keel.partitions import write_partition
     from keel.tracking import client
     from keel.validation import DataValidationError
     from keel.workspace import add_and_push
