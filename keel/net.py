@@ -31,6 +31,27 @@ def embedding_dim(cardinality: int, cap: int) -> int:
     return max(1, min(cap, (cardinality + 1) // 2))
 
 
+def embeddings(cfg: NetConfig) -> nn.ModuleList:
+    """One embedding per categorical feature (code 0: unknown)."""
+    return nn.ModuleList(
+        nn.Embedding(card, embedding_dim(card, cfg.emb_dim_max)) for card in cfg.cardinalities
+    )
+
+
+def dense(width: int, cfg: NetConfig) -> nn.Sequential:
+    """``width`` inputs -> the ``hidden`` layers (ReLU, dropout) -> ``outputs``."""
+    layers: list[nn.Module] = []
+    for hidden in cfg.hidden:
+        layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+        width = hidden
+    layers.append(nn.Linear(width, cfg.outputs))
+    return nn.Sequential(*layers)
+
+
+def _embedded_width(module: nn.ModuleList) -> int:
+    return sum(e.embedding_dim for e in module if isinstance(e, nn.Embedding))
+
+
 class TabularNet(nn.Module):
     """Categorical embeddings + scaled numerics -> MLP -> ``outputs`` raw values (one
     logit or value: shape (N,); several: (N, outputs))."""
@@ -38,15 +59,8 @@ class TabularNet(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.cfg = cfg
-        embeddings = [nn.Embedding(card, embedding_dim(card, cfg.emb_dim_max)) for card in cfg.cardinalities]
-        self.embeddings = nn.ModuleList(embeddings)
-        width = sum(e.embedding_dim for e in embeddings) + cfg.numeric_width
-        layers: list[nn.Module] = []
-        for h in cfg.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(cfg.dropout)]
-            width = h
-        layers.append(nn.Linear(width, cfg.outputs))
-        self.mlp = nn.Sequential(*layers)
+        self.embeddings = embeddings(cfg)
+        self.mlp = dense(_embedded_width(self.embeddings) + cfg.numeric_width, cfg)
 
     def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         parts = [emb(cat[:, i]) for i, emb in enumerate(self.embeddings)]
@@ -79,15 +93,8 @@ class ConvNet(nn.Module):
                 h, w = h // 2, w // 2
             width = out
         self.convs = nn.Sequential(*convs)
-        embeddings = [nn.Embedding(card, embedding_dim(card, cfg.emb_dim_max)) for card in cfg.cardinalities]
-        self.embeddings = nn.ModuleList(embeddings)
-        flat = width * h * w + sum(e.embedding_dim for e in embeddings)
-        layers: list[nn.Module] = []
-        for hidden in cfg.hidden:
-            layers += [nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
-            flat = hidden
-        layers.append(nn.Linear(flat, cfg.outputs))
-        self.head = nn.Sequential(*layers)
+        self.embeddings = embeddings(cfg)
+        self.head = dense(width * h * w + _embedded_width(self.embeddings), cfg)
 
     def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         c, h, w = self.cfg.image

@@ -95,6 +95,12 @@ def load_suite(path: Path) -> dict[str, Any]:
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "float32", "float64", "bool"]
 
 
+def expectation(kind: str, rule: str, **kwargs: Any) -> dict[str, Any]:
+    """One expectation in the suite JSON: its GX type, its kwargs, and the rule's name that
+    failures report."""
+    return {"type": kind, "kwargs": kwargs, "meta": {"rule": rule}}
+
+
 def generated_suite(
     name: str, features: Any, split_key: list[str], *, regression: bool = False
 ) -> dict[str, Any]:
@@ -103,9 +109,7 @@ def generated_suite(
     numeric features numeric, at least one row. A team that wants more rules writes
     this out (``keel init`` does) and edits it."""
 
-    def rule(kind: str, text: str, **kwargs: Any) -> dict[str, Any]:
-        return {"type": kind, "kwargs": kwargs, "meta": {"rule": text}}
-
+    rule = expectation
     columns = list(
         dict.fromkeys(
             [features.label, *features.categorical, *features.numeric, *features.slices, *split_key]

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -158,6 +158,21 @@ class Workload(ABC):
         """Several batches at once (override when the source is costly to open)."""
         return {name: self.build_batch(name, sample_rows) for name in names}
 
+    def cut_batches(
+        self, names: Sequence[str], sample_rows: int, rows: Callable[[str], pd.DataFrame]
+    ) -> dict[str, pd.DataFrame]:
+        """For a source read once: each name checked, its rows (``rows(name)``), and a
+        deterministic sample of ``sample_rows`` (> 0) in source order."""
+        for name in names:
+            self.check_batch_name(name)
+        out = {}
+        for name in names:
+            frame = rows(name)
+            if sample_rows and len(frame) > sample_rows:
+                frame = frame.sample(n=sample_rows, random_state=0).sort_index()
+            out[name] = frame.reset_index(drop=True)
+        return out
+
     def read_file(self, path: Path) -> pd.DataFrame:
         """A user's batch file (.parquet or .csv) in this workload's schema."""
         import pandas as pd
@@ -175,6 +190,12 @@ class Workload(ABC):
         """The columns hashed to put a row in train/val/test for good ([]: the whole row,
         so identical rows share a split)."""
         return []
+
+
+def unfailable(rules: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The same gate rules with limits nothing can break (a test profile's gate: every rule
+    still evaluated and recorded, none fails a model trained for one epoch)."""
+    return {m: {k: (1e9 if k.startswith("max") else -1e9) for k in r} for m, r in rules.items()}
 
 
 # ---------------------------------------------------------------- choosing one

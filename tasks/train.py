@@ -85,28 +85,26 @@ def train_model(settings: Settings, splits: Splits, run_id: str | None):
     from keel.workload import load_workload
 
     workload = load_workload(settings)
-    objective, net_options = workload.objective(), workload.net_options()
-    if run_id is None:
-        return fit(
-            splits.train,
-            splits.val,
-            settings.features,
-            settings.train,
-            objective=objective,
-            net_options=net_options,
+    logger = (
+        MLFlowLogger(
+            experiment_name=settings.mlflow.experiment,
+            tracking_uri=settings.mlflow.tracking_uri,
+            run_id=run_id,
         )
-    logger = MLFlowLogger(
-        experiment_name=settings.mlflow.experiment, tracking_uri=settings.mlflow.tracking_uri, run_id=run_id
+        if run_id
+        else False
     )
     model = fit(
         splits.train,
         splits.val,
         settings.features,
         settings.train,
-        objective=objective,
-        net_options=net_options,
+        objective=workload.objective(),
+        net_options=workload.net_options(),
         logger=logger,
     )
+    if run_id is None:
+        return model
     client = tracking.client(settings)
     client.log_metric(run_id, "train/epochs_run", model.epochs_run)
     if model.best_epoch is not None and model.best_val_loss is not None:

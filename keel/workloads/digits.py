@@ -67,8 +67,7 @@ class DigitsWorkload(Workload):
         return ["image_id"]
 
     def default_suite(self, settings: Settings) -> dict[str, Any]:
-        def rule(kind: str, text: str, **kwargs: Any) -> dict[str, Any]:
-            return {"type": kind, "kwargs": kwargs, "meta": {"rule": text}}
+        from keel.validation import expectation as rule
 
         columns = ["image_id", *PIXELS, LABEL]
         return {
@@ -113,17 +112,13 @@ class DigitsWorkload(Workload):
     def build_batches(self, names: Sequence[str], sample_rows: int) -> dict[str, pd.DataFrame]:
         if not names:
             return {}
-        for name in names:
-            self.check_batch_name(name)
-        images = digits_table()
-        out = {}
-        for name in names:
-            start = (int(name.removeprefix("chunk-")) - 1) * self.params.batch_rows
-            frame = images.iloc[start : start + self.params.batch_rows]
-            if sample_rows and len(frame) > sample_rows:
-                frame = frame.iloc[:sample_rows]
-            out[name] = frame.reset_index(drop=True)
-        return out
+        images, size = digits_table(), self.params.batch_rows
+
+        def rows(name: str) -> pd.DataFrame:
+            start = (int(name.removeprefix("chunk-")) - 1) * size
+            return images.iloc[start : start + size]
+
+        return self.cut_batches(names, sample_rows, rows)
 
 
 def digits_table() -> pd.DataFrame:

