@@ -1,13 +1,18 @@
-"""Preprocessing that travels inside the model: vocabularies and scaling, as JSON."""
+"""Preprocessing that travels inside the model, as JSON: vocabularies and scaling for
+table columns (``Preprocessor``), or a tokenizer for a text column (keel.text)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from keel.settings import FeatureConfig
+    from keel.text import TextPreprocessor
 
 SMALL_FRAME = 64
 # More numeric columns than this are read as one subset: for one digits row (64 columns)
@@ -35,6 +40,9 @@ class Preprocessor:
     vocab: dict[str, list[str]]
     mean: list[float]
     std: list[float]
+
+    REQUIREMENTS: ClassVar[tuple[str, ...]] = ()  # distributions serving needs beyond keel's
+    text_limits: ClassVar[dict[str, int]] = {}  # no text inputs
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, categorical: list[str], numeric: list[str]) -> Preprocessor:
@@ -102,3 +110,29 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
         return cls(**data)
+
+
+def fit_preprocessor(
+    frame: pd.DataFrame, features: FeatureConfig, net_options: dict[str, Any]
+) -> Preprocessor | TextPreprocessor:
+    """The tokenizer of the net's encoder for a text feature (``features.text``), else
+    the vocabularies and scaling of the table's columns."""
+    if features.text:
+        from keel.text import TextPreprocessor
+
+        if net_options.get("arch") != "bert" or len(features.text) != 1:
+            raise ValueError(
+                f"features.text {features.text}: one text column, read by a bert net (net arch "
+                f"{net_options.get('arch', 'mlp')!r})"
+            )
+        return TextPreprocessor.fit(features.text[0], net_options["encoder"])
+    return Preprocessor.fit(frame, features.categorical, features.numeric)
+
+
+def preprocessor_from_dict(data: dict[str, Any]) -> Preprocessor | TextPreprocessor:
+    """A preprocessor as saved in a model (preprocessor.json); no ``kind``: tabular."""
+    if data.get("kind") == "text":
+        from keel.text import TextPreprocessor
+
+        return TextPreprocessor.from_dict(data)
+    return Preprocessor.from_dict(data)

@@ -1,11 +1,15 @@
 """keel's networks as plain torch modules (serving needs torch, not Lightning): the
-tabular MLP and a small conv net for image workloads. ``build`` picks one by
-``NetConfig.arch``; both take the Preprocessor's (category codes, numerics)."""
+tabular MLP and a small conv net for image workloads, which take the Preprocessor's
+(category codes, numerics), and a BERT encoder for text (keel.text, imported only
+when built), which takes (token ids, attention mask). ``build`` picks one by
+``NetConfig.arch``."""
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,6 +26,7 @@ class NetConfig:
     arch: str = "mlp"  # "mlp" (TabularNet) or "conv" (ConvNet); saved before: mlp
     image: list[int] = field(default_factory=list)  # conv: [channels, height, width] of the pixels
     channels: list[int] = field(default_factory=list)  # conv: output channels per conv layer
+    encoder: dict[str, Any] = field(default_factory=dict)  # bert: keel.text.encoder_options
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +61,8 @@ class TabularNet(nn.Module):
     """Categorical embeddings + scaled numerics -> MLP -> ``outputs`` raw values (one
     logit or value: shape (N,); several: (N, outputs))."""
 
+    chunk_rows: ClassVar[int] = 0  # rows per forward when predicting; 0: all at once
+
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.cfg = cfg
@@ -75,6 +82,8 @@ class ConvNet(nn.Module):
     plus a missing flag, so the input is 2C channels (values, then flags). Each conv
     layer is 3x3 conv -> BatchNorm -> ReLU, with a 2x2 max-pool after every second one;
     then the dense ``hidden`` head (with any categorical embeddings) -> ``outputs``."""
+
+    chunk_rows: ClassVar[int] = 0
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
@@ -107,12 +116,28 @@ class ConvNet(nn.Module):
         return out.squeeze(1) if self.cfg.outputs == 1 else out
 
 
-Net = TabularNet | ConvNet
-ARCHS: dict[str, type[Net]] = {"mlp": TabularNet, "conv": ConvNet}
+Net = nn.Module  # TabularNet, ConvNet or keel.text.BertNet: forward(a, b) -> raw outputs
+ARCHS: dict[str, str] = {
+    "mlp": "keel.net:TabularNet",
+    "conv": "keel.net:ConvNet",
+    "bert": "keel.text:BertNet",
+}
 
 
-def build(cfg: NetConfig) -> Net:
-    """The network ``cfg.arch`` names."""
+def build(cfg: NetConfig, pretrained: bool = False) -> Net:
+    """The network ``cfg.arch`` names. ``pretrained``: start from the encoder
+    checkpoint's weights (bert; training only, the registered model loads its own)."""
     if cfg.arch not in ARCHS:
         raise ValueError(f"net arch {cfg.arch!r}: known {sorted(ARCHS)}")
-    return ARCHS[cfg.arch](cfg)
+    module, _, name = ARCHS[cfg.arch].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(cfg, pretrained=True) if pretrained else cls(cfg)
+
+
+@torch.no_grad()
+def forward_rows(net: Net, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The net's raw outputs for all rows, ``chunk_rows`` at a time when it sets one."""
+    chunk = getattr(net, "chunk_rows", 0)
+    if not chunk or len(a) <= chunk:
+        return net(a, b)
+    return torch.cat([net(a[i : i + chunk], b[i : i + chunk]) for i in range(0, len(a), chunk)])

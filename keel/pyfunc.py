@@ -1,21 +1,25 @@
 """The registered model: an MLflow pyfunc that predicts from raw feature rows.
 
-Preprocessing (vocabularies, scaling) is part of the model, stored as JSON next to
-the weights, so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` needs only
-raw rows.
+Preprocessing (vocabularies and scaling, or a text model's tokenizer) is part of the
+model, stored as JSON next to the weights, so
+``mlflow.pyfunc.load_model("models:/<name>@champion")`` needs only raw rows.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 
-from keel.features import Preprocessor
-from keel.net import Net, NetConfig, build
+if TYPE_CHECKING:
+    from keel.text import TextPreprocessor
+
+from keel.features import Preprocessor, preprocessor_from_dict
+from keel.net import Net, NetConfig, build, forward_rows
 from keel.objectives import Objective, from_dict
 
 # Every model registered before objectives existed was this one: net.json without an
@@ -24,11 +28,16 @@ LEGACY_OBJECTIVE = {"kind": "binary", "label": "delayed", "classes": [0, 1]}
 
 
 def save_artifacts(
-    preprocessor: Preprocessor, net: Net, threshold: float, directory: Path, objective: Objective
+    preprocessor: Preprocessor | TextPreprocessor,
+    net: Net,
+    threshold: float,
+    directory: Path,
+    objective: Objective,
 ) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "preprocessor.json").write_text(json.dumps(preprocessor.to_dict()))
-    meta = {**net.cfg.to_dict(), "threshold": threshold, "objective": objective.to_dict()}
+    cfg = cast(NetConfig, net.cfg)
+    meta = {**cfg.to_dict(), "threshold": threshold, "objective": objective.to_dict()}
     (directory / "net.json").write_text(json.dumps(meta))
     torch.save(net.state_dict(), directory / "weights.pt")
     return {
@@ -42,7 +51,7 @@ class TabularModel(PythonModel):
     label; multiclass: ``p_<class>`` per class and the label; regression: ``prediction``)."""
 
     def load_context(self, context) -> None:
-        self.preprocessor = Preprocessor.from_dict(
+        self.preprocessor = preprocessor_from_dict(
             json.loads(Path(context.artifacts["preprocessor"]).read_text())
         )
         net_cfg = json.loads(Path(context.artifacts["net"]).read_text())
@@ -54,8 +63,7 @@ class TabularModel(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         cat, num = self.preprocessor.transform(model_input)
-        with torch.no_grad():
-            raw = self.net(torch.from_numpy(cat), torch.from_numpy(num))
+        raw = forward_rows(self.net, torch.from_numpy(cat), torch.from_numpy(num))
         return self.objective.predict(raw, self.threshold)
 
 

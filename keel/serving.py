@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ class LoadedModel:
     vocab: dict[str, frozenset[str]]  # known categories per categorical input
     loaded_at: float
     outputs: dict[str, str]  # output name -> MLflow type, from the model's signature
+    text: dict[str, int] = field(default_factory=dict)  # free-text input -> most characters allowed
 
     def records(self, out: pd.DataFrame) -> list[dict[str, Any]]:
         """Predictions as JSON-ready dicts, one per row, in the signature's output columns."""
@@ -81,6 +82,7 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
         vocab=vocab,
         loaded_at=time.time(),
         outputs=outputs,
+        text=dict(getattr(inner.preprocessor, "text_limits", {})),
     )
     example = Model.load(local).load_input_example(local)
     if not isinstance(example, pd.DataFrame):
@@ -112,6 +114,9 @@ def frame_from_records(loaded: LoadedModel, records: Any) -> pd.DataFrame:
             raise RequestError(f"record {i}: missing field(s) {sorted(missing)}")
         for name, kind in loaded.columns.items():
             value = record.get(name)
+            if name in loaded.text:
+                columns[name].append(text_value(i, name, value, loaded.text[name]))
+                continue
             if kind == "string":
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     value = None  # a missing category: the model encodes it as unknown
@@ -141,6 +146,17 @@ def frame_from_records(loaded: LoadedModel, records: Any) -> pd.DataFrame:
             for n, v in columns.items()
         }
     )
+
+
+def text_value(i: int, name: str, value: Any, limit: int) -> str:
+    """A free-text field: a string with some non-blank text, at most ``limit`` characters."""
+    if not isinstance(value, str):
+        raise RequestError(f"record {i}: field '{name}' must be a string of text, got {value!r}"[:300])
+    if not value.strip():
+        raise RequestError(f"record {i}: field '{name}' is empty")
+    if len(value) > limit:
+        raise RequestError(f"record {i}: field '{name}' has {len(value)} characters, more than {limit}")
+    return value
 
 
 class ModelHolder:

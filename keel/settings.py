@@ -54,6 +54,7 @@ class FeatureConfig(_Section):
     categorical: list[str]
     numeric: list[str]
     slices: list[str]
+    text: list[str] = Field(default_factory=list)  # one free-text column, read by a bert net (keel.text)
 
 
 class TrainConfig(_Section):
@@ -74,6 +75,9 @@ class TrainConfig(_Section):
     num_threads: int = Field(ge=1)
     threshold_policy: Literal["fixed", "max_f1"]
     threshold: float = Field(gt=0, lt=1)
+    eval_batch_size: int = Field(default=4096, ge=1)  # rows per validation step
+    accelerator: str = "cpu"  # Lightning's: "cpu", "gpu", "auto"...
+    precision: str = "32-true"  # Lightning's: "32-true", "bf16-mixed" (autocast), "16-mixed"
 
 
 class MlflowConfig(_Section):
@@ -149,6 +153,7 @@ class DriftConfig(_Section):
     experiment_suffix: str
     trigger: bool
     cooldown_s: float = Field(ge=0)
+    predictions: bool = False  # also compare the champion's predicted-label mix (and text embeddings)
 
 
 class ServeConfig(_Section):
@@ -204,7 +209,12 @@ class Settings(_Section):
         only when it is not the default one, so a default config hashes as it did before
         workloads existed (and versions registered then replay unchanged)."""
         include = {"split", "features", "train"} | (set() if self.workload.is_default() else {"workload"})
-        return self.model_dump(mode="json", include=include)
+        inputs = self.model_dump(mode="json", include=include)
+        for dotted, neutral in NEUTRAL_INPUTS.items():  # keys added later count only when set
+            section, key = dotted.split(".")
+            if inputs[section].get(key) == neutral:
+                del inputs[section][key]
+        return inputs
 
     def config_hash(self) -> str:
         blob = json.dumps(self.model_inputs(), sort_keys=True, separators=(",", ":"))
@@ -216,6 +226,16 @@ class Settings(_Section):
         _merge(raw, _undot(overrides))
         sources = {**self.sources, **{k: "override" for k in overrides if k in LOCATION_KEYS}}
         return Settings.model_validate({**raw, "sources": sources})
+
+
+# Model inputs added after versions were registered, with the value that means "as
+# before": left out of model_inputs() at that value, so older configs hash as they did.
+NEUTRAL_INPUTS: dict[str, Any] = {
+    "features.text": [],
+    "train.eval_batch_size": 4096,
+    "train.accelerator": "cpu",
+    "train.precision": "32-true",
+}
 
 
 def _defaults() -> dict[str, Any]:

@@ -6,7 +6,7 @@ import copy
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -16,10 +16,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics.classification import BinaryAUROC
 
-from keel.features import Preprocessor
-from keel.net import Net, NetConfig, build
+from keel.features import Preprocessor, fit_preprocessor
+from keel.net import Net, NetConfig, build, forward_rows
 from keel.objectives import KINDS, Binary, Objective
 from keel.settings import FeatureConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from keel.text import TextPreprocessor
 
 
 # ---------------------------------------------------------------- data
@@ -76,7 +79,9 @@ class EncodedSplit:
     y: torch.Tensor
 
     @classmethod
-    def encode(cls, pre: Preprocessor, frame: pd.DataFrame, objective: Objective) -> EncodedSplit:
+    def encode(
+        cls, pre: Preprocessor | TextPreprocessor, frame: pd.DataFrame, objective: Objective
+    ) -> EncodedSplit:
         cat, num = pre.transform(frame)
         y = objective.encode(frame[objective.label])
         return cls(torch.from_numpy(cat), torch.from_numpy(num), torch.from_numpy(np.ascontiguousarray(y)))
@@ -98,11 +103,17 @@ class TabularDataModule(pl.LightningDataModule):
     early stopping decides the same everywhere."""
 
     def __init__(
-        self, train: EncodedSplit, val: EncodedSplit | None, batch_size: int, seed: int, num_threads: int = 1
+        self,
+        train: EncodedSplit,
+        val: EncodedSplit | None,
+        batch_size: int,
+        seed: int,
+        num_threads: int = 1,
+        eval_batch_size: int = 4096,
     ):
         super().__init__()
         self.train, self.val, self.batch_size, self.seed = train, val, batch_size, seed
-        self.num_threads = num_threads
+        self.num_threads, self.eval_batch_size = num_threads, eval_batch_size
 
     def setup(self, stage: str) -> None:
         torch.set_num_threads(self.num_threads)  # again in each spawned DDP process
@@ -117,20 +128,26 @@ class TabularDataModule(pl.LightningDataModule):
     def val_dataloader(self):
         if self.val is None:
             return []
-        return make_loader(self.val, max(self.batch_size, 4096), self.seed, shuffle=False)
+        return make_loader(self.val, self.eval_batch_size, self.seed, shuffle=False)
 
 
 # ---------------------------------------------------------------- model
 class TabularModule(pl.LightningModule):
-    """keel's net (keel.net: the MLP, or a conv net for images) trained with its objective's
-    loss; a binary objective also tracks val/auc."""
+    """keel's net (keel.net: the MLP, a conv net for images, a BERT encoder for text)
+    trained with its objective's loss; a binary objective also tracks val/auc.
+    ``pretrained``: the net starts from its encoder checkpoint's weights (text)."""
 
     def __init__(
-        self, net_cfg: NetConfig, lr: float, weight_decay: float, objective: Objective | None = None
+        self,
+        net_cfg: NetConfig,
+        lr: float,
+        weight_decay: float,
+        objective: Objective | None = None,
+        pretrained: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["objective"])
-        self.net = build(net_cfg)
+        self.net = build(net_cfg, pretrained=pretrained)
         self.lr, self.weight_decay = lr, weight_decay
         self.objective = objective or Binary("label", [0, 1])
         self.loss: nn.Module = self.objective.loss()
@@ -210,8 +227,9 @@ def build_trainer(
         max_epochs=cfg.max_epochs,
         limit_train_batches=cfg.limit_train_batches,
         limit_val_batches=1.0 if validate else 0,
-        accelerator="cpu",
+        accelerator=cfg.accelerator,
         devices=1,
+        precision=cfg.precision,
         deterministic=True,
         logger=logger,
         callbacks=callbacks or [],
@@ -246,7 +264,7 @@ def distributed(cfg: TrainConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------- fit
 @dataclass
 class TrainedModel:
-    preprocessor: Preprocessor
+    preprocessor: Preprocessor | TextPreprocessor
     net: Net
     threshold: float
     epochs_run: int
@@ -258,7 +276,7 @@ class TrainedModel:
     def raw(self, frame: pd.DataFrame) -> torch.Tensor:
         self.net.eval()
         cat, num = self.preprocessor.transform(frame)
-        return self.net(torch.from_numpy(cat), torch.from_numpy(num))
+        return forward_rows(self.net, torch.from_numpy(cat), torch.from_numpy(num))
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The prediction table, as the registered model answers it."""
@@ -294,7 +312,7 @@ def fit(
     torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     obj = KINDS[objective].fit_labels(features.label, train[features.label])
-    pre = Preprocessor.fit(train, features.categorical, features.numeric)
+    pre = fit_preprocessor(train, features, net_options or {})
     net_cfg = NetConfig(
         pre.cardinalities,
         pre.numeric_width,
@@ -304,19 +322,20 @@ def fit(
         obj.width,
         **(net_options or {}),
     )
-    module = TabularModule(net_cfg, cfg.lr, cfg.weight_decay, obj)
+    module = TabularModule(net_cfg, cfg.lr, cfg.weight_decay, obj, pretrained=net_cfg.arch == "bert")
     data = TabularDataModule(
         EncodedSplit.encode(pre, train, obj),
         EncodedSplit.encode(pre, val, obj),
         cfg.batch_size,
         cfg.seed,
         cfg.num_threads,
+        cfg.eval_batch_size,
     )
     best = KeepBestWeights("val/loss")
     stop = pl.callbacks.EarlyStopping("val/loss", patience=cfg.patience, mode="min")
     trainer = build_trainer(cfg, logger=logger, callbacks=[best, stop])
     trainer.fit(module, datamodule=data)  # the best weights are in module.net afterwards
-    module.net.eval()
+    module.net.cpu().eval()  # predictions, evaluation and the saved weights: CPU
     done = trainer.callback_metrics
     model = TrainedModel(
         pre,

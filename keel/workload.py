@@ -10,7 +10,8 @@ It answers:
   own defaults and below keel.toml;
 - its objective (binary, multiclass, regression: keel.objectives owns the loss,
   output columns, metrics and their direction) and its network (``net_options``:
-  the tabular MLP, or a conv net over image pixels; keel.net);
+  the tabular MLP, a conv net over image pixels, or a pre-trained BERT encoder for a
+  text column; keel.net, keel.text);
 - its data source: which batches exist and which one is "next" for the schedules,
   how a batch is built or read from a file, the demo batches, and the columns that
   pin a row to its train/val/test split;
@@ -100,7 +101,9 @@ class Workload(ABC):
     def net_options(self) -> dict[str, Any]:
         """keel.net.NetConfig fields beyond the tabular MLP's ({}: the MLP). An image
         workload returns ``{"arch": "conv", "image": [C, H, W], "channels": [...]}``:
-        its numeric feature columns, in order, are the pixels."""
+        its numeric feature columns, in order, are the pixels. A text workload returns
+        ``keel.text.encoder_options(<BERT checkpoint dir>, layers, max_length)`` and names
+        its text column in ``features.text``."""
         return {}
 
     def default_suite(self, settings: Settings) -> dict[str, Any]:
@@ -204,6 +207,7 @@ SHIPPED: dict[str, str] = {
     "tabular": "keel.workloads.tabular:TabularWorkload",
     "digits": "keel.workloads.digits:DigitsWorkload",
     "synthetic": "keel.workloads.synthetic:SyntheticWorkload",
+    "text": "keel.workloads.text:TextWorkload",
 }
 
 

@@ -96,7 +96,8 @@ def register_model(
         # int, which keeps categorical codes such as month=1 exact
         warnings.filterwarnings("ignore", message=".*integer column")
         signature = infer_signature(example, output)
-    requirements = [f"{d}=={dist_version(d)}" for d in RUNTIME_DISTRIBUTIONS]
+    needed = (*RUNTIME_DISTRIBUTIONS, *model.preprocessor.REQUIREMENTS)  # a text model: its tokenizer's too
+    requirements = [f"{d}=={dist_version(d)}" for d in needed]
 
     tracking.use_tracking(settings)
     with tempfile.TemporaryDirectory() as tmp:
