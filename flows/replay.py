@@ -1,5 +1,6 @@
-"""keel-replay: rebuild a model version from its recorded data, config and seed,
-and report how the rebuild compares."""
+"""keel-replay: rebuild a model version from its recorded data, config and seed (a
+compressed variant: its source's, then compressed again), and report how the rebuild
+compares."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tasks.lineage import (
     load_lineage,
     materialise_dataset,
     open_scratch,
+    recompress,
     write_replay_report,
 )
 from tasks.train import train_model
@@ -27,7 +29,7 @@ def replay_flow(settings: Settings, version: str) -> ReplayReport:
     try:
         recorded, dataset = materialise_dataset(settings, lineage, scratch)
         splits = load_splits(recorded, dataset)
-        model = train_model(recorded, splits, None)
+        model = recompress(lineage, train_model(recorded, splits, None), splits, scratch)
         evaluation = evaluate_model(recorded, model, splits)
         report = compare_replay(lineage, model, evaluation)
     finally:

@@ -462,6 +462,44 @@ def replay(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Mode
         raise typer.Exit(3)
 
 
+@app.command()
+def compress(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Model version number to compress.")],
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method", "-m", help="onnx-int8 (ONNX + dynamic int8) or onnx; default: compress.method."
+        ),
+    ] = None,
+):
+    """Build a smaller/faster variant of VERSION, measure its parity on VERSION's own held-out
+    rows (metric deltas, label agreement, size, p50/p99 latency in a fresh process), gate it
+    (compress.max_drop / min_agreement against VERSION) and register it as a new version
+    tagged derived_from and compression; promoted or held as promotion.policy says."""
+    settings = _settings(ctx)
+    from keel.compress import METHODS
+
+    chosen = method or settings.compress.method
+    if chosen not in METHODS:
+        _fail(f"--method {chosen!r}: choose one of {', '.join(METHODS)}", 2)
+
+    from flows.compress import compress_flow
+
+    registered = _run_flow(ctx, lambda: compress_flow(settings, version, chosen))
+    typer.echo(
+        "\n".join(
+            [
+                f"registered {registered.registry_uri}: v{version} compressed with {chosen} "
+                f"(aliases: {', '.join(registered.aliases)})",
+                f"  promotion:  {registered.decision}",
+                f"  parity:     MLflow run {registered.run_id}, artifact compress/parity.json",
+                f"  load it:    mlflow.pyfunc.load_model('{registered.registry_uri}')",
+            ]
+        )
+    )
+
+
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why: kept in the ledger.")]
 
 

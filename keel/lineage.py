@@ -60,6 +60,8 @@ class Lineage:
     metrics: dict[str, float]
     data_commit: str = ""  # the git commit whose data.dvc holds data_version ("": none)
     origin: str = ""  # where a teammate clones the workspace from
+    derived_from: str = ""  # a compressed variant: the version it was built from (keel compress)
+    compression: str = ""  # ... and the method
 
     def restore_commands(self) -> str:
         """What a teammate runs to get this version's data with git and DVC alone."""
@@ -83,6 +85,14 @@ class Lineage:
             f"restore data: {self.restore_commands()}",
             f"config hash:  {self.config_hash}",
             "config:       " + json.dumps(model_inputs, sort_keys=True),
+            *(
+                [
+                    f"derived from: v{self.derived_from} by {self.compression} "
+                    f"(data, config and seed are v{self.derived_from}'s)"
+                ]
+                if self.derived_from
+                else []
+            ),
             f"weights:      sha256 {self.weights_sha256}",
             f"environment:  {self.env_hash} ({len(self.packages)} packages)",
             *[f"  {p}" for p in self.packages],
@@ -135,6 +145,14 @@ class ReplayReport:
                 f" at git commit `{self.lineage.data_commit}` (clone, checkout, dvc pull)"
                 if self.lineage.data_commit
                 else " from the recorded data.dvc (no git commit recorded)"
+            ),
+            *(
+                [
+                    f"- a compressed variant: v{self.lineage.derived_from} retrained from its records, "
+                    f"then compressed again with {self.lineage.compression}; the checksum is the model file's"
+                ]
+                if self.lineage.derived_from
+                else []
             ),
             f"- metrics identical: **{self.metrics_identical}**",
             f"- weight checksums equal: **{self.weights_equal}** (`{self.weights_sha256[:16]}`)",

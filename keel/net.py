@@ -124,13 +124,18 @@ ARCHS: dict[str, str] = {
 }
 
 
+def arch_class(arch: str) -> type[nn.Module]:
+    """The class of the network ``arch`` names (keel.text's is imported only here)."""
+    if arch not in ARCHS:
+        raise ValueError(f"net arch {arch!r}: known {sorted(ARCHS)}")
+    module, _, name = ARCHS[arch].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def build(cfg: NetConfig, pretrained: bool = False) -> Net:
     """The network ``cfg.arch`` names. ``pretrained``: start from the encoder
     checkpoint's weights (bert; training only, the registered model loads its own)."""
-    if cfg.arch not in ARCHS:
-        raise ValueError(f"net arch {cfg.arch!r}: known {sorted(ARCHS)}")
-    module, _, name = ARCHS[cfg.arch].partition(":")
-    cls = getattr(importlib.import_module(module), name)
+    cls: Any = arch_class(cfg.arch)
     return cls(cfg, pretrained=True) if pretrained else cls(cfg)
 
 

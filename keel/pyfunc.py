@@ -8,6 +8,7 @@ model, stored as JSON next to the weights, so
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -46,20 +47,24 @@ def save_artifacts(
     }
 
 
+def load_parts(artifacts: Mapping[str, str]) -> tuple[Preprocessor | TextPreprocessor, Net, float, Objective]:
+    """(preprocessor, net with its weights, threshold, objective) from a model's artifacts."""
+    preprocessor = preprocessor_from_dict(json.loads(Path(artifacts["preprocessor"]).read_text()))
+    net_cfg = json.loads(Path(artifacts["net"]).read_text())
+    threshold = float(net_cfg.pop("threshold"))
+    objective = from_dict(net_cfg.pop("objective", LEGACY_OBJECTIVE))
+    net = build(NetConfig(**net_cfg))
+    net.load_state_dict(torch.load(artifacts["weights"], weights_only=True))
+    net.eval()
+    return preprocessor, net, threshold, objective
+
+
 class TabularModel(PythonModel):
     """Raw rows -> the objective's prediction table (binary: ``probability`` and the
     label; multiclass: ``p_<class>`` per class and the label; regression: ``prediction``)."""
 
     def load_context(self, context) -> None:
-        self.preprocessor = preprocessor_from_dict(
-            json.loads(Path(context.artifacts["preprocessor"]).read_text())
-        )
-        net_cfg = json.loads(Path(context.artifacts["net"]).read_text())
-        self.threshold = float(net_cfg.pop("threshold"))
-        self.objective = from_dict(net_cfg.pop("objective", LEGACY_OBJECTIVE))
-        self.net = build(NetConfig(**net_cfg))
-        self.net.load_state_dict(torch.load(context.artifacts["weights"], weights_only=True))
-        self.net.eval()
+        self.preprocessor, self.net, self.threshold, self.objective = load_parts(context.artifacts)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         cat, num = self.preprocessor.transform(model_input)
@@ -68,3 +73,24 @@ class TabularModel(PythonModel):
 
 
 FlightDelayModel = TabularModel  # the name models registered before workloads load by
+
+
+class OnnxModel(PythonModel):
+    """A compressed variant (keel.compress): the same preprocessing and objective, the
+    net as an ONNX graph run by onnxruntime (``model.onnx``; ``net.json`` keeps the
+    source's threshold, objective and architecture)."""
+
+    def load_context(self, context) -> None:
+        from keel.compress import OnnxRunner
+
+        self.preprocessor = preprocessor_from_dict(
+            json.loads(Path(context.artifacts["preprocessor"]).read_text())
+        )
+        meta = json.loads(Path(context.artifacts["net"]).read_text())
+        self.threshold = float(meta["threshold"])
+        self.objective = from_dict(meta["objective"])
+        self.runner = OnnxRunner(Path(context.artifacts["onnx"]), meta.get("arch", "mlp"))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        a, b = self.preprocessor.transform(model_input)
+        return self.objective.predict(self.runner.raw(a, b), self.threshold)

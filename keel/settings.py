@@ -171,6 +171,17 @@ class PromotionConfig(_Section):
     lock_timeout_s: float = Field(gt=0)
 
 
+class CompressConfig(_Section):
+    """``[compress]``: keel compress and the train flow's automatic compression."""
+
+    method: Literal["onnx-int8", "onnx"] = "onnx-int8"
+    auto: bool = False  # the train flow compresses every version the gate blessed
+    max_drop: float = Field(default=0.01, ge=0)  # parity: a gate metric may fall this much vs the source
+    max_rise: float = Field(default=0.02, ge=0)  # ... or rise this much (lower-is-better metrics)
+    min_agreement: float = Field(default=0.95, ge=0, le=1)  # share of held-out rows with the source's label
+    latency_rounds: int = Field(default=30, ge=1)  # timed predictions per batch size, in a fresh process
+
+
 # The layout of a resolved config. A model version records its resolved settings
 # (config/resolved.json); ``migrate`` brings a recorded one up to this layout.
 CONFIG_VERSION = 2
@@ -196,6 +207,7 @@ class Settings(_Section):
     serve: ServeConfig
     drift: DriftConfig
     up: UpConfig
+    compress: CompressConfig = Field(default_factory=CompressConfig)
     # location key -> the layer it came from; not part of the config (excluded from dumps)
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
 

@@ -73,6 +73,8 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
         packages=packages,
         weights_sha256=mv.tags.get("weights_sha256", ""),
         metrics=dict(run.data.metrics),
+        derived_from=mv.tags.get("derived_from", ""),
+        compression=mv.tags.get("compression", ""),
     )
 
 
@@ -130,11 +132,26 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
     return replay, DatasetRef(version, parts)
 
 
+@task(name="recompress", cache_policy=NONE)
+def recompress(lineage: Lineage, model, splits, directory: Path):
+    """A compressed version's replay: the retrained source, compressed again the same way
+    (traced on the same held-out rows); any other version: the model as it is."""
+    if not lineage.compression:
+        return model
+    from keel.compress import compress
+    from tasks.compress import TRACE_ROWS
+
+    sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
+    return compress(model, lineage.compression, sample, directory / "variant")
+
+
 @task(name="compare-replay", cache_policy=NONE)
 def compare_replay(lineage: Lineage, model, evaluation) -> ReplayReport:
+    """A compressed variant compares its model file's checksum, others their weights'."""
     from keel.lineage import compare, environment_lock, weights_sha256
 
-    return compare(lineage, evaluation.metrics, weights_sha256(model.net.state_dict()), environment_lock()[1])
+    weights = model.sha256 if lineage.compression else weights_sha256(model.net.state_dict())
+    return compare(lineage, evaluation.metrics, weights, environment_lock()[1])
 
 
 @task(name="write-replay-report", cache_policy=NONE)

@@ -92,7 +92,9 @@ def test_workloads_lists_the_shipped_ones_and_a_bad_workload_is_exit_2(tmp_path)
     env = {"KEEL_WORKLOAD__NAME": "nope"}
     bad = _keel("-w", str(tmp_path / "w"), "ingest", "--month", "2013-01", env=env)
     assert bad.returncode == 2, bad.stderr
-    assert "workload.name 'nope' is not shipped (known: digits, flights, synthetic, tabular, text)" in bad.stderr
+    assert (
+        "workload.name 'nope' is not shipped (known: digits, flights, synthetic, tabular, text)" in bad.stderr
+    )
     assert "Traceback" not in bad.stderr and not (tmp_path / "w" / "data").exists()
     unknown = _keel("init", str(tmp_path / "x"), "--workload", "nope")
     assert unknown.returncode == 2 and "--workload 'nope'" in unknown.stderr and not (tmp_path / "x").exists()

@@ -74,7 +74,11 @@ def test_a_target_class_is_loaded_with_its_validated_params_and_changes_the_hash
 @pytest.mark.parametrize(
     ("name", "target", "message"),
     [
-        ("nope", "", r"workload.name 'nope' is not shipped \(known: digits, flights, synthetic, tabular, text\)"),
+        (
+            "nope",
+            "",
+            r"workload.name 'nope' is not shipped \(known: digits, flights, synthetic, tabular, text\)",
+        ),
         ("flights", "os.path", r"write it as module:Class"),
         ("flights", "no_such_module_anywhere:W", r"No module named 'no_such_module_anywhere'"),
         ("flights", "os:path", r"not a keel.workload.Workload subclass"),

@@ -1,0 +1,304 @@
+"""Compression tasks: load a registered version's parts, build its variant, measure
+parity on the version's own held-out rows, gate it, register it as a new version
+derived from the source."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from keel.errors import KeelError, retry_transient
+from keel.gate import GateResult
+from keel.lineage import Lineage
+from keel.settings import Settings
+from tasks.data import Splits
+from tasks.evaluate import Evaluation
+from tasks.gate import Baseline
+from tasks.register import RUNTIME_DISTRIBUTIONS, TAGGED_METRICS, RegisteredVersion
+
+TRACE_ROWS = 8  # held-out rows the net is traced with (the same ones on a replay)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """What the variant is worth against its source, on the source's held-out rows."""
+
+    source_version: str
+    method: str
+    metrics: dict[str, float]  # parity/*: agreement, max_abs_diff, size and latency ratios
+    latency: dict[str, Any] = field(default_factory=dict)  # model -> rows -> p50_ms/p99_ms
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes of the source's weights and the variant
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source_version": self.source_version,
+            "method": self.method,
+            "metrics": self.metrics,
+            "latency": self.latency,
+            "sizes": self.sizes,
+        }
+
+
+@task(
+    name="load-source-model",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
+def load_source_model(settings: Settings, lineage: Lineage, directory: Path):
+    """Version N's preprocessor, net, threshold and objective from the registry, as a
+    keel.training.TrainedModel (its artifacts stay under ``directory``/source)."""
+    import mlflow
+
+    from keel import tracking
+    from keel.pyfunc import load_parts
+    from keel.training import TrainedModel
+
+    if lineage.derived_from:
+        raise KeelError(
+            f"v{lineage.version} is already a compressed variant ({lineage.compression}) of "
+            f"v{lineage.derived_from}: compress v{lineage.derived_from} instead"
+        )
+    tracking.use_tracking(settings)
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{lineage.name}/{lineage.version}", dst_path=str(directory / "source-model")
+        )
+    )
+    artifacts = {n: str(local / "artifacts" / f) for n, f in NAMES.items()}
+    missing = [f for f in artifacts.values() if not Path(f).is_file()]
+    if missing:
+        raise KeelError(
+            f"v{lineage.version} is not a keel net model (no {', '.join(missing)}): cannot compress"
+        )
+    preprocessor, net, threshold, objective = load_parts(artifacts)
+    return TrainedModel(preprocessor, net, threshold, 0, None, None, objective)
+
+
+NAMES = {"preprocessor": "preprocessor.json", "net": "net.json", "weights": "weights.pt"}
+
+
+@task(name="build-variant", cache_policy=NONE)
+def build_variant(settings: Settings, source, splits: Splits, method: str, directory: Path):
+    """The compressed variant of ``source``, traced on the first held-out rows."""
+    from keel.compress import compress
+
+    sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
+    return compress(source, method, sample, directory / "variant")
+
+
+@task(name="measure-parity", cache_policy=NONE)
+def measure_parity(
+    settings: Settings,
+    lineage: Lineage,
+    source,
+    variant,
+    source_eval: Evaluation,
+    evaluation: Evaluation,
+    splits: Splits,
+    directory: Path,
+) -> Parity:
+    """Agreement and output distance on the held-out rows; size; p50/p99 latency of both
+    models at 1 and 32 rows, each in a fresh process."""
+    from keel.compress import agreement, latency_in_fresh_process
+    from keel.pyfunc import save_artifacts
+
+    metrics = {
+        f"parity/{k}": v
+        for k, v in agreement(variant.objective, source_eval.out_test, evaluation.out_test).items()
+    }
+    source_dir = directory / "latency-source"
+    save_artifacts(source.preprocessor, source.net, source.threshold, source_dir, source.objective)
+    variant_dir = save_variant(source, variant, directory / "latency-variant")
+    rows = splits.test[source.preprocessor.columns]
+    latency = latency_in_fresh_process(
+        {"source": source_dir, "variant": variant_dir},
+        rows,
+        directory / "latency",
+        rounds=settings.compress.latency_rounds,
+    )
+    sizes = {"source": (source_dir / "weights.pt").stat().st_size, "variant": variant.path.stat().st_size}
+    metrics["parity/size_ratio"] = sizes["variant"] / sizes["source"]
+    for rows_n in latency["source"]:
+        for q in ("p50_ms", "p99_ms"):
+            ratio = latency["variant"][rows_n][q] / latency["source"][rows_n][q]
+            metrics[f"parity/{q.removesuffix('_ms')}_ratio_{rows_n}"] = ratio
+    return Parity(lineage.version, variant.method, metrics, latency, sizes)
+
+
+def save_variant(source, variant, directory: Path) -> Path:
+    """The variant's pyfunc artifacts: the source's preprocessor.json and net.json (its
+    threshold, objective, architecture, plus the method) and model.onnx."""
+    import json
+    import shutil
+
+    from keel.pyfunc import save_artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = save_artifacts(source.preprocessor, source.net, source.threshold, Path(tmp), source.objective)
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copy(saved["preprocessor"], directory / "preprocessor.json")
+        meta = json.loads(Path(saved["net"]).read_text())
+        (directory / "net.json").write_text(json.dumps({**meta, "compression": variant.method}))
+    shutil.copy(variant.path, directory / "model.onnx")
+    return directory
+
+
+@task(name="parity-gate", cache_policy=NONE)
+def parity_gate(
+    settings: Settings, lineage: Lineage, evaluation: Evaluation, source_eval: Evaluation, parity: Parity
+) -> GateResult:
+    """The gate's metrics, each allowed to fall (rise) at most compress.max_drop (max_rise)
+    against the source on the same rows, and the label agreement floor; the slice guard
+    as the gate has it."""
+    from keel.gate import evaluate_gate
+    from keel.objectives import higher_is_better
+    from keel.settings import GateConfig, MetricRule
+
+    c = settings.compress
+    rules = {
+        name: MetricRule(max_drop=c.max_drop) if higher_is_better(name) else MetricRule(max_rise=c.max_rise)
+        for name in settings.gate.metrics
+    }
+    if "parity/agreement" in parity.metrics:
+        rules["parity/agreement"] = MetricRule(min=c.min_agreement)
+    cfg = GateConfig(
+        metrics=rules,
+        slice_metric=settings.gate.slice_metric,
+        slice_min_rows=settings.gate.slice_min_rows,
+        slice_max_drop=c.max_drop,
+    )
+    return evaluate_gate(
+        cfg,
+        {**evaluation.metrics, **parity.metrics},
+        evaluation.slices,
+        lineage.version,
+        source_eval.metrics,
+        source_eval.slices,
+    )
+
+
+@task(name="register-variant", cache_policy=NONE)  # not retried: a retry could add a second version
+def register_variant(
+    settings: Settings,
+    lineage: Lineage,
+    source,
+    variant,
+    splits: Splits,
+    evaluation: Evaluation,
+    parity: Parity,
+    directory: Path,
+) -> RegisteredVersion:
+    """A new MLflow run holding the source's lineage records (config, data pointer,
+    partitions) and the parity evidence, and a new version of the same registered model
+    tagged ``derived_from`` and ``compression``; it becomes ``challenger``."""
+    import math
+
+    import mlflow
+    from mlflow.entities import Metric, Param
+    from mlflow.models import infer_signature
+
+    import keel
+    from keel import tracking
+    from keel.lineage import environment_lock
+
+    client = tracking.client(settings)
+    experiment_id = tracking.ensure_experiment(settings)
+    env_hash, packages = environment_lock()
+    source_mv = client.get_model_version(lineage.name, lineage.version)
+    inherited = {
+        k: v
+        for k, v in (source_mv.tags or {}).items()
+        if k
+        in (
+            "data_version",
+            "git_sha",
+            "data_commit",
+            "config_hash",
+            "validation_status",
+            "seed",
+            "data_in_remote",
+        )
+    }
+    tags = {
+        **inherited,
+        "derived_from": lineage.version,
+        "compression": variant.method,
+        "source_weights_sha256": lineage.weights_sha256,
+        "weights_sha256": variant.sha256,
+        "env_hash": env_hash,
+    }
+    run = client.create_run(
+        experiment_id,
+        run_name=f"v{lineage.version} {variant.method}",
+        tags={**tags, "profile": settings.profile or "default", **tracking.process_tags(settings)},
+    )
+    run_id = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        metrics = {**evaluation.metrics, **parity.metrics}
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in sorted(metrics.items()) if not math.isnan(v)],
+        )
+        params = dict(client.get_run(lineage.run_id).data.params)  # the source's, to compare in the UI
+        params.update({"compress.method": variant.method, "compress.source_version": lineage.version})
+        client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(params.items())])
+        client.log_dict(run_id, lineage.config, "config/resolved.json")
+        client.log_text(run_id, lineage.dvc_file, "data/data.dvc")
+        client.log_dict(run_id, lineage.partitions, "data/partitions.json")
+        client.log_text(run_id, "\n".join(packages) + "\n", "environment/packages.txt")
+        client.log_dict(run_id, parity.to_json(), "compress/parity.json")
+
+        example = splits.test[variant.preprocessor.columns].head(5).reset_index(drop=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*integer column")
+            signature = infer_signature(example, variant.predict(example))
+        needed = (*RUNTIME_DISTRIBUTIONS, *variant.preprocessor.REQUIREMENTS, "onnxruntime")
+        artifacts_dir = save_variant(source, variant, directory / "register")
+        tracking.use_tracking(settings)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(keel.__file__).parent / "pyfunc_onnx_entry.py"),
+                artifacts={
+                    "preprocessor": str(artifacts_dir / "preprocessor.json"),
+                    "net": str(artifacts_dir / "net.json"),
+                    "onnx": str(artifacts_dir / "model.onnx"),
+                },
+                code_paths=[str(Path(keel.__file__).parent)],
+                signature=signature,
+                input_example=example,
+                pip_requirements=[f"{d}=={dist_version(d)}" for d in needed],
+            )
+        version_tags = {
+            **tags,
+            **{k: f"{evaluation.metrics[k]:.6g}" for k in TAGGED_METRICS if k in evaluation.metrics},
+        }
+        mv = client.create_model_version(
+            lineage.name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=version_tags
+        )
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    client.set_registered_model_alias(lineage.name, "challenger", mv.version)
+    return RegisteredVersion(lineage.name, str(mv.version), run_id, info.model_uri, ["challenger"])
+
+
+@task(name="source-baseline", cache_policy=NONE)
+def source_baseline(settings: Settings, lineage: Lineage, source_eval: Evaluation) -> Baseline:
+    """The source version as the gate's baseline (its diff card compares against it)."""
+    from keel import tracking
+
+    params = dict(tracking.client(settings).get_run(lineage.run_id).data.params)
+    return Baseline(lineage.version, lineage.data_version, params, source_eval.metrics, source_eval.slices)
