@@ -22,9 +22,10 @@ demo: $(STAMP)
 	$(KEEL) ingest --demo
 	$(KEEL) train
 
-## The whole test-suite (unit, data, model, integration, scaled backends). ~15 min on 2 cores.
+## The whole test-suite (unit, data, model, integration, scaled backends), one pytest-xdist worker
+## per core, each test file on one worker (module fixtures stay shared). ~15 min on 2 cores.
 test: $(STAMP)
-	$(PY) -m pytest --durations=15
+	$(PY) -m pytest -n 2 --dist loadfile --durations=15
 
 ## Linters, formatter check and type checker (the same as .pre-commit-config.yaml and CI).
 lint: $(STAMP)

@@ -9,7 +9,7 @@ from prefect import flow
 from keel.drift import DriftReport
 from keel.settings import Settings
 from tasks.data import build_batches
-from tasks.drift import champion_version, compute_drift, load_reference, log_drift
+from tasks.drift import champion_version, compute_drift, load_champion_model, load_reference, log_drift
 from tasks.lineage import discard_scratch, load_lineage, open_scratch
 
 
@@ -27,6 +27,7 @@ def drift_flow(
     finally:
         discard_scratch(scratch)
     batches = build_batches(settings, months, files or {})
-    report = compute_drift(settings, reference, batches)
+    model = load_champion_model(settings, champion)  # None unless text or predictions are compared
+    report = compute_drift(settings, reference, batches, model)
     log_drift(settings, report, champion, batches)
     return report

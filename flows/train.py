@@ -1,10 +1,14 @@
 """keel-train: data version -> validate -> train -> evaluate -> gate against the champion
--> verify the remote -> register -> promote or hold (policy)."""
+-> verify the remote -> register -> promote or hold (policy) -> with [compress] auto, a
+compressed variant of a blessed version (flows/compress.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prefect import flow
 
+from flows.compress import compress_flow
 from keel.settings import Settings
 from tasks.data import load_splits, require_valid, resolve_dataset, validate_data, verify_remote
 from tasks.evaluate import evaluate_model, log_evaluation
@@ -35,4 +39,7 @@ def train_flow(settings: Settings) -> RegisteredVersion:
         raise
     end_run(settings, run_id, "FINISHED")
     publish_summary(settings, dataset, validation, evaluation, decided)
+    if settings.compress.auto and gate.passed:  # [compress] auto: a variant of every blessed version
+        variant = compress_flow(settings, decided.version, settings.compress.method)
+        decided = replace(decided, variant=variant.version, variant_decision=variant.decision)
     return decided

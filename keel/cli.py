@@ -249,6 +249,14 @@ def train(ctx: typer.Context):
                 f"registered {registered.registry_uri} (aliases: {', '.join(registered.aliases)})",
                 f"  promotion:  {registered.decision}",
                 f"  MLflow run: {registered.run_id}",
+                *(
+                    [
+                        f"  compressed: v{registered.variant} ({settings.compress.method}): "
+                        f"{registered.variant_decision}"
+                    ]
+                    if registered.variant
+                    else []
+                ),
                 f"  load it:    mlflow.pyfunc.load_model('models:/{registered.name}@challenger')",
                 f"  browse:     mlflow ui --backend-store-uri {settings.mlflow.tracking_uri} --port 5000",
             ]

@@ -1,11 +1,19 @@
 """Data drift between a reference (the champion's training data) and a new batch,
 with scipy's tests: KS per numeric feature, chi-square per categorical one, plus the
-effect size, so that large samples do not flag trivial shifts. Pure."""
+effect size, so that large samples do not flag trivial shifts. Pure.
+
+What is compared (``project``): the table's feature columns as they are; a text
+column through a projection that means something for it (characters, tokens, the share
+of words the model's vocabulary lacks, and the first principal components of the
+champion's sentence embeddings, fitted on the reference); and, when asked, what the
+champion predicts on both (the predicted-label mix, or the predicted value)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +58,76 @@ class DriftReport:
             out[f"drift/{f.feature}/effect"] = f.effect
             out[f"drift/{f.feature}/p_value"] = f.p_value
         return out
+
+
+EMBEDDING_ROWS = 512  # rows of each side embedded (a deterministic sample): bounded CPU time
+COMPONENTS = 3
+
+
+def _sample(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    return frame.sample(n=rows, random_state=0) if len(frame) > rows else frame
+
+
+def _embeddings(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    import torch
+
+    a, b = model.preprocessor.transform(frame)
+    with torch.no_grad():
+        net = model.net
+        chunk = getattr(net, "chunk_rows", 0) or len(a)
+        parts = [
+            net.embed(torch.from_numpy(a[i : i + chunk]), torch.from_numpy(b[i : i + chunk]))
+            for i in range(0, len(a), chunk)
+        ]
+    return torch.cat(parts).numpy().astype(np.float64)
+
+
+def project(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    categorical: list[str],
+    numeric: list[str],
+    text: Sequence[str] = (),
+    model: Any = None,
+    predictions: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
+    """(reference view, current view, categorical columns, numeric columns) to compare.
+    ``model``: the champion's loaded pyfunc (keel.pyfunc), needed for text columns and
+    for ``predictions``."""
+    views = [
+        reference[[*categorical, *numeric]].reset_index(drop=True),
+        current[[*categorical, *numeric]].reset_index(drop=True),
+    ]
+    cat, num = list(categorical), list(numeric)
+    pre = getattr(model, "preprocessor", None)
+    if text and pre is not None and hasattr(pre, "projection"):
+        parts = [pre.projection(f) for f in (reference, current)]
+        views = [pd.concat([v, p], axis=1) for v, p in zip(views, parts, strict=True)]
+        num += list(parts[0].columns)
+        if hasattr(getattr(model, "net", None), "embed"):  # an eager net (an ONNX variant has none)
+            ref_e = _embeddings(model, _sample(reference, EMBEDDING_ROWS))
+            cur_e = _embeddings(model, _sample(current, EMBEDDING_ROWS))
+            mean = ref_e.mean(axis=0)
+            _, _, vt = np.linalg.svd(ref_e - mean, full_matrices=False)
+            names = [f"{text[0]}/embedding_pc{i + 1}" for i in range(min(COMPONENTS, len(vt)))]
+            for view, e in zip(views, (ref_e, cur_e), strict=True):
+                pcs = (e - mean) @ vt[: len(names)].T
+                for j, name in enumerate(names):  # shorter than the view: NaN rows, dropped by the test
+                    view[name] = pd.Series(pcs[:, j])
+            num += names
+    if predictions and model is not None:
+        objective = model.objective
+        columns = pre.columns if pre is not None else [*categorical, *numeric]
+        for view, frame in zip(views, (reference, current), strict=True):
+            out = model.predict(None, frame[columns].reset_index(drop=True))
+            if objective.kind == "regression":
+                view["predicted/prediction"] = out["prediction"].to_numpy()
+            else:
+                view[f"predicted/{objective.label}"] = out[objective.label].astype(str).to_numpy()
+        (num if objective.kind == "regression" else cat).append(
+            "predicted/prediction" if objective.kind == "regression" else f"predicted/{objective.label}"
+        )
+    return views[0], views[1], cat, num
 
 
 def compare(

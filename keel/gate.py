@@ -60,6 +60,7 @@ def evaluate_gate(
     baseline_version: str | None = None,
     baseline_metrics: Mapping[str, float] | None = None,
     baseline_slices: pd.DataFrame | None = None,
+    against: str = "champion",  # what the baseline is, in the checks' names (compress: "v<N>")
 ) -> GateResult:
     checks: list[Check] = []
     for name, rule in cfg.metrics.items():
@@ -75,7 +76,7 @@ def evaluate_gate(
         if _ok(base) and rule.max_drop is not None:
             checks.append(
                 Check(
-                    f"{name} drop vs champion <= {rule.max_drop:g}",
+                    f"{name} drop vs {against} <= {rule.max_drop:g}",
                     base - value,
                     rule.max_drop,
                     base - value <= rule.max_drop,
@@ -85,7 +86,7 @@ def evaluate_gate(
         if _ok(base) and rule.max_rise is not None:
             checks.append(
                 Check(
-                    f"{name} rise vs champion <= {rule.max_rise:g}",
+                    f"{name} rise vs {against} <= {rule.max_rise:g}",
                     value - base,
                     rule.max_rise,
                     value - base <= rule.max_rise,

@@ -184,6 +184,7 @@ def parity_gate(
         lineage.version,
         source_eval.metrics,
         source_eval.slices,
+        against=f"v{lineage.version}",
     )
 
 

@@ -45,21 +45,38 @@ def load_reference(settings: Settings, lineage, directory: Path) -> pd.DataFrame
     return partitions.read_partitions(partitions.list_partitions(data_dir))
 
 
+@task(
+    name="load-champion-model",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
+def load_champion_model(settings: Settings, champion: str):
+    """The champion's pyfunc (keel.pyfunc), when drift looks at text or predictions; else None."""
+    if not (settings.features.text or settings.drift.predictions):
+        return None
+    import mlflow
+
+    from keel import tracking
+
+    tracking.use_tracking(settings)
+    return mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{champion}").unwrap_python_model()
+
+
 @task(name="compute-drift", cache_policy=NONE)
-def compute_drift(settings: Settings, reference: pd.DataFrame, batches: list[Batch]) -> DriftReport:
-    from keel.drift import compare
+def compute_drift(
+    settings: Settings, reference: pd.DataFrame, batches: list[Batch], model=None
+) -> DriftReport:
+    """Feature columns as they are; text and predictions through keel.drift.project."""
+    from keel.drift import compare, project
 
     current = pd.concat([b.frame for b in batches], ignore_index=True)
-    d = settings.drift
-    return compare(
-        reference,
-        current,
-        settings.features.categorical,
-        settings.features.numeric,
-        d.alpha,
-        d.min_effect,
-        d.share_threshold,
+    d, f = settings.drift, settings.features
+    ref_view, cur_view, categorical, numeric = project(
+        reference, current, f.categorical, f.numeric, f.text, model, d.predictions
     )
+    return compare(ref_view, cur_view, categorical, numeric, d.alpha, d.min_effect, d.share_threshold)
 
 
 @task(

@@ -38,6 +38,8 @@ class RegisteredVersion:
     model_uri: str
     aliases: list[str] = field(default_factory=list)
     decision: str = ""  # what the promotion policy did with it
+    variant: str = ""  # [compress] auto: the compressed version registered from this one
+    variant_decision: str = ""
 
     @property
     def registry_uri(self) -> str:

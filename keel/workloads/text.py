@@ -91,7 +91,11 @@ class TextWorkload(Workload):
                     "data": {"sample_rows": 40},
                     "train": {"batch_size": 16, "eval_batch_size": 64, "hidden": [], "lr": 1e-4},
                 },
-                "debug": {"workload": {"params": {"max_length": 48}}, "data": {"sample_rows": 150}},
+                "debug": {
+                    "workload": {"params": {"max_length": 48}},
+                    "data": {"sample_rows": 150},
+                    "train": {"batch_size": 32, "max_epochs": 2},
+                },
             },
         }
 
