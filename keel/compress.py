@@ -70,7 +70,8 @@ def export_onnx(net: Net, arch: str, a: np.ndarray, b: np.ndarray, path: Path) -
     axes: dict[str, dict[int, str]] = {n: {0: "rows"} for n in names}
     if arch == "bert":
         axes = {n: {0: "rows", 1: "tokens"} for n in names}
-    axes["raw"] = {0: "rows"}
+    per_token = arch == "bert" and bool(getattr(net, "per_token", False))
+    axes["raw"] = {0: "rows", 1: "tokens"} if per_token else {0: "rows"}
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
@@ -156,7 +157,7 @@ class CompressedModel:
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         a, b = self.preprocessor.transform(frame)
-        return self.objective.predict(self.runner.raw(a, b), self.threshold)
+        return self.objective.predict(self.runner.raw(a, b), self.threshold, inputs=(a, b))
 
     @property
     def sha256(self) -> str:

@@ -50,7 +50,7 @@ def slice_table(
 def save_plots(y: pd.Series, out: pd.DataFrame, objective: Objective, directory: Path) -> list[Path]:
     """The objective's plots as PNGs under ``directory``: binary: confusion matrix, ROC
     and PR curves; multiclass: confusion matrix; regression: predicted vs actual and
-    the residuals."""
+    the residuals; tokens: entity-level F1 per entity type."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,6 +86,19 @@ def save_plots(y: pd.Series, out: pd.DataFrame, objective: Objective, directory:
                 colorbar=False,
             )
         }
+    elif objective.kind == "tokens":
+        scores = {
+            k.removeprefix("entity_f1_"): v
+            for k, v in objective.metrics(y, out).items()
+            if k.startswith("entity_f1_")
+        }
+
+        def bars(ax):
+            ax.bar(list(scores), list(scores.values()), color="tab:blue")
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("entity-level F1")
+
+        plots = {"entity_f1_by_type.png": bars}
     else:
         actual, predicted = y.to_numpy(dtype=float), out["prediction"].to_numpy(dtype=float)
         plots = {

@@ -69,7 +69,7 @@ class TabularModel(PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         cat, num = self.preprocessor.transform(model_input)
         raw = forward_rows(self.net, torch.from_numpy(cat), torch.from_numpy(num))
-        return self.objective.predict(raw, self.threshold)
+        return self.objective.predict(raw, self.threshold, inputs=(cat, num))
 
 
 FlightDelayModel = TabularModel  # the name models registered before workloads load by
@@ -93,4 +93,4 @@ class OnnxModel(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         a, b = self.preprocessor.transform(model_input)
-        return self.objective.predict(self.runner.raw(a, b), self.threshold)
+        return self.objective.predict(self.runner.raw(a, b), self.threshold, inputs=(a, b))

@@ -37,9 +37,12 @@ def offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def encoder_options(model_dir: Path, layers: int = 0, max_length: int = 64) -> dict[str, Any]:
+def encoder_options(
+    model_dir: Path, layers: int = 0, max_length: int = 64, per_token: bool = False
+) -> dict[str, Any]:
     """``Workload.net_options`` for a BERT checkpoint in ``model_dir``: the first
-    ``layers`` transformer layers (0: all), inputs cut at ``max_length`` tokens."""
+    ``layers`` transformer layers (0: all), inputs cut at ``max_length`` tokens;
+    ``per_token``: a tag per word (token classification) instead of one per text."""
     model_dir = Path(model_dir)
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (model_dir / name).is_file():
@@ -58,6 +61,7 @@ def encoder_options(model_dir: Path, layers: int = 0, max_length: int = 64) -> d
             "source": str(model_dir),
             "config": {k: v for k, v in config.items() if k not in keep},
             "max_length": int(max_length),
+            "per_token": bool(per_token),
         },
     }
 
@@ -67,12 +71,18 @@ def encoder_options(model_dir: Path, layers: int = 0, max_length: int = 64) -> d
 class TextPreprocessor:
     """Raw rows -> (token ids, attention mask) of the ``text`` column, padded to the
     longest row of the frame, cut at ``max_length`` tokens. Missing text is empty text.
-    ``tokenizer`` is the tokenizers library's JSON, so the model carries it."""
+    ``tokenizer`` is the tokenizers library's JSON, so the model carries it.
+
+    ``words`` (token classification): the text is split on whitespace into words first,
+    and the second array holds word positions instead of the mask: k + 1 at the first
+    piece of word k, -1 at special tokens and a word's later pieces, 0 at padding (the
+    net attends wherever it is not 0)."""
 
     text: str
     tokenizer: str
     max_length: int
     max_chars: int = 2000  # longer inputs are refused when served
+    words: bool = False
     kind: str = "text"
     categorical: list[str] = field(default_factory=list)  # the tabular Preprocessor's shape
     numeric: list[str] = field(default_factory=list)
@@ -83,7 +93,9 @@ class TextPreprocessor:
     @classmethod
     def fit(cls, column: str, encoder: dict[str, Any], max_chars: int = 2000) -> TextPreprocessor:
         source = Path(encoder["source"]) / "tokenizer.json"
-        return cls(column, source.read_text(), int(encoder["max_length"]), max_chars)
+        return cls(
+            column, source.read_text(), int(encoder["max_length"]), max_chars, bool(encoder.get("per_token"))
+        )
 
     @property
     def columns(self) -> list[str]:
@@ -121,12 +133,25 @@ class TextPreprocessor:
         return ["" if not isinstance(v, str) else v for v in frame[self.text].tolist()]
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        encoded = self._tokenizer.encode_batch(self.texts(frame))
+        texts = self.texts(frame)
+        if self.words:
+            encoded = self._tokenizer.encode_batch([t.split() for t in texts], is_pretokenized=True)
+        else:
+            encoded = self._tokenizer.encode_batch(texts)
         if not encoded:
             return np.zeros((0, 1), np.int64), np.zeros((0, 1), np.int64)
         ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
-        return ids, mask
+        if not self.words:
+            return ids, mask
+        positions = np.where(mask > 0, -1, 0).astype(np.int64)
+        for row, e in enumerate(encoded):
+            seen = set()
+            for t, w in enumerate(e.word_ids):
+                if w is not None and w not in seen:
+                    seen.add(w)
+                    positions[row, t] = w + 1
+        return ids, positions
 
     def projection(self, frame: pd.DataFrame) -> pd.DataFrame:
         """What drift compares for a text column: characters, tokens, and the share of
@@ -138,7 +163,8 @@ class TextPreprocessor:
         for t in texts:
             words = [w for w, _ in pre.pre_tokenize_str(normal.normalize_str(t)) if w.isalnum()]
             oov.append(sum(w not in self._words for w in words) / len(words) if words else 0.0)
-        _, mask = self.transform(frame)
+        _, b = self.transform(frame)
+        mask = b != 0
         return pd.DataFrame(
             {
                 f"{self.text}/chars": [float(len(t)) for t in texts],
@@ -166,6 +192,7 @@ class BertNet(nn.Module):
     from ``encoder.config`` and loads its own fine-tuned state dict instead."""
 
     chunk_rows: ClassVar[int] = 64  # rows per forward when predicting (bounded memory)
+    per_token: bool  # token classification: a tag per token, no pooling
 
     def __init__(self, cfg: NetConfig, pretrained: bool = False):
         super().__init__()
@@ -179,6 +206,7 @@ class BertNet(nn.Module):
             self._load_checkpoint(Path(cfg.encoder["source"]) / "model.safetensors")
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = dense(hf.hidden_size, cfg)
+        self.per_token = bool(cfg.encoder.get("per_token", False))
 
     def _load_checkpoint(self, path: Path) -> None:
         from safetensors.torch import load_file
@@ -190,11 +218,19 @@ class BertNet(nn.Module):
             raise ValueError(f"{path}: no weights for {missing[:5]} ({len(missing)} in all)")
         self.bert.load_state_dict({k: state[k] for k in own}, strict=True)
 
-    def embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+    def states(self, ids: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token states, attention mask); ``b``: the mask, or word positions (not 0: attend)."""
+        mask = (b != 0).long()
+        return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+
+    def embed(self, ids: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The text's embedding: token states averaged under the mask."""
+        hidden, mask = self.states(ids, b)
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out = self.head(self.dropout(self.embed(ids, mask)))
+    def forward(self, ids: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.per_token:  # (rows, tokens, tags)
+            return self.head(self.dropout(self.states(ids, b)[0]))
+        out = self.head(self.dropout(self.embed(ids, b)))
         return out.squeeze(1) if self.cfg.outputs == 1 else out

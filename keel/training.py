@@ -83,7 +83,7 @@ class EncodedSplit:
         cls, pre: Preprocessor | TextPreprocessor, frame: pd.DataFrame, objective: Objective
     ) -> EncodedSplit:
         cat, num = pre.transform(frame)
-        y = objective.encode(frame[objective.label])
+        y = objective.encode_inputs(frame[objective.label], cat, num)
         return cls(torch.from_numpy(cat), torch.from_numpy(num), torch.from_numpy(np.ascontiguousarray(y)))
 
 
@@ -274,13 +274,16 @@ class TrainedModel:
 
     @torch.no_grad()
     def raw(self, frame: pd.DataFrame) -> torch.Tensor:
+        return self._raw(*self.preprocessor.transform(frame))
+
+    def _raw(self, cat, num) -> torch.Tensor:
         self.net.eval()
-        cat, num = self.preprocessor.transform(frame)
         return forward_rows(self.net, torch.from_numpy(cat), torch.from_numpy(num))
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The prediction table, as the registered model answers it."""
-        return self.objective.predict(self.raw(frame), self.threshold)
+        cat, num = self.preprocessor.transform(frame)
+        return self.objective.predict(self._raw(cat, num), self.threshold, inputs=(cat, num))
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Binary objectives: the probability of the positive class."""

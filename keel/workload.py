@@ -206,6 +206,7 @@ SHIPPED: dict[str, str] = {
     "flights": "keel.workloads.flights:FlightsWorkload",
     "tabular": "keel.workloads.tabular:TabularWorkload",
     "digits": "keel.workloads.digits:DigitsWorkload",
+    "entities": "keel.workloads.entities:EntitiesWorkload",
     "synthetic": "keel.workloads.synthetic:SyntheticWorkload",
     "text": "keel.workloads.text:TextWorkload",
 }

