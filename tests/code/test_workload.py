@@ -77,7 +77,8 @@ def test_a_target_class_is_loaded_with_its_validated_params_and_changes_the_hash
         (
             "nope",
             "",
-            r"workload.name 'nope' is not shipped \(known: digits, entities, flights, synthetic, tabular, text\)",
+            r"workload.name 'nope' is not shipped "
+            r"\(known: digits, entities, flights, synthetic, tabular, text\)",
         ),
         ("flights", "os.path", r"write it as module:Class"),
         ("flights", "no_such_module_anywhere:W", r"No module named 'no_such_module_anywhere'"),
