@@ -97,6 +97,25 @@ def test_serving_refuses_bad_text_naming_the_field(text_ws, value, message):
     assert refused.value.status == 422 and "record 1" in str(refused.value)
 
 
+def test_drift_on_text_sees_the_280_character_limit(text_ws):
+    """November 2017, when tweets went from 140 to 280 characters, against the demo months."""
+    from flows.drift import drift_flow
+
+    report = drift_flow(text_ws, ["2017-11"])
+    by = {f.feature: f for f in report.features}
+    assert set(by) == {
+        "text/chars",
+        "text/tokens",
+        "text/oov_rate",
+        "text/embedding_pc1",
+        "text/embedding_pc2",
+        "text/embedding_pc3",
+        "predicted/device",
+    }
+    assert by["text/chars"].drifted and by["text/chars"].effect > 0.3
+    assert by["predicted/device"].test == "chi2"
+
+
 def test_compress_registers_a_variant_with_parity_and_replays_exactly(text_ws):
     import mlflow
     import pandas as pd
@@ -146,43 +165,3 @@ def test_compress_registers_a_variant_with_parity_and_replays_exactly(text_ws):
 
     with pytest.raises(KeelError, match="already a compressed variant"):
         compress_flow(text_ws, "2", "onnx")
-
-
-def test_token_classification_end_to_end_with_its_onnx_variant(tmp_path):
-    """entities (rule-generated BIO tags on the real tweets): train -> one tag per word
-    from raw strings -> entity-level metrics recorded -> an ONNX variant tags per word too."""
-    import mlflow
-    import pandas as pd
-
-    from flows.compress import compress_flow
-    from flows.ingest import ingest_flow
-    from flows.train import train_flow
-    from keel.settings import load_settings
-    from keel.tracking import client
-    from keel.workload import build, load_workload
-    from keel.workspace import init_workspace
-
-    ws = init_workspace(tmp_path / "ws", build("entities").init_toml())
-    settings = load_settings(ws, profile="test", environ={}).with_overrides({"compress.latency_rounds": 3})
-    ingest_flow(settings, load_workload(settings).demo_batches())
-    registered = train_flow(settings)
-    c = client(settings)
-    metrics = c.get_run(registered.run_id).data.metrics
-    for name in ("test/entity_f1", "test/entity_precision", "test/entity_recall", "test/token_accuracy"):
-        assert 0.0 <= metrics[name] <= 1.0, (name, metrics)
-    assert metrics["test/token_accuracy"] > 0.5  # most words are O: even 6 steps learn that
-
-    texts = ["Thank you Iowa and @FoxNews #MAGA", "hello", "New York, New York!"]
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    out = mlflow.pyfunc.load_model("models:/entities/1").predict(pd.DataFrame({"text": texts}))
-    assert list(out.columns) == ["tags"]
-    tag_set = {"O", "B-LOC", "I-LOC", "B-TAG", "B-USER"}
-    for text, tags in zip(texts, out["tags"], strict=True):
-        assert len(tags.split()) == len(text.split()) and set(tags.split()) <= tag_set
-
-    variant = compress_flow(settings, "1", "onnx")
-    fp32 = mlflow.pyfunc.load_model(f"models:/entities/{variant.version}").predict(
-        pd.DataFrame({"text": texts})
-    )
-    assert fp32["tags"].tolist() == out["tags"].tolist()  # the fp32 export tags exactly as the eager net
-    assert c.get_run(variant.run_id).data.metrics["parity/agreement"] == 1.0
