@@ -46,6 +46,8 @@ bench: $(STAMP)
 	$(PY) bench/data_commit_overhead.py
 	$(PY) bench/serve_latency.py
 	$(PY) bench/workloads.py
+	$(PY) bench/text_finetune.py
+	$(PY) bench/compress.py
 	$(PY) bench/ddp_speed.py
 	$(PY) bench/scaled_backends.py
 

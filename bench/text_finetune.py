@@ -120,9 +120,13 @@ def main() -> None:
         trainer.fit(module, datamodule=TabularDataModule(data, None, cfg.batch_size, cfg.seed, args.threads))
         return rows_per_round / timer.seconds
 
+    import gc
+
     raw, lit = [], []
-    for _ in range(args.rounds):
+    for _ in range(args.rounds):  # alternating, each after a full collection: both start clean
+        gc.collect()
         raw.append(raw_round())
+        gc.collect()
         lit.append(lightning_round())
     result = {
         "bench": "text_finetune",

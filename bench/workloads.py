@@ -25,7 +25,12 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
-HEADLINE = {"binary": "test/roc_auc", "multiclass": "test/accuracy", "regression": "test/r2"}
+HEADLINE = {
+    "binary": "test/roc_auc",
+    "multiclass": "test/accuracy",
+    "regression": "test/r2",
+    "tokens": "test/entity_f1",
+}
 
 
 def _serve_latency():
