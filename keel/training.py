@@ -228,7 +228,7 @@ def build_trainer(
         limit_train_batches=cfg.limit_train_batches,
         limit_val_batches=1.0 if validate else 0,
         accelerator=cfg.accelerator,
-        devices=1,
+        devices=1 if cfg.accelerator == "cpu" else cfg.devices,  # CPU: more processes only under ddp
         precision=cfg.precision,
         deterministic=True,
         logger=logger,
