@@ -583,20 +583,47 @@ def rollback(
 
 
 @app.command()
-def history(ctx: typer.Context):
+def history(
+    ctx: typer.Context,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Check the hash chain, each entry against its anchored copy, and the aliases; "
+            "exit 1 naming the first entry that was edited, deleted, reordered or is missing.",
+        ),
+    ] = False,
+):
     """The ledger: every alias move, who, when, why, from and to (out-of-band moves included)."""
     settings = _settings(ctx)
-    from keel.registry import Registry
+    from keel.registry import Registry, verify_ledger
 
     def read():
         reg = Registry(settings)
         reg.check_reachable()
+        if verify:  # as stored: an out-of-band move is a finding, not a new entry
+            return reg.ledger(), verify_ledger(reg)
         with reg.lock():
             reg.reconcile()
-        return reg.ledger()
+        return reg.ledger(), None
 
-    for entry in _registry_call(read):
+    entries, checked = _registry_call(read)
+    for entry in entries:
         typer.echo(entry.line())
+    typer.echo(
+        "identities: not authenticated: actors are the --reviewer given and the OS user "
+        f"({'embedded store' if not settings.mlflow.tracking_uri.startswith('http') else 'tracking server'})"
+    )
+    if checked is not None:
+        if not checked.ok:
+            for problem in checked.problems:
+                _echo_err(f"ledger: {problem}")
+            _fail(f"ledger verification failed: {checked.problems[0]}")
+        legacy = checked.entries - checked.chained
+        typer.echo(
+            f"ledger verified: {checked.entries} entries, hash chain intact, each matches its anchored copy, "
+            f"aliases agree" + (f" ({legacy} older entries predate the chain)" if legacy else "")
+        )
 
 
 @app.command()
@@ -613,6 +640,8 @@ def status(ctx: typer.Context):
     typer.echo(f"model: {state['model']}")
     if state["out_of_band"]:
         typer.echo(f"WARNING: out-of-band move: {state['out_of_band']} (keel history records it)")
+    if state.get("ledger_problem"):
+        typer.echo(f"WARNING: the ledger is broken: {state['ledger_problem']} (keel history --verify)")
     for alias in ("champion", "challenger", "previous"):
         info = state[alias]
         if info is None:

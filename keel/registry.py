@@ -2,7 +2,12 @@
 
 The ledger is append-only and lives with the registry itself: one registered-model
 tag per entry (``keel.ledger.000001`` = JSON), so every machine sharing a tracking
-server sees the same history. Alias moves are serialised by a lock that is also held
+server sees the same history. It is tamper-evident: each entry carries the hash of the
+one before it (``prev``) and its own (``hash``, sha256 of its canonical JSON), and each
+entry is also written as a file artifact ``ledger/000001.json`` of the model's ledger
+run (MLflow's UI edits and deletes tags, not artifacts). ``verify_ledger`` checks the
+chain, the copies and the aliases, and names the first entry that was edited, deleted,
+reordered or is missing. Alias moves are serialised by a lock that is also held
 in the registry: creating the registered model ``keel-lock-<model>`` succeeds for
 exactly one caller (the registry's unique constraint), on sqlite and over HTTP alike.
 """
@@ -10,6 +15,7 @@ exactly one caller (the registry's unique constraint), on sqlite and over HTTP a
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -47,6 +53,8 @@ class LedgerEntry:
     reason: str
     host: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    prev: str = ""  # hash of the entry before ("genesis" for the first); "" = before the chain
+    hash: str = ""  # sha256 of this entry's canonical JSON without "hash"
 
     def line(self) -> str:
         frm = f"v{self.from_version}" if self.from_version else "(none)"
@@ -54,6 +62,20 @@ class LedgerEntry:
             f"#{self.seq:<4} {self.at}  {self.action:<12} {self.alias}: {frm} -> v{self.to_version}"
             f"  by {self.actor}: {self.reason}"
         )
+
+
+GENESIS = "genesis"
+LEDGER_RUN_TAG = "keel.ledger_of"
+
+
+def canonical(entry: LedgerEntry) -> str:
+    return json.dumps(asdict(entry), sort_keys=True, separators=(",", ":"))
+
+
+def digest(entry: LedgerEntry) -> str:
+    """sha256 of the entry's canonical JSON without its own hash (any entry, chained or not)."""
+    body = {k: v for k, v in asdict(entry).items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _now() -> str:
@@ -127,17 +149,61 @@ class Registry:
         return str(version) if version is not None else None
 
     # ------------------------------------------------------------ ledger
+    def ledger_tags(self) -> dict[str, str]:
+        """The ledger as stored: tag key -> JSON."""
+        return {k: v for k, v in (self.model().tags or {}).items() if k.startswith(LEDGER_TAG)}
+
     def ledger(self) -> list[LedgerEntry]:
-        tags = self.model().tags or {}
-        entries = [LedgerEntry(**json.loads(v)) for k, v in tags.items() if k.startswith(LEDGER_TAG)]
+        entries = [LedgerEntry(**json.loads(v)) for v in self.ledger_tags().values()]
         return sorted(entries, key=lambda e: e.seq)
 
-    def _append(self, **fields: Any) -> LedgerEntry:
-        seq = max((e.seq for e in self.ledger()), default=0) + 1
-        entry = LedgerEntry(seq=seq, at=_now(), host=f"{getpass.getuser()}@{socket.gethostname()}", **fields)
-        self.client.set_registered_model_tag(
-            self.name, f"{LEDGER_TAG}{seq:06d}", json.dumps(asdict(entry), sort_keys=True)
+    def ledger_run(self, create: bool = False) -> str | None:
+        """The run whose artifacts hold the anchored copies (``ledger/<seq>.json``)."""
+        from keel import tracking
+
+        experiment_id = tracking.ensure_experiment(self.settings)
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{LEDGER_RUN_TAG}` = '{self.name}'", max_results=1
         )
+        if runs:
+            return runs[0].info.run_id
+        if not create:
+            return None
+        run = self.client.create_run(
+            experiment_id, run_name=f"ledger of {self.name}", tags={LEDGER_RUN_TAG: self.name}
+        )
+        self.client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+    def anchored(self) -> dict[int, str]:
+        """seq -> the anchored copy's JSON."""
+        import tempfile
+        from pathlib import Path
+
+        run_id = self.ledger_run()
+        if run_id is None:
+            return {}
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per verify is noise
+        with tempfile.TemporaryDirectory() as tmp:
+            names = [f.path for f in self.client.list_artifacts(run_id, "ledger")]
+            if not names:
+                return {}
+            local = Path(self.client.download_artifacts(run_id, "ledger", tmp))
+            return {int(p.stem): p.read_text() for p in sorted(local.glob("*.json"))}
+
+    def _append(self, **fields: Any) -> LedgerEntry:
+        entries = self.ledger()
+        seq = max((e.seq for e in entries), default=0) + 1
+        prev = digest(entries[-1]) if entries else GENESIS
+        entry = LedgerEntry(
+            seq=seq, at=_now(), host=f"{getpass.getuser()}@{socket.gethostname()}", prev=prev, **fields
+        )
+        entry = LedgerEntry(**{**asdict(entry), "hash": digest(entry)})
+        text = json.dumps(asdict(entry), sort_keys=True)
+        run_id = self.ledger_run(create=True)
+        assert run_id is not None
+        self.client.log_text(run_id, text, f"ledger/{seq:06d}.json")  # the copy first: a tag never lacks one
+        self.client.set_registered_model_tag(self.name, f"{LEDGER_TAG}{seq:06d}", text)
         return entry
 
     def recorded_champion(self) -> str | None:
@@ -217,6 +283,79 @@ class Registry:
             reason=reason,
             evidence=evidence,
         )
+
+
+@dataclass(frozen=True)
+class Verification:
+    entries: int
+    chained: int  # entries written with a hash (older ones predate the chain)
+    problems: list[str]  # the first one names the first broken entry
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_ledger(reg: Registry) -> Verification:
+    """Check the ledger: every entry's hash, the chain of ``prev`` hashes, each entry
+    against its anchored copy, no gaps, no copies without their entry, and the champion
+    alias against the last champion move. Problems in seq order, the first one first."""
+    problems: list[tuple[int, str]] = []
+    tags = reg.ledger_tags()
+    entries: dict[int, LedgerEntry] = {}
+    for key, text in tags.items():
+        slot = int(key.removeprefix(LEDGER_TAG))
+        try:
+            entry = LedgerEntry(**json.loads(text))
+        except (ValueError, TypeError) as exc:
+            problems.append((slot, f"entry #{slot} is not a ledger entry any more (edited): {exc}"))
+            continue
+        if entry.seq != slot:
+            problems.append((slot, f"entry #{slot} holds entry #{entry.seq}'s content (reordered or edited)"))
+        entries[slot] = entry
+    copies = reg.anchored()
+    last = max([*entries, *copies], default=0)
+    chained = 0
+    for seq in range(1, last + 1):
+        found = entries.get(seq)
+        if found is None:
+            how = "its anchored copy remains" if seq in copies else "no copy either"
+            problems.append((seq, f"entry #{seq} is missing (deleted; {how})"))
+            continue
+        entry = found
+        if not entry.hash:
+            if chained:
+                problems.append((seq, f"entry #{seq} has no hash after the chain began (edited or inserted)"))
+            continue  # written before the chain existed
+        chained += 1
+        if digest(entry) != entry.hash:
+            problems.append((seq, f"entry #{seq} was edited: its content no longer matches its hash"))
+        before = entries.get(seq - 1)
+        expected = digest(before) if before is not None else (GENESIS if seq == 1 else None)
+        if expected is not None and entry.prev != expected:
+            problems.append(
+                (seq, f"entry #{seq} does not follow entry #{seq - 1} (reordered, or #{seq - 1} replaced)")
+            )
+        copy = copies.get(seq)
+        if copy is None:
+            problems.append(
+                (seq, f"entry #{seq} has no anchored copy (ledger/{seq:06d}.json): inserted outside keel")
+            )
+        elif json.loads(copy) != json.loads(tags[f"{LEDGER_TAG}{seq:06d}"]):
+            problems.append(
+                (seq, f"entry #{seq} differs from its anchored copy ledger/{seq:06d}.json (edited)")
+            )
+    moves = [entries[s] for s in sorted(entries) if entries[s].alias == "champion"]
+    actual = reg.alias("champion")
+    if moves and actual != moves[-1].to_version:
+        problems.append(
+            (
+                last + 1,
+                f"the champion alias is v{actual}, but the ledger's last move set v{moves[-1].to_version}",
+            )
+        )
+    problems.sort(key=lambda p: p[0])
+    return Verification(len(entries), chained, [p for _, p in problems])
 
 
 def servability(settings: Settings, version: str) -> dict[str, Any]:
@@ -335,10 +474,13 @@ def status(settings: Settings) -> dict[str, Any]:
     reg.check_reachable()
     ledger = reg.ledger()
 
-    out: dict[str, Any] = {"model": reg.name, "out_of_band": None}
+    out: dict[str, Any] = {"model": reg.name, "out_of_band": None, "ledger_problem": None}
     actual, recorded = reg.alias("champion"), reg.recorded_champion()
     if actual != recorded:
         out["out_of_band"] = f"champion is v{actual} but keel's ledger last set v{recorded}"
+    else:  # the alias agrees: is the record itself intact?
+        checked = verify_ledger(reg)
+        out["ledger_problem"] = checked.problems[0] if checked.problems else None
     for alias in ("champion", "challenger", "previous"):
         version = reg.alias(alias)
         if version is None:
