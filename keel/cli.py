@@ -687,11 +687,14 @@ def serve(
     follow the alias and hot-swap on promote or rollback."""
     settings = _settings(ctx)
     import logging
+    import os
 
     import uvicorn
 
     from keel import tracking
-    from keel.serving import AliasWatcher, ModelHolder, create_app, load_version
+    from keel.serving import SAFE_LOADING, AliasWatcher, ModelHolder, create_app, load_version
+
+    os.environ.update(SAFE_LOADING)  # a served version never unpickles code (keel's are models-from-code)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     version = tracking.current_alias_version(settings, "champion")

@@ -359,12 +359,16 @@ def verify_ledger(reg: Registry) -> Verification:
 
 
 def servability(settings: Settings, version: str) -> dict[str, Any]:
-    """Load ``models:/<name>/<version>`` in a fresh process and predict on sample rows."""
+    """Load ``models:/<name>/<version>`` in a fresh process and predict on sample rows,
+    with pickle deserialization off, as ``keel serve`` loads it."""
+    from keel.serving import SAFE_LOADING
+
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": settings.mlflow.tracking_uri,
         "MLFLOW_REGISTRY_URI": settings.mlflow.registry_uri,
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        **SAFE_LOADING,  # as keel serve loads it: no pickled code
     }
     uri = f"models:/{settings.mlflow.model_name}/{version}"
     start = time.perf_counter()
