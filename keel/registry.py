@@ -5,7 +5,8 @@ tag per entry (``keel.ledger.000001`` = JSON), so every machine sharing a tracki
 server sees the same history. It is tamper-evident: each entry carries the hash of the
 one before it (``prev``) and its own (``hash``, sha256 of its canonical JSON), and each
 entry is also written as a file artifact ``ledger/000001.json`` of the model's ledger
-run (MLflow's UI edits and deletes tags, not artifacts). ``verify_ledger`` checks the
+run, in the experiment ``<experiment>-ledger`` (MLflow's UI edits and deletes tags, not
+artifacts). ``verify_ledger`` checks the
 chain, the copies and the aliases, and names the first entry that was edited, deleted,
 reordered or is missing. Alias moves are serialised by a lock that is also held
 in the registry: creating the registered model ``keel-lock-<model>`` succeeds for
@@ -159,9 +160,7 @@ class Registry:
 
     def ledger_run(self, create: bool = False) -> str | None:
         """The run whose artifacts hold the anchored copies (``ledger/<seq>.json``)."""
-        from keel import tracking
-
-        experiment_id = tracking.ensure_experiment(self.settings)
+        experiment_id = self._ledger_experiment()
         runs = self.client.search_runs(
             [experiment_id], filter_string=f"tags.`{LEDGER_RUN_TAG}` = '{self.name}'", max_results=1
         )
@@ -174,6 +173,17 @@ class Registry:
         )
         self.client.set_terminated(run.info.run_id)
         return run.info.run_id
+
+    def _ledger_experiment(self) -> str:
+        """``<experiment>-ledger``: apart from the training runs (as drift has ``-monitoring``)."""
+        name = f"{self.settings.mlflow.experiment}-ledger"
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        root = self.settings.mlflow.artifact_root
+        return self.client.create_experiment(
+            name, artifact_location=f"{root.rstrip('/')}/{name}" if root else None
+        )
 
     def anchored(self) -> dict[int, str]:
         """seq -> the anchored copy's JSON."""
