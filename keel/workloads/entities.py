@@ -19,22 +19,18 @@ precision, recall and token accuracy (keel.objectives.Tokens).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from keel.settings import ConfigError
-from keel.workloads.text import MAX_CHARS, TextWorkload, default_encoder
+from keel.workloads.text import TextWorkload
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from keel.settings import Settings
-
 LABEL = "tags"
-COLUMNS = ["id", "created_at", "text", LABEL]
 TYPES = ("LOC", "TAG", "USER")
-TAG_PATTERN = r"^(?:O|[BI]-(?:LOC|TAG|USER))(?: (?:O|[BI]-(?:LOC|TAG|USER)))*$"
+_TAG = rf"(?:O|[BI]-(?:{'|'.join(TYPES)}))"
+TAG_PATTERN = rf"^{_TAG}(?: {_TAG})*$"
 PUNCTUATION = ".,!?:;\"'()…"
 
 
@@ -81,6 +77,8 @@ def tag_words(text: str) -> str:
 
 class EntitiesWorkload(TextWorkload):
     name: ClassVar[str] = "entities"
+    label: ClassVar[str] = LABEL
+    per_token: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "tweets by month (dslabs trump_tweets): BERT token classification of US states, "
         "@users and #tags (rule-generated BIO tags)"
@@ -92,7 +90,6 @@ class EntitiesWorkload(TextWorkload):
         test = base["profiles"]["test"]
         return {
             **base,
-            "features": {**base["features"], "label": LABEL},
             "gate": {"metrics": rules, "slice_metric": ""},
             "drift": {"predictions": False},  # a tag string per row: no label mix to compare
             "profiles": {
@@ -101,59 +98,20 @@ class EntitiesWorkload(TextWorkload):
             },
         }
 
-    def check(self, settings: Settings) -> None:
-        if settings.features.label != LABEL or settings.features.text != ["text"]:
-            raise ConfigError(
-                f"workload 'entities' reads features.text = ['text'] and label '{LABEL}' "
-                f"(got text {settings.features.text}, label {settings.features.label!r})"
-            )
-        self.months()
-
     def objective(self) -> str:
         return "tokens"
 
-    def net_options(self) -> dict[str, Any]:
-        from pathlib import Path
-
-        from keel.text import encoder_options
-
-        source = Path(self.params.encoder) if self.params.encoder else default_encoder()
-        return encoder_options(source, self.params.layers, self.params.max_length, per_token=True)
-
-    def default_suite(self, settings: Settings) -> dict[str, Any]:
+    def label_rules(self) -> list[dict[str, Any]]:
         from keel.validation import expectation as rule
 
-        return {
-            "name": "entities",
-            "meta": {
-                "notes": "a month of tweets with BIO tags per word: schema, text bounded, tags well-formed"
-            },
-            "expectations": [
-                rule("expect_table_columns_to_match_ordered_list", "schema", column_list=COLUMNS),
-                rule("expect_table_row_count_to_be_between", "at least one tweet", min_value=1),
-                rule("expect_column_values_to_be_unique", "one row per tweet", column="id"),
-                rule("expect_column_values_to_not_be_null", "text present", column="text"),
-                rule(
-                    "expect_column_value_lengths_to_be_between",
-                    "text length in 1..400 characters",
-                    column="text",
-                    min_value=1,
-                    max_value=MAX_CHARS,
-                ),
-                rule("expect_column_values_to_not_be_null", "tags present", column=LABEL),
-                rule(
-                    "expect_column_values_to_match_regex",
-                    "BIO tags of known types",
-                    column=LABEL,
-                    regex=TAG_PATTERN,
-                ),
-            ],
-        }
+        return [
+            rule(
+                "expect_column_values_to_match_regex",
+                "BIO tags of known types",
+                column=LABEL,
+                regex=TAG_PATTERN,
+            )
+        ]
 
-    def build_batches(self, names: Sequence[str], sample_rows: int) -> dict[str, pd.DataFrame]:
-        out = {}
-        for name, frame in super().build_batches(names, sample_rows).items():
-            tagged = frame.drop(columns=["device"])
-            tagged[LABEL] = [tag_words(t) for t in tagged["text"]]
-            out[name] = tagged[COLUMNS]
-        return out
+    def labelled(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(**{LABEL: [tag_words(t) for t in frame["text"]]})

@@ -59,6 +59,10 @@ def default_encoder() -> Path:
 
 
 class TextWorkload(Workload):
+    """One label per tweet; a subclass changes the label column (``label``), tags every
+    token (``per_token``), and brings its own label rules and labels (``label_rules``,
+    ``labelled``): keel.workloads.entities."""
+
     name: ClassVar[str] = "text"
     summary: ClassVar[str] = (
         "tweets by month (dslabs trump_tweets): fine-tunes a pre-trained BERT (all-MiniLM-L6-v2) "
@@ -66,11 +70,19 @@ class TextWorkload(Workload):
     )
     Params = TextParams
     params: TextParams
+    label: ClassVar[str] = LABEL
+    per_token: ClassVar[bool] = False
 
     def defaults(self) -> dict[str, Any]:
         rules = {"test/accuracy": {"min": 0.6, "max_drop": 0.02}, "test/macro_f1": {"max_drop": 0.03}}
         return {
-            "features": {"label": LABEL, "categorical": [], "numeric": [], "text": ["text"], "slices": []},
+            "features": {
+                "label": self.label,
+                "categorical": [],
+                "numeric": [],
+                "text": ["text"],
+                "slices": [],
+            },
             "gate": {"metrics": rules, "slice_metric": ""},
             "train": {
                 "batch_size": 32,
@@ -100,9 +112,9 @@ class TextWorkload(Workload):
         }
 
     def check(self, settings: Settings) -> None:
-        if settings.features.label != LABEL or settings.features.text != ["text"]:
+        if settings.features.label != self.label or settings.features.text != ["text"]:
             raise ConfigError(
-                f"workload 'text' reads features.text = ['text'] and label '{LABEL}' "
+                f"workload {self.name!r} reads features.text = ['text'] and label '{self.label}' "
                 f"(got text {settings.features.text}, label {settings.features.label!r})"
             )
         self.months()  # first..last make sense
@@ -114,7 +126,7 @@ class TextWorkload(Workload):
         from keel.text import encoder_options
 
         source = Path(self.params.encoder) if self.params.encoder else default_encoder()
-        return encoder_options(source, self.params.layers, self.params.max_length)
+        return encoder_options(source, self.params.layers, self.params.max_length, self.per_token)
 
     def split_key(self) -> list[str]:
         return ["id"]
@@ -123,10 +135,12 @@ class TextWorkload(Workload):
         from keel.validation import expectation as rule
 
         return {
-            "name": "text",
-            "meta": {"notes": "keel's suite for a month of tweets: schema, text present and bounded, labels"},
+            "name": self.name,
+            "meta": {
+                "notes": f"keel's suite for a month of tweets: schema, text present and bounded, {self.label}"
+            },
             "expectations": [
-                rule("expect_table_columns_to_match_ordered_list", "schema", column_list=COLUMNS),
+                rule("expect_table_columns_to_match_ordered_list", "schema", column_list=self.columns()),
                 rule("expect_table_row_count_to_be_between", "at least one tweet", min_value=1),
                 rule("expect_column_values_to_be_unique", "one row per tweet", column="id"),
                 rule("expect_column_values_to_not_be_null", "text present", column="text"),
@@ -137,18 +151,30 @@ class TextWorkload(Workload):
                     min_value=1,
                     max_value=MAX_CHARS,
                 ),
-                rule("expect_column_values_to_not_be_null", "label present", column=LABEL),
-                rule(
-                    "expect_column_values_to_be_in_set", "label is a device", column=LABEL, value_set=DEVICES
-                ),
                 rule(
                     "expect_column_values_to_match_regex",
                     "created_at is an ISO time",
                     column="created_at",
                     regex=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}",
                 ),
+                rule("expect_column_values_to_not_be_null", "label present", column=self.label),
+                *self.label_rules(),
             ],
         }
+
+    def label_rules(self) -> list[dict[str, Any]]:
+        from keel.validation import expectation as rule
+
+        return [
+            rule("expect_column_values_to_be_in_set", "label is a device", column=LABEL, value_set=DEVICES)
+        ]
+
+    def columns(self) -> list[str]:
+        return ["id", "created_at", "text", self.label]
+
+    def labelled(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A month of tweets (with ``device``) as this workload's rows."""
+        return frame
 
     # ---------------------------------------------------------------- data source
     def months(self) -> list[str]:
@@ -156,7 +182,7 @@ class TextWorkload(Workload):
 
         p = self.params
         if p.first > p.last:
-            raise ConfigError(f"workload 'text': first {p.first} comes after last {p.last}")
+            raise ConfigError(f"workload {self.name!r}: first {p.first} comes after last {p.last}")
         return [str(m) for m in pd.period_range(p.first, p.last, freq="M")]
 
     def batches(self) -> list[str]:
@@ -178,10 +204,11 @@ class TextWorkload(Workload):
 
         def rows(name: str) -> pd.DataFrame:
             if name not in by_month:
-                raise InputError(f"text: no tweets in {name}")
+                raise InputError(f"{self.name}: no tweets in {name}")
             return by_month[name].sort_values("created_at", kind="stable")
 
-        return self.cut_batches(names, sample_rows, rows)
+        cut = self.cut_batches(names, sample_rows, rows)
+        return {name: self.labelled(frame)[self.columns()] for name, frame in cut.items()}
 
 
 def tweets_table() -> pd.DataFrame:
