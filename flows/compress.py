@@ -27,15 +27,17 @@ def compress_flow(settings: Settings, version: str, method: str) -> RegisteredVe
     lineage = load_lineage(settings, version)
     scratch = open_scratch(settings)
     try:
-        source = load_source_model(settings, lineage, scratch)
+        source, source_artifacts = load_source_model(settings, lineage, scratch)
         recorded, dataset = materialise_dataset(settings, lineage, scratch)
         splits = load_splits(recorded, dataset)  # N's own val/test rows
         variant = build_variant(settings, source, splits, method, scratch)
         source_eval = evaluate_model(recorded, source, splits)
         evaluation = evaluate_model(recorded, variant, splits)
-        parity = measure_parity(settings, lineage, source, variant, source_eval, evaluation, splits, scratch)
+        parity = measure_parity(
+            settings, lineage, source, source_artifacts, variant, source_eval, evaluation, splits, scratch
+        )
         gate = parity_gate(settings, lineage, evaluation, source_eval, parity)
-        registered = register_variant(settings, lineage, source, variant, splits, evaluation, parity, scratch)
+        registered = register_variant(settings, lineage, variant, splits, evaluation, parity)
         log_evaluation(settings, evaluation, registered.run_id)
         baseline = source_baseline(settings, lineage, source_eval)
         record_gate(settings, registered, dataset, evaluation, baseline, gate)

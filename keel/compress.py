@@ -145,7 +145,8 @@ class OnnxRunner:
 @dataclass
 class CompressedModel:
     """A variant with the TrainedModel surface the evaluation tasks use (``predict``,
-    ``objective``, ``preprocessor``)."""
+    ``objective``, ``preprocessor``). ``path`` lies in its pyfunc artifacts directory
+    (``artifacts``: preprocessor.json, net.json, model.onnx), ready to log or time."""
 
     preprocessor: Preprocessor | TextPreprocessor
     objective: Objective
@@ -163,13 +164,28 @@ class CompressedModel:
     def sha256(self) -> str:
         return file_sha256(self.path)
 
+    @property
+    def artifacts(self) -> dict[str, str]:
+        """keel.pyfunc.OnnxModel's artifacts."""
+        d = self.path.parent
+        return {
+            "preprocessor": str(d / "preprocessor.json"),
+            "net": str(d / "net.json"),
+            "onnx": str(self.path),
+        }
+
 
 def compress(source: Any, method: str, sample: pd.DataFrame, directory: Path) -> CompressedModel:
     """A variant of ``source`` (a keel.training.TrainedModel, or the parts of a registered
-    one: preprocessor, net, threshold, objective) built with ``method`` in ``directory``;
-    ``sample``: a few raw rows to trace the net with."""
+    one: preprocessor, net, threshold, objective) built with ``method``: its pyfunc
+    artifacts in ``directory``; ``sample``: a few raw rows to trace the net with."""
+    from keel.pyfunc import write_meta
+
     arch = source.net.cfg.arch
     a, b = source.preprocessor.transform(sample)
+    write_meta(
+        source.preprocessor, source.net, source.threshold, directory, source.objective, compression=method
+    )
     path = build_variant(source.net, arch, a, b, method, directory)
     return CompressedModel(
         source.preprocessor, source.objective, source.threshold, arch, method, path, OnnxRunner(path, arch)

@@ -28,6 +28,23 @@ from keel.objectives import Objective, from_dict
 LEGACY_OBJECTIVE = {"kind": "binary", "label": "delayed", "classes": [0, 1]}
 
 
+def write_meta(
+    preprocessor: Preprocessor | TextPreprocessor,
+    net: Net,
+    threshold: float,
+    directory: Path,
+    objective: Objective,
+    **extra: str,
+) -> dict[str, str]:
+    """preprocessor.json and net.json (architecture, threshold, objective, ``extra``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "preprocessor.json").write_text(json.dumps(preprocessor.to_dict()))
+    cfg = cast(NetConfig, net.cfg)
+    meta = {**cfg.to_dict(), "threshold": threshold, "objective": objective.to_dict(), **extra}
+    (directory / "net.json").write_text(json.dumps(meta))
+    return {"preprocessor": str(directory / "preprocessor.json"), "net": str(directory / "net.json")}
+
+
 def save_artifacts(
     preprocessor: Preprocessor | TextPreprocessor,
     net: Net,
@@ -35,16 +52,10 @@ def save_artifacts(
     directory: Path,
     objective: Objective,
 ) -> dict[str, str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "preprocessor.json").write_text(json.dumps(preprocessor.to_dict()))
-    cfg = cast(NetConfig, net.cfg)
-    meta = {**cfg.to_dict(), "threshold": threshold, "objective": objective.to_dict()}
-    (directory / "net.json").write_text(json.dumps(meta))
+    """The registered model's artifacts: write_meta's two files and weights.pt."""
+    artifacts = write_meta(preprocessor, net, threshold, directory, objective)
     torch.save(net.state_dict(), directory / "weights.pt")
-    return {
-        name: str(directory / f"{name}{ext}")
-        for name, ext in (("preprocessor", ".json"), ("net", ".json"), ("weights", ".pt"))
-    }
+    return {**artifacts, "weights": str(directory / "weights.pt")}
 
 
 def load_parts(artifacts: Mapping[str, str]) -> tuple[Preprocessor | TextPreprocessor, Net, float, Objective]:

@@ -4,11 +4,8 @@ derived from the source."""
 
 from __future__ import annotations
 
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
-from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +19,10 @@ from keel.settings import Settings
 from tasks.data import Splits
 from tasks.evaluate import Evaluation
 from tasks.gate import Baseline
-from tasks.register import RUNTIME_DISTRIBUTIONS, TAGGED_METRICS, RegisteredVersion
+from tasks.register import TAGGED_METRICS, RegisteredVersion, log_pyfunc
 
 TRACE_ROWS = 8  # held-out rows the net is traced with (the same ones on a replay)
+NAMES = {"preprocessor": "preprocessor.json", "net": "net.json", "weights": "weights.pt"}
 
 
 @dataclass(frozen=True)
@@ -54,9 +52,10 @@ class Parity:
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def load_source_model(settings: Settings, lineage: Lineage, directory: Path):
+def load_source_model(settings: Settings, lineage: Lineage, directory: Path) -> tuple[Any, Path]:
     """Version N's preprocessor, net, threshold and objective from the registry, as a
-    keel.training.TrainedModel (its artifacts stay under ``directory``/source)."""
+    keel.training.TrainedModel, and the directory its artifacts were downloaded to (the
+    source's latency is measured on those very files)."""
     import mlflow
 
     from keel import tracking
@@ -81,10 +80,7 @@ def load_source_model(settings: Settings, lineage: Lineage, directory: Path):
             f"v{lineage.version} is not a keel net model (no {', '.join(missing)}): cannot compress"
         )
     preprocessor, net, threshold, objective = load_parts(artifacts)
-    return TrainedModel(preprocessor, net, threshold, 0, None, None, objective)
-
-
-NAMES = {"preprocessor": "preprocessor.json", "net": "net.json", "weights": "weights.pt"}
+    return TrainedModel(preprocessor, net, threshold, 0, None, None, objective), local / "artifacts"
 
 
 @task(name="build-variant", cache_policy=NONE)
@@ -101,6 +97,7 @@ def measure_parity(
     settings: Settings,
     lineage: Lineage,
     source,
+    source_artifacts: Path,
     variant,
     source_eval: Evaluation,
     evaluation: Evaluation,
@@ -110,18 +107,15 @@ def measure_parity(
     """Agreement and output distance on the held-out rows; size; p50/p99 latency of both
     models at 1 and 32 rows, each in a fresh process."""
     from keel.compress import agreement, latency_in_fresh_process
-    from keel.pyfunc import save_artifacts
 
     metrics = {
         f"parity/{k}": v
         for k, v in agreement(variant.objective, source_eval.out_test, evaluation.out_test).items()
     }
-    source_dir = directory / "latency-source"
-    save_artifacts(source.preprocessor, source.net, source.threshold, source_dir, source.objective)
-    variant_dir = save_variant(source, variant, directory / "latency-variant")
+    source_dir = source_artifacts
     rows = splits.test[source.preprocessor.columns]
     latency = latency_in_fresh_process(
-        {"source": source_dir, "variant": variant_dir},
+        {"source": source_dir, "variant": variant.path.parent},
         rows,
         directory / "latency",
         rounds=settings.compress.latency_rounds,
@@ -133,24 +127,6 @@ def measure_parity(
             ratio = latency["variant"][rows_n][q] / latency["source"][rows_n][q]
             metrics[f"parity/{q.removesuffix('_ms')}_ratio_{rows_n}"] = ratio
     return Parity(lineage.version, variant.method, metrics, latency, sizes)
-
-
-def save_variant(source, variant, directory: Path) -> Path:
-    """The variant's pyfunc artifacts: the source's preprocessor.json and net.json (its
-    threshold, objective, architecture, plus the method) and model.onnx."""
-    import json
-    import shutil
-
-    from keel.pyfunc import save_artifacts
-
-    with tempfile.TemporaryDirectory() as tmp:
-        saved = save_artifacts(source.preprocessor, source.net, source.threshold, Path(tmp), source.objective)
-        directory.mkdir(parents=True, exist_ok=True)
-        shutil.copy(saved["preprocessor"], directory / "preprocessor.json")
-        meta = json.loads(Path(saved["net"]).read_text())
-        (directory / "net.json").write_text(json.dumps({**meta, "compression": variant.method}))
-    shutil.copy(variant.path, directory / "model.onnx")
-    return directory
 
 
 @task(name="parity-gate", cache_policy=NONE)
@@ -192,23 +168,18 @@ def parity_gate(
 def register_variant(
     settings: Settings,
     lineage: Lineage,
-    source,
     variant,
     splits: Splits,
     evaluation: Evaluation,
     parity: Parity,
-    directory: Path,
 ) -> RegisteredVersion:
     """A new MLflow run holding the source's lineage records (config, data pointer,
     partitions) and the parity evidence, and a new version of the same registered model
     tagged ``derived_from`` and ``compression``; it becomes ``challenger``."""
     import math
 
-    import mlflow
     from mlflow.entities import Metric, Param
-    from mlflow.models import infer_signature
 
-    import keel
     from keel import tracking
     from keel.lineage import environment_lock
 
@@ -261,26 +232,15 @@ def register_variant(
         client.log_dict(run_id, parity.to_json(), "compress/parity.json")
 
         example = splits.test[variant.preprocessor.columns].head(5).reset_index(drop=True)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*integer column")
-            signature = infer_signature(example, variant.predict(example))
-        needed = (*RUNTIME_DISTRIBUTIONS, *variant.preprocessor.REQUIREMENTS, "onnxruntime")
-        artifacts_dir = save_variant(source, variant, directory / "register")
-        tracking.use_tracking(settings)
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(Path(keel.__file__).parent / "pyfunc_onnx_entry.py"),
-                artifacts={
-                    "preprocessor": str(artifacts_dir / "preprocessor.json"),
-                    "net": str(artifacts_dir / "net.json"),
-                    "onnx": str(artifacts_dir / "model.onnx"),
-                },
-                code_paths=[str(Path(keel.__file__).parent)],
-                signature=signature,
-                input_example=example,
-                pip_requirements=[f"{d}=={dist_version(d)}" for d in needed],
-            )
+        info = log_pyfunc(
+            settings,
+            run_id,
+            "pyfunc_onnx_entry.py",
+            variant.artifacts,
+            example,
+            variant.predict(example),
+            (*variant.preprocessor.REQUIREMENTS, "onnxruntime"),
+        )
         version_tags = {
             **tags,
             **{k: f"{evaluation.metrics[k]:.6g}" for k in TAGGED_METRICS if k in evaluation.metrics},

@@ -72,6 +72,42 @@ def version_tags(
     return tags
 
 
+def log_pyfunc(
+    settings: Settings,
+    run_id: str,
+    entry: str,
+    artifacts: dict[str, str],
+    example,
+    output,
+    extra_requirements: tuple[str, ...] = (),
+):
+    """Log a keel pyfunc (models-from-code: ``keel/<entry>`` builds it from ``artifacts``)
+    into the run, with its signature, input example and pinned requirements."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    import keel
+    from keel import tracking
+
+    with warnings.catch_warnings():
+        # integer features stay "long" on purpose: MLflow then coerces serving input to
+        # int, which keeps categorical codes such as month=1 exact
+        warnings.filterwarnings("ignore", message=".*integer column")
+        signature = infer_signature(example, output)
+    needed = (*RUNTIME_DISTRIBUTIONS, *extra_requirements)
+    tracking.use_tracking(settings)
+    with mlflow.start_run(run_id=run_id):
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(keel.__file__).parent / entry),
+            artifacts=artifacts,
+            code_paths=[str(Path(keel.__file__).parent)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"{d}=={dist_version(d)}" for d in needed],
+        )
+
+
 @task(name="register-model", cache_policy=NONE)  # not retried: a retry could add a second version
 def register_model(
     settings: Settings,
@@ -82,39 +118,25 @@ def register_model(
     validation: ValidationReport,
     evaluation: Evaluation,
 ) -> RegisteredVersion:
-    import mlflow
     from mlflow.exceptions import MlflowException
-    from mlflow.models import infer_signature
 
-    import keel
     from keel import tracking
     from keel.lineage import environment_lock, weights_sha256
     from keel.pyfunc import save_artifacts
     from keel.workspace import data_commit, git_commit
 
     example = splits.test[model.preprocessor.columns].head(5).reset_index(drop=True)
-    output = model.predict(example)
-    with warnings.catch_warnings():
-        # integer features stay "long" on purpose: MLflow then coerces serving input to
-        # int, which keeps categorical codes such as month=1 exact
-        warnings.filterwarnings("ignore", message=".*integer column")
-        signature = infer_signature(example, output)
-    needed = (*RUNTIME_DISTRIBUTIONS, *model.preprocessor.REQUIREMENTS)  # a text model: its tokenizer's too
-    requirements = [f"{d}=={dist_version(d)}" for d in needed]
-
-    tracking.use_tracking(settings)
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, Path(tmp), model.objective)
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(Path(keel.__file__).parent / "pyfunc_entry.py"),
-                artifacts=artifacts,
-                code_paths=[str(Path(keel.__file__).parent)],
-                signature=signature,
-                input_example=example,
-                pip_requirements=requirements,
-            )
+        info = log_pyfunc(
+            settings,
+            run_id,
+            "pyfunc_entry.py",
+            artifacts,
+            example,
+            model.predict(example),
+            model.preprocessor.REQUIREMENTS,  # a text model: its tokenizer's too
+        )
 
     client = tracking.client(settings)
     name = settings.mlflow.model_name
