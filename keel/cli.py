@@ -692,7 +692,8 @@ def serve(
     import uvicorn
 
     from keel import tracking
-    from keel.serving import SAFE_LOADING, AliasWatcher, ModelHolder, create_app, load_version
+    from keel.servability import SAFE_LOADING
+    from keel.serving import AliasWatcher, ModelHolder, create_app, load_version
 
     os.environ.update(SAFE_LOADING)  # a served version never unpickles code (keel's are models-from-code)
 

@@ -117,16 +117,13 @@ def project(
             num += names
     if predictions and model is not None:
         objective = model.objective
+        regression = objective.kind == "regression"
+        output = "prediction" if regression else objective.label
         columns = pre.columns if pre is not None else [*categorical, *numeric]
         for view, frame in zip(views, (reference, current), strict=True):
-            out = model.predict(None, frame[columns].reset_index(drop=True))
-            if objective.kind == "regression":
-                view["predicted/prediction"] = out["prediction"].to_numpy()
-            else:
-                view[f"predicted/{objective.label}"] = out[objective.label].astype(str).to_numpy()
-        (num if objective.kind == "regression" else cat).append(
-            "predicted/prediction" if objective.kind == "regression" else f"predicted/{objective.label}"
-        )
+            out = model.predict(None, frame[columns].reset_index(drop=True))[output]
+            view[f"predicted/{output}"] = out.to_numpy() if regression else out.astype(str).to_numpy()
+        (num if regression else cat).append(f"predicted/{output}")
     return views[0], views[1], cat, num
 
 

@@ -118,10 +118,11 @@ def fit_preprocessor(
     """The tokenizer of the net's encoder for a text feature (``features.text``), else
     the vocabularies and scaling of the table's columns."""
     if features.text:
+        from keel.settings import ConfigError
         from keel.text import TextPreprocessor
 
         if net_options.get("arch") != "bert" or len(features.text) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"features.text {features.text}: one text column, read by a bert net (net arch "
                 f"{net_options.get('arch', 'mlp')!r})"
             )

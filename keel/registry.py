@@ -90,6 +90,7 @@ class Registry:
         self.settings = settings
         self.name = settings.mlflow.model_name
         self.client = tracking.client(settings)
+        self._ledger_run: str | None = None  # found once per Registry: every append logs to it
 
     # ------------------------------------------------------------ lookups
     def check_reachable(self) -> None:
@@ -160,19 +161,21 @@ class Registry:
 
     def ledger_run(self, create: bool = False) -> str | None:
         """The run whose artifacts hold the anchored copies (``ledger/<seq>.json``)."""
+        if self._ledger_run is not None:
+            return self._ledger_run
         experiment_id = self._ledger_experiment()
         runs = self.client.search_runs(
             [experiment_id], filter_string=f"tags.`{LEDGER_RUN_TAG}` = '{self.name}'", max_results=1
         )
         if runs:
-            return runs[0].info.run_id
-        if not create:
-            return None
-        run = self.client.create_run(
-            experiment_id, run_name=f"ledger of {self.name}", tags={LEDGER_RUN_TAG: self.name}
-        )
-        self.client.set_terminated(run.info.run_id)
-        return run.info.run_id
+            self._ledger_run = runs[0].info.run_id
+        elif create:
+            run = self.client.create_run(
+                experiment_id, run_name=f"ledger of {self.name}", tags={LEDGER_RUN_TAG: self.name}
+            )
+            self.client.set_terminated(run.info.run_id)
+            self._ledger_run = run.info.run_id
+        return self._ledger_run
 
     def _ledger_experiment(self) -> str:
         """``<experiment>-ledger``: apart from the training runs (as drift has ``-monitoring``)."""
@@ -371,7 +374,7 @@ def verify_ledger(reg: Registry) -> Verification:
 def servability(settings: Settings, version: str) -> dict[str, Any]:
     """Load ``models:/<name>/<version>`` in a fresh process and predict on sample rows,
     with pickle deserialization off, as ``keel serve`` loads it."""
-    from keel.serving import SAFE_LOADING
+    from keel.servability import SAFE_LOADING
 
     env = {
         **os.environ,

@@ -23,11 +23,6 @@ from keel.settings import Settings
 
 log = logging.getLogger("keel.serve")
 
-# Serving and the servability check load models with MLflow's pickle deserialization off:
-# keel's models are models-from-code (the pyfunc is built from keel/pyfunc_entry.py, the
-# weights read with torch.load(weights_only=True)), so only a cloudpickled model is refused.
-SAFE_LOADING = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
-
 
 class RequestError(ValueError):
     """A request the model cannot score; ``status`` is the HTTP code to answer with."""
