@@ -1,6 +1,6 @@
-"""keel-replay: rebuild a model version from its recorded data, config and seed (a
-compressed variant: its source's, then compressed again), and report how the rebuild
-compares."""
+"""keel-replay: rebuild a model version from its recorded data, config and seed (the gated
+fit, then the refit when the version was refit; a compressed variant: its source's, then
+compressed again), and report how the rebuild compares."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from tasks.lineage import (
     materialise_dataset,
     open_scratch,
     recompress,
+    recorded_model,
     write_replay_report,
 )
-from tasks.train import train_model
+from tasks.train import refit_model, train_model
 
 
 @flow(name="keel-replay", validate_parameters=False)
@@ -29,8 +30,11 @@ def replay_flow(settings: Settings, version: str) -> ReplayReport:
     try:
         recorded, dataset = materialise_dataset(settings, lineage, scratch)
         splits = load_splits(recorded, dataset)
-        model = recompress(lineage, train_model(recorded, splits, None), splits, scratch)
-        evaluation = evaluate_model(recorded, model, splits)
+        gated = train_model(recorded, splits, None)
+        model = recompress(
+            lineage, refit_model(recorded, gated, splits, lineage.refit, None), splits, scratch
+        )
+        evaluation = evaluate_model(recorded, recorded_model(lineage, gated, model), splits)
         report = compare_replay(lineage, model, evaluation)
     finally:
         discard_scratch(scratch)

@@ -1,6 +1,7 @@
-"""keel-train: data version -> validate -> train -> evaluate -> gate against the champion
--> verify the remote -> register -> promote or hold (policy) -> with [compress] auto, a
-compressed variant of a blessed version (flows/compress.py)."""
+"""keel-train: data version -> validate -> train (on the older batches) -> evaluate -> gate
+against the champion (on the newest batch) -> refit on every batch when blessed -> verify
+the remote -> register -> promote or hold (policy) -> with [compress] auto, a compressed
+variant of a blessed version (flows/compress.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tasks.evaluate import evaluate_model, log_evaluation
 from tasks.gate import apply_gate, apply_policy, evaluate_champion, record_gate
 from tasks.register import RegisteredVersion, register_model
 from tasks.report import publish_summary
-from tasks.train import end_run, start_run, train_model
+from tasks.train import end_run, refit_model, start_run, train_model
 
 
 @flow(name="keel-train", validate_parameters=False)
@@ -29,7 +30,8 @@ def train_flow(settings: Settings) -> RegisteredVersion:
         evaluation = evaluate_model(settings, model, splits)
         log_evaluation(settings, evaluation, run_id)
         baseline = evaluate_champion(settings, splits)  # same held-out rows
-        gate = apply_gate(settings, evaluation, baseline)
+        gate = apply_gate(settings, evaluation, baseline, splits.holdout)
+        model = refit_model(settings, model, splits, gate.passed, run_id)  # newest holdout: on every batch
         verified = verify_remote(settings, dataset)  # the data version is in the DVC remote
         registered = register_model(settings, model, splits, run_id, verified, validation, evaluation)
         record_gate(settings, registered, dataset, evaluation, baseline, gate)

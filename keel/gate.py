@@ -28,6 +28,8 @@ class GateResult:
     passed: bool
     baseline_version: str | None  # the champion it was compared with; None: no champion yet
     checks: list[Check] = field(default_factory=list)
+    # the rows compared: {"scheme", "batches", "rows", "note", "champion_trained_on_it"}
+    holdout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -45,6 +47,7 @@ class GateResult:
         return {
             "status": self.status,
             "baseline_version": self.baseline_version,
+            "holdout": self.holdout,
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -157,9 +160,19 @@ def diff_card(
             else ["(none)"]
         )
         lines.append("")
+    lines += ["## Metrics (same held-out rows)", ""]
+    if gate.holdout:
+        h = gate.holdout
+        where = (
+            f"every row of the newest batch {', '.join(h['batches'])}, newer than the challenger's data"
+            if h["scheme"] == "newest"
+            else "a stable hash share of every batch"
+        )
+        lines += [f"Holdout: {h['rows']} rows, {where}." + (f" {h['note']}." if h.get("note") else "")]
+        if h.get("champion_trained_on_it"):
+            lines += ["**The champion trained on rows of this batch: its metrics here are in-sample.**"]
+        lines.append("")
     lines += [
-        "## Metrics (same held-out rows)",
-        "",
         "| metric | champion | challenger | delta |",
         "|---|---|---|---|",
     ]

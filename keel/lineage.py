@@ -62,6 +62,7 @@ class Lineage:
     origin: str = ""  # where a teammate clones the workspace from
     derived_from: str = ""  # a compressed variant: the version it was built from (keel compress)
     compression: str = ""  # ... and the method
+    refit: bool = False  # the weights were fit again on every batch after the gate (split.refit)
 
     def restore_commands(self) -> str:
         """What a teammate runs to get this version's data with git and DVC alone."""

@@ -73,6 +73,19 @@ def split_buckets(frame: pd.DataFrame, salt: str, key: Sequence[str]) -> np.ndar
     return (hashed.to_numpy() % np.uint64(100)).astype(np.int64)
 
 
+def holdout_batches(names: Sequence[str], scheme: str) -> tuple[list[str], list[str], str]:
+    """(batches to train on, batches held out for the gate, why the scheme fell back).
+    ``"newest"``: the last batch in name order (YYYY-MM, b01.. sort in time) is held out;
+    with a single batch there is nothing older to train on, so every batch is split at
+    random instead (the reason says so). ``"random"``: no batch is held out whole."""
+    ordered = sorted(names)
+    if scheme == "newest" and len(ordered) >= 2:
+        return ordered[:-1], ordered[-1:], ""
+    if scheme == "newest":
+        return ordered, [], "one batch only: nothing older to train on, so the random split of it"
+    return ordered, [], ""
+
+
 def split_frame(
     frame: pd.DataFrame, val_pct: int, test_pct: int, salt: str, key: Sequence[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel.errors import EXIT_CONFIG, KeelError
 
@@ -47,6 +47,11 @@ class SplitConfig(_Section):
     val_pct: int = Field(ge=1, le=45)
     test_pct: int = Field(ge=1, le=45)
     salt: str
+    # "newest": train on the older batches, gate on the newest (rows no model trained on and
+    # newer than the challenger's data), then refit on all; "random": the hash split of every
+    # batch. Defaults: what versions recorded before the key existed trained with.
+    holdout: Literal["newest", "random"] = "random"
+    refit: bool = True  # "newest": once blessed, fit the same config again on every batch
 
 
 class FeatureConfig(_Section):
@@ -211,6 +216,21 @@ class Settings(_Section):
     # location key -> the layer it came from; not part of the config (excluded from dumps)
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
 
+    @model_validator(mode="after")
+    def _refit_needs_keel_launched_ranks(self) -> Settings:
+        # an outside launcher's ranks fit once; a refit after the gate would leave rank 0 alone
+        if (
+            self.train.strategy == "ddp"
+            and self.train.ddp_start_method == "popen"
+            and self.split.holdout == "newest"
+            and self.split.refit
+        ):
+            raise ValueError(
+                "split.refit = true needs ranks keel starts itself (train.ddp_start_method = "
+                '"spawn"); with an outside launcher set split.refit = false or split.holdout = "random"'
+            )
+        return self
+
     @property
     def dvc_file(self) -> Path:
         """DVC writes the pointer next to the tracked directory: ``data`` -> ``data.dvc``."""
@@ -247,6 +267,8 @@ NEUTRAL_INPUTS: dict[str, Any] = {
     "train.eval_batch_size": 4096,
     "train.accelerator": "cpu",
     "train.precision": "32-true",
+    "split.holdout": "random",
+    "split.refit": True,
 }
 
 

@@ -199,6 +199,7 @@ def register_variant(
             "validation_status",
             "seed",
             "data_in_remote",
+            "refit",
         )
     }
     tags = {

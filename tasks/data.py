@@ -39,10 +39,27 @@ class DatasetRef:
 
 
 @dataclass(frozen=True)
+class Holdout:
+    """The rows the gate compares challenger and champion on (``gate/gate.json``'s ``holdout``)."""
+
+    scheme: str  # "newest": whole batches newer than every training row; "random": a hash share of each
+    batches: tuple[str, ...]  # the batches the test rows come from
+    rows: int
+    note: str = ""  # why the scheme asked for was not used
+
+    def to_json(self) -> dict[str, object]:
+        return {"scheme": self.scheme, "batches": list(self.batches), "rows": self.rows, "note": self.note}
+
+
+@dataclass(frozen=True)
 class Splits:
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
+    holdout: Holdout
+    # "newest" holdout: train/val over every batch, the holdout too, for the refit of a
+    # blessed challenger (tasks.train.refit_model); None: the model is never refit
+    refit: tuple[pd.DataFrame, pd.DataFrame] | None = None
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -183,14 +200,31 @@ def require_valid(report: ValidationReport) -> ValidationReport:
 
 @task(name="load-splits", cache_policy=NONE)
 def load_splits(settings: Settings, dataset: DatasetRef) -> Splits:
-    frame = partitions.read_partitions(p.path for p in dataset.partitions)
     from keel.workload import load_workload
 
-    key = load_workload(settings).split_key()
-    train, val, test = partitions.split_frame(
-        frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt, key
-    )
-    return Splits(train, val, test)
+    frames = {p.path.stem: partitions.read_partition(p.path) for p in dataset.partitions}
+    return make_splits(settings, frames, load_workload(settings).split_key())
+
+
+def make_splits(settings: Settings, frames: dict[str, pd.DataFrame], key: list[str]) -> Splits:
+    """``split.holdout = "newest"``: train/val (hash split, ``val_pct``) from the older
+    batches, test = every row of the newest batch, and train/val over all batches for the
+    refit. ``"random"`` (or one batch): train/val/test by hash buckets of every batch."""
+    cfg = settings.split
+    older, newest, note = partitions.holdout_batches(list(frames), cfg.holdout)
+    if not newest:
+        everything = pd.concat([frames[n] for n in older], ignore_index=True)
+        train, val, test = partitions.split_frame(everything, cfg.val_pct, cfg.test_pct, cfg.salt, key)
+        return Splits(train, val, test, Holdout("random", tuple(older), len(test), note))
+    past = pd.concat([frames[n] for n in older], ignore_index=True)
+    train, val, _ = partitions.split_frame(past, cfg.val_pct, 0, cfg.salt, key)
+    test = pd.concat([frames[n] for n in newest], ignore_index=True)
+    refit = None
+    if cfg.refit:
+        everything = pd.concat([past, test], ignore_index=True)
+        all_train, all_val, _ = partitions.split_frame(everything, cfg.val_pct, 0, cfg.salt, key)
+        refit = (all_train, all_val)
+    return Splits(train, val, test, Holdout("newest", tuple(newest), len(test)), refit)
 
 
 @task(

@@ -12,7 +12,7 @@ from prefect.cache_policies import NONE
 from keel.errors import retry_transient
 from keel.gate import GateResult
 from keel.settings import Settings
-from tasks.data import DatasetRef, Splits
+from tasks.data import DatasetRef, Holdout, Splits
 from tasks.evaluate import Evaluation
 from tasks.register import RegisteredVersion
 
@@ -26,6 +26,7 @@ class Baseline:
     params: dict[str, str]
     metrics: dict[str, float]
     slices: pd.DataFrame
+    partitions: tuple[str, ...] = ()  # the batches it trained on
 
 
 @task(
@@ -58,13 +59,18 @@ def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
             slices = slice_table(frame, frame[label], out, objective, settings.features.slices)
     client = tracking.client(settings)
     mv = client.get_model_version(settings.mlflow.model_name, version)
-    params = dict(client.get_run(mv.run_id).data.params) if mv.run_id else {}
-    return Baseline(version, (mv.tags or {}).get("data_version", ""), params, metrics, slices)
+    run = client.get_run(mv.run_id) if mv.run_id else None
+    params = dict(run.data.params) if run else {}
+    trained_on = tuple(filter(None, (run.data.tags.get("data_partitions", "") if run else "").split(",")))
+    return Baseline(version, (mv.tags or {}).get("data_version", ""), params, metrics, slices, trained_on)
 
 
 @task(name="apply-gate", cache_policy=NONE)
-def apply_gate(settings: Settings, evaluation: Evaluation, baseline: Baseline | None) -> GateResult:
-    """Bless or reject; refuse if ``champion`` no longer points at the baseline used."""
+def apply_gate(
+    settings: Settings, evaluation: Evaluation, baseline: Baseline | None, holdout: Holdout
+) -> GateResult:
+    """Bless or reject on the holdout's rows; refuse if ``champion`` no longer points at the
+    baseline used. The verdict records the holdout, and whether the champion trained on it."""
     from keel import tracking
     from keel.gate import evaluate_gate
     from keel.registry import PromotionError
@@ -77,6 +83,12 @@ def apply_gate(settings: Settings, evaluation: Evaluation, baseline: Baseline | 
         baseline.metrics if baseline else None,
         baseline.slices if baseline else None,
     )
+    seen = (
+        baseline is not None
+        and holdout.scheme == "newest"
+        and bool(set(holdout.batches) & set(baseline.partitions))
+    )
+    result = replace(result, holdout={**holdout.to_json(), "champion_trained_on_it": seen})
     now = tracking.current_alias_version(settings, "champion")
     if now != result.baseline_version:
         raise PromotionError(

@@ -75,6 +75,7 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
         metrics=dict(run.data.metrics),
         derived_from=mv.tags.get("derived_from", ""),
         compression=mv.tags.get("compression", ""),
+        refit=mv.tags.get("refit") == "true",
     )
 
 
@@ -143,6 +144,13 @@ def recompress(lineage: Lineage, model, splits, directory: Path):
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
     return compress(model, lineage.compression, sample, directory / "variant")
+
+
+@task(name="recorded-model", cache_policy=NONE)
+def recorded_model(lineage: Lineage, gated, built):
+    """The model whose test metrics the version recorded: a compressed variant's own; any
+    other version's, the gated fit's (a refit is scored on rows it trained on)."""
+    return built if lineage.compression else gated
 
 
 @task(name="compare-replay", cache_policy=NONE)

@@ -156,6 +156,8 @@ def register_model(
         weights_sha256(model.net.state_dict()),
         data_commit(settings, dataset.version.md5) or "",
     )
+    if client.get_run(run_id).data.tags.get("refit") == "true":  # tasks.train.refit_model
+        tags["refit"] = "true"  # the weights are the refit on every batch, not the gated fit
     mv = client.create_model_version(
         name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags
     )

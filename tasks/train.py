@@ -113,6 +113,49 @@ def train_model(settings: Settings, splits: Splits, run_id: str | None):
     return model
 
 
+@task(name="refit-model", cache_policy=NONE)
+def refit_model(settings: Settings, model, splits: Splits, blessed: bool, run_id: str | None):
+    """A blessed challenger gated on the newest batch is fit again, same config and seed,
+    on every batch (the holdout too), so the version registered has learnt from the newest
+    data; its ``test/*`` metrics stay those of the gated fit, on rows it had never seen.
+    A rejected one, or one gated on a random split, is registered as it was gated."""
+    if splits.refit is None or not blessed:
+        return model
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from keel import tracking
+    from keel.training import fit
+    from keel.workload import load_workload
+
+    workload = load_workload(settings)
+    logger = (
+        MLFlowLogger(
+            experiment_name=settings.mlflow.experiment,
+            tracking_uri=settings.mlflow.tracking_uri,
+            run_id=run_id,
+            prefix="refit",  # its curves beside the gated fit's: refit-train/loss, refit-val/loss
+        )
+        if run_id
+        else False
+    )
+    train, val = splits.refit
+    refit = fit(
+        train,
+        val,
+        settings.features,
+        settings.train,
+        objective=workload.objective(),
+        net_options=workload.net_options(),
+        logger=logger,
+    )
+    if run_id is not None:
+        client = tracking.client(settings)
+        client.log_metric(run_id, "refit/epochs_run", refit.epochs_run)
+        client.log_metric(run_id, "refit/rows_train", len(train))
+        client.set_tag(run_id, "refit", "true")  # the registered weights are the refit's (replay reads it)
+    return refit
+
+
 @task(name="end-run", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
 def end_run(settings: Settings, run_id: str, status: str = "FINISHED") -> None:
     from keel import tracking
@@ -136,16 +179,15 @@ def train_as_worker(settings: Settings) -> None:
     from keel.training import fit
     from keel.workload import load_workload
     from keel.workspace import ensure_checked_out
+    from tasks.data import make_splits
 
     ensure_checked_out(settings)
-    frame = partitions.read_partitions(partitions.list_partitions(settings.data.dir))
+    frames = {p.stem: partitions.read_partition(p) for p in partitions.list_partitions(settings.data.dir)}
     workload = load_workload(settings)
-    train, val, _ = partitions.split_frame(
-        frame, settings.split.val_pct, settings.split.test_pct, settings.split.salt, workload.split_key()
-    )
+    splits = make_splits(settings, frames, workload.split_key())
     fit(
-        train,
-        val,
+        splits.train,
+        splits.val,
         settings.features,
         settings.train,
         objective=workload.objective(),

@@ -48,6 +48,7 @@ class DigitsWorkload(Workload):
         return {
             "features": {"label": LABEL, "categorical": [], "numeric": PIXELS, "slices": []},
             "gate": {"metrics": rules, "slice_metric": ""},
+            "split": {"holdout": "random"},  # chunks of one scanned set: no time order to hold out by
             "train": {"batch_size": 64, "max_epochs": 40, "lr": 0.003, "patience": 6, "hidden": [64]},
             "profiles": {
                 "test": {

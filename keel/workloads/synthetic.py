@@ -55,6 +55,9 @@ class SyntheticWorkload(Workload):
                 "slices": ["segment"],
             },
             "gate": {"metrics": gate, "slice_metric": SLICE_METRIC[self.params.objective]},
+            # batches are draws of one generator (until shift_from): no time order by default;
+            # split.holdout = "newest" makes them a stream
+            "split": {"holdout": "random"},
             "train": {"batch_size": 128, "max_epochs": 20, "hidden": [32]},
             "profiles": {"test": {"gate": {"metrics": unfailable(gate)}, "data": {"sample_rows": 0}}},
         }

@@ -101,6 +101,7 @@ class TextWorkload(Workload):
                     "workload": {"params": {"layers": 2, "max_length": 32}},
                     "gate": {"metrics": {"test/accuracy": {"min": 0.0, "max_drop": 1.0}}},
                     "data": {"sample_rows": 40},
+                    "split": {"holdout": "random"},  # one fit per test, no refit (the split is platform code)
                     "train": {"batch_size": 16, "eval_batch_size": 64, "hidden": [], "lr": 1e-4},
                 },
                 "debug": {

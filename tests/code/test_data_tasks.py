@@ -110,8 +110,10 @@ def test_validate_data_passes_and_keeps_the_report(ingested):
 
 
 def test_load_splits_are_disjoint_and_stable(ingested):
+    ingested = ingested.with_overrides({"split.holdout": "random"})
     ref = resolve_dataset.fn(ingested)
     splits = load_splits.fn(ingested, ref)
+    assert splits.holdout.scheme == "random" and splits.refit is None
     sizes = splits.sizes()
     assert sum(sizes.values()) == ref.rows
     assert 0 < sizes["test"] < sizes["train"] and 0 < sizes["val"] < sizes["train"]
@@ -125,3 +127,36 @@ def test_load_splits_are_disjoint_and_stable(ingested):
     _, _, test_alone = ds.split_frame(jan, 10, 10, ingested.split.salt)
     jan_in_test = splits.test[splits.test["month"] == 1]
     assert test_alone[ds.KEY_COLUMNS].equals(jan_in_test[ds.KEY_COLUMNS].reset_index(drop=True))
+
+
+def test_newest_holdout_trains_on_older_batches_gates_on_the_newest_and_refits_on_all(ingested):
+    ref = resolve_dataset.fn(ingested)
+    splits = load_splits.fn(ingested, ref)  # split.holdout = "newest" is the default
+    assert splits.holdout.scheme == "newest" and splits.holdout.batches == ("2013-02",)
+    assert (
+        splits.holdout.rows
+        == len(splits.test)
+        == dict((p.path.stem, p.rows) for p in ref.partitions)["2013-02"]
+    )
+    # the gated fit never sees the newest batch; its val rows come from the older one
+    assert set(splits.test["month"]) == {2}
+    assert set(splits.train["month"]) == set(splits.val["month"]) == {1}
+    assert len(splits.train) + len(splits.val) == ref.rows - len(splits.test)
+    # the refit: every row of every batch, the same hash buckets deciding train vs val
+    assert splits.refit is not None
+    train_all, val_all = splits.refit
+    assert len(train_all) + len(val_all) == ref.rows and set(train_all["month"]) == {1, 2}
+    older_val = set(map(tuple, splits.val[ds.KEY_COLUMNS].to_numpy().tolist()))
+    refit_val = set(map(tuple, val_all[ds.KEY_COLUMNS].to_numpy().tolist()))
+    assert older_val <= refit_val and refit_val - older_val  # plus the newest batch's val rows
+    # no refit asked: none prepared
+    assert load_splits.fn(ingested.with_overrides({"split.refit": False}), ref).refit is None
+
+
+def test_newest_holdout_with_one_batch_falls_back_to_the_random_split_and_says_why():
+    from keel import partitions as parts
+
+    assert parts.holdout_batches(["b02", "b01", "b03"], "newest") == (["b01", "b02"], ["b03"], "")
+    older, newest, note = parts.holdout_batches(["2013-01"], "newest")
+    assert (older, newest) == (["2013-01"], []) and "one batch" in note
+    assert parts.holdout_batches(["b01", "b02"], "random") == (["b01", "b02"], [], "")

@@ -194,8 +194,14 @@ def test_a_config_recorded_before_workloads_migrates_and_hashes_as_recorded(tmp_
     # the model inputs are untouched: the hash that versions registered then carry still holds
     assert migrated.config_hash() == "eba348fb0413"
     assert migrate(migrate(old)) == migrate(old)  # current configs pass through unchanged
-    # and today's flights defaults (now the workload's layer) resolve to the same model inputs
-    assert load_settings(tmp_path, profile="test", environ={}).model_inputs() == migrated.model_inputs()
+    # a recorded config without split.holdout trained on the random split, as it was
+    assert migrated.split.holdout == "random" and "holdout" not in migrated.model_inputs()["split"]
+    # and today's flights defaults (now the workload's layer) resolve to the same model inputs,
+    # but for the newest-batch holdout that became the default after it
+    today = load_settings(tmp_path, profile="test", environ={})
+    assert today.split.holdout == "newest" and today.model_inputs()["split"]["holdout"] == "newest"
+    random = today.with_overrides({"split.holdout": "random"})
+    assert random.model_inputs() == migrated.model_inputs()
 
 
 def test_a_config_from_a_newer_keel_is_refused():

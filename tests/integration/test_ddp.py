@@ -50,6 +50,7 @@ def test_torchrun_starts_two_ranks_and_only_rank_0_logs_and_registers(ingested):
         "KEEL_TRAIN__STRATEGY": "ddp",
         "KEEL_TRAIN__DEVICES": "2",
         "KEEL_TRAIN__DDP_START_METHOD": "popen",
+        "KEEL_SPLIT__REFIT": "false",  # ranks an outside launcher starts fit once
         "KEEL_TRAIN__MAX_EPOCHS": "2",
         "KEEL_TRAIN__LIMIT_TRAIN_BATCHES": "1.0",
     }
