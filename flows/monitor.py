@@ -1,5 +1,6 @@
-"""keel-monitor: validate the incoming batch, measure its drift against the champion's
-training data (scores always logged), and when it drifted start one retraining on it."""
+"""keel-monitor: validate the incoming batch, judge the champion on it (the guardrail),
+measure its drift against the champion's training data (scores always logged), and when it
+drifted start one retraining on it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from flows.drift import drift_flow
 from flows.retrain import retrain_flow
 from keel.settings import Settings
 from tasks.data import build_batches, validate_batches
+from tasks.guard import guard_champion, require_guardrail
 from tasks.monitor import MonitorOutcome, monitor_outcome
 from tasks.retrain import pending_months, reject_batches
 from tasks.trigger import decide_trigger, start_retraining
@@ -27,14 +29,19 @@ def monitor_flow(
     validation = validate_batches(settings, batches)
     if not validation.success:  # on record; no drift alarm, no training
         return monitor_outcome("rejected", rejected=reject_batches(settings, batches, validation))
+    guarded = guard_champion(settings, batches)  # labelled: the champion judged first
     report = drift_flow(settings, months, files)  # rebuilds the batch: no frames as flow parameters
     if report is None:
-        return monitor_outcome("no-champion")
+        return monitor_outcome("no-champion", guardrail=guarded)
     trigger = decide_trigger(settings, report, batches)
     retrained = None
     if trigger.action == "deployment":
         trigger = start_retraining(settings, trigger, months, files)
     elif trigger.action == "inline":
         with tags(*trigger.tags):
-            retrained = retrain_flow(settings, months, files)
-    return monitor_outcome("drift" if report.drifted else "no-drift", report, trigger, retrained)
+            retrained = retrain_flow(settings, months, files, guard=False)
+    outcome = monitor_outcome(
+        "drift" if report.drifted else "no-drift", report, trigger, retrained, None, guarded
+    )
+    require_guardrail(guarded)
+    return outcome

@@ -54,7 +54,7 @@ def _global(ctx: typer.Context, workspace: WorkspaceOpt = None, profile: Profile
 # Commands that run Prefect flows: with no Prefect server set or up, each starts its own
 # (keel.prefect_server) as early as it can, and it dies with the command.
 FLOW_COMMANDS = frozenset(
-    {"ingest", "train", "drift", "simulate", "retrain", "monitor", "replay", "review", "predict"}
+    {"ingest", "train", "drift", "simulate", "retrain", "monitor", "replay", "review", "predict", "guard"}
 )
 
 
@@ -358,6 +358,8 @@ def retrain(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
     out = _run_flow(ctx, lambda: retrain_flow(settings, months, files))
     if out.status == "rejected":
         _fail(f"batch rejected, nothing ingested or trained: {out.detail}")
+    if out.guardrail:
+        typer.echo(f"guardrail: {out.guardrail} ({out.guardrail_detail})")
     typer.echo(
         f"{out.status}: {', '.join(out.batches) or '-'}"
         + (
@@ -393,6 +395,29 @@ def monitor(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
         )
         if out.retrained:
             typer.echo(f"retrained: {out.retrained.status}, model v{out.retrained.model_version}")
+
+
+@app.command()
+def guard(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
+    """Judge the champion on a labelled batch by [guardrail] (nothing is ingested). A broken
+    rule under policy auto rolls back to the newest champion in the verified ledger that holds
+    on the batch; under review, or when none holds, exit 1 for a reviewer."""
+    settings = _settings(ctx)
+    if not month and not file:
+        _fail("say which labelled batch: --batch NAME or --file PATH", 2)
+    months, files = _batch_args(settings, month, file)
+    from flows.guard import guard_flow
+
+    out = _run_flow(ctx, lambda: guard_flow(settings, months or [], files))
+    for score in out.scores:
+        typer.echo(
+            f"v{score.version}: "
+            + ", ".join(f"{k}={v:.4f}" for k, v in sorted(score.metrics.items()))
+            + ("" if score.passed else f"  BREAKS {score.failures()}")
+        )
+    typer.echo(out.line())
+    if out.champion_after != out.champion:
+        typer.echo(f"champion: v{out.champion} -> v{out.champion_after}")
 
 
 @app.command()

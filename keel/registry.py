@@ -47,7 +47,7 @@ class LedgerEntry:
     seq: int
     at: str
     actor: str
-    action: str  # initial | promote | auto-promote | rollback | out-of-band
+    action: str  # initial | promote | auto-promote | rollback | guardrail-rollback | out-of-band
     alias: str
     from_version: str | None
     to_version: str | None
@@ -457,8 +457,18 @@ def promote(
         return entry
 
 
-def rollback(settings: Settings, *, reason: str, actor: str, to: str | None = None) -> LedgerEntry:
-    """Restore the previous champion (or ``to``) after a servability check."""
+def rollback(
+    settings: Settings,
+    *,
+    reason: str,
+    actor: str,
+    to: str | None = None,
+    action: str = "rollback",
+    evidence: dict[str, Any] | None = None,
+    expect: str | None = None,
+) -> LedgerEntry:
+    """Restore the previous champion (or ``to``) after a servability check. ``expect``: the
+    champion the caller judged; refused when another move got there first."""
     if not reason.strip():
         raise PromotionError("a rollback needs a reason (--reason)")
     reg = Registry(settings)
@@ -467,6 +477,10 @@ def rollback(settings: Settings, *, reason: str, actor: str, to: str | None = No
     with reg.lock():
         reg.reconcile()
         current = reg.alias("champion")
+        if expect is not None and current != expect:
+            raise PromotionError(
+                f"the champion moved from v{expect} to v{current} meanwhile; nothing rolled back"
+            )
         if target is None:
             target = reg.alias("previous")
             if target is None:
@@ -479,9 +493,9 @@ def rollback(settings: Settings, *, reason: str, actor: str, to: str | None = No
         return reg.move_champion(
             target,
             actor=actor,
-            action="rollback",
+            action=action,
             reason=reason,
-            evidence={"servability": serv, "rolled_back": current},
+            evidence={**(evidence or {}), "servability": serv, "rolled_back": current},
         )
 
 

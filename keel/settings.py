@@ -151,6 +151,17 @@ class GateConfig(_Section):
     slice_max_drop: float = Field(ge=0)
 
 
+class GuardrailConfig(_Section):
+    """``[guardrail]``: the champion scored on every labelled batch that arrives, before
+    anything else. Rules in the gate's format, on ``test/<metric>`` of the new batch: min /
+    max are floors and ceilings; max_drop / max_rise compare with the champion's own gate
+    metrics (what it showed on its holdout when it was registered)."""
+
+    metrics: dict[str, MetricRule] = Field(default_factory=dict)  # {}: scores logged, nothing judged
+    policy: Literal["auto", "review"] = "auto"  # auto: roll back to the last attested champion that holds
+    min_rows: int = Field(default=50, ge=1)  # a smaller batch is scored and logged, not judged
+
+
 class DriftConfig(_Section):
     alpha: float = Field(gt=0, lt=1)
     min_effect: float = Field(ge=0)
@@ -213,6 +224,7 @@ class Settings(_Section):
     drift: DriftConfig
     up: UpConfig
     compress: CompressConfig = Field(default_factory=CompressConfig)
+    guardrail: GuardrailConfig = Field(default_factory=GuardrailConfig)
     # location key -> the layer it came from; not part of the config (excluded from dumps)
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
 

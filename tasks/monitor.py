@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from keel.drift import DriftReport
+from keel.guardrail import GuardOutcome
 from tasks.retrain import RetrainOutcome
 from tasks.trigger import Trigger
 
@@ -21,6 +22,7 @@ class MonitorOutcome:
     trigger: Trigger | None = None
     retrained: RetrainOutcome | None = None  # inline retraining (no server)
     rejected: RetrainOutcome | None = None
+    guardrail: GuardOutcome | None = None  # the champion judged on the batch before the drift test
 
 
 @task(name="monitor-outcome", cache_policy=NONE)
@@ -30,5 +32,6 @@ def monitor_outcome(
     trigger: Trigger | None = None,
     retrained: RetrainOutcome | None = None,
     rejected: RetrainOutcome | None = None,
+    guardrail: GuardOutcome | None = None,
 ) -> MonitorOutcome:
-    return MonitorOutcome(status, report, trigger, retrained, rejected)
+    return MonitorOutcome(status, report, trigger, retrained, rejected, guardrail)

@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from keel.guardrail import GuardOutcome
 from keel.settings import Settings
 from keel.validation import ValidationReport
 from keel.workspace import DataVersion
@@ -27,6 +28,8 @@ class RetrainOutcome:
     decision: str = ""
     detail: str = ""
     run_id: str | None = None  # the training's MLflow run
+    guardrail: str = ""  # the champion on the batch first: held | rolled-back | review | unjudged | ...
+    guardrail_detail: str = ""
 
 
 @task(name="load-settings", cache_policy=NONE)
@@ -93,7 +96,7 @@ def no_new_batch(settings: Settings) -> RetrainOutcome:
 
 @task(name="retrain-outcome", cache_policy=NONE)
 def retrain_outcome(
-    batches: list[Batch], version: DataVersion, registered: RegisteredVersion
+    batches: list[Batch], version: DataVersion, registered: RegisteredVersion, guarded: GuardOutcome | None
 ) -> RetrainOutcome:
     status = "promoted" if "champion" in registered.aliases else "held"
     return RetrainOutcome(
@@ -103,4 +106,6 @@ def retrain_outcome(
         registered.version,
         registered.decision,
         run_id=registered.run_id,
+        guardrail=guarded.status if guarded else "",
+        guardrail_detail=guarded.detail if guarded else "",
     )

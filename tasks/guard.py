@@ -1,0 +1,45 @@
+"""Guardrail tasks: the champion judged on a labelled batch before anything else uses it
+(keel.guardrail), the outcome logged and published, and a breach that stays for a reviewer
+turned into a failed run (exit 1)."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from keel.guardrail import GuardOutcome
+from keel.settings import Settings
+from tasks.data import Batch
+
+
+@task(name="guard-champion", cache_policy=NONE)  # not retried: a rollback must not run twice
+def guard_champion(settings: Settings, batches: list[Batch]) -> GuardOutcome:
+    """Score the champion on the batches, judge it by [guardrail], roll back under policy
+    auto; log the scores (always) and publish the verdict to the Prefect UI."""
+    from prefect import get_run_logger
+    from prefect.artifacts import create_markdown_artifact
+
+    from keel import guardrail
+
+    outcome = guardrail.guard(settings, {b.name: b.frame for b in batches})
+    guardrail.log(settings, outcome)
+    if outcome.scores:
+        create_markdown_artifact(
+            key="keel-guardrail", markdown=outcome.markdown(), description=f"guardrail: {outcome.status}"
+        )
+    (get_run_logger().warning if outcome.breached else get_run_logger().info)(outcome.line())
+    return outcome
+
+
+@task(name="require-guardrail", cache_policy=NONE)
+def require_guardrail(outcome: GuardOutcome | None) -> GuardOutcome | None:
+    """A breach the guardrail did not resolve: stop with exit 1, naming the rule and the batch.
+    None: the caller did not guard (its caller did)."""
+    from keel.guardrail import GuardrailBreach
+
+    if outcome is not None and outcome.status == "review":
+        raise GuardrailBreach(
+            f"guardrail breached on {', '.join(outcome.batches)}: {outcome.detail}. "
+            f"Decide with `keel rollback --to N --reason ...` or `keel promote`."
+        )
+    return outcome
