@@ -23,7 +23,7 @@ from tasks.simulate import (
 def simulate_month(settings: Settings, month: str) -> MonthRecord:
     forward = score_champion_forward(settings, month)  # before the month is ingested
     drift = drift_flow(settings, [month])
-    retrained = retrain_flow(settings, [month])  # what the monthly schedule runs
+    retrained = retrain_flow(settings, [month], hold_for_review=False)  # the monthly schedule's flow
     return record_month(settings, month, forward, drift, retrained)
 
 

@@ -425,6 +425,14 @@ def up(
     ctx: typer.Context,
     prefect_port: Annotated[int | None, typer.Option(help="Default: up.prefect_port.")] = None,
     mlflow_port: Annotated[int | None, typer.Option(help="Default: up.mlflow_port.")] = None,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth",
+            help="Run MLflow with its basic-auth app: the admin is created with MLFLOW_AUTH_ADMIN_PASSWORD "
+            "(required; never a default), users sign in with MLFLOW_TRACKING_USERNAME/PASSWORD.",
+        ),
+    ] = False,
 ):
     """Start a Prefect server, an MLflow server on the workspace's store and the runner of
     keel's scheduled deployments, on loopback; print their URLs. Stop them with keel down."""
@@ -438,7 +446,7 @@ def up(
     settings = settings.with_overrides(overrides) if overrides else settings
     typer.echo("starting the Prefect server, the MLflow server and the deployment runner ...")
     try:
-        state = start(settings)
+        state = start(settings, auth=auth)
     except ServiceError as exc:
         _fail(str(exc))
     typer.echo(
@@ -635,10 +643,20 @@ def history(
     entries, checked = _registry_call(read)
     for entry in entries:
         typer.echo(entry.line())
-    typer.echo(
-        "identities: not authenticated: actors are the --reviewer given and the OS user "
-        f"({'embedded store' if not settings.mlflow.tracking_uri.startswith('http') else 'tracking server'})"
-    )
+    from keel.identity import authenticated_store
+
+    if authenticated_store(settings):
+        typer.echo(
+            f"identities: authenticated by the MLflow server {settings.mlflow.tracking_uri} (basic-auth)"
+        )
+    else:
+        where = (
+            "embedded store" if not settings.mlflow.tracking_uri.startswith("http") else "server without auth"
+        )
+        typer.echo(
+            f"identities: NOT authenticated ({where}): actors are the names given (--reviewer, --by) and the "
+            "OS user; anyone who can write the store can write any name (keel up --auth for real identities)"
+        )
     if checked is not None:
         if not checked.ok:
             for problem in checked.problems:
@@ -665,6 +683,8 @@ def status(ctx: typer.Context):
     typer.echo(f"model: {state['model']}")
     if state["out_of_band"]:
         typer.echo(f"WARNING: out-of-band move: {state['out_of_band']} (keel history records it)")
+    if state.get("enforced"):
+        typer.echo(f"ENFORCED: {state['enforced']}")
     if state.get("ledger_problem"):
         typer.echo(f"WARNING: the ledger is broken: {state['ledger_problem']} (keel history --verify)")
     for alias in ("champion", "challenger", "previous"):
@@ -723,7 +743,14 @@ def serve(
     os.environ.update(SAFE_LOADING)  # a served version never unpickles code (keel's are models-from-code)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    version = tracking.current_alias_version(settings, "champion")
+    if settings.promotion.enforce:  # only what the verified ledger attests
+        from keel.registry import attested_champion
+
+        version, why = _registry_call(lambda: attested_champion(settings))
+        if version is None:
+            _fail(f"promotion.enforce: no champion of '{settings.mlflow.model_name}' to serve: {why}")
+    else:
+        version = tracking.current_alias_version(settings, "champion")
     if version is None:
         _fail(f"model '{settings.mlflow.model_name}' has no champion to serve yet: train and promote one")
     holder = ModelHolder(load_version(settings, version))

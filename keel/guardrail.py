@@ -116,11 +116,15 @@ def score_version(settings: Settings, version: str, frame: pd.DataFrame) -> dict
 
 
 def recorded_metrics(settings: Settings, version: str) -> dict[str, float]:
-    """What the version showed at its own gate (its run's ``test/*``)."""
+    """What the version showed at its own gate (its run's ``test/*``), when that gate was
+    forward (a holdout newer than its data): a random split's figure overstates what a
+    later batch shows, so against it only the floors (min / max) apply."""
     from keel import tracking
 
     client = tracking.client(settings)
     mv = client.get_model_version(settings.mlflow.model_name, version)
+    if (mv.tags or {}).get("gate.holdout") != "newest":
+        return {}
     metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
     return {k: float(v) for k, v in metrics.items() if k.startswith("test/")}
 

@@ -47,7 +47,9 @@ class LedgerEntry:
     seq: int
     at: str
     actor: str
-    action: str  # initial | promote | auto-promote | rollback | guardrail-rollback | out-of-band
+    action: (
+        str  # initial | promote | auto-promote | rollback | guardrail-rollback | out-of-band | enforce-revert
+    )
     alias: str
     from_version: str | None
     to_version: str | None
@@ -224,17 +226,31 @@ class Registry:
         return moves[-1].to_version if moves else None
 
     def reconcile(self) -> LedgerEntry | None:
-        """Record a champion move the ledger did not make (e.g. in the MLflow UI)."""
+        """Record a champion move the ledger did not make (e.g. in the MLflow UI); with
+        ``[promotion] enforce``, move it back to the ledger's champion and record that too.
+        Caller holds the lock."""
         actual, recorded = self.alias("champion"), self.recorded_champion()
         if actual == recorded:
             return None
-        return self._append(
+        entry = self._append(
             actor="unknown (outside keel)",
             action="out-of-band",
             alias="champion",
             from_version=recorded,
             to_version=actual,
             reason="the champion alias was moved outside keel (e.g. the MLflow UI)",
+        )
+        if not self.settings.promotion.enforce or recorded is None:
+            return entry
+        self.client.set_registered_model_alias(self.name, "champion", recorded)
+        return self._append(
+            actor="keel (promotion.enforce)",
+            action="enforce-revert",
+            alias="champion",
+            from_version=actual,
+            to_version=recorded,
+            reason=f"v{actual} was made champion outside keel; moved back to v{recorded}, the champion the "
+            f"ledger attests (promotion.enforce)",
         )
 
     # ------------------------------------------------------------ lock
@@ -303,10 +319,17 @@ class Verification:
     entries: int
     chained: int  # entries written with a hash (older ones predate the chain)
     problems: list[str]  # the first one names the first broken entry
+    alias_problem: str = ""  # the champion alias disagrees with the ledger's last move (also in problems)
+    attested: str | None = None  # the champion the ledger's last move set
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def chain_ok(self) -> bool:
+        """The record itself is intact (the alias may still have been moved outside keel)."""
+        return self.problems == ([self.alias_problem] if self.alias_problem else [])
 
 
 def verify_ledger(reg: Registry) -> Verification:
@@ -360,15 +383,30 @@ def verify_ledger(reg: Registry) -> Verification:
             )
     moves = [entries[s] for s in sorted(entries) if entries[s].alias == "champion"]
     actual = reg.alias("champion")
+    alias_problem = ""
     if moves and actual != moves[-1].to_version:
-        problems.append(
-            (
-                last + 1,
-                f"the champion alias is v{actual}, but the ledger's last move set v{moves[-1].to_version}",
-            )
+        alias_problem = (
+            f"the champion alias is v{actual}, but the ledger's last move set v{moves[-1].to_version}"
         )
+        problems.append((last + 1, alias_problem))
     problems.sort(key=lambda p: p[0])
-    return Verification(len(entries), chained, [p for _, p in problems])
+    attested = moves[-1].to_version if moves and moves[-1].action != "out-of-band" else None
+    return Verification(len(entries), chained, [p for _, p in problems], alias_problem, attested)
+
+
+def attested_champion(settings: Settings) -> tuple[str | None, str]:
+    """(the champion the verified ledger attests, or None; why not). With ``[promotion]
+    enforce`` an out-of-band move is reverted first. What ``keel serve`` serves under enforce."""
+    reg = Registry(settings)
+    if settings.promotion.enforce and reg.alias("champion") != reg.recorded_champion():
+        with reg.lock():
+            reg.reconcile()
+    checked = verify_ledger(reg)
+    if not checked.chain_ok:
+        return None, f"the ledger does not verify: {checked.problems[0]}"
+    if checked.attested is None:
+        return None, "no keel-recorded move attests a champion (the last move was out-of-band, or none)"
+    return checked.attested, ""
 
 
 def servability(settings: Settings, version: str) -> dict[str, Any]:
@@ -419,12 +457,18 @@ def promote(
     action: str = "promote",
 ) -> LedgerEntry:
     """Move ``champion`` to a blessed version (or any, with force and a reason)."""
+    from keel.identity import current_actor, require_reviewer
+
     if not reason.strip():
         raise PromotionError("a promotion needs a reason (--reason)")
-    if not reviewer.strip():
-        raise PromotionError("a promotion needs a reviewer (--reviewer)")
     reg = Registry(settings)
     reg.check_reachable()
+    automatic = action in ("initial", "auto-promote")  # by policy: the reviewer is a label, not a claim
+    who = current_actor(settings, None if automatic else (reviewer.strip() or None))
+    if not automatic and not who.authenticated and not reviewer.strip():
+        raise PromotionError("a promotion needs a reviewer (--reviewer)")
+    require_reviewer(settings, who, f"promote v{version}")
+    reviewer = reviewer if automatic else who.name
     mv = reg.version(version)
     version = str(mv.version)
     with reg.lock():
@@ -451,6 +495,7 @@ def promote(
             "gate_baseline": (mv.tags or {}).get("gate.baseline", ""),
             "forced": bool(force and gate != "blessed"),
             "servability": serv,
+            "identity": who.to_json(),
         }
         entry = reg.move_champion(version, actor=reviewer, action=action, reason=reason, evidence=evidence)
         reg.client.set_model_version_tag(reg.name, version, "promotion", "champion")
@@ -468,11 +513,19 @@ def rollback(
     expect: str | None = None,
 ) -> LedgerEntry:
     """Restore the previous champion (or ``to``) after a servability check. ``expect``: the
-    champion the caller judged; refused when another move got there first."""
+    champion the caller judged; refused when another move got there first. A person's
+    rollback (``action="rollback"``) is by a reviewer; the guardrail's restores an attested one."""
+    from keel.identity import current_actor, require_reviewer
+
     if not reason.strip():
         raise PromotionError("a rollback needs a reason (--reason)")
     reg = Registry(settings)
     reg.check_reachable()
+    human = action == "rollback"
+    who = current_actor(settings, (actor.strip() or None) if human else None)
+    if human:
+        require_reviewer(settings, who, "roll back the champion")
+        actor = who.name
     target = str(reg.version(to).version) if to else None
     with reg.lock():
         reg.reconcile()
@@ -495,7 +548,12 @@ def rollback(
             actor=actor,
             action=action,
             reason=reason,
-            evidence={**(evidence or {}), "servability": serv, "rolled_back": current},
+            evidence={
+                **(evidence or {}),
+                "servability": serv,
+                "rolled_back": current,
+                "identity": who.to_json(),
+            },
         )
 
 
@@ -505,8 +563,14 @@ def status(settings: Settings) -> dict[str, Any]:
     reg.check_reachable()
     ledger = reg.ledger()
 
-    out: dict[str, Any] = {"model": reg.name, "out_of_band": None, "ledger_problem": None}
+    out: dict[str, Any] = {"model": reg.name, "out_of_band": None, "ledger_problem": None, "enforced": None}
     actual, recorded = reg.alias("champion"), reg.recorded_champion()
+    if actual != recorded and settings.promotion.enforce and recorded is not None:
+        with reg.lock():
+            reverted = reg.reconcile()
+        out["enforced"] = reverted.reason if reverted else None
+        ledger, actual = reg.ledger(), reg.alias("champion")
+        recorded = reg.recorded_champion()
     if actual != recorded:
         out["out_of_band"] = f"champion is v{actual} but keel's ledger last set v{recorded}"
     else:  # the alias agrees: is the record itself intact?

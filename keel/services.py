@@ -140,7 +140,47 @@ def _record(name: str, proc: subprocess.Popen, url: str, log: Path) -> Service:
     return Service(name, proc.pid, psutil.Process(proc.pid).create_time(), url, str(log))
 
 
-def up(settings: Settings, environ: dict[str, str] | None = None) -> Up:
+AUTH_INI = """[mlflow]
+default_permission = EDIT
+grant_default_workspace_access = true
+database_uri = sqlite:///{db}
+admin_username = {admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
+
+
+def auth_environment(state: Path, admin_password: str, secret: str | None = None) -> dict[str, str]:
+    """The environment that runs ``mlflow server --app-name basic-auth`` on keel's terms: its
+    users in ``<state>/mlflow-auth.db``; every authenticated user may read and write (EDIT:
+    trainers register versions), anonymous requests get nothing; keel's [promotion]
+    reviewers decide who moves ``champion``. The admin is created on first start with
+    ``admin_password`` (MLflow's MLFLOW_AUTH_ADMIN_PASSWORD), never a default one. The CSRF
+    secret (MLFLOW_FLASK_SERVER_SECRET_KEY) is the user's, or one kept in ``state`` (0600)."""
+    import secrets
+
+    if not admin_password:
+        raise ServiceError(
+            "keel up --auth: set MLFLOW_AUTH_ADMIN_PASSWORD (the MLflow admin password; never a default one)"
+        )
+    state.mkdir(parents=True, exist_ok=True)
+    ini = state / "mlflow-auth.ini"
+    admin = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
+    ini.write_text(AUTH_INI.format(db=state / "mlflow-auth.db", admin=admin))
+    if secret is None:
+        kept = state / "mlflow-flask-secret"
+        if not kept.exists():
+            kept.touch(mode=0o600)
+            kept.write_text(secrets.token_hex(32))
+        secret = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or kept.read_text()
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_USERNAME": admin,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secret,
+    }
+
+
+def up(settings: Settings, environ: dict[str, str] | None = None, auth: bool = False) -> Up:
     """Start the Prefect server, the MLflow server and the deployment runner; return
     their URLs once each answers. Anything started is stopped again if one fails."""
     if running(settings):
@@ -203,6 +243,10 @@ def up(settings: Settings, environ: dict[str, str] | None = None) -> Up:
             )
         )
         log = logs / "mlflow-server.log"
+        mlflow_env = base
+        if auth:
+            password = base.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+            mlflow_env = {**base, **auth_environment(state, password)}
         started.append(
             (
                 "mlflow-server",
@@ -222,9 +266,10 @@ def up(settings: Settings, environ: dict[str, str] | None = None) -> Up:
                         settings.mlflow.tracking_uri,
                         "--default-artifact-root",
                         settings.mlflow.artifact_root,
+                        *(["--app-name", "basic-auth"] if auth else []),
                     ],
                     log,
-                    base,
+                    mlflow_env,
                     settings.workspace,
                 ),
                 mlflow_url,

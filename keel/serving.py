@@ -175,20 +175,42 @@ class ModelHolder:
 
 
 class AliasWatcher(threading.Thread):
-    """Poll the champion alias; load, check and swap in a new version."""
+    """Poll the champion alias (under enforce: the ledger's attested one); load, check and
+    swap in a new version."""
 
     def __init__(self, settings: Settings, holder: ModelHolder, poll_s: float):
         super().__init__(name="keel-alias-watcher", daemon=True)
         self.settings, self.holder, self.poll_s = settings, holder, poll_s
         self.stopped = threading.Event()
         self.failed: dict[str, str] = {}
+        self._seen: tuple[str, int] | None = None  # (champion alias, ledger entries) last verified
 
-    def run(self) -> None:
+    def champion(self) -> str | None:
+        """The alias; under ``[promotion] enforce`` the champion the verified ledger attests
+        (an out-of-band move is reverted, a broken ledger keeps the one serving)."""
         from keel import tracking
 
+        if not self.settings.promotion.enforce:
+            return tracking.current_alias_version(self.settings, "champion")
+        from keel.registry import LEDGER_TAG, attested_champion
+
+        model = tracking.client(self.settings).get_registered_model(self.settings.mlflow.model_name)
+        seen = (
+            str((model.aliases or {}).get("champion")),
+            sum(k.startswith(LEDGER_TAG) for k in model.tags or {}),
+        )
+        if seen == self._seen:  # neither the alias nor the ledger changed: nothing to verify
+            return self.holder.current.version
+        version, why = attested_champion(self.settings)
+        self._seen = seen if version else None
+        if version is None:
+            raise RuntimeError(f"not swapping: {why}")
+        return version
+
+    def run(self) -> None:
         while not self.stopped.wait(self.poll_s):
             try:
-                version = tracking.current_alias_version(self.settings, "champion")
+                version = self.champion()
             except Exception as exc:  # registry unreachable: keep serving what we have
                 self.holder.last_error = f"alias lookup failed: {exc}"
                 log.warning(self.holder.last_error)

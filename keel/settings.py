@@ -185,6 +185,8 @@ class PromotionConfig(_Section):
     policy: Literal["auto", "review"]
     servability_rows: int = Field(ge=1)
     lock_timeout_s: float = Field(gt=0)
+    reviewers: list[str] = Field(default_factory=list)  # who may move champion ([]: anyone)
+    enforce: bool = False  # a champion moved outside keel is moved back to the ledger's, on record
 
 
 class CompressConfig(_Section):

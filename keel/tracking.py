@@ -249,4 +249,10 @@ def current_alias_version(settings: Settings, alias: str) -> str | None:
         # "no such model" / "no such alias" mean none yet; anything else (server down) is raised
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
+        # MLflow's basic-auth app answers 403 for a model that does not exist (yet): look it up
+        name = settings.mlflow.model_name
+        if exc.error_code == "PERMISSION_DENIED" and not client(settings).search_registered_models(
+            f"name = '{name}'"
+        ):
+            return None
         raise

@@ -147,6 +147,7 @@ def record_gate(
         "gate.status": gate.status,
         "gate.baseline": gate.baseline_version or "none",
         "gate.summary": gate.summary()[:4900],
+        "gate.holdout": str(gate.holdout.get("scheme", "")),  # "newest": its test/* foretell later batches
     }.items():
         client.set_model_version_tag(name, v, key, value)
     create_markdown_artifact(key="keel-gate", markdown=card, description=f"{name} v{v}: {gate.status}")

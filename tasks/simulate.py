@@ -5,6 +5,7 @@ headline metric (binary: roc_auc, multiclass: accuracy, regression: rmse); the r
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -29,6 +30,8 @@ class MonthRecord:
     champion_auc: float | None  # ... and the champion it was compared with
     champion_after: str | None
     decision: str
+    guardrail: str = ""  # the champion before, judged on the month first: held | rolled-back | review | ...
+    guardrail_detail: str = ""
 
 
 @task(name="simulation-workspace", cache_policy=NONE)
@@ -108,7 +111,45 @@ def record_month(settings: Settings, month: str, forward: tuple, drift, trained)
         champion_auc=baseline,
         champion_after=tracking.current_alias_version(settings, "champion"),
         decision=trained.decision,
+        guardrail=trained.guardrail,
+        guardrail_detail=trained.guardrail_detail,
     )
+
+
+def forward_table(records: list[MonthRecord], metric: str) -> list[str]:
+    """Each promoted version: its gate score (on its holdout) beside its score on the batch
+    after (before anyone trained on it): how well the gate foretold the next batch."""
+
+    def f(x):
+        return "—" if x is None else f"{x:.4f}"
+
+    held = sum(1 for r in records if r.gate == "rejected")
+    lines = [
+        "## The gate against the next batch",
+        "",
+        f"Challengers held by the gate: {held} of {len(records)}.",
+        "",
+        f"| promoted at | version | gate {metric} | {metric} on the next batch | next - gate |",
+        "|---|---|---|---|---|",
+    ]
+    gaps = []
+    for now, after in itertools.pairwise(records):
+        if now.champion_after != now.challenger or now.decision.startswith("held"):
+            continue
+        gap = (
+            None
+            if after.forward_auc is None or now.challenger_auc is None
+            else after.forward_auc - now.challenger_auc
+        )
+        if gap is not None:
+            gaps.append(gap)
+        lines.append(
+            f"| {now.month} | v{now.challenger} | {f(now.challenger_auc)} | {f(after.forward_auc)} "
+            f"| {'—' if gap is None else f'{gap:+.4f}'} |"
+        )
+    if gaps:
+        lines += ["", f"Mean next - gate: {sum(gaps) / len(gaps):+.4f} over {len(gaps)} promotions."]
+    return lines
 
 
 @task(name="write-timeline", cache_policy=NONE)
@@ -156,17 +197,22 @@ def write_timeline(settings: Settings, records: list[MonthRecord]) -> Path:
         "",
         f"Workspace: `{settings.workspace}` (its own MLflow store and DVC remote).",
         "",
-        f"| batch | champion before | champion {metric} on the new batch | drift share | challenger | gate "
-        f"| challenger {metric} | champion {metric} (same rows) | champion after |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| batch | champion before | champion {metric} on the new batch | guardrail | drift share "
+        f"| challenger | gate | challenger {metric} (gate rows) | champion {metric} (same rows) "
+        "| champion after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r.month} | {('v' + r.champion_before) if r.champion_before else '—'} | {f(r.forward_auc)} "
-        f"| {f(r.drift_share)}{' (drifted)' if r.drifted else ''} | v{r.challenger} | {r.gate} "
-        f"| {f(r.challenger_auc)} | {f(r.champion_auc)} | v{r.champion_after} |"
+        f"| {r.guardrail or '—'} | {f(r.drift_share)}{' (drifted)' if r.drifted else ''} | v{r.challenger} "
+        f"| {r.gate} | {f(r.challenger_auc)} | {f(r.champion_auc)} | v{r.champion_after} |"
         for r in records
     ]
-    lines += ["", "![timeline](timeline.png)"]
+    lines += ["", *forward_table(records, metric), "", "![timeline](timeline.png)"]
+    rollbacks = [r for r in records if r.guardrail in ("rolled-back", "review")]
+    lines += ["", "## Guardrail", ""] + (
+        [f"- {r.month}: {r.guardrail}: {r.guardrail_detail}" for r in rollbacks] or ["No rule broke."]
+    )
     text = "\n".join(lines) + "\n"
     (out / "timeline.md").write_text(text)
     (out / "timeline.json").write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")

@@ -108,21 +108,27 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    """A real `mlflow server` on loopback (sqlite backend, served artifacts)."""
+    """A real `mlflow server` on loopback (sqlite backend, served artifacts); with
+    ``admin_password``, MLflow's basic-auth app (users in its own sqlite database)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, admin_password: str | None = None):
         self.root, self.port = root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
+        self.admin_password = admin_password
 
     def start(self, timeout: float = 90) -> MlflowServer:
+        import os
         import subprocess
         import sys
         import time
 
-        from keel.services import wait_http
+        from keel.services import auth_environment, wait_http
 
         self.root.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if self.admin_password is not None:
+            env.update(auth_environment(self.root, self.admin_password, secret="tests-only-secret"))
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -139,8 +145,10 @@ class MlflowServer:
                 f"sqlite:///{self.root / 'mlflow.db'}",
                 "--artifacts-destination",
                 str(self.root / "artifacts"),
+                *(["--app-name", "basic-auth"] if self.admin_password is not None else []),
             ],
             cwd=self.root,
+            env=env,
             stdout=open(self.root / "server.log", "wb"),  # noqa: SIM115 (the server writes it while it lives)
             stderr=subprocess.STDOUT,
         )
@@ -157,6 +165,17 @@ class MlflowServer:
         from keel.localstack import stop_process
 
         stop_process(self.proc)
+
+
+ADMIN_PASSWORD = "tests-admin-not-a-default"
+
+
+@pytest.fixture(scope="module")
+def auth_mlflow_server(tmp_path_factory):
+    """`mlflow server --app-name basic-auth` on loopback; the admin's password is ADMIN_PASSWORD."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-auth"), admin_password=ADMIN_PASSWORD).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

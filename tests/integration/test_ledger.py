@@ -63,7 +63,10 @@ def test_an_intact_ledger_verifies_and_each_entry_chains_to_the_one_before(ledge
     assert sorted(copies) == [1, 2, 3] and json.loads(copies[2]) == _tag(ledger, 2)
     proc = _verify_cli(ledger.settings)
     assert proc.returncode == 0, proc.stderr
-    assert "ledger verified: 3 entries" in proc.stdout and "identities: not authenticated" in proc.stdout
+    assert (
+        "ledger verified: 3 entries" in proc.stdout
+        and "identities: NOT authenticated (embedded store)" in proc.stdout
+    )
 
 
 def test_an_edited_entry_is_named(ledger):

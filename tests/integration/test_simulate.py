@@ -27,9 +27,12 @@ def test_two_batches_produce_a_timeline_and_leave_the_workspace_alone(tmp_path):
     assert second["champion_before"] == "1" and 0.0 < second["forward_auc"] < 1.0
     assert second["drift_share"] is not None and second["gate"] in ("blessed", "rejected")
     assert second["champion_auc"] is not None  # the gate compared against v1 on the same rows
+    # the champion was judged on b02 first (the synthetic workload brings no guardrail rules)
+    assert first["guardrail"] == "no-champion" and second["guardrail"] == "unjudged"
     assert second["champion_after"] == ("2" if second["gate"] == "blessed" else "1")
     text = path.read_text()
     assert "| b02 | v1 |" in text and "champion accuracy on the new batch" in text
+    assert "## The gate against the next batch" in text and "## Guardrail" in text
     # the simulation ran in its own workspace: the user's has no data and no model
     assert not workspace.data.dir.exists() and not workspace.dvc_file.exists()
     assert str(workspace.reports.dir / "simulation") in str(path)
