@@ -2,8 +2,9 @@
 (rows no version trained on), judged by ``[guardrail]`` rules in the gate's format. When a
 rule breaks under policy ``auto``, the newest champion the verified ledger attests that
 holds on the same batch is restored (servability check first) and the move is recorded as
-``guardrail-rollback`` with the scores as evidence; under ``review``, or when no earlier
-champion holds, nothing moves and the outcome asks for a reviewer.
+``guardrail-rollback`` with the scores as evidence (a fallback must hold and score no worse
+than the champion on the batch); under ``review``, or when no earlier champion does, nothing
+moves and the outcome asks for a reviewer.
 
 Scores are always logged: one run per model in ``<experiment>-guardrail``, a metric per
 check (``guardrail/<metric>``, step = the check's number), the outcome as
@@ -148,6 +149,20 @@ def judge(settings: Settings, version: str, metrics: dict[str, float]) -> Score:
     return Score(version, metrics, result.checks, result.passed)
 
 
+def no_worse(settings: Settings, candidate: Score, champion: Score) -> bool:
+    """A fallback must also do at least as well as the champion on this batch, on every
+    metric a rule names: restoring a model that holds only because it promised less helps no one."""
+    from keel.objectives import higher_is_better
+
+    for key in settings.guardrail.metrics:
+        a, b = candidate.metrics.get(key), champion.metrics.get(key)
+        if a is None or b is None:
+            continue
+        if (a < b) if higher_is_better(key.removeprefix("test/")) else (a > b):
+            return False
+    return True
+
+
 def attested_champions(settings: Settings) -> tuple[list[str], str]:
     """(earlier champions the ledger attests, newest first; the ledger's first problem or "").
     Out-of-band moves attest nothing."""
@@ -215,7 +230,7 @@ def _fall_back(
     for version in (v for v in candidates if v != champion):
         score = judge(settings, version, score_version(settings, version, frame))
         scores.append(score)
-        if not score.passed:
+        if not (score.passed and no_worse(settings, score, first)):
             continue
         reason = f"guardrail on {', '.join(names)}: {broke}; v{version} holds there"
         evidence = {"batches": names, "rows": len(frame), "scores": [s.to_json() for s in scores]}
@@ -230,7 +245,7 @@ def _fall_back(
         )
         return GuardOutcome(names, len(frame), champion, "rolled-back", version, reason, scores)
     tried = ", ".join(f"v{s.version}" for s in scores[1:]) or "none"
-    detail = f"{broke}; no earlier attested champion holds on this batch (tried: {tried})"
+    detail = f"{broke}; no earlier attested champion holds and does as well on this batch (tried: {tried})"
     return GuardOutcome(names, len(frame), champion, "review", champion, detail, scores)
 
 

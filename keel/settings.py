@@ -51,7 +51,7 @@ class SplitConfig(_Section):
     # newer than the challenger's data), then refit on all; "random": the hash split of every
     # batch. Defaults: what versions recorded before the key existed trained with.
     holdout: Literal["newest", "random"] = "random"
-    refit: bool = True  # "newest": once blessed, fit the same config again on every batch
+    refit: bool = False  # "newest": once blessed, fit the same config again on every batch
 
 
 class FeatureConfig(_Section):
@@ -282,7 +282,7 @@ NEUTRAL_INPUTS: dict[str, Any] = {
     "train.accelerator": "cpu",
     "train.precision": "32-true",
     "split.holdout": "random",
-    "split.refit": True,
+    "split.refit": False,
 }
 
 

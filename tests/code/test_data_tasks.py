@@ -131,7 +131,9 @@ def test_load_splits_are_disjoint_and_stable(ingested):
 
 def test_newest_holdout_trains_on_older_batches_gates_on_the_newest_and_refits_on_all(ingested):
     ref = resolve_dataset.fn(ingested)
-    splits = load_splits.fn(ingested, ref)  # split.holdout = "newest" is the default
+    assert ingested.split.holdout == "newest" and not ingested.split.refit  # the defaults
+    ingested = ingested.with_overrides({"split.refit": True})
+    splits = load_splits.fn(ingested, ref)
     assert splits.holdout.scheme == "newest" and splits.holdout.batches == ("2013-02",)
     assert (
         splits.holdout.rows

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-STREAM = '[workload]\nname = "synthetic"\n[split]\nholdout = "newest"\n'
+STREAM = '[workload]\nname = "synthetic"\n[split]\nholdout = "newest"\nrefit = true\n'
 
 
 @pytest.fixture
