@@ -727,6 +727,14 @@ def serve(
     port: Annotated[int | None, typer.Option("--port", help="Default: serve.port.")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Default: serve.host (loopback).")] = None,
     poll: Annotated[float | None, typer.Option("--poll", help="Seconds between alias checks.")] = None,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow",
+            help="Also score @challenger on live requests, off the response path: agreement and latency "
+            "at GET /shadow and in MLflow (<experiment>-shadow).",
+        ),
+    ] = False,
 ):
     """Serve models:/<model>@champion over HTTP (POST /predict, GET /health, GET /version);
     follow the alias and hot-swap on promote or rollback."""
@@ -754,12 +762,19 @@ def serve(
     if version is None:
         _fail(f"model '{settings.mlflow.model_name}' has no champion to serve yet: train and promote one")
     holder = ModelHolder(load_version(settings, version))
-    watcher = AliasWatcher(settings, holder, poll or settings.serve.poll_s)
+    shadowing = None
+    if shadow:
+        from keel.shadow import Shadow
+
+        shadowing = Shadow(settings)
+        shadowing.start()
+    watcher = AliasWatcher(settings, holder, poll or settings.serve.poll_s, shadowing)
     watcher.start()
     host, port = host or settings.serve.host, settings.serve.port if port is None else port
     typer.echo(f"serving {settings.mlflow.model_name} v{version} (champion) on http://{host}:{port}")
-    uvicorn.run(create_app(settings, holder), host=host, port=port, log_level="warning", access_log=False)
-    watcher.stopped.set()
+    app_ = create_app(settings, holder, shadowing)
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+    watcher.stopped.set()  # (the app's shutdown flushes the shadow's last stats)
 
 
 @app.command()

@@ -178,12 +178,19 @@ class AliasWatcher(threading.Thread):
     """Poll the champion alias (under enforce: the ledger's attested one); load, check and
     swap in a new version."""
 
-    def __init__(self, settings: Settings, holder: ModelHolder, poll_s: float):
+    def __init__(self, settings: Settings, holder: ModelHolder, poll_s: float, shadow: Any = None):
         super().__init__(name="keel-alias-watcher", daemon=True)
         self.settings, self.holder, self.poll_s = settings, holder, poll_s
+        self.shadow = shadow  # keel.shadow.Shadow: also follow @challenger for it
         self.stopped = threading.Event()
         self.failed: dict[str, str] = {}
         self._seen: tuple[str, int] | None = None  # (champion alias, ledger entries) last verified
+
+    def _try(self, call) -> None:
+        try:
+            call()
+        except Exception as exc:  # registry unreachable: keep serving what we have
+            log.warning("alias lookup failed: %s", exc)
 
     def champion(self) -> str | None:
         """The alias; under ``[promotion] enforce`` the champion the verified ledger attests
@@ -207,8 +214,27 @@ class AliasWatcher(threading.Thread):
             raise RuntimeError(f"not swapping: {why}")
         return version
 
+    def follow_challenger(self) -> None:
+        """Shadow scoring: load the version @challenger points at, when it changes."""
+        from keel import tracking
+
+        version = tracking.current_alias_version(self.settings, "challenger")
+        current = self.shadow.challenger
+        if version is None or (current is not None and current.version == version) or version in self.failed:
+            return
+        try:
+            self.shadow.set_challenger(load_version(self.settings, version))
+            log.warning("shadow: scoring challenger v%s beside the champion", version)
+        except Exception as exc:
+            self.failed[version] = f"{type(exc).__name__}: {exc}"
+            log.error("shadow: challenger v%s failed to load: %s", version, exc)
+
     def run(self) -> None:
+        if self.shadow is not None:
+            self._try(self.follow_challenger)
         while not self.stopped.wait(self.poll_s):
+            if self.shadow is not None:
+                self._try(self.follow_challenger)
             try:
                 version = self.champion()
             except Exception as exc:  # registry unreachable: keep serving what we have
@@ -232,8 +258,21 @@ class AliasWatcher(threading.Thread):
             log.warning("swapped champion v%s -> v%s", old, loaded.version)
 
 
-def create_app(settings: Settings, holder: ModelHolder) -> FastAPI:
-    app = FastAPI(title="keel", description=f"serves models:/{settings.mlflow.model_name}@champion")
+def create_app(settings: Settings, holder: ModelHolder, shadow: Any = None) -> FastAPI:
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        if (
+            shadow is not None
+        ):  # on shutdown (uvicorn re-raises SIGTERM after it): what the last requests showed
+            shadow.stopped.set()
+            shadow.flush()
+
+    app = FastAPI(
+        title="keel", description=f"serves models:/{settings.mlflow.model_name}@champion", lifespan=lifespan
+    )
     limit = settings.serve.max_body_bytes
 
     @app.get("/health")
@@ -248,6 +287,18 @@ def create_app(settings: Settings, holder: ModelHolder) -> FastAPI:
             "model_version": m.version,
             "data_version": m.data_version,
             "loaded_at": m.loaded_at,
+        }
+
+    @app.get("/shadow")
+    def shadow_stats() -> dict:
+        """Shadow scoring (keel serve --shadow): the challenger beside the champion, live."""
+        if shadow is None:
+            return {"enabled": False, "pairs": []}
+        challenger = shadow.challenger
+        return {
+            "enabled": True,
+            "challenger": None if challenger is None else challenger.version,
+            "pairs": shadow.snapshot(),
         }
 
     @app.post("/predict")
@@ -278,7 +329,10 @@ def create_app(settings: Settings, holder: ModelHolder) -> FastAPI:
             frame = frame_from_records(model, records)
         except RequestError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        start = time.perf_counter()
         out = model.predict(frame)
+        if shadow is not None:  # the challenger scores it later, on another thread
+            shadow.submit(model, frame, out, (time.perf_counter() - start) * 1000)
         return {
             "model_version": model.version,
             "predictions": model.records(out),

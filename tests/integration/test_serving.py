@@ -213,3 +213,45 @@ def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
     bad = scored[scored["error"] != ""]
     assert list(bad["row"]) == expected and bad["probability"].isna().all()
     assert scored.drop(index=expected)["probability"].between(0, 1).all()
+
+
+def test_shadow_scores_the_challenger_off_the_response_path_and_logs_agreement(ws, free_tcp_port):
+    from keel import tracking
+
+    challenger = Registry(ws).alias("challenger")
+    assert challenger not in (None, "1")
+    args = ["serve", "--port", str(free_tcp_port), "--poll", str(POLL_S), "--shadow"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keel.cli", "-w", str(ws.workspace), "-p", "test", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if get(url, "/shadow")["challenger"] == challenger:
+                    break
+            except OSError:
+                assert proc.poll() is None
+            assert time.monotonic() < deadline, "the shadow never loaded @challenger"
+            time.sleep(0.3)
+        for _ in range(25):
+            status, body = post(url, {"records": records(ws, 4)})
+            assert status == 200 and body["model_version"] == "1"  # the champion answers
+        while (pairs := get(url, "/shadow")["pairs"]) == [] or pairs[0]["shadow/requests"] < 25:
+            assert time.monotonic() < deadline, pairs
+            time.sleep(0.2)
+        (pair,) = pairs
+        assert (pair["champion"], pair["challenger"], pair["shadow/rows"]) == ("1", challenger, 100.0)
+        assert 0.0 <= pair["shadow/agreement"] <= 1.0 and pair["shadow/errors"] == 0
+        assert pair["shadow/challenger_p50_ms"] > 0 and pair["shadow/champion_p50_ms"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    c = tracking.client(ws)
+    exp = c.get_experiment_by_name(f"{ws.mlflow.experiment}-shadow")
+    (run,) = c.search_runs([exp.experiment_id])
+    assert run.data.tags["challenger"] == challenger and run.data.metrics["shadow/requests"] == 25
+    assert run.data.metrics["shadow/agreement"] == pytest.approx(pair["shadow/agreement"])
