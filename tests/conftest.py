@@ -185,10 +185,11 @@ def mlflow_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained_registry(tmp_path_factory):
     """A workspace whose model has v1 (first champion), v2 and v3 (blessed, awaiting review),
-    on the synthetic workload: the platform's tests do not depend on one workload's data."""
+    on the synthetic workload: the platform's tests do not depend on one workload's data.
+    Built once per test process; tests use private copies of it (``ws``)."""
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.settings import load_settings
@@ -213,7 +214,28 @@ def ws(trained_registry, tmp_path):
 
     dst = tmp_path / "ws"
     shutil.copytree(trained_registry.workspace, dst, symlinks=True)
+    _relocate_store(dst / "mlflow" / "mlflow.db", str(trained_registry.workspace), str(dst))
+    from mlflow.tracking._tracking_service import utils
+
+    utils._artifact_repos_cache.clear()  # MLflow caches a run's artifact location by run id, per process
     return load_settings(dst, profile="test", environ={})
+
+
+def _relocate_store(db: Path, old: str, new: str) -> None:
+    """Point every artifact location the copied MLflow store records at the copy's own
+    artifacts, so what one test writes (ledger copies, new runs) never reaches another's."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name, kind = column[1], (column[2] or "").upper()
+                if "CHAR" in kind or "TEXT" in kind or "CLOB" in kind:
+                    con.execute(
+                        f'UPDATE "{table}" SET "{name}" = REPLACE("{name}", ?, ?) WHERE "{name}" LIKE ?',
+                        (old, new, f"%{old}%"),
+                    )
 
 
 @pytest.fixture

@@ -153,6 +153,12 @@ def test_newest_holdout_trains_on_older_batches_gates_on_the_newest_and_refits_o
     assert older_val <= refit_val and refit_val - older_val  # plus the newest batch's val rows
     # no refit asked: none prepared
     assert load_splits.fn(ingested.with_overrides({"split.refit": False}), ref).refit is None
+    # one batch: the random split of it, and the holdout says why
+    from tasks.data import make_splits
+
+    jan = {"2013-01": partitions.read_partition(ingested.data.dir / "2013-01.parquet")}
+    one = make_splits(ingested, jan, ds.KEY_COLUMNS)
+    assert one.holdout.scheme == "random" and "one batch only" in one.holdout.note and one.refit is None
 
 
 def test_newest_holdout_with_one_batch_falls_back_to_the_random_split_and_says_why():
