@@ -261,7 +261,9 @@ def log(settings: Settings, outcome: GuardOutcome) -> str | None:
     if not outcome.scores:
         return None
     client = tracking.client(settings)
-    run_id = _guardrail_run(settings, client)
+    model = settings.mlflow.model_name
+    run_id = tracking.tagged_run(settings, "-guardrail", GUARDRAIL_RUN_TAG, model, f"guardrail of {model}")
+    assert run_id is not None
     step = len(client.get_metric_history(run_id, "guardrail/rows"))
     now = int(time.time() * 1000)
     champion = outcome.scores[0]
@@ -275,26 +277,6 @@ def log(settings: Settings, outcome: GuardOutcome) -> str | None:
     client.log_figure(run_id, figure, "guardrail/history.png")
     plt.close(figure)
     return run_id
-
-
-def _guardrail_run(settings: Settings, client) -> str:
-    name = f"{settings.mlflow.experiment}-guardrail"
-    found = client.get_experiment_by_name(name)
-    root = settings.mlflow.artifact_root
-    experiment_id = (
-        found.experiment_id
-        if found is not None
-        else client.create_experiment(name, artifact_location=f"{root.rstrip('/')}/{name}" if root else None)
-    )
-    model = settings.mlflow.model_name
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{GUARDRAIL_RUN_TAG}` = '{model}'", max_results=1
-    )
-    if runs:
-        return str(runs[0].info.run_id)
-    run = client.create_run(experiment_id, run_name=f"guardrail of {model}", tags={GUARDRAIL_RUN_TAG: model})
-    client.set_terminated(run.info.run_id)
-    return str(run.info.run_id)
 
 
 def _history_plot(settings: Settings, client, run_id: str):

@@ -85,11 +85,9 @@ def require_reviewer(settings: Settings, actor: Actor, what: str) -> None:
 
 def authenticated_store(settings: Settings) -> bool:
     """Whether champion moves here carry an authenticated identity."""
-    if not settings.mlflow.tracking_uri.startswith(("http://", "https://")):
+    from keel.registry import PromotionError
+
+    try:
+        return current_actor(settings).authenticated
+    except PromotionError:  # credentials the server rejects authenticate no one
         return False
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
-    return (
-        bool(user)
-        and _auth_status(settings.mlflow.tracking_uri, user, os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
-        == 200
-    )

@@ -162,33 +162,15 @@ class Registry:
         return sorted(entries, key=lambda e: e.seq)
 
     def ledger_run(self, create: bool = False) -> str | None:
-        """The run whose artifacts hold the anchored copies (``ledger/<seq>.json``)."""
-        if self._ledger_run is not None:
-            return self._ledger_run
-        experiment_id = self._ledger_experiment()
-        runs = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{LEDGER_RUN_TAG}` = '{self.name}'", max_results=1
-        )
-        if runs:
-            self._ledger_run = runs[0].info.run_id
-        elif create:
-            run = self.client.create_run(
-                experiment_id, run_name=f"ledger of {self.name}", tags={LEDGER_RUN_TAG: self.name}
-            )
-            self.client.set_terminated(run.info.run_id)
-            self._ledger_run = run.info.run_id
-        return self._ledger_run
+        """The run whose artifacts hold the anchored copies (``ledger/<seq>.json``), in
+        ``<experiment>-ledger``: apart from the training runs (as drift has ``-monitoring``)."""
+        from keel.tracking import tagged_run
 
-    def _ledger_experiment(self) -> str:
-        """``<experiment>-ledger``: apart from the training runs (as drift has ``-monitoring``)."""
-        name = f"{self.settings.mlflow.experiment}-ledger"
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        root = self.settings.mlflow.artifact_root
-        return self.client.create_experiment(
-            name, artifact_location=f"{root.rstrip('/')}/{name}" if root else None
-        )
+        if self._ledger_run is None:
+            self._ledger_run = tagged_run(
+                self.settings, "-ledger", LEDGER_RUN_TAG, self.name, f"ledger of {self.name}", create
+            )
+        return self._ledger_run
 
     def anchored(self) -> dict[int, str]:
         """seq -> the anchored copy's JSON."""

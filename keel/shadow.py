@@ -154,29 +154,12 @@ def log_pair(settings: Settings, pair: PairStats, values: dict[str, float]) -> s
 
     from keel import tracking
 
-    client = tracking.client(settings)
-    name = f"{settings.mlflow.experiment}-shadow"
-    found = client.get_experiment_by_name(name)
-    root = settings.mlflow.artifact_root
-    experiment_id = (
-        found.experiment_id
-        if found is not None
-        else client.create_experiment(name, artifact_location=f"{root.rstrip('/')}/{name}" if root else None)
-    )
     key = f"{settings.mlflow.model_name}:v{pair.champion}:v{pair.challenger}"
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{SHADOW_RUN_TAG}` = '{key}'", max_results=1
-    )
-    if runs:
-        run_id = runs[0].info.run_id
-    else:
-        run = client.create_run(
-            experiment_id,
-            run_name=f"shadow v{pair.challenger} beside champion v{pair.champion}",
-            tags={SHADOW_RUN_TAG: key, "champion": pair.champion, "challenger": pair.challenger},
-        )
-        run_id = run.info.run_id
-        client.set_terminated(run_id)
+    name = f"shadow v{pair.challenger} beside champion v{pair.champion}"
+    tags = {"champion": pair.champion, "challenger": pair.challenger}
+    run_id = tracking.tagged_run(settings, "-shadow", SHADOW_RUN_TAG, key, name, tags=tags)
+    assert run_id is not None
+    client = tracking.client(settings)
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, pair.requests) for k, v in sorted(values.items())])
     return str(run_id)

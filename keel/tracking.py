@@ -217,14 +217,41 @@ def use_tracking(settings: Settings) -> None:
     mlflow.set_registry_uri(settings.mlflow.registry_uri)
 
 
-def ensure_experiment(settings: Settings) -> str:
+def ensure_experiment(settings: Settings, suffix: str = "") -> str:
+    """The training experiment, or ``<experiment><suffix>`` (``-monitoring``, ``-ledger``,
+    ``-guardrail``, ``-shadow``: keel's own runs kept apart from the training runs);
+    created on first use, its artifacts beside the training experiment's."""
     c = client(settings)
-    exp = c.get_experiment_by_name(settings.mlflow.experiment)
+    name = settings.mlflow.experiment + suffix
+    exp = c.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
     root = settings.mlflow.artifact_root
-    location = f"{root.rstrip('/')}/{settings.mlflow.experiment}" if root else None
-    return str(c.create_experiment(settings.mlflow.experiment, artifact_location=location))
+    location = f"{root.rstrip('/')}/{name}" if root else None
+    return str(c.create_experiment(name, artifact_location=location))
+
+
+def tagged_run(
+    settings: Settings,
+    suffix: str,
+    tag: str,
+    value: str,
+    run_name: str,
+    create: bool = True,
+    tags: Mapping[str, str] | None = None,  # more tags for a run created here
+) -> str | None:
+    """The one run of ``<experiment><suffix>`` tagged ``tag = value`` (a model's ledger, its
+    guardrail history, a shadow pair), created finished on first use (None: absent, not created)."""
+    c = client(settings)
+    experiment_id = ensure_experiment(settings, suffix)
+    runs = c.search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'", max_results=1)
+    if runs:
+        return str(runs[0].info.run_id)
+    if not create:
+        return None
+    run = c.create_run(experiment_id, run_name=run_name, tags={**(tags or {}), tag: value})
+    c.set_terminated(run.info.run_id)
+    return str(run.info.run_id)
 
 
 def flatten(prefix: str, value: Any) -> dict[str, str]:

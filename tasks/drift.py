@@ -91,14 +91,7 @@ def log_drift(settings: Settings, report: DriftReport, champion: str, batches: l
     from keel.drift import plot
 
     client = tracking.client(settings)
-    name = settings.mlflow.experiment + settings.drift.experiment_suffix
-    exp = client.get_experiment_by_name(name)
-    root = settings.mlflow.artifact_root
-    exp_id = (
-        exp.experiment_id
-        if exp
-        else client.create_experiment(name, artifact_location=f"{root.rstrip('/')}/{name}" if root else None)
-    )
+    exp_id = tracking.ensure_experiment(settings, settings.drift.experiment_suffix)
     batch = ",".join(b.name for b in batches)
     run = client.create_run(
         exp_id,

@@ -116,13 +116,14 @@ def record_month(settings: Settings, month: str, forward: tuple, drift, trained)
     )
 
 
+def f(x: float | None) -> str:
+    """A score in the timeline's tables ("—": none)."""
+    return "—" if x is None else f"{x:.4f}"
+
+
 def forward_table(records: list[MonthRecord], metric: str) -> list[str]:
     """Each promoted version: its gate score (on its holdout) beside its score on the batch
     after (before anyone trained on it): how well the gate foretold the next batch."""
-
-    def f(x):
-        return "—" if x is None else f"{x:.4f}"
-
     held = sum(1 for r in records if r.gate == "rejected")
     lines = [
         "## The gate against the next batch",
@@ -187,9 +188,6 @@ def write_timeline(settings: Settings, records: list[MonthRecord]) -> Path:
     fig.tight_layout()
     fig.savefig(out / "timeline.png")
     plt.close(fig)
-
-    def f(x):
-        return "—" if x is None else f"{x:.4f}"
 
     metric = headline(settings)
     lines = [

@@ -75,12 +75,11 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
     return run.info.run_id
 
 
-@task(name="train-model", cache_policy=NONE)
-def train_model(settings: Settings, splits: Splits, run_id: str | None):
-    """Fit the Lightning model; per-epoch metrics go to the MLflow run (none: no logging)."""
+def _fit(settings: Settings, train, val, run_id: str | None, prefix: str = ""):
+    """The Lightning fit with the workload's objective and network; per-epoch metrics into
+    the MLflow run (``prefix``: beside another fit's curves; no run: no logging)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from keel import tracking
     from keel.training import fit
     from keel.workload import load_workload
 
@@ -90,19 +89,28 @@ def train_model(settings: Settings, splits: Splits, run_id: str | None):
             experiment_name=settings.mlflow.experiment,
             tracking_uri=settings.mlflow.tracking_uri,
             run_id=run_id,
+            prefix=prefix,
         )
         if run_id
         else False
     )
-    model = fit(
-        splits.train,
-        splits.val,
+    return fit(
+        train,
+        val,
         settings.features,
         settings.train,
         objective=workload.objective(),
         net_options=workload.net_options(),
         logger=logger,
     )
+
+
+@task(name="train-model", cache_policy=NONE)
+def train_model(settings: Settings, splits: Splits, run_id: str | None):
+    """Fit the Lightning model; per-epoch metrics go to the MLflow run (none: no logging)."""
+    from keel import tracking
+
+    model = _fit(settings, splits.train, splits.val, run_id)
     if run_id is None:
         return model
     client = tracking.client(settings)
@@ -121,33 +129,11 @@ def refit_model(settings: Settings, model, splits: Splits, blessed: bool, run_id
     A rejected one, or one gated on a random split, is registered as it was gated."""
     if splits.refit is None or not blessed:
         return model
-    from lightning.pytorch.loggers import MLFlowLogger
-
     from keel import tracking
-    from keel.training import fit
-    from keel.workload import load_workload
 
-    workload = load_workload(settings)
-    logger = (
-        MLFlowLogger(
-            experiment_name=settings.mlflow.experiment,
-            tracking_uri=settings.mlflow.tracking_uri,
-            run_id=run_id,
-            prefix="refit",  # its curves beside the gated fit's: refit-train/loss, refit-val/loss
-        )
-        if run_id
-        else False
-    )
     train, val = splits.refit
-    refit = fit(
-        train,
-        val,
-        settings.features,
-        settings.train,
-        objective=workload.objective(),
-        net_options=workload.net_options(),
-        logger=logger,
-    )
+    # its curves beside the gated fit's: refit-train/loss, refit-val/loss
+    refit = _fit(settings, train, val, run_id, prefix="refit")
     if run_id is not None:
         client = tracking.client(settings)
         client.log_metric(run_id, "refit/epochs_run", refit.epochs_run)
@@ -176,20 +162,11 @@ def train_as_worker(settings: Settings) -> None:
     "popen"): the same data version, splits and config as rank 0, then fit() to join the
     process group. No validation report, MLflow run or registration: rank 0 does those."""
     from keel import partitions
-    from keel.training import fit
     from keel.workload import load_workload
     from keel.workspace import ensure_checked_out
     from tasks.data import make_splits
 
     ensure_checked_out(settings)
     frames = {p.stem: partitions.read_partition(p) for p in partitions.list_partitions(settings.data.dir)}
-    workload = load_workload(settings)
-    splits = make_splits(settings, frames, workload.split_key())
-    fit(
-        splits.train,
-        splits.val,
-        settings.features,
-        settings.train,
-        objective=workload.objective(),
-        net_options=workload.net_options(),
-    )
+    splits = make_splits(settings, frames, load_workload(settings).split_key())
+    _fit(settings, splits.train, splits.val, None)
