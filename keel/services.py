@@ -214,6 +214,10 @@ def up(settings: Settings, environ: dict[str, str] | None = None, auth: bool = F
     prefect_url = f"http://{cfg.host}:{cfg.prefect_port}"
     api = f"{prefect_url}/api"
     mlflow_url = f"http://{cfg.host}:{cfg.mlflow_port}"
+    # --auth: refused before anything starts when the admin password is missing
+    mlflow_env = (
+        {**base, **auth_environment(state, base.get("MLFLOW_AUTH_ADMIN_PASSWORD", ""))} if auth else base
+    )
     deadline = time.monotonic() + cfg.ready_timeout_s
     started: list[tuple[str, subprocess.Popen, str, Path]] = []
     try:
@@ -243,10 +247,6 @@ def up(settings: Settings, environ: dict[str, str] | None = None, auth: bool = F
             )
         )
         log = logs / "mlflow-server.log"
-        mlflow_env = base
-        if auth:
-            password = base.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
-            mlflow_env = {**base, **auth_environment(state, password)}
         started.append(
             (
                 "mlflow-server",
