@@ -1,4 +1,5 @@
-"""keel-train: data version -> validate -> train (on the older batches) -> evaluate -> gate
+"""keel-train: data version -> validate -> train (on the older batches) -> evaluate -> explain
+(explain/: what the model relies on, keel.explain) -> gate
 against the champion (on the newest batch) -> refit on every batch when blessed -> verify
 the remote -> register -> promote or hold (policy) -> with [compress] auto, a compressed
 variant of a blessed version (flows/compress.py)."""
@@ -13,6 +14,7 @@ from flows.compress import compress_flow
 from keel.settings import Settings
 from tasks.data import load_splits, require_valid, resolve_dataset, validate_data, verify_remote
 from tasks.evaluate import evaluate_model, log_evaluation
+from tasks.explain import explain_model, log_explanation
 from tasks.gate import apply_gate, apply_policy, evaluate_champion, record_gate
 from tasks.register import RegisteredVersion, register_model
 from tasks.report import publish_summary
@@ -29,12 +31,14 @@ def train_flow(settings: Settings) -> RegisteredVersion:
         model = train_model(settings, splits, run_id)
         evaluation = evaluate_model(settings, model, splits)
         log_evaluation(settings, evaluation, run_id)
+        explanation = explain_model(settings, model, splits)
+        log_explanation(settings, explanation, run_id)
         baseline = evaluate_champion(settings, splits)  # same held-out rows
         gate = apply_gate(settings, evaluation, baseline, splits.holdout)
         model = refit_model(settings, model, splits, gate.passed, run_id)  # newest holdout: on every batch
         verified = verify_remote(settings, dataset)  # the data version is in the DVC remote
         registered = register_model(settings, model, splits, run_id, verified, validation, evaluation)
-        record_gate(settings, registered, dataset, evaluation, baseline, gate)
+        record_gate(settings, registered, dataset, evaluation, baseline, gate, explanation)
         decided = apply_policy(settings, registered, gate)
     except BaseException:
         end_run(settings, run_id, "FAILED")

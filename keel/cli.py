@@ -264,6 +264,66 @@ def train(ctx: typer.Context):
     )
 
 
+@app.command()
+def tune(
+    ctx: typer.Context,
+    trials: Annotated[
+        int | None, typer.Option("--trials", "-n", help="Trials this session (tune.trials).")
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Seconds after which no new trial starts (tune.timeout_s)."),
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the study that exists.")] = False,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (tune.study; default <model>-tune).")
+    ] = None,
+    no_train: Annotated[
+        bool, typer.Option("--no-train", help="Search only: do not train the best config afterwards.")
+    ] = False,
+):
+    """Search the workload's [tune] space with Optuna (pruned through Lightning, seeded),
+    the trials fanned out as Prefect task runs (tune.runner: process, thread or dask), the
+    study in Optuna's RDB storage (tune.storage; embedded: mlflow/optuna.db); then train the
+    best config through the normal flow: gate, registration, policy."""
+    overrides: dict = {}
+    if trials is not None:
+        overrides["tune.trials"] = trials
+    if timeout is not None:
+        overrides["tune.timeout_s"] = timeout
+    if study:
+        overrides["tune.study"] = study
+    settings = _settings(ctx).with_overrides(overrides) if overrides else _settings(ctx)
+
+    from flows.tune import tune_flow
+    from tasks.tune import task_runner
+
+    out = _run_flow(
+        ctx, lambda: tune_flow.with_options(task_runner=task_runner(settings))(settings, resume, not no_train)
+    )
+    counts = ", ".join(f"{n} {k}" for k, n in out.summary["trials"].items())
+    best = out.summary
+    reg = out.registered
+    typer.echo(
+        "\n".join(
+            [
+                f"study {out.study}: {counts} (this session: {len(best['this_session'])} trials)",
+                f"  best:       trial {best['best_trial']}, val/loss {best['best_value']:.4f}",
+                f"  params:     {best['best_params']}",
+                f"  MLflow run: {out.run_id} (trials are its child runs; tune/*.png)",
+                *(
+                    [
+                        f"registered {reg.registry_uri} (aliases: {', '.join(reg.aliases)})",
+                        f"  promotion:  {reg.decision}",
+                    ]
+                    if reg is not None
+                    else ["not trained (--no-train): keel train with the params above when you choose to"]
+                ),
+            ]
+        )
+    )
+
+
 def _batch_args(settings, month: list[str] | None, file: list[Path] | None):
     from keel.workload import load_workload
 

@@ -47,6 +47,19 @@ def slice_table(
     return pd.DataFrame(rows)
 
 
+def slice_gaps(slices: pd.DataFrame, metric: str, min_rows: int) -> dict[str, float]:
+    """``{"slice_gap/<column>": largest - smallest <metric>}`` over the values of each slice
+    column with at least ``min_rows`` rows and a defined metric (a fairness bound: the gate
+    can cap it with ``max``). A column with fewer than two such values has no gap (NaN)."""
+    gaps: dict[str, float] = {}
+    if slices.empty:
+        return gaps
+    for column, part in slices.groupby("slice", sort=True):
+        values = part.loc[part["rows"] >= min_rows, metric].dropna()
+        gaps[f"slice_gap/{column}"] = float(values.max() - values.min()) if len(values) > 1 else float("nan")
+    return gaps
+
+
 def save_plots(y: pd.Series, out: pd.DataFrame, objective: Objective, directory: Path) -> list[Path]:
     """The objective's plots as PNGs under ``directory``: binary: confusion matrix, ROC
     and PR curves; multiclass: confusion matrix; regression: predicted vs actual and

@@ -131,8 +131,11 @@ def diff_card(
     slices: pd.DataFrame,
     baseline_slices: pd.DataFrame | None,
     slice_metric: str,
+    relies_on: tuple[str, pd.DataFrame, pd.DataFrame | None] | None = None,
 ) -> str:
-    """Markdown: params that differ, data versions, metric deltas, slice deltas, checks.
+    """Markdown: params that differ, data versions, metric deltas, slice deltas, what the
+    model relies on beside the champion (``relies_on``: method, the challenger's importance
+    table, the champion's or None; keel.explain), checks.
     ``challenger``/``champion``: {"version", "data_version", "params", "metrics"}."""
     ch = challenger
     lines = [
@@ -200,8 +203,36 @@ def diff_card(
                 lines.append(
                     f"| {r['slice']}={r['value']} | {int(r['rows'])} | {a:.4f} | {b:.4f} | {b - a:+.4f} |"
                 )
+    if relies_on is not None:
+        lines += ["", *_relies_on_table(*relies_on)]
     lines += ["", "## Gate checks", "", "| check | value | limit | passed |", "|---|---|---|---|"]
     lines += [
         f"| {c.name} | {c.value:.4f} | {c.limit:g} | {'yes' if c.passed else '**no**'} |" for c in gate.checks
     ]
     return "\n".join(lines) + "\n"
+
+
+def _relies_on_table(
+    method: str, ours: pd.DataFrame, theirs: pd.DataFrame | None, top: int = 10
+) -> list[str]:
+    """The challenger's ``top`` features (or tokens, pixels) by importance beside the
+    champion's importance and rank for the same feature (explain/importance.csv)."""
+    lines = [f"## What the model relies on ({method}, explain/importance.csv)", ""]
+    if theirs is None:
+        lines.append(
+            "The champion logged no explanation (none yet, or trained before keel explained models)."
+        )
+        lines.append("")
+    ranks = {} if theirs is None else {str(f): i + 1 for i, f in enumerate(theirs["feature"])}
+    values = (
+        {} if theirs is None else dict(zip(theirs["feature"].astype(str), theirs["importance"], strict=True))
+    )
+    lines += ["| rank | feature | challenger | champion | champion rank |", "|---|---|---|---|---|"]
+    for i, row in enumerate(ours.head(top).to_dict("records")):
+        name = str(row["feature"])
+        old = values.get(name)
+        lines.append(
+            f"| {i + 1} | {name} | {row['importance']:.4f} | "
+            + (f"{old:.4f} | {ranks[name]} |" if old is not None else "— | — |")
+        )
+    return lines

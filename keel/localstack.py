@@ -199,6 +199,8 @@ class ScaledBackends:
             client.create_bucket(Bucket=bucket)
         self.s3 = client
         pg = f"127.0.0.1:{self.pg.port}"
+        from keel.services import MLFLOW_SERVER_DEFAULTS
+
         # the password reaches the servers as PGPASSWORD, never inside a URI
         mlflow, ml_log = self._spawn(
             "mlflow",
@@ -219,7 +221,12 @@ class ScaledBackends:
                 "--artifacts-destination",
                 "s3://keel-mlflow/artifacts",
             ],
-            {**self.aws_env, "PGPASSWORD": self.pg.password, "MLFLOW_S3_ENDPOINT_URL": self.s3_url},
+            {
+                **MLFLOW_SERVER_DEFAULTS,
+                **self.aws_env,
+                "PGPASSWORD": self.pg.password,
+                "MLFLOW_S3_ENDPOINT_URL": self.s3_url,
+            },
         )
         prefect, pf_log = self._spawn(
             "prefect",

@@ -57,6 +57,12 @@ class Up:
         return next(s.url for s in self.services if s.name == name)
 
 
+# MLflow 3's server also starts a GenAI job runner (a huey consumer per job type, ~10
+# processes polling, together ~2 cores' worth of CPU on an idle 2-core machine): keel runs no
+# server-side jobs, so its servers start without it unless the environment asks for it.
+MLFLOW_SERVER_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def state_path(settings: Settings) -> Path:
     return settings.up.state_dir / STATE_FILE
 
@@ -215,9 +221,9 @@ def up(settings: Settings, environ: dict[str, str] | None = None, auth: bool = F
     api = f"{prefect_url}/api"
     mlflow_url = f"http://{cfg.host}:{cfg.mlflow_port}"
     # --auth: refused before anything starts when the admin password is missing
-    mlflow_env = (
-        {**base, **auth_environment(state, base.get("MLFLOW_AUTH_ADMIN_PASSWORD", ""))} if auth else base
-    )
+    mlflow_env = {**MLFLOW_SERVER_DEFAULTS, **base}
+    if auth:
+        mlflow_env.update(auth_environment(state, base.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")))
     deadline = time.monotonic() + cfg.ready_timeout_s
     started: list[tuple[str, subprocess.Popen, str, Path]] = []
     try:

@@ -301,9 +301,8 @@ def create_app(settings: Settings, holder: ModelHolder, shadow: Any = None) -> F
             "pairs": shadow.snapshot(),
         }
 
-    @app.post("/predict")
-    async def predict(request: Request):
-        model = holder.current  # this request finishes on this model, whatever swaps meanwhile
+    async def read_records(request: Request, max_records: int) -> Any:
+        """The request's records, or the JSONResponse that refuses them (400, 413)."""
         chunks, size = [], 0
         async for chunk in request.stream():  # keep at most `limit` bytes; drain the rest
             size += len(chunk)
@@ -321,10 +320,16 @@ def create_app(settings: Settings, holder: ModelHolder, shadow: Any = None) -> F
         except json.JSONDecodeError as exc:
             return JSONResponse({"error": f"body is not JSON: {exc}"}, status_code=400)
         records = payload.get("records") if isinstance(payload, dict) else payload
-        if isinstance(records, list) and len(records) > settings.serve.max_records:
-            return JSONResponse(
-                {"error": f"{len(records)} records exceed {settings.serve.max_records}"}, status_code=413
-            )
+        if isinstance(records, list) and len(records) > max_records:
+            return JSONResponse({"error": f"{len(records)} records exceed {max_records}"}, status_code=413)
+        return records
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        model = holder.current  # this request finishes on this model, whatever swaps meanwhile
+        records = await read_records(request, settings.serve.max_records)
+        if isinstance(records, JSONResponse):
+            return records
         try:
             frame = frame_from_records(model, records)
         except RequestError as exc:
@@ -336,6 +341,41 @@ def create_app(settings: Settings, holder: ModelHolder, shadow: Any = None) -> F
         return {
             "model_version": model.version,
             "predictions": model.records(out),
+        }
+
+    @app.post("/explain")
+    async def explain(request: Request):
+        """Per-record attributions (keel.explain) for records validated as /predict validates
+        them, beside their predictions; at most [explain] max_records per request."""
+        from starlette.concurrency import run_in_threadpool
+
+        from keel.explain import WHY, attribute, method_for
+
+        model = holder.current
+        inner = model.model
+        method = method_for(inner.net) if hasattr(inner, "net") else None
+        if method is None:
+            what = (
+                "a compressed variant (an ONNX graph)" if not hasattr(inner, "net") else "a per-token tagger"
+            )
+            error = f"v{model.version} is {what}: no per-record explanation (explain its source version)"
+            return JSONResponse({"error": error}, status_code=409)
+        records = await read_records(request, settings.explain.max_records)
+        if isinstance(records, JSONResponse):
+            return records
+        try:
+            frame = frame_from_records(model, records)
+        except RequestError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        out = model.predict(frame)
+        # gradients and ablations take a while: off the event loop, so /predict keeps answering
+        explained = await run_in_threadpool(attribute, inner.preprocessor, inner.net, inner.objective, frame)
+        return {
+            "model_version": model.version,
+            "method": method,
+            "why": WHY[method],
+            "predictions": model.records(out),
+            "explanations": explained,
         }
 
     return app

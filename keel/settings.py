@@ -59,6 +59,7 @@ class FeatureConfig(_Section):
     categorical: list[str]
     numeric: list[str]
     slices: list[str]
+    slice_min_rows: int = Field(default=30, ge=1)  # smaller slices are left out of test/slice_gap/*
     text: list[str] = Field(default_factory=list)  # one free-text column, read by a bert net (keel.text)
 
 
@@ -200,6 +201,58 @@ class CompressConfig(_Section):
     latency_rounds: int = Field(default=30, ge=1)  # timed predictions per batch size, in a fresh process
 
 
+class ExplainConfig(_Section):
+    """``[explain]``: the explanation logged with every training (keel.explain) and POST /explain."""
+
+    enabled: bool = True
+    rows: int = Field(default=1000, ge=10)  # held-out rows the global explanation reads (ablation, saliency)
+    token_rows: int = Field(default=64, ge=1)  # ... for token attributions (integrated gradients cost more)
+    repeats: int = Field(default=5, ge=1)  # shuffles per column (permutation importance)
+    top: int = Field(default=20, ge=1)  # tokens kept in the table
+    max_records: int = Field(default=100, ge=1)  # per POST /explain request; more is a 413
+
+
+class SearchParam(_Section):
+    """One dimension of ``[tune] space``: a range (``low``/``high``, ``log``, ``step``) or
+    ``choices``; the key is the dotted setting it sets (``train.lr``)."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    integer: bool = False  # a whole number (train.batch_size)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchParam:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either low and high, or choices")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices is empty")
+        if self.low is not None and self.high is not None and self.low >= self.high:
+            raise ValueError(f"low {self.low} is not below high {self.high}")
+        if self.log and self.low is not None and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class TuneConfig(_Section):
+    """``[tune]``: keel tune's Optuna study (the workload declares ``space``)."""
+
+    trials: int = Field(default=20, ge=1)
+    timeout_s: float = Field(default=0, ge=0)  # 0: no limit
+    concurrency: int = Field(default=2, ge=1)  # trials running at once
+    runner: Literal["process", "thread", "dask"] = "process"
+    dask_address: str = ""  # runner "dask": "" = a local cluster of `concurrency` workers; else its scheduler
+    storage: str = ""  # Optuna RDB URL; "": sqlite beside the MLflow store (mlflow/optuna.db)
+    study: str = ""  # "": <model_name>-tune
+    warmup_epochs: int = Field(default=2, ge=0)  # epochs before the median pruner may stop a trial
+    space: dict[str, SearchParam] = Field(default_factory=dict)
+    # set by keel tune on the best config's training: its lineage records where it came from
+    from_study: str = ""
+    from_trial: int = -1
+
+
 # The layout of a resolved config. A model version records its resolved settings
 # (config/resolved.json); ``migrate`` brings a recorded one up to this layout.
 CONFIG_VERSION = 2
@@ -227,6 +280,8 @@ class Settings(_Section):
     up: UpConfig
     compress: CompressConfig = Field(default_factory=CompressConfig)
     guardrail: GuardrailConfig = Field(default_factory=GuardrailConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     # location key -> the layer it came from; not part of the config (excluded from dumps)
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
 
@@ -283,6 +338,7 @@ NEUTRAL_INPUTS: dict[str, Any] = {
     "train.precision": "32-true",
     "split.holdout": "random",
     "split.refit": False,
+    "features.slice_min_rows": 30,
 }
 
 

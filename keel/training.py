@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -301,6 +301,7 @@ def fit(
     objective: str = "binary",
     net_options: dict[str, Any] | None = None,
     logger: Any = False,
+    callbacks: Sequence[Any] = (),
 ) -> TrainedModel:
     """Train deterministically on CPU; early stopping on val/loss; best weights kept.
     ``objective``: binary, multiclass or regression (keel.objectives); ``net_options``:
@@ -336,7 +337,7 @@ def fit(
     )
     best = KeepBestWeights("val/loss")
     stop = pl.callbacks.EarlyStopping("val/loss", patience=cfg.patience, mode="min")
-    trainer = build_trainer(cfg, logger=logger, callbacks=[best, stop])
+    trainer = build_trainer(cfg, logger=logger, callbacks=[best, stop, *callbacks])
     trainer.fit(module, datamodule=data)  # the best weights are in module.net afterwards
     module.net.cpu().eval()  # predictions, evaluation and the saved weights: CPU
     done = trainer.callback_metrics

@@ -27,8 +27,9 @@ class Evaluation:
 
 @task(name="evaluate-model", cache_policy=NONE)
 def evaluate_model(settings: Settings, model, splits: Splits) -> Evaluation:
-    """The objective's metrics (scikit-learn) on val and the held-out test split, plus slices."""
-    from keel.evaluation import slice_table
+    """The objective's metrics (scikit-learn) on val and the held-out test split, plus slices
+    and the headline metric's largest gap across each slice column (test/slice_gap/<column>)."""
+    from keel.evaluation import slice_gaps, slice_table
 
     label, objective = settings.features.label, model.objective
     metrics: dict[str, float] = {}
@@ -37,6 +38,8 @@ def evaluate_model(settings: Settings, model, splits: Splits) -> Evaluation:
         metrics.update({f"{name}/{k}": v for k, v in objective.metrics(frame[label], outs[name]).items()})
     y_test = splits.test[label]
     slices = slice_table(splits.test, y_test, outs["test"], objective, settings.features.slices)
+    gaps = slice_gaps(slices, objective.headline, settings.features.slice_min_rows)
+    metrics.update({f"test/{k}": v for k, v in gaps.items()})
     return Evaluation(metrics, slices, y_test, outs["test"], objective)
 
 

@@ -14,6 +14,7 @@ from keel.gate import GateResult
 from keel.settings import Settings
 from tasks.data import DatasetRef, Holdout, Splits
 from tasks.evaluate import Evaluation
+from tasks.explain import Explanation
 from tasks.register import RegisteredVersion
 
 
@@ -27,6 +28,7 @@ class Baseline:
     metrics: dict[str, float]
     slices: pd.DataFrame
     partitions: tuple[str, ...] = ()  # the batches it trained on
+    run_id: str = ""  # its training run (its explain/ artifacts)
 
 
 @task(
@@ -40,7 +42,7 @@ def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
     import mlflow
 
     from keel import tracking
-    from keel.evaluation import slice_table
+    from keel.evaluation import slice_gaps, slice_table
 
     version = tracking.current_alias_version(settings, "champion")
     if version is None:
@@ -57,12 +59,16 @@ def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
         metrics.update({f"{name}/{k}": v for k, v in objective.metrics(frame[label], out).items()})
         if name == "test":
             slices = slice_table(frame, frame[label], out, objective, settings.features.slices)
+            gaps = slice_gaps(slices, objective.headline, settings.features.slice_min_rows)
+            metrics.update({f"test/{k}": v for k, v in gaps.items()})
     client = tracking.client(settings)
     mv = client.get_model_version(settings.mlflow.model_name, version)
     run = client.get_run(mv.run_id) if mv.run_id else None
     params = dict(run.data.params) if run else {}
     trained_on = tuple(filter(None, (run.data.tags.get("data_partitions", "") if run else "").split(",")))
-    return Baseline(version, (mv.tags or {}).get("data_version", ""), params, metrics, slices, trained_on)
+    return Baseline(
+        version, (mv.tags or {}).get("data_version", ""), params, metrics, slices, trained_on, mv.run_id or ""
+    )
 
 
 @task(name="apply-gate", cache_policy=NONE)
@@ -112,8 +118,10 @@ def record_gate(
     evaluation: Evaluation,
     baseline: Baseline | None,
     gate: GateResult,
+    explanation: Explanation | None = None,
 ) -> str:
-    """Verdict as version tags; the diff card into the run and the Prefect UI."""
+    """Verdict as version tags; the diff card (with what the model relies on beside the
+    champion's, when ``explanation`` is given) into the run and the Prefect UI."""
     import json
 
     from prefect.artifacts import create_markdown_artifact
@@ -139,6 +147,7 @@ def record_gate(
         evaluation.slices,
         None if baseline is None else baseline.slices,
         settings.gate.slice_metric,
+        _relies_on(settings, explanation, baseline),
     )
     client.log_text(registered.run_id, card, "gate/diff_card.md")
     client.log_dict(registered.run_id, gate.to_json(), "gate/gate.json")
@@ -152,6 +161,18 @@ def record_gate(
         client.set_model_version_tag(name, v, key, value)
     create_markdown_artifact(key="keel-gate", markdown=card, description=f"{name} v{v}: {gate.status}")
     return json.dumps(gate.to_json())
+
+
+def _relies_on(
+    settings: Settings, explanation: Explanation | None, baseline: Baseline | None
+) -> tuple[str, pd.DataFrame, pd.DataFrame | None] | None:
+    """(method, the challenger's importance table, the champion's or None) for the card."""
+    from tasks.explain import champion_importance
+
+    if explanation is None or explanation.method is None:
+        return None
+    theirs = champion_importance(settings, baseline.run_id) if baseline and baseline.run_id else None
+    return explanation.method, explanation.table, theirs
 
 
 @task(name="apply-policy", cache_policy=NONE)

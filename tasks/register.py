@@ -69,6 +69,8 @@ def version_tags(
         "data_in_remote": "verified",
     }
     tags.update({k: f"{evaluation.metrics[k]:.6g}" for k in TAGGED_METRICS if k in evaluation.metrics})
+    if settings.tune.from_study:  # keel tune's best config: the study and trial it came from
+        tags.update({"tune.study": settings.tune.from_study, "tune.trial": str(settings.tune.from_trial)})
     return tags
 
 

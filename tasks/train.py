@@ -50,6 +50,11 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
             "profile": settings.profile or "default",
             "env_hash": env_hash,
             **tracking.process_tags(settings),  # host + pid: a killed run is found and marked
+            **(
+                {"tune.study": settings.tune.from_study, "tune.trial": str(settings.tune.from_trial)}
+                if settings.tune.from_study
+                else {}
+            ),
         },
     )
     params = tracking.flatten("", settings.model_inputs())
@@ -75,9 +80,10 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
     return run.info.run_id
 
 
-def _fit(settings: Settings, train, val, run_id: str | None, prefix: str = ""):
+def _fit(settings: Settings, train, val, run_id: str | None, prefix: str = "", callbacks=()):
     """The Lightning fit with the workload's objective and network; per-epoch metrics into
-    the MLflow run (``prefix``: beside another fit's curves; no run: no logging)."""
+    the MLflow run (``prefix``: beside another fit's curves; no run: no logging);
+    ``callbacks``: more Lightning callbacks (keel tune's pruning)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
     from keel.training import fit
@@ -102,6 +108,7 @@ def _fit(settings: Settings, train, val, run_id: str | None, prefix: str = ""):
         objective=workload.objective(),
         net_options=workload.net_options(),
         logger=logger,
+        callbacks=callbacks,
     )
 
 

@@ -38,7 +38,39 @@ def pytest_configure(config):
         del os.environ[key]  # the developer's own settings must not leak into tests
 
 
+# Seconds each test file took in a recorded run (`pytest --record-durations tests/durations.json`).
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--record-durations",
+        metavar="PATH",
+        help="write each test file's total seconds (setup + call + teardown) to PATH as JSON",
+    )
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Longest test files first, by their recorded seconds (files not recorded yet count as
+    longest): `make test` hands whole files to two xdist workers in this order
+    (--dist loadfile --no-loadscope-reorder), so no long file starts last alone."""
+    import json
+
+    weights = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    items.sort(key=lambda item: -weights.get(item.nodeid.split("::", 1)[0], float("inf")))
+
+
+_FILE_SECONDS: dict[str, float] = {}
+
+
 def pytest_unconfigure(config):
+    path = config.getoption("--record-durations", None)
+    if path and _FILE_SECONDS and not hasattr(config, "workerinput"):  # the xdist controller writes
+        import json
+
+        rounded = {f: round(t, 1) for f, t in sorted(_FILE_SECONDS.items())}
+        Path(path).write_text(json.dumps(rounded, indent=1) + "\n")
+
     for d in _SESSION_DIRS:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -126,7 +158,9 @@ class MlflowServer:
         from keel.services import auth_environment, wait_http
 
         self.root.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
+        from keel.services import MLFLOW_SERVER_DEFAULTS
+
+        env = {**MLFLOW_SERVER_DEFAULTS, **os.environ}
         if self.admin_password is not None:
             env.update(auth_environment(self.root, self.admin_password, secret="tests-only-secret"))
         self.proc = subprocess.Popen(
@@ -186,17 +220,34 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained_registry(tmp_path_factory):
+def trained_registry(tmp_path_factory, worker_id):
     """A workspace whose model has v1 (first champion), v2 and v3 (blessed, awaiting review),
     on the synthetic workload: the platform's tests do not depend on one workload's data.
-    Built once per test process; tests use private copies of it (``ws``)."""
+    Built once per test session: under pytest-xdist the first worker that needs it builds it
+    in the workers' shared temporary directory, behind a file lock, and the others read it.
+    Nothing writes to it afterwards; tests use private copies of it (``ws``)."""
+    from filelock import FileLock
+
+    from keel.settings import load_settings
+
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # shared by the xdist workers of this session
+    ws, done = root / "trained-registry" / "ws", root / "trained-registry.done"
+    with FileLock(str(root / "trained-registry.lock")):
+        if not done.exists():
+            _train_registry(ws)
+            done.touch()
+    return load_settings(ws, profile="test", environ={})
+
+
+def _train_registry(ws: Path) -> None:
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.settings import load_settings
     from keel.workspace import init_workspace
 
-    ws = init_workspace(tmp_path_factory.mktemp("reg") / "ws", SYNTHETIC)
-    s = load_settings(ws, profile="test", environ={})
+    s = load_settings(init_workspace(ws, SYNTHETIC), profile="test", environ={})
     ingest_flow(s, ["b01"])
     v1 = train_flow(s)
     review = s.with_overrides({"promotion.policy": "review"})
@@ -204,7 +255,6 @@ def trained_registry(tmp_path_factory):
     v3 = train_flow(review.with_overrides({"train.lr": 0.02}))
     assert (v1.version, v2.version, v3.version) == ("1", "2", "3")
     assert v1.aliases == ["challenger", "champion"] and v2.aliases == ["challenger"]
-    return s
 
 
 @pytest.fixture
@@ -253,6 +303,8 @@ _SCALED: dict[str, float] = {}
 
 
 def pytest_runtest_logreport(report):
+    name = report.nodeid.split("::", 1)[0]
+    _FILE_SECONDS[name] = _FILE_SECONDS.get(name, 0.0) + report.duration
     if "scaled" in report.keywords:
         _SCALED[report.nodeid] = _SCALED.get(report.nodeid, 0.0) + report.duration
 

@@ -50,6 +50,14 @@ class DigitsWorkload(Workload):
             "gate": {"metrics": rules, "slice_metric": ""},
             "split": {"holdout": "random"},  # chunks of one scanned set: no time order to hold out by
             "train": {"batch_size": 64, "max_epochs": 40, "lr": 0.003, "patience": 6, "hidden": [64]},
+            "tune": {  # the conv net's step size, head and regularisation
+                "space": {
+                    "train.lr": {"low": 3e-4, "high": 1e-2, "log": True},
+                    "train.hidden": {"choices": [[32], [64], [128]]},
+                    "train.dropout": {"low": 0.0, "high": 0.3},
+                    "train.batch_size": {"choices": [32, 64, 128]},
+                }
+            },
             "profiles": {
                 "test": {
                     "gate": {"metrics": {"test/accuracy": {"min": 0.0, "max_drop": 1.0}}},

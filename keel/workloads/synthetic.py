@@ -35,6 +35,7 @@ class SyntheticParams(WorkloadParams):
     demo_batches: int = Field(default=2, ge=1)
     shift_from: int = Field(default=0, ge=0)  # first drifted batch (1-based); 0: none drifts
     seed: int = 7
+    noise: bool = False  # a column ``noise`` the target ignores, among the features (explanations' tests)
 
 
 class SyntheticWorkload(Workload):
@@ -51,7 +52,7 @@ class SyntheticWorkload(Workload):
             "features": {
                 "label": "target",
                 "categorical": ["segment", "channel"],
-                "numeric": ["x1", "x2", "x3", "visits"],
+                "numeric": ["x1", "x2", "x3", "visits"] + (["noise"] if self.params.noise else []),
                 "slices": ["segment"],
             },
             "gate": {"metrics": gate, "slice_metric": SLICE_METRIC[self.params.objective]},
@@ -59,6 +60,13 @@ class SyntheticWorkload(Workload):
             # split.holdout = "newest" makes them a stream
             "split": {"holdout": "random"},
             "train": {"batch_size": 128, "max_epochs": 20, "hidden": [32]},
+            "tune": {
+                "space": {
+                    "train.lr": {"low": 3e-4, "high": 3e-2, "log": True},
+                    "train.hidden": {"choices": [[32], [64, 32], [128, 64]]},
+                    "train.dropout": {"low": 0.0, "high": 0.4},
+                }
+            },
             "profiles": {"test": {"gate": {"metrics": unfailable(gate)}, "data": {"sample_rows": 0}}},
         }
 
@@ -116,7 +124,7 @@ def generate(params: SyntheticParams, index: int) -> pd.DataFrame:
         target = np.select([noisy < -1.0, noisy < 1.0], ["low", "mid"], "high")
     else:
         target = 10.0 + 2.0 * noisy
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "id": np.arange((index - 1) * n, index * n, dtype="int64"),
             "segment": segment,
@@ -128,3 +136,6 @@ def generate(params: SyntheticParams, index: int) -> pd.DataFrame:
             "target": target,
         }
     )
+    if params.noise:  # drawn last, from its own stream: the other columns stay as they were
+        frame["noise"] = np.random.default_rng([params.seed, index, 1]).normal(0.0, 1.0, n)
+    return frame

@@ -87,6 +87,13 @@ class TabularWorkload(Workload):
             "gate": gate,
             # smaller tables than flights: smaller steps, more patience
             "train": {"batch_size": 128, "max_epochs": 60, "patience": 8, "hidden": [64, 32]},
+            "tune": {
+                "space": {
+                    "train.lr": {"low": 3e-4, "high": 3e-2, "log": True},
+                    "train.hidden": {"choices": [[32], [64, 32], [128, 64]]},
+                    "train.dropout": {"low": 0.0, "high": 0.4},
+                }
+            },
             "profiles": {
                 "test": {"gate": {"metrics": unfailable(gate["metrics"])}, "data": {"sample_rows": 0}}
             },

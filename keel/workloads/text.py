@@ -96,6 +96,13 @@ class TextWorkload(Workload):
                 "num_threads": 2,
             },
             "drift": {"predictions": True},
+            "tune": {  # fine-tuning: the step size and regularisation matter most, the head less
+                "space": {
+                    "train.lr": {"low": 1e-5, "high": 3e-4, "log": True},
+                    "train.weight_decay": {"low": 1e-4, "high": 0.1, "log": True},
+                    "train.dropout": {"low": 0.0, "high": 0.3},
+                }
+            },
             "profiles": {
                 "test": {
                     "workload": {"params": {"layers": 2, "max_length": 32}},

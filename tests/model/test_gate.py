@@ -102,3 +102,36 @@ def test_slice_guard_honours_a_lower_is_better_metric_and_a_metric_it_cannot_see
     # a slice metric the objective does not compute fails the gate instead of passing silently
     blind = evaluate_gate(CFG.model_copy(update={"metrics": {}}), {}, rmse(1.0), "3", {}, rmse(1.0))
     assert [c.name for c in blind.failures()] == ["slice metric roc_auc is measured"]
+
+
+def test_slice_gap_is_the_headline_metrics_largest_gap_and_the_gate_can_bound_it():
+    import numpy as np
+
+    from keel.evaluation import slice_gaps, slice_table
+    from keel.objectives import Binary, higher_is_better
+
+    rng = np.random.default_rng(0)
+    n = 400
+    group = np.array(["a"] * 200 + ["b"] * 190 + ["tiny"] * 10)
+    y = rng.integers(0, 2, n)
+    # group a: scores follow the label; group b: noise; tiny: perfectly wrong (too few rows to count)
+    p = np.where(group == "a", 0.25 + 0.5 * y, rng.random(n))
+    p = np.where(group == "tiny", 1.0 - y, p)
+    frame = pd.DataFrame({"g": group, "one": "x"})
+    out = pd.DataFrame({"delayed": (p >= 0.5).astype(int), "probability": p})
+    objective = Binary("delayed", [0, 1])
+    slices = slice_table(frame, pd.Series(y), out, objective, ["g", "one"])
+    gaps = slice_gaps(slices, "roc_auc", min_rows=30)
+    auc = slices.set_index("value")["roc_auc"]
+    assert gaps["slice_gap/g"] == pytest.approx(auc["a"] - auc["b"]) and gaps["slice_gap/g"] > 0.3
+    assert np.isnan(gaps["slice_gap/one"])  # one value: no gap
+    assert slice_gaps(slices, "roc_auc", min_rows=5)["slice_gap/g"] == pytest.approx(auc["a"] - auc["tiny"])
+
+    assert not higher_is_better("test/slice_gap/g") and higher_is_better("test/roc_auc")
+    cfg = GateConfig(
+        metrics={"test/slice_gap/g": MetricRule(max=0.2)}, slice_metric="", slice_min_rows=0, slice_max_drop=0
+    )
+    metrics = {f"test/{k}": v for k, v in gaps.items()}
+    gate = evaluate_gate(cfg, metrics, slices)
+    assert not gate.passed and any("test/slice_gap/g" in c.name and not c.passed for c in gate.checks)
+    assert evaluate_gate(cfg, {"test/slice_gap/g": 0.1}, slices).passed

@@ -1,0 +1,104 @@
+"""Explanation tasks: the trained model's global explanation on held-out rows (pure) and
+its MLflow artifacts under ``explain/`` (edge). keel.explain chooses the method."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+
+from keel.errors import retry_transient
+from keel.settings import Settings
+from tasks.data import Splits
+
+
+@dataclass(frozen=True)
+class Explanation:
+    method: str | None  # None: nothing to explain per record (one tag per token)
+    why: str
+    rows: int  # held-out rows read
+    table: pd.DataFrame  # feature, importance, spread (+ count), most important first
+    pixels: list[str]  # saliency: the numeric columns in image order
+    image: list[int]  # saliency: [C, H, W]
+
+
+@task(name="explain-model", cache_policy=NONE)
+def explain_model(settings: Settings, model, splits: Splits) -> Explanation:
+    """What the model relies on, on (up to ``explain.rows``) test rows; seeded by train.seed."""
+    from keel.explain import WHY, global_importance, method_for
+
+    method = method_for(model.net)
+    if method is None or not settings.explain.enabled:
+        why = (
+            "disabled ([explain] enabled = false)"
+            if method
+            else "one tag per token: no single target per record"
+        )
+        return Explanation(None, why, 0, pd.DataFrame(columns=["feature", "importance", "spread"]), [], [])
+    limit = settings.explain.token_rows if method == "tokens" else settings.explain.rows
+    test = splits.test.head(limit)
+    table = global_importance(
+        model.preprocessor,
+        model.net,
+        model.objective,
+        model.predict,
+        test,
+        test[settings.features.label],
+        repeats=settings.explain.repeats,
+        seed=settings.train.seed,
+        top=settings.explain.top,
+    )
+    cfg = model.net.cfg
+    return Explanation(
+        method, WHY[method], len(test), table, list(model.preprocessor.numeric), list(cfg.image)
+    )
+
+
+@task(
+    name="log-explanation",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+)
+def log_explanation(settings: Settings, explanation: Explanation, run_id: str) -> list[str]:
+    """``explain/importance.csv``, ``explain/importance.png`` and ``explain/method.json``."""
+    from keel import tracking
+    from keel.explain import plot
+
+    client = tracking.client(settings)
+    meta = {"method": explanation.method, "why": explanation.why, "rows": explanation.rows}
+    client.log_text(run_id, json.dumps(meta, indent=2), "explain/method.json")
+    if explanation.method is None:
+        return ["explain/method.json"]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        explanation.table.to_csv(out / "importance.csv", index=False, float_format="%.6g")
+        title = f"{settings.mlflow.model_name}: {explanation.method} ({explanation.rows} held-out rows)"
+        plot(
+            explanation.table,
+            explanation.method,
+            title,
+            out / "importance.png",
+            explanation.pixels,
+            explanation.image,
+        )
+        client.log_artifact(run_id, str(out / "importance.csv"), "explain")
+        client.log_artifact(run_id, str(out / "importance.png"), "explain")
+    return ["explain/method.json", "explain/importance.csv", "explain/importance.png"]
+
+
+def champion_importance(settings: Settings, run_id: str) -> pd.DataFrame | None:
+    """The champion's ``explain/importance.csv`` (None: its run logged none, e.g. trained
+    before explanations existed)."""
+    from keel import tracking
+
+    client = tracking.client(settings)
+    if "explain/importance.csv" not in {f.path for f in client.list_artifacts(run_id, "explain")}:
+        return None
+    return pd.read_csv(client.download_artifacts(run_id, "explain/importance.csv"))
