@@ -194,10 +194,7 @@ def global_importance(
         return _permutation(objective, predict, frame[preprocessor.columns], y, repeats, seed)
     if method == "saliency":
         scores, _ = saliency_matrix(preprocessor, net, objective, frame)
-        table = pd.DataFrame(
-            {"feature": preprocessor.numeric, "importance": scores.mean(axis=0), "spread": scores.std(axis=0)}
-        )
-        return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+        return _ranked(preprocessor.numeric, scores.mean(axis=0), scores.std(axis=0))
     if method == "tokens":
         rows, _ = token_attributions(preprocessor, net, objective, frame)
         seen: dict[str, list[float]] = {}
@@ -246,13 +243,12 @@ def _permutation(
         n_repeats=repeats,
         random_state=seed,
     )
-    table = pd.DataFrame(
-        {
-            "feature": list(frame.columns),
-            "importance": result.importances_mean,
-            "spread": result.importances_std,
-        }
-    )
+    return _ranked(list(frame.columns), result.importances_mean, result.importances_std)
+
+
+def _ranked(features: list[str], importance: Any, spread: Any) -> pd.DataFrame:
+    """``feature, importance, spread``, most important first (ties keep column order)."""
+    table = pd.DataFrame({"feature": features, "importance": importance, "spread": spread})
     return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
 
 

@@ -301,8 +301,9 @@ def create_app(settings: Settings, holder: ModelHolder, shadow: Any = None) -> F
             "pairs": shadow.snapshot(),
         }
 
-    async def read_records(request: Request, max_records: int) -> Any:
-        """The request's records, or the JSONResponse that refuses them (400, 413)."""
+    async def read_frame(request: Request, model: LoadedModel, max_records: int) -> Any:
+        """The request's records as a frame validated against ``model`` (its signature and
+        vocabularies), or the JSONResponse that refuses them (400, 413, 422)."""
         chunks, size = [], 0
         async for chunk in request.stream():  # keep at most `limit` bytes; drain the rest
             size += len(chunk)
@@ -322,18 +323,17 @@ def create_app(settings: Settings, holder: ModelHolder, shadow: Any = None) -> F
         records = payload.get("records") if isinstance(payload, dict) else payload
         if isinstance(records, list) and len(records) > max_records:
             return JSONResponse({"error": f"{len(records)} records exceed {max_records}"}, status_code=413)
-        return records
+        try:
+            return frame_from_records(model, records)
+        except RequestError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     @app.post("/predict")
     async def predict(request: Request):
         model = holder.current  # this request finishes on this model, whatever swaps meanwhile
-        records = await read_records(request, settings.serve.max_records)
-        if isinstance(records, JSONResponse):
-            return records
-        try:
-            frame = frame_from_records(model, records)
-        except RequestError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        frame = await read_frame(request, model, settings.serve.max_records)
+        if isinstance(frame, JSONResponse):
+            return frame
         start = time.perf_counter()
         out = model.predict(frame)
         if shadow is not None:  # the challenger scores it later, on another thread
@@ -360,13 +360,9 @@ def create_app(settings: Settings, holder: ModelHolder, shadow: Any = None) -> F
             )
             error = f"v{model.version} is {what}: no per-record explanation (explain its source version)"
             return JSONResponse({"error": error}, status_code=409)
-        records = await read_records(request, settings.explain.max_records)
-        if isinstance(records, JSONResponse):
-            return records
-        try:
-            frame = frame_from_records(model, records)
-        except RequestError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        frame = await read_frame(request, model, settings.explain.max_records)
+        if isinstance(frame, JSONResponse):
+            return frame
         out = model.predict(frame)
         # gradients and ablations take a while: off the event loop, so /predict keeps answering
         explained = await run_in_threadpool(attribute, inner.preprocessor, inner.net, inner.objective, frame)

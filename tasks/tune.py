@@ -93,14 +93,21 @@ def open_study(settings: Settings, resume: bool) -> str:
     return name
 
 
+def _labels(p: SearchParam) -> list[str]:
+    """Optuna stores choices as JSON scalars: lists (train.hidden) go by their repr."""
+    return [repr(c) for c in p.choices or []]
+
+
+def _choice(p: SearchParam, label: str) -> Any:
+    return (p.choices or [])[_labels(p).index(label)]
+
+
 def sample(trial, space: dict[str, SearchParam]) -> dict[str, Any]:
     """The trial's config: one value per dimension of the space, keyed by setting."""
     params: dict[str, Any] = {}
     for key, p in sorted(space.items()):
         if p.choices is not None:
-            # Optuna stores choices as JSON-able scalars: lists (train.hidden) go by their index
-            labels = [repr(c) for c in p.choices]
-            params[key] = p.choices[labels.index(trial.suggest_categorical(key, labels))]
+            params[key] = _choice(p, trial.suggest_categorical(key, _labels(p)))
         elif p.integer:
             step = int(p.step or 1)
             params[key] = trial.suggest_int(key, int(p.low or 0), int(p.high or 0), step=step, log=p.log)
@@ -277,8 +284,5 @@ def best_config(settings: Settings, name: str) -> dict[str, Any]:
     best = study.best_trial
     params: dict[str, Any] = {}
     for key, p in settings.tune.space.items():
-        value = best.params[key]
-        if p.choices is not None:
-            value = p.choices[[repr(c) for c in p.choices].index(value)]
-        params[key] = value
+        params[key] = best.params[key] if p.choices is None else _choice(p, best.params[key])
     return {**params, "tune.from_study": name, "tune.from_trial": best.number}

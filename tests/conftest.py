@@ -81,6 +81,10 @@ def _no_leaked_mlflow_uri(monkeypatch):
     subprocess started by a later test would inherit the store of an earlier one."""
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(name, raising=False)
+    import sys
+
+    if "mlflow" in sys.modules:  # nor the registry URI an earlier test set in this process
+        sys.modules["mlflow"].set_registry_uri(None)
 
 
 @pytest.fixture(scope="session")

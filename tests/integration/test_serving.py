@@ -198,7 +198,6 @@ def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
     import mlflow
 
     mlflow.set_tracking_uri(ws.mlflow.tracking_uri)
-    mlflow.set_registry_uri(ws.mlflow.registry_uri)  # not one an earlier test in this process set
     vocab = (
         mlflow.pyfunc.load_model(f"models:/{ws.mlflow.model_name}/1").unwrap_python_model().preprocessor.vocab
     )
