@@ -11,19 +11,27 @@ from typing import Any
 
 def environment_lock() -> tuple[str, list[str]]:
     """(sha256 prefix, sorted ``name==version`` of every installed distribution). Read once
-    per process while no entry of ``sys.path`` changes (a package installed or removed
-    changes its directory's mtime): parsing every METADATA file costs ~2 s."""
-    import os
+    per process while no package directory on ``sys.path`` changes (an install or removal
+    changes its mtime): parsing every METADATA file costs ~2 s. Entries that hold no
+    distribution metadata (a model's code directory MLflow puts on the path when it loads
+    one) do not count."""
     import sys
 
-    def mtime(entry: str) -> int:
-        try:
-            return os.stat(entry or ".").st_mtime_ns
-        except OSError:
-            return -1
-
-    digest, packages = _installed(tuple((entry, mtime(entry)) for entry in sys.path))
+    digest, packages = _installed(tuple(filter(None, map(_package_dir_state, sys.path))))
     return digest, list(packages)
+
+
+def _package_dir_state(entry: str) -> tuple[str, int] | None:
+    """(entry, mtime) for a sys.path directory that holds distribution metadata, else None."""
+    import os
+
+    try:
+        with os.scandir(entry or ".") as it:
+            if not any(e.name.endswith((".dist-info", ".egg-info")) for e in it):
+                return None
+        return entry, os.stat(entry or ".").st_mtime_ns
+    except OSError:
+        return None
 
 
 @functools.lru_cache(maxsize=4)

@@ -21,8 +21,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -392,29 +390,32 @@ def attested_champion(settings: Settings) -> tuple[str | None, str]:
 
 
 def servability(settings: Settings, version: str) -> dict[str, Any]:
-    """Load ``models:/<name>/<version>`` in a fresh process and predict on sample rows,
-    with pickle deserialization off, as ``keel serve`` loads it."""
-    from keel.servability import SAFE_LOADING
+    """Fetch ``models:/<name>/<version>`` from the registry, then load it in a fresh process
+    and predict on sample rows, with pickle deserialization off, as ``keel serve`` loads it.
+    The fetch happens here, where the store is already open: the fresh process proves the
+    model loads from its own files alone and never pays for opening the store."""
+    import tempfile
+    from pathlib import Path
 
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": settings.mlflow.tracking_uri,
-        "MLFLOW_REGISTRY_URI": settings.mlflow.registry_uri,
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        **SAFE_LOADING,  # as keel serve loads it: no pickled code
-    }
+    import mlflow
+
+    from keel.servability import SAFE_LOADING, run_fresh
+
     uri = f"models:/{settings.mlflow.model_name}/{version}"
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "keel.servability", uri, str(settings.promotion.servability_rows)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    result = json.loads(lines[-1]) if lines else {"ok": False, "error": proc.stderr[-2000:]}
-    result["ok"] = bool(result.get("ok")) and proc.returncode == 0
+    with tempfile.TemporaryDirectory(prefix="keel-servability-") as tmp:
+        try:
+            source = Registry(settings).client.get_model_version_download_uri(
+                settings.mlflow.model_name, version
+            )
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=tmp, tracking_uri=settings.mlflow.tracking_uri
+            )
+        except Exception as exc:  # a version whose files cannot be fetched is not servable
+            return {"ok": False, "uri": uri, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+        env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **SAFE_LOADING}
+        result = run_fresh(local, settings.promotion.servability_rows, env, Path(tmp) / "check.log")
+    result["uri"] = uri
     result["wall_seconds"] = round(time.perf_counter() - start, 3)
     return result
 

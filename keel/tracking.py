@@ -269,6 +269,9 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
 def current_alias_version(settings: Settings, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
+    db = _sqlite_path(settings.mlflow.registry_uri)
+    if db is not None and not db.exists():
+        return None  # no registry store yet, so nothing registered: not worth creating one to ask
     try:
         mv = client(settings).get_model_version_by_alias(settings.mlflow.model_name, alias)
         return str(mv.version)

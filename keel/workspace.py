@@ -245,6 +245,7 @@ def add_and_push(settings: Settings) -> DataVersion:
 
     configure_remote(settings)
     with Repo(str(settings.workspace)) as repo:
+        repo.scm_context.quiet = True  # no "git add data.dvc" hints: keel commits what it owns
         repo.add(str(settings.data.dir))
         repo.push(targets=[str(settings.dvc_file)], remote=settings.dvc.remote)
     version = read_data_version(settings.dvc_file)

@@ -26,10 +26,13 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
     data version's data.dvc."""
     from mlflow.entities import Param
 
-    from keel import tracking
+    from keel import servability, tracking
     from keel.lineage import environment_lock
     from keel.workspace import data_commit, git_commit
 
+    # a blessed version is loaded in a fresh process before any alias moves: the server
+    # that forks that process imports MLflow now, while the model trains
+    servability.warm()
     env_hash, packages = environment_lock()
     tracking.reap_once(settings)  # deployment runs open the store here, not through the CLI
     client = tracking.client(settings)
