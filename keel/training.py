@@ -223,6 +223,15 @@ def build_trainer(
     validate: bool = True,
     **overrides: Any,
 ) -> pl.Trainer:
+    from keel import console
+
+    callbacks = list(callbacks or [])
+    bar = sys.stderr.isatty()
+    con = console.current()
+    if con is not None:  # under the keel command: a bar on its terminal, else one line per epoch
+        shown = console.epoch_callback(con)
+        callbacks.append(shown)
+        bar = isinstance(shown, pl.callbacks.ProgressBar)
     kwargs: dict[str, Any] = dict(
         max_epochs=cfg.max_epochs,
         limit_train_batches=cfg.limit_train_batches,
@@ -232,10 +241,10 @@ def build_trainer(
         precision=cfg.precision,
         deterministic=True,
         logger=logger,
-        callbacks=callbacks or [],
+        callbacks=callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=sys.stderr.isatty(),
+        enable_progress_bar=bar,
         num_sanity_val_steps=0,
         log_every_n_steps=50,  # the module itself logs at epoch level only
     )

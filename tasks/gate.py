@@ -150,7 +150,8 @@ def record_gate(
         _relies_on(settings, explanation, baseline),
     )
     client.log_text(registered.run_id, card, "gate/diff_card.md")
-    client.log_dict(registered.run_id, gate.to_json(), "gate/gate.json")
+    record = {**gate.to_json(), "baseline_metrics": None if baseline is None else baseline.metrics}
+    client.log_dict(registered.run_id, record, "gate/gate.json")
     # the tags last: a version tagged gate.status has its card (tasks/review.py reads it)
     for key, value in {
         "gate.status": gate.status,

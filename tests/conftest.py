@@ -33,9 +33,30 @@ def pytest_configure(config):
         }
     )
     for key in [
-        k for k in os.environ if k.startswith("KEEL_") or k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+        k
+        for k in os.environ
+        if k.startswith("KEEL_") or k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL")
     ]:
         del os.environ[key]  # the developer's own settings must not leak into tests
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        _start_session_prefect_server(home)
+
+
+_SESSION_SERVER: list = []
+
+
+def _start_session_prefect_server(home: str) -> None:
+    """One real Prefect API server on loopback for the whole session (keel's managed server
+    process: it dies with pytest), exported as PREFECT_API_URL before the xdist workers
+    start. Every flow, in a worker or in a `keel` subprocess, talks to it instead of
+    starting a temporary server of its own (~6 s of CPU each). Tests of keel's own
+    temporary server (test_crash_hygiene) and of `keel up` take PREFECT_API_URL out."""
+    from keel import prefect_server
+
+    server = prefect_server.start(Path(home) / "logs")
+    server.wait_ready(120)
+    _SESSION_SERVER.append(server)
+    os.environ["PREFECT_API_URL"] = server.api_url
 
 
 # Seconds each test file took in a recorded run (`pytest --record-durations tests/durations.json`).
@@ -71,6 +92,8 @@ def pytest_unconfigure(config):
         rounded = {f: round(t, 1) for f, t in sorted(_FILE_SECONDS.items())}
         Path(path).write_text(json.dumps(rounded, indent=1) + "\n")
 
+    for server in _SESSION_SERVER:
+        server.stop()
     for d in _SESSION_DIRS:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -16,8 +16,11 @@ from keel import tracking
 
 
 def _cli(settings, *args, env=None, **kw):
+    """keel as a user runs it with no Prefect server configured: it starts its own (the
+    session's shared server, conftest, is taken out)."""
     cmd = [sys.executable, "-m", "keel.cli", "-w", str(settings.workspace), "-p", "test", *args]
-    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, **kw)
+    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    return subprocess.Popen(cmd, env={**base, **(env or {})}, **kw)
 
 
 def _running_runs(settings):

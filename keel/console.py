@@ -1,0 +1,215 @@
+"""What the ``keel`` command shows a person, apart from what the engines it drives log.
+
+A lifecycle command (ingest, train, retrain, ...) prints one short line per step as it
+goes and a summary at the end. Everything the engines write (Prefect, MLflow, Great
+Expectations, DVC and Lightning: their logs, warnings, progress bars and prints, and what
+their subprocesses write) goes to a log file in the workspace,
+``<up.state_dir>/logs/<command>-<UTC time>.log``, which the command names. ``-v`` copies
+that stream to the console as well. Without ``-v``, lines at WARNING, ERROR or CRITICAL
+level and tracebacks still reach the console.
+
+How: the process's stdout and stderr file descriptors are pointed at a pipe, and one
+thread copies the pipe into the log file (and, for ``-v`` or a warning, to the console).
+keel's own lines go to the terminal through descriptors saved before the switch.
+``--json``: the one JSON object is the only thing on stdout; step lines go to stderr.
+
+Step lines come from Prefect's own task-run records ("Finished in state Completed()"),
+read by a logging handler, so a flow's tasks are listed without any flow knowing. Epoch
+lines come from a Lightning callback (``epoch_callback``) that keel.training adds when a
+console is capturing. Importing this module imports neither Prefect nor Lightning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+# a line the console shows even without -v: a log record at WARNING level or above (in the
+# formats of Python's logging, Prefect, MLflow, DVC and Lightning) or a traceback
+_LOUD = re.compile(r"\b(WARNING|ERROR|CRITICAL|FATAL)\b|^Traceback \(most recent call last\)|^\w*Error: ")
+
+
+@dataclass
+class Console:
+    """The terminal's streams (saved before capture) and what this command shows on them."""
+
+    out: TextIO
+    err: TextIO
+    log_path: Path | None = None
+    verbose: bool = False
+    json_mode: bool = False
+    tty: bool = False
+    _last: float = field(default_factory=time.monotonic)
+    _restore: list[Any] = field(default_factory=list)
+
+    @property
+    def lines(self) -> TextIO:
+        """Where progress and step lines go: stdout, or stderr under --json."""
+        return self.err if self.json_mode else self.out
+
+    def line(self, text: str) -> None:
+        self.lines.write(text + "\n")
+        self.lines.flush()
+
+    def step(self, name: str, ok: bool = True, detail: str = "") -> None:
+        now = time.monotonic()
+        mark = "ok" if ok else "FAILED"
+        extra = f"  {detail}" if detail else ""
+        self.line(f"  {mark:<6} {name} ({now - self._last:.1f} s){extra}")
+        self._last = now
+
+    def restart_clock(self) -> None:
+        """The next step's time counts from now (not from the command's imports)."""
+        self._last = time.monotonic()
+
+    def loud(self, text: str) -> None:
+        self.err.write(text if text.endswith("\n") else text + "\n")
+        self.err.flush()
+
+    def close(self) -> None:
+        for undo in reversed(self._restore):
+            with contextlib.suppress(Exception):
+                undo()
+        self._restore.clear()
+
+
+_CURRENT: Console | None = None
+
+
+def current() -> Console | None:
+    """The console of this keel command, or None (a library call, a test, a worker)."""
+    return _CURRENT
+
+
+def plain(json_mode: bool = False) -> Console:
+    """A console on the process's own streams, capturing nothing (commands without flows)."""
+    global _CURRENT
+    _CURRENT = Console(sys.stdout, sys.stderr, json_mode=json_mode, tty=sys.stdout.isatty())
+    return _CURRENT
+
+
+def capture(log_path: Path, *, verbose: bool = False, json_mode: bool = False) -> Console:
+    """Point this process's stdout/stderr (and so its children's) at ``log_path``; return
+    the console keel writes to. ``verbose``: the same stream on the console too."""
+    global _CURRENT
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    out = os.fdopen(saved_out, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    err = os.fdopen(saved_err, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    console = Console(out, err, log_path, verbose, json_mode, tty=err.isatty())
+    log = log_path.open("ab", buffering=0)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    pump = threading.Thread(target=_pump, args=(read_end, log, console), name="keel-console", daemon=True)
+    pump.start()
+
+    def restore() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)  # closes this process's write ends of the pipe
+        os.dup2(saved_err, 2)
+        pump.join(timeout=2)  # a child still holding the pipe must not hold the exit up
+        log.close()
+
+    console._restore.append(restore)
+    _CURRENT = console
+    return console
+
+
+def _pump(fd: int, log: Any, console: Console) -> None:
+    """Copy the captured stream into the log file; to the console every line with -v,
+    otherwise only the loud ones (warnings, errors, tracebacks)."""
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        log.write(chunk)
+        pending += chunk
+        *whole, pending = pending.split(b"\n")
+        for raw in whole:
+            text = raw.decode("utf-8", "replace")
+            if console.verbose or _LOUD.search(text):
+                with contextlib.suppress(Exception):
+                    console.err.write(text + "\n")
+                    console.err.flush()
+    os.close(fd)
+
+
+def log_file(state_dir: Path, command: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return state_dir / "logs" / f"{command}-{stamp}-{os.getpid()}.log"
+
+
+class _StepHandler(logging.Handler):
+    """Prefect's task-run records -> one console line per finished task."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith("Finished in state"):
+            return
+        name = getattr(record, "task_name", None) or getattr(record, "task_run_name", "?")
+        ok = "Completed" in message or "Cached" in message
+        self.console.step(str(name), ok, "" if ok else message.removeprefix("Finished in state ")[:200])
+
+
+def follow_prefect(console: Console) -> None:
+    """List each Prefect task run as it finishes (call after Prefect has configured logging)."""
+    task_runs = logging.getLogger("prefect.task_runs")
+    if task_runs.getEffectiveLevel() > logging.INFO:
+        task_runs.setLevel(logging.INFO)  # the records this reads; where they go is unchanged
+    if not any(isinstance(h, _StepHandler) for h in task_runs.handlers):
+        task_runs.addHandler(_StepHandler(console))
+
+
+def epoch_callback(console: Console) -> Any:
+    """A Lightning callback: on a terminal, Lightning's rich progress bar drawn on the
+    console; off one, one line per epoch with its losses."""
+    import lightning.pytorch as pl
+
+    if console.tty and not console.json_mode:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        return RichProgressBar(console_kwargs={"file": console.err, "force_terminal": True})
+
+    class EpochLines(pl.Callback):
+        """An epoch's line once its metrics are all logged: the module logs train/loss in
+        its own on_train_epoch_end, after the callbacks' one; so when the next epoch
+        starts, or training ends."""
+
+        def _line(self, trainer: pl.Trainer, epoch: int) -> None:
+            shown = {
+                k: float(v)
+                for k, v in trainer.callback_metrics.items()
+                if k.startswith(("train/", "val/")) and v.numel() == 1
+            }
+            metrics = "  ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items())[:4])
+            console.line(f"         epoch {epoch}/{trainer.max_epochs}  {metrics}")
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            if trainer.current_epoch > 0:
+                self._line(trainer, trainer.current_epoch)
+
+        def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            self._line(trainer, trainer.current_epoch)
+
+    return EpochLines()
