@@ -117,7 +117,7 @@ def init_workspace(directory: Path, workload_toml: str = "") -> Path:
     if not (ws / ".git").exists():
         _run(["git", "init", "-q"], ws)
     if not (ws / ".dvc").exists():
-        Repo.init(str(ws)).close()
+        _quiet_dvc_init(ws)
     if not (ws / WORKSPACE_FILE).exists():
         (ws / WORKSPACE_FILE).write_text(WORKSPACE_TEMPLATE.format(workload=workload_toml, suite=SUITE_FILE))
         _write_default_suite(ws)
@@ -131,6 +131,22 @@ def init_workspace(directory: Path, workload_toml: str = "") -> Path:
     _append_missing(ws / ".gitignore", GITIGNORE_LINES)
     _first_commit(ws)
     return ws
+
+
+def _quiet_dvc_init(ws: Path) -> None:
+    """``dvc init`` without its "You can now commit the changes to git" (keel makes the
+    workspace's first commit itself); its warnings still show."""
+    import logging
+
+    from dvc.repo import Repo
+
+    dvc_log = logging.getLogger("dvc")
+    level = dvc_log.level
+    dvc_log.setLevel(logging.WARNING)
+    try:
+        Repo.init(str(ws)).close()
+    finally:
+        dvc_log.setLevel(level)
 
 
 def _write_default_suite(ws: Path) -> None:
