@@ -1,4 +1,4 @@
-"""keel tune on the synthetic workload: a 3-trial Optuna study whose trials run as Prefect
+"""keel tune on the synthetic workload: a 4-trial Optuna study whose trials run as Prefect
 task runs in a process pool, child MLflow runs under the study's run, the study's plots,
 the best config trained through the gate with its lineage; the study resumed on a Dask
 cluster (a real scheduler, its workers threads of this process: no per-worker imports);
@@ -18,7 +18,7 @@ def tunable(synthetic):
 
     ingest_flow(synthetic, ["b01", "b02"])
     # three short epochs: the median pruner may stop a trial after the first
-    return synthetic.with_overrides({"train.max_epochs": 3, "tune.warmup_epochs": 1, "tune.trials": 3})
+    return synthetic.with_overrides({"train.max_epochs": 3, "tune.warmup_epochs": 1, "tune.trials": 4})
 
 
 def _study(s, name):
@@ -38,15 +38,15 @@ def test_a_study_fans_out_registers_its_best_config_and_resumes(tunable):
     s = tunable
     out = tune_flow.with_options(task_runner=task_runner(s))(s)
     study = _study(s, out.study)
-    assert out.study == "synthetic-tune" and len(study.trials) == 3
+    assert out.study == "synthetic-tune" and len(study.trials) == 4
     assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
     assert (s.workspace / "mlflow" / "optuna.db").is_file()  # beside the embedded MLflow store
-    assert len({r.run_id for r in out.trials}) == 3
+    assert len({r.run_id for r in out.trials}) == 4
 
     c = client(s)
     exp = c.get_experiment_by_name(s.mlflow.experiment)
     children = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{out.run_id}'")
-    assert len(children) == 3 and all("train.lr" in r.data.params for r in children)
+    assert len(children) == 4 and all("train.lr" in r.data.params for r in children)
     complete = [r for r in children if r.data.tags["tune.state"] == "complete"]
     assert complete and all(
         "val/loss" in c.get_metric_history(r.info.run_id, "val/loss")[0].key for r in complete
@@ -71,11 +71,11 @@ def test_a_study_fans_out_registers_its_best_config_and_resumes(tunable):
 
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         more = s.with_overrides(
-            {"tune.trials": 2, "tune.runner": "dask", "tune.dask_address": cluster.scheduler_address}
+            {"tune.trials": 1, "tune.runner": "dask", "tune.dask_address": cluster.scheduler_address}
         )
         again = tune_flow.with_options(task_runner=task_runner(more))(more, resume=True, train_best=False)
-    assert len(_study(s, again.study).trials) == 5 and sorted(again.summary["this_session"]) == [3, 4]
-    assert again.registered is None and again.summary["trials"]["complete"] >= 1
+    assert len(_study(s, again.study).trials) == 5 and again.summary["this_session"] == [4]
+    assert again.registered is None and again.summary["trials"].get("complete", 0) >= 1
 
 
 def test_the_same_study_twice_draws_the_same_configs(tunable):
