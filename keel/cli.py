@@ -76,7 +76,7 @@ def _global(
     profile: ProfileOpt = None,
     verbose: VerboseOpt = False,
 ):
-    ctx.obj = {"workspace": workspace, "profile": profile, "verbose": verbose, "json": False}
+    ctx.obj = {"workspace": workspace, "profile": profile, "verbose": verbose}
 
 
 # Commands that run Prefect flows: with no Prefect server set or up, each starts its own
@@ -91,14 +91,18 @@ FLOW_COMMANDS = frozenset(
 TRACKING_COMMANDS = (FLOW_COMMANDS - {"ingest"}) | {"lineage", "promote", "rollback", "history", "status"}
 
 
-# the command running under --json (its failures print the error object too)
+# The command running under --json, for this process (one command per process): what it
+# prints, and the error object its failures print too (_fail has no context to ask).
 _JSON_COMMAND: list[str] = []
 
 
 def _json_mode(ctx: typer.Context, on: bool) -> None:
-    ctx.obj["json"] = on
     if on:
         _JSON_COMMAND[:] = [str(ctx.info_name)]
+
+
+def _json_on() -> bool:
+    return bool(_JSON_COMMAND)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -149,7 +153,7 @@ def _capture(ctx: typer.Context, settings) -> None:
     from keel import console
 
     log = console.log_file(settings.up.state_dir, str(ctx.info_name))
-    con = console.capture(log, verbose=ctx.obj["verbose"], json_mode=ctx.obj["json"])
+    con = console.capture(log, verbose=ctx.obj["verbose"], json_mode=_json_on())
     # atexit runs last-registered first: registered before Prefect and this command's
     # Prefect server, the capture ends after their exit hooks have written their last lines
     atexit.register(con.close)
@@ -312,7 +316,7 @@ def ingest(
     before = read_data_version(settings.dvc_file)
     version = _run_flow(ctx, lambda: ingest_flow(settings, months, files))
     added = [*months, *files]
-    if ctx.obj["json"]:
+    if _json_on():
         return _json_out(
             {
                 "command": "ingest",
@@ -372,7 +376,7 @@ def _report_training(ctx: typer.Context, settings, registered, before, flow_run,
     s = summary.train(settings, registered, before, flow_run, con.log_path if con else None)
     if registered.variant:
         s["compressed"] = {"version": registered.variant, "decision": registered.variant_decision}
-    if ctx.obj["json"]:  # retrain and monitor: their own object, the training under "train"
+    if _json_on():  # retrain and monitor: their own object, the training under "train"
         _json_out({**s, "ok": True} if extra is None else {**extra, "train": s})
     else:
         for line in summary.train_text(settings, s):
@@ -559,7 +563,7 @@ def _report_retraining(ctx: typer.Context, settings, out, before, flow_run, head
     summary; exit 1 for a rejected batch or a model the gate rejected."""
     if out.status == "rejected":
         _fail(f"batch rejected, nothing ingested or trained: {out.detail}")
-    if out.guardrail and not ctx.obj["json"]:
+    if out.guardrail and not _json_on():
         _echo(f"guardrail: {out.guardrail} ({out.guardrail_detail})")
     if out.model_version and out.run_id:
         from tasks.register import RegisteredVersion
@@ -571,11 +575,11 @@ def _report_retraining(ctx: typer.Context, settings, out, before, flow_run, head
             f"models:/{settings.mlflow.model_name}/{out.model_version}",
             decision=out.decision,
         )
-        if not ctx.obj["json"]:
+        if not _json_on():
             _echo(f"{out.status}: {', '.join(out.batches) or '-'} -> data version {out.data_version}")
         extra = {**head, "ok": True, "retrain": _retrain_json(out)}
         return _report_training(ctx, settings, registered, before, flow_run, extra)
-    if ctx.obj["json"]:
+    if _json_on():
         return _json_out({**head, "ok": True, "retrain": _retrain_json(out), "train": None})
     _echo(f"{out.status}: {', '.join(out.batches) or '-'}" + (f" ({out.detail})" if out.detail else ""))
 

@@ -89,13 +89,6 @@ def current() -> Console | None:
     return _CURRENT
 
 
-def plain(json_mode: bool = False) -> Console:
-    """A console on the process's own streams, capturing nothing (commands without flows)."""
-    global _CURRENT
-    _CURRENT = Console(sys.stdout, sys.stderr, json_mode=json_mode, tty=sys.stdout.isatty())
-    return _CURRENT
-
-
 def capture(log_path: Path, *, verbose: bool = False, json_mode: bool = False) -> Console:
     """Point this process's stdout/stderr (and so its children's) at ``log_path``; return
     the console keel writes to. ``verbose``: the same stream on the console too."""

@@ -202,16 +202,14 @@ def global_importance(
             for token, score in row:
                 if not (token.startswith("[") and token.endswith("]")):
                     seen.setdefault(token, []).append(score)
-        table = pd.DataFrame(
-            [
-                {"feature": t, "importance": float(np.mean(s)), "spread": float(np.std(s)), "count": len(s)}
-                for t, s in seen.items()
-                if len(s) >= 2
-            ],
-            columns=["feature", "importance", "spread", "count"],
-        )
-        order = table["importance"].abs().sort_values(ascending=False, kind="stable").index
-        return table.loc[order].head(top).reset_index(drop=True)
+        kept = {t: s for t, s in seen.items() if len(s) >= 2}
+        return _ranked(
+            list(kept),
+            [float(np.mean(s)) for s in kept.values()],
+            [float(np.std(s)) for s in kept.values()],
+            by_magnitude=True,
+            count=[len(s) for s in kept.values()],
+        ).head(top)
     raise ValueError("this model predicts one tag per token: no explanation")
 
 
@@ -246,10 +244,15 @@ def _permutation(
     return _ranked(list(frame.columns), result.importances_mean, result.importances_std)
 
 
-def _ranked(features: list[str], importance: Any, spread: Any) -> pd.DataFrame:
-    """``feature, importance, spread``, most important first (ties keep column order)."""
-    table = pd.DataFrame({"feature": features, "importance": importance, "spread": spread})
-    return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+def _ranked(
+    features: list[str], importance: Any, spread: Any, *, by_magnitude: bool = False, **extra: Any
+) -> pd.DataFrame:
+    """``feature, importance, spread`` (+ ``extra`` columns), most important first: by value,
+    or by |value| (``by_magnitude``: attributions of either sign); ties keep input order."""
+    table = pd.DataFrame({"feature": features, "importance": importance, "spread": spread, **extra})
+    key = table["importance"].abs() if by_magnitude else table["importance"]
+    order = key.sort_values(ascending=False, kind="stable").index
+    return table.loc[order].reset_index(drop=True)
 
 
 class _Fitted:
