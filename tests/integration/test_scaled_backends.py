@@ -1,5 +1,6 @@
 """The pipeline on the scaled backends, switched by settings (environment) only: MLflow
-server on PostgreSQL with S3 artifacts, Prefect server on PostgreSQL, DVC remote on S3."""
+server on PostgreSQL with S3 artifacts, Prefect server on PostgreSQL, DVC remote on S3.
+A platform test: it runs the small synthetic workload, not the demo's."""
 
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.scaled]
 
 AWS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+SYNTHETIC = '[workload]\nname = "synthetic"\n'
 
 
 def _keel(ws, env, *args, timeout=900):
@@ -29,10 +31,10 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
     from keel.settings import load_settings
     from keel.workspace import init_workspace, read_data_version
 
-    ws = init_workspace(tmp_path / "ws")
+    ws = init_workspace(tmp_path / "ws", SYNTHETIC)
     env = scaled.keel_env()
     t0 = time.monotonic()
-    ingest = _keel(ws, env, "ingest", "--month", "2013-01")
+    ingest = _keel(ws, env, "ingest", "--batch", "b01")
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     train = _keel(ws, env, "train")
     assert train.returncode == 0, train.stderr[-3000:]
@@ -47,7 +49,7 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
     )
     assert {("keel-ingest", "COMPLETED"), ("keel-train", "COMPLETED")} <= set(runs)
     # MLflow's registry is in its PostgreSQL database, the artifacts in S3
-    assert scaled.pg.sql("SELECT name, version FROM model_versions", "mlflow") == [("flight-delay", 1)]
+    assert scaled.pg.sql("SELECT name, version FROM model_versions", "mlflow") == [("synthetic", 1)]
     assert scaled.pg.sql("SELECT alias, version FROM registered_model_aliases ORDER BY alias", "mlflow") == [
         ("challenger", 1),
         ("champion", 1),
@@ -64,11 +66,11 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
     rows = tmp_path / "rows.parquet"
     import pandas as pd
 
-    pd.read_parquet(ws / "data" / "2013-01.parquet").head(25).to_parquet(rows)
+    pd.read_parquet(ws / "data" / "b01.parquet").head(25).to_parquet(rows)
     script = (
         "import mlflow, pandas as pd;"
         f"mlflow.set_tracking_uri({scaled.mlflow_url!r});"
-        "m = mlflow.pyfunc.load_model('models:/flight-delay@champion');"
+        "m = mlflow.pyfunc.load_model('models:/synthetic@champion');"
         f"out = m.predict(pd.read_parquet({str(rows)!r}));"
         "print('rows', len(out), out['probability'].between(0, 1).all())"
     )
@@ -107,7 +109,7 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
 def test_a_missing_or_unreachable_backend_is_named_before_any_work(scaled, tmp_path, port_factory):
     from keel.workspace import init_workspace
 
-    ws = init_workspace(tmp_path / "ws")
+    ws = init_workspace(tmp_path / "ws", SYNTHETIC)
     good = scaled.keel_env()
     cases = [
         (
@@ -138,7 +140,7 @@ def test_a_missing_or_unreachable_backend_is_named_before_any_work(scaled, tmp_p
     ]
     before = scaled.s3.list_objects_v2(Bucket="keel-dvc").get("KeyCount")
     for env, setting, problem in cases:
-        proc = _keel(ws, env, "ingest", "--month", "2013-01", timeout=120)
+        proc = _keel(ws, env, "ingest", "--batch", "b01", timeout=120)
         assert proc.returncode == 2, (setting, proc.stderr[-2000:])
         assert setting in proc.stderr and problem in proc.stderr, proc.stderr
         assert scaled.aws_secret not in proc.stderr + proc.stdout
@@ -156,7 +158,7 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
     from keel.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT
     from keel.workspace import init_workspace
 
-    ws = init_workspace(tmp_path / "ws")
+    ws = init_workspace(tmp_path / "ws", SYNTHETIC)
     env = {
         **{k: v for k, v in os.environ.items() if k not in AWS},
         **scaled.keel_env(),
@@ -202,7 +204,7 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
                 RETRAIN_DEPLOYMENT,
                 timeout=0,
                 as_subflow=False,
-                parameters={"workspace": str(ws), "profile": "test", "months": ["2013-02"]},
+                parameters={"workspace": str(ws), "profile": "test", "months": ["b02"]},
             )
             deadline = time.monotonic() + 420
             while time.monotonic() < deadline:
@@ -216,7 +218,7 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
         worker.wait(timeout=30)
     from keel.workspace import read_data_version
 
-    assert (ws / "data" / "2013-02.parquet").exists()
+    assert (ws / "data" / "b02.parquet").exists()
     md5 = read_data_version(ws / "data.dvc").md5  # the worker's run registered this data version
     assert (md5,) in scaled.pg.sql(
         "SELECT value FROM model_version_tags WHERE key = 'data_version'", "mlflow"

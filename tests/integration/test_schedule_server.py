@@ -1,6 +1,6 @@
-"""Scheduling on a real `prefect server start` on a free loopback port, through keel up:
-the deployments and their schedules, a retraining run executed by the runner, drift ->
-exactly one retraining, and keel up / keel down leaving no process behind."""
+"""Scheduling on a real `prefect server start` on a free loopback port, through `keel up`
+(one for the module): the deployments and their schedules, a retraining run executed by
+the runner, drift -> exactly one retraining, and `keel down` leaving no process behind."""
 
 import json
 import os
@@ -18,9 +18,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
+def _cli(ws, *args, timeout=120):
+    env = {**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    cmd = [sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, port_factory):
-    """A workspace on the synthetic workload with a champion (v1 on b01), and keel up running for it."""
+    """A workspace on the synthetic workload with a champion (v1 on b01), and `keel up`
+    running for it (one server set for the module; the last test takes it down)."""
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel import services
@@ -31,10 +38,33 @@ def served(tmp_path_factory, port_factory):
     s = load_settings(ws, profile="test", environ={})
     ingest_flow(s, ["b01"])
     assert train_flow(s).version == "1"
-    s = s.with_overrides({"up.prefect_port": port_factory(), "up.mlflow_port": port_factory()})
-    state = services.up(s, environ={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "2"})
-    yield s, state
-    services.down(s)
+    with socket.socket() as busy:  # a taken port: refused before anything starts
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        refused = _cli(ws, "up", "--prefect-port", str(busy.getsockname()[1]))
+    assert refused.returncode == 1 and "up.prefect_port: 127.0.0.1:" in refused.stderr
+    assert not (ws / ".keel" / "up.json").exists()
+
+    ports = port_factory(), port_factory()
+    proc = _cli(ws, "up", "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1]), timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = s.with_overrides({"up.prefect_port": ports[0], "up.mlflow_port": ports[1]})
+    state = services.read_state(s)
+    assert state is not None
+    yield s, state, ports, proc.stdout
+    services.down(s)  # a no-op when the last test's `keel down` ran
+
+
+def test_keel_up_serves_both_uis_and_records_its_processes(served):
+    s, state, ports, stdout = served
+    assert f"Prefect UI:  http://127.0.0.1:{ports[0]}" in stdout
+    assert f"MLflow UI:   http://127.0.0.1:{ports[1]}" in stdout
+    assert [x.name for x in state.services] == ["prefect-server", "mlflow-server", "runner"]
+    for url in (f"http://127.0.0.1:{ports[0]}/api/health", f"http://127.0.0.1:{ports[1]}/health"):
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200
+    again = _cli(s.workspace, "up")
+    assert again.returncode == 1 and "already up" in again.stderr
 
 
 @pytest.fixture
@@ -67,7 +97,7 @@ def test_the_deployments_exist_with_their_schedules(served, api):
 
     from keel.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT
 
-    s, _ = served
+    s = served[0]
     for name, cron in (
         (RETRAIN_DEPLOYMENT, s.prefect.retrain_cron),
         (MONITOR_DEPLOYMENT, s.prefect.monitor_cron),
@@ -101,7 +131,7 @@ def test_a_triggered_retraining_runs_to_completion_through_the_runner(served, ap
 
     from keel.services import RETRAIN_DEPLOYMENT
 
-    s, state = served
+    s, state = served[0], served[1]
     with temporary_settings({PREFECT_API_URL: state.prefect_api}):
         run = run_deployment(
             RETRAIN_DEPLOYMENT,
@@ -141,7 +171,7 @@ def test_a_shifted_batch_triggers_exactly_one_retraining_an_unshifted_one_none(s
     from flows.monitor import monitor_flow
     from tasks.trigger import TRIGGER_TAG, model_tag
 
-    s, state = served
+    s, state = served[0], served[1]
     s = s.with_overrides({"drift.share_threshold": 0.3})  # 2 of 6 features shifted below
     before = _versions(s)
     frame = pd.read_parquet(s.data.dir / "b01.parquet")
@@ -174,54 +204,19 @@ def _tree(pids):
     return procs
 
 
-def test_keel_up_then_down_leaves_no_process_behind(tmp_path, port_factory):
+def test_keel_down_leaves_no_process_behind(served):
+    """Runs last in this module: it stops what the fixture's `keel up` started."""
     import psutil
 
-    from keel.workspace import init_workspace
-
-    ws = init_workspace(tmp_path / "ws")
-    cli = [sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test"]
-    env = {**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    with socket.socket() as busy:  # a taken port: refused before anything starts
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        proc = subprocess.run(
-            [*cli, "up", "--prefect-port", str(busy.getsockname()[1])],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert proc.returncode == 1 and "up.prefect_port: 127.0.0.1:" in proc.stderr
-    assert not (ws / ".keel" / "up.json").exists()
-
-    ports = port_factory(), port_factory()
-    proc = subprocess.run(
-        [*cli, "up", "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1])],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"Prefect UI:  http://127.0.0.1:{ports[0]}" in proc.stdout
-    assert f"MLflow UI:   http://127.0.0.1:{ports[1]}" in proc.stdout
-    state = json.loads((ws / ".keel" / "up.json").read_text())
-    assert [x["name"] for x in state["services"]] == ["prefect-server", "mlflow-server", "runner"]
-    tree = _tree([x["pid"] for x in state["services"]])
-    for url in (f"http://127.0.0.1:{ports[0]}/api/health", f"http://127.0.0.1:{ports[1]}/health"):
-        with urllib.request.urlopen(url, timeout=10) as r:
-            assert r.status == 200
-    again = subprocess.run([*cli, "up"], env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1 and "already up" in again.stderr
-
-    proc = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=120)
+    s, state, ports, _ = served
+    tree = _tree([x.pid for x in state.services])
+    proc = _cli(s.workspace, "down")
     assert proc.returncode == 0 and proc.stdout.count("stopped ") == 3
     _gone, alive = psutil.wait_procs(tree, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     for port in ports:
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0
-    assert not (ws / ".keel" / "up.json").exists()
-    proc = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=120)
+    assert not (s.workspace / ".keel" / "up.json").exists()
+    proc = _cli(s.workspace, "down")
     assert proc.returncode == 0 and "nothing to stop" in proc.stdout
