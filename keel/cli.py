@@ -482,9 +482,11 @@ def drift(
         typer.Option("--batch", "--month", "-b", "-m", help=BATCH_HELP),
     ] = None,
     file: FilesOpt = None,
+    json_out: JsonOpt = False,
 ):
     """Compare a new batch with the champion's training data (KS / chi-square + effect
     size per feature, and the drifted share). Scores go to MLflow and Prefect every time."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     if not month and not file:
         _fail("say which batch: --batch NAME or --file PATH", 2)
@@ -492,6 +494,8 @@ def drift(
     from flows.drift import drift_flow
 
     report = _run_flow(ctx, lambda: drift_flow(settings, months or [], files))
+    if json_out:
+        return _json_out({"command": "drift", "ok": True, **_drift_json(report)})
     if report is None:
         _echo(f"no champion of '{settings.mlflow.model_name}' yet: nothing to compare with")
         return
@@ -504,6 +508,23 @@ def drift(
         f"drift share {report.share:.2f} (threshold {report.threshold:.2f}): "
         f"{'DRIFTED' if report.drifted else 'no drift'}"
     )
+
+
+def _drift_json(report) -> dict:
+    """drift --json: null fields when there is no champion to compare with."""
+    if report is None:
+        return {"compared": False, "drifted": None, "share": None, "threshold": None, "features": []}
+    import dataclasses
+
+    return {
+        "compared": True,
+        "drifted": report.drifted,
+        "share": report.share,
+        "threshold": report.threshold,
+        "reference_rows": report.reference_rows,
+        "current_rows": report.current_rows,
+        "features": [dataclasses.asdict(f) for f in sorted(report.features, key=lambda f: -f.effect)],
+    }
 
 
 @app.command()
@@ -623,10 +644,11 @@ def monitor(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None, 
 
 
 @app.command()
-def guard(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
+def guard(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None, json_out: JsonOpt = False):
     """Judge the champion on a labelled batch by [guardrail] (nothing is ingested). A broken
     rule under policy auto rolls back to the newest champion in the verified ledger that holds
     on the batch; under review, or when none holds, exit 1 for a reviewer."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     if not month and not file:
         _fail("say which labelled batch: --batch NAME or --file PATH", 2)
@@ -634,6 +656,8 @@ def guard(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None):
     from flows.guard import guard_flow
 
     out = _run_flow(ctx, lambda: guard_flow(settings, months or [], files))
+    if json_out:
+        return _json_out({"command": "guard", "ok": True, **out.to_json()})
     for score in out.scores:
         _echo(
             f"v{score.version}: "
@@ -793,16 +817,18 @@ def promote(
     reviewer: Annotated[str, typer.Option("--reviewer", help="Who approves: kept in the ledger.")],
     reason: ReasonOpt,
     force: Annotated[bool, typer.Option("--force", help="Promote a version the gate did not bless.")] = False,
+    json_out: JsonOpt = False,
 ):
     """Move `champion` to VERSION: it must be blessed by the gate (or --force) and pass a
     servability check in a fresh process. Recorded in the ledger."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     from keel.registry import promote as do_promote
 
     entry = _registry_call(
         lambda: do_promote(settings, version, reviewer=reviewer, reason=reason, force=force)
     )
-    _echo(entry.line())
+    _report_move(entry)
 
 
 @app.command()
@@ -827,16 +853,27 @@ def rollback(
         str | None, typer.Option("--to", help="Version to restore (default: the previous champion).")
     ] = None,
     actor: Annotated[str, typer.Option("--by", help="Who rolls back.")] = "",
+    json_out: JsonOpt = False,
 ):
     """Restore the previous champion (or --to VERSION) after a servability check."""
     import getpass
 
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     from keel.registry import rollback as do_rollback
 
     entry = _registry_call(
         lambda: do_rollback(settings, reason=reason, to=to, actor=actor or getpass.getuser())
     )
+    _report_move(entry)
+
+
+def _report_move(entry) -> None:
+    """promote / rollback: the ledger entry, as its line or (--json) as the object."""
+    if _json_on():
+        import dataclasses
+
+        return _json_out({"command": _JSON_COMMAND[0], "ok": True, "entry": dataclasses.asdict(entry)})
     _echo(entry.line())
 
 
@@ -950,21 +987,25 @@ def predict(
     ctx: typer.Context,
     input: Annotated[Path, typer.Option("--input", "-i", help=".parquet or .csv rows to score.")],
     output: Annotated[Path, typer.Option("--output", "-o", help=".parquet or .csv to write.")],
+    json_out: JsonOpt = False,
 ):
     """Score a file with the champion, in chunks (serve.chunk_rows). Bad rows keep their
     row number and an error; the others are scored."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     if not input.is_file():
         _fail(f"{input}: no such file", 2)
     from flows.predict import predict_flow
 
     result = _run_flow(ctx, lambda: predict_flow(settings, input.resolve(), output.resolve()))
+    for line in result["first_errors"]:
+        _echo(f"  {line}", err=True)
+    if json_out:
+        return _json_out({"command": "predict", "ok": True, **result})
     _echo(
         f"scored {result['rows']} rows with v{result['model_version']} -> {result['output']}"
         f" ({result['bad_rows']} bad rows)"
     )
-    for line in result["first_errors"]:
-        _echo(f"  {line}", err=True)
 
 
 @app.command()

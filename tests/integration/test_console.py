@@ -102,6 +102,12 @@ def test_steps_and_summaries_not_engine_logs_json_by_schema_and_a_rejection_said
     assert status["champion"]["version"] == "2" and status["challenger"]["version"] == "2"
     history = _one_json(_keel(ws, "history", "--json"), "history")
     assert [e["to_version"] for e in history["entries"]] == ["2"]
+    drift = _one_json(_keel(ws, "drift", "--batch", "b01", "--json"), "drift")
+    assert drift["compared"] and not drift["drifted"] and len(drift["features"]) == 6
+    assert drift["features"] == sorted(drift["features"], key=lambda f: -f["effect"])
+    guard = _one_json(_keel(ws, "guard", "--batch", "b01", "--json"), "guard")
+    assert guard["champion"] == guard["champion_after"] == "2" and guard["batches"] == ["b01"]
+    assert guard["status"] in ("held", "unjudged") and guard["rows"] > 0
     shipped = _one_json(_keel(ws, "workloads", "--json"), "workloads")
     assert "synthetic" in {w["name"] for w in shipped["workloads"]}
     bad = _keel(ws, "ingest", "--batch", "nope", "--json")

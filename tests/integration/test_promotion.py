@@ -1,10 +1,14 @@
 """Gate, policy, promote, rollback, out-of-band moves, the ledger and the lock, on a
 real MLflow sqlite registry (the HTTP server path is in test_promotion_http.py)."""
 
+import dataclasses
+import json
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from keel.registry import PromotionError, Registry, promote, rollback, status
@@ -137,7 +141,16 @@ def test_two_concurrent_promotions_do_not_interleave(ws):
     cmd = [sys.executable, "-m", "keel.cli", "-w", str(ws.workspace), "-p", "test", "promote"]
     procs = [
         subprocess.Popen(
-            [*cmd, v, "--reviewer", f"r{v}", "--reason", "race", "--force"],
+            [
+                *cmd,
+                v,
+                "--reviewer",
+                f"r{v}",
+                "--reason",
+                "race",
+                "--force",
+                *(["--json"] if v == "3" else []),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -152,6 +165,11 @@ def test_two_concurrent_promotions_do_not_interleave(ws):
     # serialised: the second move starts from where the first one ended
     assert moves[0].from_version == "1" and moves[1].from_version == moves[0].to_version
     assert _champion(ws) == moves[1].to_version
+    # the --json one printed its ledger entry, by promote.json's schema, and nothing else
+    schema = json.loads(resources.files("keel").joinpath("conf/schemas/promote.json").read_text())
+    printed = json.loads(outs[1][0])
+    jsonschema.validate(printed, schema)
+    assert printed["entry"] == dataclasses.asdict(next(e for e in moves if e.to_version == "3"))
     assert "keel-lock-" not in " ".join(m.name for m in Registry(ws).client.search_registered_models())
 
 

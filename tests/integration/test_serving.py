@@ -9,7 +9,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from importlib import resources
 
+import jsonschema
 import pandas as pd
 import pytest
 
@@ -187,6 +189,7 @@ def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
             str(src),
             "--output",
             str(out),
+            "--json",
         ],
         capture_output=True,
         text=True,
@@ -203,8 +206,15 @@ def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
     )
     unseen = {i for c, known in vocab.items() for i, v in enumerate(frame[c].astype(str)) if v not in known}
     expected = sorted({5, 250} | unseen)
-    assert f"scored {len(frame)} rows with v1" in proc.stdout
-    assert f"({len(expected)} bad rows)" in proc.stdout
+    summary = json.loads(proc.stdout)  # --json: one object on stdout, the row errors on stderr
+    jsonschema.validate(
+        summary, json.loads(resources.files("keel").joinpath("conf/schemas/predict.json").read_text())
+    )
+    assert (summary["rows"], summary["bad_rows"], summary["model_version"]) == (
+        len(frame),
+        len(expected),
+        "1",
+    )
     assert "row 5: field 'segment': unknown category 'ZZ'" in proc.stderr
     assert "row 250: field 'x1': not a number: 'far'" in proc.stderr
     scored = pd.read_parquet(out)
