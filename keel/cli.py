@@ -421,7 +421,13 @@ def tune(
     settings = _settings(ctx).with_overrides(overrides) if overrides else _settings(ctx)
 
     from flows.tune import tune_flow
-    from tasks.tune import task_runner
+    from keel import console
+    from tasks.tune import finished_trials, task_runner
+
+    if (con := console.current()) is not None:  # trials finish in other processes: count them in the study
+        before = finished_trials(settings)
+        total = settings.tune.trials
+        console.watch(con, "trials", total, "trials", lambda: finished_trials(settings) - before)
 
     out = _run_flow(
         ctx, lambda: tune_flow.with_options(task_runner=task_runner(settings))(settings, resume, not no_train)
@@ -548,7 +554,10 @@ def simulate(
     except InputError as exc:
         _fail(str(exc), 2)
     from flows.simulate import simulate_flow
+    from keel import console
 
+    if (con := console.current()) is not None:  # a line per month with the count and an ETA
+        con.expect("keel-simulate-month", len(months), "months")
     path = _run_flow(ctx, lambda: simulate_flow(settings, months))
     _echo(path.read_text() + f"\ntimeline: {path} and {path.with_suffix('.png')}")
 
@@ -949,11 +958,13 @@ def history(
 
 @app.command()
 def status(ctx: typer.Context, json_out: JsonOpt = False):
-    """champion, challenger and previous: metrics, data version and who promoted them; and
-    runs of this workspace whose process died without closing them (marked KILLED)."""
+    """One screen: champion, challenger and previous (metrics, data version, who promoted
+    them), reviews waiting, the last runs, the newest drift check, the schedules with their
+    next run, which servers are up, and runs whose process died without closing them."""
     _json_mode(ctx, json_out)
     settings = _settings(ctx)
     from keel import tracking
+    from keel.overview import overview
     from keel.registry import status as read_status
 
     killed = tracking.killed_runs(settings)  # also before any model is registered
@@ -961,8 +972,9 @@ def status(ctx: typer.Context, json_out: JsonOpt = False):
         for run in killed:
             _echo(f"KILLED run {run['run_name']} ({run['run_id']}): {run['reason']}")
     state = _registry_call(lambda: read_status(settings))
+    more = overview(settings)
     if json_out:
-        return _json_out({"command": "status", "ok": True, **state, "killed_runs": killed})
+        return _json_out({"command": "status", "ok": True, **state, **more, "killed_runs": killed})
     _echo(f"model: {state['model']}")
     if state["out_of_band"]:
         _echo(f"WARNING: out-of-band move: {state['out_of_band']} (keel history records it)")
@@ -980,6 +992,49 @@ def status(ctx: typer.Context, json_out: JsonOpt = False):
             f"{alias:<10} v{info['version']}  gate={info['gate']}  data={info['data_version']}\n"
             f"{'':<10} {metrics}\n{'':<10} promoted by: {info['promoted_by'] or '-'}"
         )
+    for line in _overview_lines(more):
+        _echo(line)
+
+
+def _overview_lines(more: dict) -> list[str]:
+    """status's lower half: one line per item, short enough for one screen."""
+    reviews = more["pending_reviews"]
+    lines = [
+        "reviews    "
+        + (
+            "; ".join(
+                f"v{r['version']} ({', '.join(f'{k}={v}' for k, v in list(r['metrics'].items())[:2])})"
+                for r in reviews
+            )
+            + "  -> keel promote N --reviewer ... --reason ..."
+            if reviews
+            else "none waiting"
+        )
+    ]
+    for i, run in enumerate(more["last_runs"]):
+        lines.append(
+            f"{'last runs' if i == 0 else '':<10} {run['started']}  {run['status']:<9} {run['name']}"
+        )
+    drift = more["drift"]
+    lines.append(
+        "drift      never checked (keel drift --batch NAME)"
+        if drift is None
+        else f"drift      {'DRIFTED' if drift['drifted'] else 'no drift'} on {drift['batch']} vs "
+        f"v{drift['champion']} (share {drift['share']:.2f}, {drift['at']})"
+    )
+    for sched in more["schedules"]:
+        when = sched["next_run"] or "not scheduled (keel up runs the schedules)"
+        lines.append(f"schedule   {sched['deployment']} '{sched['cron']}': next {when}")
+    servers = more["servers"]
+    lines.append(
+        "servers    "
+        + (
+            ", ".join(f"{x['name']} {'up' if x['up'] else 'DOWN'} {x['url']}" for x in servers)
+            if servers
+            else "none (keel up starts Prefect, MLflow and the scheduler)"
+        )
+    )
+    return lines
 
 
 @app.command()

@@ -49,6 +49,7 @@ class Console:
     tty: bool = False
     _last: float = field(default_factory=time.monotonic)
     _restore: list[Any] = field(default_factory=list)
+    _expected: dict[str, Progress] = field(default_factory=dict)
 
     @property
     def lines(self) -> TextIO:
@@ -66,6 +67,16 @@ class Console:
         self.line(f"  {mark:<6} {name} ({now - self._last:.1f} s){extra}")
         self._last = now
 
+    def expect(self, name: str, total: int, unit: str) -> Progress:
+        """Count the runs of flow or task ``name`` as they finish, out of ``total``."""
+        self._expected[name] = Progress(total, unit)
+        return self._expected[name]
+
+    def counted(self, name: str) -> str:
+        """`3/12 months, ETA 2m 10s` when ``name`` is expected (one more is done), else ""."""
+        progress = self._expected.get(name)
+        return progress.advance() if progress is not None else ""
+
     def restart_clock(self) -> None:
         """The next step's time counts from now (not from the command's imports)."""
         self._last = time.monotonic()
@@ -79,6 +90,30 @@ class Console:
             with contextlib.suppress(Exception):
                 undo()
         self._restore.clear()
+
+
+@dataclass
+class Progress:
+    """Done out of total, and an ETA from the mean time per item so far."""
+
+    total: int
+    unit: str
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def advance(self, to: int | None = None) -> str:
+        self.done = self.done + 1 if to is None else to
+        return f"{self.done}/{self.total} {self.unit}, {eta(self.started, self.done, self.total)}"
+
+
+def eta(started: float, done: int, total: int) -> str:
+    """`ETA 2m 10s` (the mean time per item so far, times the items left), `done` at the end."""
+    if done >= total:
+        return "done"
+    if done <= 0:
+        return "ETA -"
+    left = round((time.monotonic() - started) / done * (total - done))
+    return f"ETA {left // 60}m {left % 60:02d}s" if left >= 60 else f"ETA {left}s"
 
 
 _CURRENT: Console | None = None
@@ -162,7 +197,22 @@ class _StepHandler(logging.Handler):
             return
         name = getattr(record, "task_name", None) or getattr(record, "task_run_name", "?")
         ok = "Completed" in message or "Cached" in message
-        self.console.step(str(name), ok, "" if ok else message.removeprefix("Finished in state ")[:200])
+        detail = "" if ok else message.removeprefix("Finished in state ")[:200]
+        self.console.step(str(name), ok, self.console.counted(str(name)) or detail)
+
+
+class _FlowCountHandler(logging.Handler):
+    """Prefect's flow-run records -> a counted line for the (sub)flows a command expects."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = str(getattr(record, "flow_name", ""))
+        if name in self.console._expected and record.getMessage().startswith("Finished in state"):
+            ok = "Completed" in record.getMessage()
+            self.console.step(name, ok, self.console.counted(name))
 
 
 def follow_prefect(console: Console) -> None:
@@ -172,6 +222,29 @@ def follow_prefect(console: Console) -> None:
         task_runs.setLevel(logging.INFO)  # the records this reads; where they go is unchanged
     if not any(isinstance(h, _StepHandler) for h in task_runs.handlers):
         task_runs.addHandler(_StepHandler(console))
+    flow_runs = logging.getLogger("prefect.flow_runs")
+    if flow_runs.getEffectiveLevel() > logging.INFO:
+        flow_runs.setLevel(logging.INFO)
+    if not any(isinstance(h, _FlowCountHandler) for h in flow_runs.handlers):
+        flow_runs.addHandler(_FlowCountHandler(console))
+
+
+def watch(console: Console, name: str, total: int, unit: str, count: Any, every: float = 2.0) -> None:
+    """Count work that finishes outside this process (tune's trials in a process pool or on
+    Dask): a daemon thread calls ``count()`` every ``every`` s and prints a line as it rises."""
+    progress = Progress(total, unit)
+
+    def poll() -> None:
+        seen = 0
+        while seen < total:
+            time.sleep(every)
+            with contextlib.suppress(Exception):  # a busy store: ask again next time
+                now = min(int(count()), total)
+                if now > seen:
+                    seen = now
+                    console.line(f"  {'ok':<6} {name}  {progress.advance(now)}")
+
+    threading.Thread(target=poll, name="keel-progress", daemon=True).start()
 
 
 def epoch_callback(console: Console) -> Any:
@@ -187,7 +260,10 @@ def epoch_callback(console: Console) -> Any:
     class EpochLines(pl.Callback):
         """An epoch's line once its metrics are all logged: the module logs train/loss in
         its own on_train_epoch_end, after the callbacks' one; so when the next epoch
-        starts, or training ends."""
+        starts, or training ends. The ETA assumes every epoch takes the mean so far (early
+        stopping ends sooner)."""
+
+        started = time.monotonic()
 
         def _line(self, trainer: pl.Trainer, epoch: int) -> None:
             shown = {
@@ -196,7 +272,11 @@ def epoch_callback(console: Console) -> Any:
                 if k.startswith(("train/", "val/")) and v.numel() == 1
             }
             metrics = "  ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items())[:4])
-            console.line(f"         epoch {epoch}/{trainer.max_epochs}  {metrics}")
+            left = eta(self.started, epoch, trainer.max_epochs or epoch)
+            console.line(f"         epoch {epoch}/{trainer.max_epochs}  {metrics}  ({left})")
+
+        def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            self.started = time.monotonic()
 
         def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
             if trainer.current_epoch > 0:

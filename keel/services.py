@@ -88,6 +88,11 @@ def _process(service: Service):
         return None
 
 
+def alive(service: Service) -> bool:
+    """Whether a recorded service's process still runs (and is the one keel started)."""
+    return _process(service) is not None
+
+
 def running(settings: Settings) -> Up | None:
     """The services of a live ``keel up`` for this workspace, or None."""
     up = read_state(settings)

@@ -64,6 +64,20 @@ def _pruner(settings: Settings):
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=settings.tune.warmup_epochs)
 
 
+def finished_trials(settings: Settings) -> int:
+    """Trials of the study that have ended (complete, pruned or failed); 0 before it exists.
+    Read by the console to show progress; not a task (it is polled outside the flow)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name(settings), storage=storage_url(settings))
+    except KeyError:  # no such study yet
+        return 0
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    return len(study.get_trials(deepcopy=False, states=ended))
+
+
 @task(name="open-study", cache_policy=NONE)
 def open_study(settings: Settings, resume: bool) -> str:
     """Create the study (minimise val/loss), or with ``resume`` load the one that exists;

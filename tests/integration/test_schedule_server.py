@@ -193,6 +193,19 @@ def test_a_shifted_batch_triggers_exactly_one_retraining_an_unshifted_one_none(s
     assert [r.id for r in triggered] == [run.id]
     assert len(_versions(s)) == len(before) + 1 and (s.data.dir / "heatwave.parquet").exists()
 
+    # keel status: the servers up, the next scheduled runs, the newest drift check
+    status = _cli(s.workspace, "status", "--json")
+    assert status.returncode == 0, status.stderr[-2000:]
+    more = json.loads(status.stdout)
+    assert [(x["name"], x["up"]) for x in more["servers"]] == [
+        ("prefect-server", True),
+        ("mlflow-server", True),
+        ("runner", True),
+    ]
+    retrain_next = more["schedules"][0]["next_run"]
+    assert retrain_next is not None and retrain_next[8:16] == "01T06:00"  # 06:00 on the 1st
+    assert more["drift"]["drifted"] and more["drift"]["batch"].startswith("heatwave")
+
 
 def _tree(pids):
     import psutil

@@ -61,6 +61,21 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
     assert tags["gate.status"] == "rejected" and tags["promotion"] == "held: gate rejected"
     assert str(c.get_model_version_by_alias(workspace.mlflow.model_name, "champion").version) == "2"
 
+    # keel status's lower half: v3 waits for a reviewer (v4 was held by the gate, v2 is champion)
+    from keel.cli import _overview_lines
+    from keel.overview import overview
+
+    more = overview(workspace)
+    assert [r["version"] for r in more["pending_reviews"]] == [third.version]
+    assert [r["name"] for r in more["last_runs"]] == [
+        c.get_run(v.run_id).info.run_name for v in (held, third, second)
+    ]
+    assert more["drift"] is None and more["servers"] == []
+    assert [x["next_run"] for x in more["schedules"]] == [None, None]
+    lines = _overview_lines(more)
+    assert lines[0].startswith(f"reviews    v{third.version} (") and "keel promote" in lines[0]
+    assert lines[-1].startswith("servers    none")
+
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as pc:

@@ -1,0 +1,67 @@
+"""Progress on long work (keel.console): counts and an ETA from the mean time per item, a
+counted line per expected (sub)flow run or task run from Prefect's own records, and the
+watcher that counts work finishing in other processes. No Prefect run is started: the
+handlers are fed records in the shape Prefect's loggers give them."""
+
+import io
+import logging
+import time
+
+import pytest
+
+from keel import console
+
+
+@pytest.fixture
+def con():
+    return console.Console(io.StringIO(), io.StringIO())
+
+
+def _record(logger: str, message: str, **extra) -> logging.LogRecord:
+    record = logging.LogRecord(logger, logging.INFO, __file__, 1, message, None, None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_eta_is_the_mean_time_per_item_times_the_items_left(monkeypatch):
+    monkeypatch.setattr(console.time, "monotonic", lambda: 130.0)
+    assert console.eta(100.0, 1, 5) == "ETA 2m 00s"  # 30 s per item, 4 left
+    assert console.eta(100.0, 3, 4) == "ETA 10s"
+    assert console.eta(100.0, 0, 4) == "ETA -"  # nothing done: no estimate yet
+    assert console.eta(100.0, 4, 4) == "done"
+
+
+def test_an_expected_subflow_gets_a_counted_line_others_none(con):
+    con.expect("keel-simulate-month", 3, "months")
+    handler = console._FlowCountHandler(con)
+    done = "Finished in state Completed()"
+    handler.emit(_record("prefect.flow_runs", done, flow_name="keel-simulate-month"))
+    handler.emit(_record("prefect.flow_runs", done, flow_name="keel-retrain"))  # not expected
+    handler.emit(_record("prefect.flow_runs", "Beginning flow run", flow_name="keel-simulate-month"))
+    handler.emit(_record("prefect.flow_runs", done, flow_name="keel-simulate-month"))
+    lines = con.out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("  ok     keel-simulate-month (") and lines[0].endswith("1/3 months, ETA 0s")
+    assert lines[1].endswith("2/3 months, ETA 0s")
+
+
+def test_task_lines_are_counted_when_expected_and_say_why_they_failed_otherwise(con):
+    con.expect("build-batch", 2, "batches")
+    handler = console._StepHandler(con)
+    handler.emit(_record("prefect.task_runs", "Finished in state Completed()", task_name="build-batch"))
+    handler.emit(_record("prefect.task_runs", "Finished in state Failed('boom')", task_name="validate"))
+    first, second = con.out.getvalue().splitlines()
+    assert first.endswith("1/2 batches, ETA 0s")
+    assert second.startswith("  FAILED validate (") and second.endswith("Failed('boom')")
+
+
+def test_watch_counts_work_done_elsewhere_until_the_total(con):
+    finished = iter([0, 1, 1, 3, 5])  # a count that jumps, and overshoots: capped at the total
+
+    console.watch(con, "trials", 4, "trials", lambda: next(finished), every=0.01)
+    deadline = time.monotonic() + 10
+    while "4/4" not in con.out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lines = con.out.getvalue().splitlines()
+    assert [line.split("trials  ")[1].split(" trials")[0] for line in lines] == ["1/4", "3/4", "4/4"]
+    assert lines[-1].endswith("4/4 trials, done")
