@@ -425,9 +425,7 @@ def tune(
     from tasks.tune import finished_trials, task_runner
 
     if (con := console.current()) is not None:  # trials finish in other processes: count them in the study
-        before = finished_trials(settings)
-        total = settings.tune.trials
-        console.watch(con, "trials", total, "trials", lambda: finished_trials(settings) - before)
+        console.watch(con, "trials", settings.tune.trials, "trials", lambda: finished_trials(settings))
 
     out = _run_flow(
         ctx, lambda: tune_flow.with_options(task_runner=task_runner(settings))(settings, resume, not no_train)

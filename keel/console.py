@@ -209,10 +209,9 @@ class _FlowCountHandler(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        name = str(getattr(record, "flow_name", ""))
-        if name in self.console._expected and record.getMessage().startswith("Finished in state"):
-            ok = "Completed" in record.getMessage()
-            self.console.step(name, ok, self.console.counted(name))
+        message, name = record.getMessage(), str(getattr(record, "flow_name", ""))
+        if message.startswith("Finished in state") and (detail := self.console.counted(name)):
+            self.console.step(name, "Completed" in message, detail)
 
 
 def follow_prefect(console: Console) -> None:
@@ -231,15 +230,19 @@ def follow_prefect(console: Console) -> None:
 
 def watch(console: Console, name: str, total: int, unit: str, count: Any, every: float = 2.0) -> None:
     """Count work that finishes outside this process (tune's trials in a process pool or on
-    Dask): a daemon thread calls ``count()`` every ``every`` s and prints a line as it rises."""
+    Dask): a daemon thread calls ``count()`` every ``every`` s and prints a line as it rises.
+    The first answer is the baseline (a resumed study's earlier trials are not this run's),
+    so nothing is asked of the store before the command's own work starts."""
     progress = Progress(total, unit)
 
     def poll() -> None:
-        seen = 0
+        seen, base = 0, None
         while seen < total:
             time.sleep(every)
             with contextlib.suppress(Exception):  # a busy store: ask again next time
-                now = min(int(count()), total)
+                value = int(count())
+                base = value if base is None else base
+                now = min(value - base, total)
                 if now > seen:
                     seen = now
                     console.line(f"  {'ok':<6} {name}  {progress.advance(now)}")

@@ -56,7 +56,9 @@ def test_task_lines_are_counted_when_expected_and_say_why_they_failed_otherwise(
 
 
 def test_watch_counts_work_done_elsewhere_until_the_total(con):
-    finished = iter([0, 1, 1, 3, 5])  # a count that jumps, and overshoots: capped at the total
+    # the first answer is the baseline (2 trials of a resumed study); then a count that jumps
+    # and overshoots: capped at the total
+    finished = iter([2, 3, 3, 5, 7])
 
     console.watch(con, "trials", 4, "trials", lambda: next(finished), every=0.01)
     deadline = time.monotonic() + 10
