@@ -14,7 +14,9 @@ from typing import Any
 
 from keel.settings import Settings
 
-AWAITING = "awaiting review"  # the promotion tag tasks/gate.py sets on a version held for review
+AWAITING = (
+    "awaiting review"  # the promotion tag value of a version held for a reviewer (tasks/gate.py sets it)
+)
 
 
 def pending_reviews(settings: Settings, client) -> list[dict[str, Any]]:

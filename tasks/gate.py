@@ -11,6 +11,7 @@ from prefect.cache_policies import NONE
 
 from keel.errors import retry_transient
 from keel.gate import GateResult
+from keel.overview import AWAITING
 from keel.settings import Settings
 from tasks.data import DatasetRef, Holdout, Splits
 from tasks.evaluate import Evaluation
@@ -202,5 +203,5 @@ def apply_policy(settings: Settings, registered: RegisteredVersion, gate: GateRe
             client.set_model_version_tag(name, v, "promotion", f"blocked: {exc}"[:4900])
             return replace(registered, decision=f"blocked: {exc}")
         return replace(registered, aliases=[*registered.aliases, "champion"], decision="promoted to champion")
-    client.set_model_version_tag(name, v, "promotion", "awaiting review")
+    client.set_model_version_tag(name, v, "promotion", AWAITING)
     return replace(registered, decision="blessed; awaiting review (keel promote / keel review)")
