@@ -5,11 +5,11 @@ from __future__ import annotations
 from prefect import flow, pause_flow_run
 
 from keel.settings import Settings
-from tasks.review import ReviewDecision, act_on_review, describe_candidate
+from tasks.review import ReviewDecision, ReviewOutcome, act_on_review, describe_candidate
 
 
 @flow(name="keel-review", validate_parameters=False)
-def review_flow(settings: Settings, version: str, timeout_s: int = 3600, poll_s: int = 10) -> str:
+def review_flow(settings: Settings, version: str, timeout_s: int = 3600, poll_s: int = 10) -> ReviewOutcome:
     description = describe_candidate(settings, version)
     decision = pause_flow_run(
         wait_for_input=ReviewDecision.with_initial_data(

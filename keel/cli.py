@@ -368,12 +368,33 @@ def _run_flow_state(ctx: typer.Context, call):
     return _run_flow(ctx, state.result), str(state.state_details.flow_run_id)
 
 
-def _report_training(ctx: typer.Context, settings, registered, before, flow_run, extra=None) -> None:
-    """The training summary (or --json object); exit 1 when the gate rejected the model."""
-    from keel import console, summary
+def _emit(payload: dict, lines: list[str]) -> None:
+    """A command's summary: its lines, or under --json its object (with ``ok``)."""
+    if _json_on():
+        return _json_out({**payload, "ok": True})
+    for line in lines:
+        _echo(line)
+
+
+def _log_line() -> str:
+    from keel import console
 
     con = console.current()
-    s = summary.train(settings, registered, before, flow_run, con.log_path if con else None)
+    return f"  log       {_shown_path(con.log_path if con else None)}"
+
+
+def _log_path() -> Path | None:
+    from keel import console
+
+    con = console.current()
+    return con.log_path if con else None
+
+
+def _report_training(ctx: typer.Context, settings, registered, before, flow_run, extra=None) -> None:
+    """The training summary (or --json object); exit 1 when the gate rejected the model."""
+    from keel import summary
+
+    s = summary.train(settings, registered, before, flow_run, _log_path())
     if registered.variant:
         s["compressed"] = {"version": registered.variant, "decision": registered.variant_decision}
     if _json_on():  # retrain and monitor: their own object, the training under "train"
@@ -384,7 +405,7 @@ def _report_training(ctx: typer.Context, settings, registered, before, flow_run,
         if registered.variant:
             method, decision = settings.compress.method, registered.variant_decision
             _echo(f"  compressed v{registered.variant} ({method}): {decision}")
-        _echo(f"  log       {_shown_path(con.log_path if con else None)}")
+        _echo(_log_line())
     if not s["gate"]["passed"]:
         raise typer.Exit(1)
 
@@ -406,11 +427,14 @@ def tune(
     no_train: Annotated[
         bool, typer.Option("--no-train", help="Search only: do not train the best config afterwards.")
     ] = False,
+    json_out: JsonOpt = False,
 ):
     """Search the workload's [tune] space with Optuna (pruned through Lightning, seeded),
     the trials fanned out as Prefect task runs (tune.runner: process, thread or dask), the
     study in Optuna's RDB storage (tune.storage; embedded: mlflow/optuna.db); then train the
-    best config through the normal flow: gate, registration, policy."""
+    best config through the normal flow: gate, registration, policy. Exit 1 when the gate
+    rejects the best config's model."""
+    _json_mode(ctx, json_out)
     overrides: dict = {}
     if trials is not None:
         overrides["tune.trials"] = trials
@@ -427,30 +451,15 @@ def tune(
     if (con := console.current()) is not None:  # trials finish in other processes: count them in the study
         console.watch(con, "trials", settings.tune.trials, "trials", lambda: finished_trials(settings))
 
-    out = _run_flow(
-        ctx, lambda: tune_flow.with_options(task_runner=task_runner(settings))(settings, resume, not no_train)
-    )
-    counts = ", ".join(f"{n} {k}" for k, n in out.summary["trials"].items())
-    best = out.summary
-    reg = out.registered
-    _echo(
-        "\n".join(
-            [
-                f"study {out.study}: {counts} (this session: {len(best['this_session'])} trials)",
-                f"  best:       trial {best['best_trial']}, val/loss {best['best_value']:.4f}",
-                f"  params:     {best['best_params']}",
-                f"  MLflow run: {out.run_id} (trials are its child runs; tune/*.png)",
-                *(
-                    [
-                        f"registered {reg.registry_uri} (aliases: {', '.join(reg.aliases)})",
-                        f"  promotion:  {reg.decision}",
-                    ]
-                    if reg is not None
-                    else ["not trained (--no-train): keel train with the params above when you choose to"]
-                ),
-            ]
-        )
-    )
+    from keel import summary
+
+    before = summary.aliases(settings)
+    tuned = tune_flow.with_options(task_runner=task_runner(settings))
+    out, flow_run = _run_flow_state(ctx, lambda: tuned(settings, resume, not no_train, return_state=True))
+    t = summary.tune(settings, out, before, flow_run, _log_path())
+    _emit(t, [*summary.tune_text(settings, t), _log_line()])
+    if t["train"] is not None and not t["train"]["gate"]["passed"]:
+        raise typer.Exit(1)
 
 
 def _batch_args(settings, month: list[str] | None, file: list[Path] | None):
@@ -536,12 +545,14 @@ def simulate(
     ctx: typer.Context,
     from_: Annotated[str | None, typer.Option("--from", help="First batch (default: the first).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Last batch (default: the last).")] = None,
+    json_out: JsonOpt = False,
 ):
     """Replay batches (flights: months) through drift, ingest, retrain, gate and
     promote/hold, in a scratch workspace under reports/simulation/; write timeline.md
-    and timeline.png."""
+    and timeline.png; print one line per batch."""
     from keel.workload import load_workload
 
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     try:
         workload = load_workload(settings)
@@ -556,8 +567,11 @@ def simulate(
 
     if (con := console.current()) is not None:  # a line per month with the count and an ETA
         con.expect("keel-simulate-month", len(months), "months")
+    from keel import summary
+
     path = _run_flow(ctx, lambda: simulate_flow(settings, months))
-    _echo(path.read_text() + f"\ntimeline: {path} and {path.with_suffix('.png')}")
+    sim = summary.simulate(path, months)
+    _emit(sim, [*summary.simulate_text(settings, sim), _log_line()])
 
 
 @app.command()
@@ -745,17 +759,24 @@ def lineage(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Mod
 
 
 @app.command()
-def replay(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Model version number.")]):
+def replay(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Model version number.")],
+    json_out: JsonOpt = False,
+):
     """Rebuild a model version from the DVC remote (never touching data/) with its recorded
-    config and seed; report metric deltas, weight checksums and environment changes."""
+    config and seed; report metric deltas, weight checksums and environment changes (the
+    full report in reports/replay/). Exit 3 when the rebuild differs."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
 
     from flows.replay import replay_flow
+    from keel import summary
 
     report = _run_flow(ctx, lambda: replay_flow(settings, version))
-    stem = settings.reports.dir / "replay" / f"{report.lineage.name}-v{report.lineage.version}"
-    _echo(report.markdown() + f"\nreport: {stem}.md ({stem}.json)")
-    if not (report.metrics_identical and report.weights_equal):
+    r = summary.replay(settings, report)
+    _emit(r, [*summary.replay_text(r), _log_line()])
+    if not r["identical"]:
         raise typer.Exit(3)
 
 
@@ -769,11 +790,14 @@ def compress(
             "--method", "-m", help="onnx-int8 (ONNX + dynamic int8) or onnx; default: compress.method."
         ),
     ] = None,
+    json_out: JsonOpt = False,
 ):
     """Build a smaller/faster variant of VERSION, measure its parity on VERSION's own held-out
     rows (metric deltas, label agreement, size, p50/p99 latency in a fresh process), gate it
     (compress.max_drop / min_agreement against VERSION) and register it as a new version
-    tagged derived_from and compression; promoted or held as promotion.policy says."""
+    tagged derived_from and compression; promoted or held as promotion.policy says. Exit 1
+    when the parity gate rejects the variant (it is registered and held)."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     from keel.compress import METHODS
 
@@ -782,19 +806,17 @@ def compress(
         _fail(f"--method {chosen!r}: choose one of {', '.join(METHODS)}", 2)
 
     from flows.compress import compress_flow
+    from keel import summary
 
-    registered = _run_flow(ctx, lambda: compress_flow(settings, version, chosen))
-    _echo(
-        "\n".join(
-            [
-                f"registered {registered.registry_uri}: v{version} compressed with {chosen} "
-                f"(aliases: {', '.join(registered.aliases)})",
-                f"  promotion:  {registered.decision}",
-                f"  parity:     MLflow run {registered.run_id}, artifact compress/parity.json",
-                f"  load it:    mlflow.pyfunc.load_model('{registered.registry_uri}')",
-            ]
-        )
+    before = summary.aliases(settings)
+    registered, flow_run = _run_flow_state(
+        ctx, lambda: compress_flow(settings, version, chosen, return_state=True)
     )
+    c = summary.compress(settings, registered, before, version, chosen, flow_run, _log_path())
+    load = f"  load it   mlflow.pyfunc.load_model('{registered.registry_uri}')"
+    _emit(c, [*summary.compress_text(settings, c), load, _log_line()])
+    if not c["gate"]["passed"]:
+        raise typer.Exit(1)
 
 
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why: kept in the ledger.")]
@@ -843,13 +865,21 @@ def review(
     ctx: typer.Context,
     version: Annotated[str, typer.Argument(help="Version number, or models:/<name>/<N>.")],
     timeout: Annotated[int, typer.Option("--timeout", help="Seconds to wait for a decision.")] = 3600,
+    json_out: JsonOpt = False,
 ):
     """Pause a keel-review flow run until a reviewer approves or declines VERSION in the
-    Prefect UI (needs a Prefect server: KEEL_PREFECT__API_URL)."""
+    Prefect UI (needs a Prefect server: KEEL_PREFECT__API_URL). Exit 1 unless approved."""
+    _json_mode(ctx, json_out)
     settings = _settings(ctx)
     from flows.review import review_flow
+    from keel import summary
 
-    _echo(_registry_call(lambda: review_flow(settings, version, timeout)))
+    outcome, flow_run = _registry_call(
+        lambda: _run_flow_state(ctx, lambda: review_flow(settings, version, timeout, return_state=True))
+    )
+    _emit(summary.review(outcome, flow_run), [outcome.line(), _log_line()])
+    if not outcome.approved:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -14,7 +14,10 @@ keel's own lines go to the terminal through descriptors saved before the switch.
 ``--json``: the one JSON object is the only thing on stdout; step lines go to stderr.
 
 Step lines come from Prefect's own task-run records ("Finished in state Completed()"),
-read by a logging handler, so a flow's tasks are listed without any flow knowing. Epoch
+read by a logging handler, so a flow's tasks are listed without any flow knowing. A step
+that works through many items (GX on each of 12 batches) says so with ``progress()``: a
+plain log record on the ``keel.progress`` logger, which a capturing console turns into a
+counted line with an ETA; anywhere else it is an ordinary INFO record. Epoch
 lines come from a Lightning callback (``epoch_callback``) that keel.training adds when a
 console is capturing. Importing this module imports neither Prefect nor Lightning.
 """
@@ -50,6 +53,7 @@ class Console:
     _last: float = field(default_factory=time.monotonic)
     _restore: list[Any] = field(default_factory=list)
     _expected: dict[str, Progress] = field(default_factory=dict)
+    _items: dict[str, Progress] = field(default_factory=dict)
 
     @property
     def lines(self) -> TextIO:
@@ -76,6 +80,21 @@ class Console:
         """`3/12 months, ETA 2m 10s` when ``name`` is expected (one more is done), else ""."""
         progress = self._expected.get(name)
         return progress.advance() if progress is not None else ""
+
+    def item(self, step: str, done: int, total: int, unit: str) -> None:
+        """``done`` of ``step``'s ``total`` items finished (0: starting, which starts its
+        clock). A step of MANY items or more shows its count: on a terminal one line
+        redrawn in place, otherwise a line per item (the step's own line ends it)."""
+        if done <= 0 or step not in self._items:
+            self._items[step] = Progress(total, unit)
+        if done <= 0 or total < MANY:
+            return
+        text = f"{'':<9}{step}  {self._items[step].advance(done)}"
+        if self.lines.isatty():
+            self.lines.write("\r\x1b[K" + text + ("\n" if done >= total else ""))
+            self.lines.flush()
+        elif done < total:
+            self.line(text)
 
     def restart_clock(self) -> None:
         """The next step's time counts from now (not from the command's imports)."""
@@ -114,6 +133,19 @@ def eta(started: float, done: int, total: int) -> str:
         return "ETA -"
     left = round((time.monotonic() - started) / done * (total - done))
     return f"ETA {left // 60}m {left % 60:02d}s" if left >= 60 else f"ETA {left}s"
+
+
+# a step with this many items or more gets a counted line per item (3 demo batches: none)
+MANY = 4
+PROGRESS_LOGGER = "keel.progress"
+
+
+def progress(step: str, done: int, total: int, unit: str) -> None:
+    """Say that ``done`` of ``total`` items of ``step`` are finished (call with 0 first).
+    Only a log record: a keel command's console shows it as a counted line with an ETA."""
+    logging.getLogger(PROGRESS_LOGGER).info(
+        "%s: %d/%d %s", step, done, total, unit, extra={"keel_progress": (step, done, total, unit)}
+    )
 
 
 _CURRENT: Console | None = None
@@ -202,7 +234,9 @@ class _StepHandler(logging.Handler):
 
 
 class _FlowCountHandler(logging.Handler):
-    """Prefect's flow-run records -> a counted line for the (sub)flows a command expects."""
+    """Prefect's flow-run records -> a counted line for the (sub)flows a command expects;
+    a flow run's start restarts the step clock (its first step's time is the step's own,
+    not the flow run's creation)."""
 
     def __init__(self, console: Console) -> None:
         super().__init__(logging.INFO)
@@ -210,12 +244,33 @@ class _FlowCountHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message, name = record.getMessage(), str(getattr(record, "flow_name", ""))
-        if message.startswith("Finished in state") and (detail := self.console.counted(name)):
+        if message.startswith("Beginning flow run"):
+            self.console.restart_clock()
+        elif message.startswith("Finished in state") and (detail := self.console.counted(name)):
             self.console.step(name, "Completed" in message, detail)
 
 
+class _ItemHandler(logging.Handler):
+    """``progress()`` records -> the console's counted item lines."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        item = getattr(record, "keel_progress", None)
+        if item is not None:
+            step, done, total, unit = item
+            self.console.item(str(step), int(done), int(total), str(unit))
+
+
 def follow_prefect(console: Console) -> None:
-    """List each Prefect task run as it finishes (call after Prefect has configured logging)."""
+    """List each Prefect task run as it finishes (call after Prefect has configured logging),
+    and the items of steps that report them (``progress``)."""
+    items = logging.getLogger(PROGRESS_LOGGER)
+    items.setLevel(logging.INFO)
+    if not any(isinstance(h, _ItemHandler) for h in items.handlers):
+        items.addHandler(_ItemHandler(console))
     task_runs = logging.getLogger("prefect.task_runs")
     if task_runs.getEffectiveLevel() > logging.INFO:
         task_runs.setLevel(logging.INFO)  # the records this reads; where they go is unchanged

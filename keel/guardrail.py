@@ -296,6 +296,7 @@ def _history_plot(settings: Settings, client, run_id: str):
                 ax.axhline(limit, color="tab:red", lw=0.8, ls="--")
     ax.set_xlabel("guardrail check (labelled batch)")
     ax.set_ylabel("champion's score")
-    ax.legend(fontsize=7)
+    if settings.guardrail.metrics:  # no rules, no lines: a legend of nothing only warns
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

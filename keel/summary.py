@@ -114,6 +114,22 @@ def next_command(settings: Settings, registered: Any, passed: bool, after: dict[
     return f"keel promote {v} --reviewer NAME --reason ...  (or keel review {v})"
 
 
+def _rel(path: str) -> str:
+    """``path`` as shown to a person: relative to the current directory when under it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def _short(data_version: str | None) -> str:
+    return (data_version or "-").removesuffix(".dir")[:10]
+
+
+def _param(name: str, value: Any) -> str:
+    return f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -140,8 +156,9 @@ def train_text(settings: Settings, s: dict[str, Any]) -> list[str]:
     else:
         kept = f"the champion is unchanged (v{after['champion']})" if after["champion"] else "no champion yet"
         head = f"registered {uri}: REJECTED by the gate, held; {kept}"
-    short = (s["data_version"] or "-").removesuffix(".dir")[:10]
-    lines = [head, f"  data      {short} ({', '.join(s['data_batches'])})"]
+    short = _short(s["data_version"])
+    batches = f" ({', '.join(s['data_batches'])})" if s["data_batches"] else ""
+    lines = [head, f"  data      {short}{batches}"]
     names = shown_metrics(settings, s["metrics"])
     base = s["champion_metrics"] or {}
     lines.append(f"  {'metric':<22}{'v' + v:>10}{('v' + champ) if champ else 'champion':>12}{'delta':>10}")
@@ -166,3 +183,178 @@ def train_text(settings: Settings, s: dict[str, Any]) -> list[str]:
         lines.append(f"  Prefect   flow run {s['prefect']['flow_run_id']}")
     lines.append(f"  next      {s['next']}")
     return lines
+
+
+def compress(
+    settings: Settings,
+    registered: Any,
+    before: dict[str, str | None],
+    source_version: str,
+    method: str,
+    flow_run_id: str | None = None,
+    log: Path | None = None,
+) -> dict[str, Any]:
+    """``keel compress``: the train object of the variant (its gate is the parity gate, its
+    baseline the source version), with ``source_version``, ``method`` and ``parity`` (the
+    run's ``parity/*`` metrics: agreement, size and latency ratios)."""
+    from keel import tracking
+
+    s = train(settings, registered, before, flow_run_id, log)
+    metrics = tracking.client(settings).get_run(registered.run_id).data.metrics
+    parity = {k.removeprefix("parity/"): v for k, v in sorted(metrics.items()) if k.startswith("parity/")}
+    return {**s, "command": "compress", "source_version": source_version, "method": method, "parity": parity}
+
+
+def compress_text(settings: Settings, s: dict[str, Any]) -> list[str]:
+    p = s["parity"]
+    ratios = [f"size x{p['size_ratio']:.2f}"] if "size_ratio" in p else []
+    rows = sorted(int(k.removeprefix("p50_ratio_")) for k in p if k.startswith("p50_ratio_"))
+    if rows:
+        ratios.append("p50 latency " + ", ".join(f"x{p[f'p50_ratio_{n}']:.2f} ({n} rows)" for n in rows))
+    agreement = [f"label agreement {p['agreement']:.4f}"] if "agreement" in p else []
+    head, *rest = train_text(settings, s)
+    return [
+        head,
+        f"  from      v{s['source_version']} with {s['method']}: " + ", ".join(agreement + ratios),
+        *rest,
+    ]
+
+
+def tune(
+    settings: Settings,
+    out: Any,
+    before: dict[str, str | None],
+    flow_run_id: str | None = None,
+    log: Path | None = None,
+) -> dict[str, Any]:
+    """``keel tune``: the study (trial counts by state, this session's trials, the best
+    trial's number, objective value and params), its MLflow run, and the best config's
+    training as the train object (null with ``--no-train``)."""
+    from tasks.tune import OBJECTIVE
+
+    b = out.summary
+    return {
+        "command": "tune",
+        "study": out.study,
+        "run_id": out.run_id,
+        "objective": OBJECTIVE,
+        "trials": b["trials"],
+        "this_session": b["this_session"],
+        "best": {"trial": b["best_trial"], "value": _finite(b["best_value"]), "params": b["best_params"]},
+        "prefect": {"flow_run_id": flow_run_id},
+        "train": None
+        if out.registered is None
+        else train(settings, out.registered, before, flow_run_id, log),
+    }
+
+
+def tune_text(settings: Settings, t: dict[str, Any]) -> list[str]:
+    counts = ", ".join(f"{n} {k}" for k, n in t["trials"].items())
+    best = t["best"]
+    lines = [
+        f"study {t['study']}: {counts} (this session: {len(t['this_session'])} trials)",
+        f"  best      trial {best['trial']}, {t['objective']} {_fmt(best['value'])}",
+        f"  params    {', '.join(_param(k, v) for k, v in best['params'].items())}",
+        f"  MLflow    study run {t['run_id']} (trials are its child runs; tune/*.png)",
+    ]
+    if t["train"] is None:
+        return [*lines, "  next      keel train with the params above (--no-train: nothing was trained)"]
+    return [*lines, *train_text(settings, t["train"])]
+
+
+def replay(settings: Settings, report: Any) -> dict[str, Any]:
+    """``keel replay``: ``identical`` (metrics and weights), the report's fields
+    (keel.lineage.ReplayReport.to_json) and where the report was written."""
+    stem = settings.reports.dir / "replay" / f"{report.lineage.name}-v{report.lineage.version}"
+    identical = report.metrics_identical and report.weights_equal
+    return {
+        "command": "replay",
+        "identical": identical,
+        **report.to_json(),
+        "report": {"markdown": str(stem.with_suffix(".md")), "json": str(stem.with_suffix(".json"))},
+        "next": None
+        if identical
+        else f"keel lineage {report.lineage.version}  (and the report: what differs)",
+    }
+
+
+def replay_text(r: dict[str, Any]) -> list[str]:
+    deltas = r["metric_deltas"]
+    differ = {k: d for k, d in deltas.items() if d != 0.0}
+    env = r["environment_diff"]
+    if differ:
+        name = max(differ, key=lambda k: abs(differ[k]))
+        metrics = f"{len(differ)} of {len(deltas)} differ (largest: {name} {differ[name]:+.6f})"
+    else:
+        metrics = f"all {len(deltas)} identical" if deltas else "none compared"
+    weights = (
+        f"equal (sha256 {r['replayed_weights_sha256'][:16]})"
+        if r["weights_equal"]
+        else f"DIFFER: recorded {r['recorded_weights_sha256'][:16]}, "
+        f"replayed {r['replayed_weights_sha256'][:16]}"
+    )
+    lines = [
+        f"replay of {r['model']} v{r['version']}: {'IDENTICAL' if r['identical'] else 'DIFFERS'}",
+        f"  data      {_short(r['data_version'])} (re-materialised from the DVC remote)",
+        f"  metrics   {metrics}",
+        f"  weights   {weights}",
+        f"  packages  {len(env['changed'])} changed, {len(env['added'])} added, "
+        f"{len(env['removed'])} removed",
+        f"  report    {_rel(r['report']['markdown'])} ({Path(r['report']['json']).name})",
+    ]
+    return lines + ([f"  next      {r['next']}"] if r["next"] else [])
+
+
+def simulate(timeline: Path, batches: list[str]) -> dict[str, Any]:
+    """``keel simulate``: each batch's record (timeline.json), the champion before the
+    first and after the last, and where the timeline was written."""
+    records = json.loads(timeline.with_suffix(".json").read_text())
+    return {
+        "command": "simulate",
+        "batches": batches,
+        "workspace": str(timeline.parent / "ws"),
+        "champion_before": records[0]["champion_before"] if records else None,
+        "champion_after": records[-1]["champion_after"] if records else None,
+        "promotions": sum(r["champion_after"] != r["champion_before"] for r in records),
+        "months": records,
+        "timeline": {
+            "markdown": str(timeline),
+            "png": str(timeline.with_suffix(".png")),
+            "json": str(timeline.with_suffix(".json")),
+        },
+    }
+
+
+def simulate_text(settings: Settings, s: dict[str, Any]) -> list[str]:
+    """One line per batch: the champion, how it did on the unseen batch, drift, the gate's
+    verdict on the retrained challenger, and the champion after."""
+    from keel.objectives import KINDS
+    from keel.workload import load_workload
+
+    metric = KINDS[load_workload(settings).objective()].headline
+    v = lambda x: f"v{x}" if x else "-"  # noqa: E731
+    lines = [
+        f"simulated {len(s['batches'])} batches in {_rel(s['workspace'])}",
+        f"  {'batch':<10}{'champion':>9}{'on batch':>10}{'drift':>7}{'guardrail':>12}  "
+        f"{'gate':<9}{'after':>6}",
+        f"  {'':<10}{'':>9}{metric[:10]:>10}",
+    ]
+    for r in s["months"]:
+        drift = "-" if r["drift_share"] is None else f"{r['drift_share']:.2f}{'*' if r['drifted'] else ''}"
+        lines.append(
+            f"  {r['month']:<10}{v(r['champion_before']):>9}{_fmt(_finite(r['forward_auc'])):>10}{drift:>7}"
+            f"{r['guardrail'] or '-':>12}  {r['gate']:<9}{v(r['champion_after']):>6}"
+        )
+    lines += [
+        f"  champion  {v(s['champion_before'])} -> {v(s['champion_after'])} ({s['promotions']} changes; "
+        "* drifted)",
+        f"  timeline  {_rel(s['timeline']['markdown'])} (.png, .json)",
+    ]
+    return lines
+
+
+def review(outcome: Any, flow_run_id: str | None = None) -> dict[str, Any]:
+    """``keel review``: the reviewer's decision and, when approved, the ledger entry."""
+    import dataclasses
+
+    return {"command": "review", **dataclasses.asdict(outcome), "prefect": {"flow_run_id": flow_run_id}}

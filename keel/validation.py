@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,8 +152,13 @@ def _schema_detail(expected: list[str], observed: list[str]) -> str:
     return f"columns out of order: expected {expected}"
 
 
-def validate_frames(frames: Mapping[str, pd.DataFrame], suite: Mapping[str, Any]) -> ValidationReport:
-    """Run the suite on each named frame (name = file shown in errors)."""
+def validate_frames(
+    frames: Mapping[str, pd.DataFrame],
+    suite: Mapping[str, Any],
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationReport:
+    """Run the suite on each named frame (name = file shown in errors); ``progress(done,
+    total)`` is called before the first and after each frame."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -178,7 +183,9 @@ def validate_frames(frames: Mapping[str, pd.DataFrame], suite: Mapping[str, Any]
     failures: list[Failure] = []
     results: dict[str, Any] = {}
     evaluated = 0
-    for name, frame in frames.items():
+    for done, (name, frame) in enumerate(frames.items()):
+        if progress is not None:
+            progress(done, len(frames))
         run = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
         results[name] = run.to_json_dict()
         for res in run.results:
@@ -204,6 +211,8 @@ def validate_frames(frames: Mapping[str, pd.DataFrame], suite: Mapping[str, Any]
                     detail=detail,
                 )
             )
+    if progress is not None:
+        progress(len(frames), len(frames))
     return ValidationReport(
         suite=suite.get("name", "suite"),
         success=not failures,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -96,13 +97,22 @@ def build_batches(settings: Settings, months: list[str], files: dict[str, Path])
     return batches
 
 
+def _items(step: str, unit: str) -> Callable[[int, int], None]:
+    """A step's item count, as keel.console.progress records (counted lines on a keel console)."""
+    from keel.console import progress
+
+    return lambda done, total: progress(step, done, total, unit)
+
+
 @task(name="validate-batches", cache_policy=NONE)
 def validate_batches(settings: Settings, batches: list[Batch]) -> ValidationReport:
     """The suite on each new batch alone, before anything touches data/."""
     from keel.validation import validate_frames, write_report
     from keel.workload import load_suite_for
 
-    report = validate_frames({b.source: b.frame for b in batches}, load_suite_for(settings))
+    report = validate_frames(
+        {b.source: b.frame for b in batches}, load_suite_for(settings), _items("validate-batches", "batches")
+    )
     paths = write_report(
         report, settings.reports.dir / "validation", "ingest-" + "-".join(b.name for b in batches)[:80]
     )
@@ -173,7 +183,7 @@ def validate_data(settings: Settings, dataset: DatasetRef) -> ValidationReport:
         str(p.path.relative_to(settings.workspace)): partitions.read_partition(p.path)
         for p in dataset.partitions
     }
-    report = validate_frames(frames, suite)
+    report = validate_frames(frames, suite, _items("validate-data", "partitions"))
     paths = write_report(report, settings.reports.dir / "validation", dataset.version.short)
     return replace(report, paths=paths)
 

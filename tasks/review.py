@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -51,20 +54,46 @@ def describe_candidate(settings: Settings, version: str) -> str:
     return head
 
 
+@dataclass(frozen=True)
+class ReviewOutcome:
+    """What a review came to: ``approved`` (``entry``: the ledger entry of the promotion),
+    ``declined`` (tagged on the version), or ``no decision`` before the timeout."""
+
+    version: str
+    decision: str
+    reviewer: str = ""
+    reason: str = ""
+    entry: dict[str, Any] | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == "approved"
+
+    def line(self) -> str:
+        if self.decision == "no decision":
+            return f"v{self.version}: no decision before the timeout; nothing changed"
+        if not self.approved:
+            return f"v{self.version} declined by {self.reviewer}: {self.reason}; nothing changed"
+        assert self.entry is not None, "an approved review carries its ledger entry"
+        return f"v{self.version} approved by {self.reviewer}: champion -> v{self.entry['to_version']}"
+
+
 @task(name="act-on-review", cache_policy=NONE)
-def act_on_review(settings: Settings, version: str, decision: ReviewDecision | None) -> str:
+def act_on_review(settings: Settings, version: str, decision: ReviewDecision | None) -> ReviewOutcome:
     from keel import tracking
     from keel.registry import promote
 
     if decision is None:
-        return "no decision"
+        return ReviewOutcome(version, "no decision")
     if decision.approve:
         entry = promote(settings, version, reviewer=decision.reviewer, reason=decision.reason)
-        return entry.line()
+        return ReviewOutcome(
+            version, "approved", decision.reviewer, decision.reason, dataclasses.asdict(entry)
+        )
     tracking.client(settings).set_model_version_tag(
         settings.mlflow.model_name,
         version,
         "promotion",
         f"declined by {decision.reviewer}: {decision.reason}"[:4900],
     )
-    return f"v{version} declined by {decision.reviewer}: {decision.reason}"
+    return ReviewOutcome(version, "declined", decision.reviewer, decision.reason)

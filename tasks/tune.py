@@ -9,6 +9,7 @@ Importing this module touches no disk, server or study.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,7 +274,9 @@ def finish_study_run(
     client.log_dict(run_id, summary, "tune/study.json")
     client.log_metric(run_id, "tune/best_objective", float(best.value or "nan"))
     client.log_metric(run_id, "tune/trials_complete", len(done))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # Optuna marks its matplotlib plots experimental: a notice for every study, nothing to act on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         axes = {"optimization_history.png": ovm.plot_optimization_history(study)}
         if len(done) > 1 and len(settings.tune.space) > 1:
             axes["param_importances.png"] = ovm.plot_param_importances(study)

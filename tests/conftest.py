@@ -343,3 +343,20 @@ def pytest_terminal_summary(terminalreporter):
             f"scaled backends (PostgreSQL + S3 + MLflow/Prefect servers): {len(_SCALED)} tests, "
             f"{sum(_SCALED.values()):.1f} s including server start-up"
         )
+
+
+@pytest.fixture
+def matches_schema():
+    """``check(payload, command)``: the object a command prints under --json, validated
+    against its documented schema (keel/conf/schemas/<command>.json); returns it."""
+    import json
+    from importlib import resources
+
+    import jsonschema
+
+    def check(payload: dict, command: str) -> dict:
+        schema = json.loads(resources.files("keel").joinpath(f"conf/schemas/{command}.json").read_text())
+        jsonschema.validate(json.loads(json.dumps({**payload, "ok": True}, default=str)), schema)
+        return payload
+
+    return check

@@ -67,3 +67,40 @@ def test_watch_counts_work_done_elsewhere_until_the_total(con):
     lines = con.out.getvalue().splitlines()
     assert [line.split("trials  ")[1].split(" trials")[0] for line in lines] == ["1/4", "3/4", "4/4"]
     assert lines[-1].endswith("4/4 trials, done")
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_step_of_many_items_counts_them_one_of_few_stays_quiet(con):
+    handler = console._ItemHandler(con)
+    logger = logging.getLogger(console.PROGRESS_LOGGER)
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # as follow_prefect sets it
+    try:
+        for done in range(5):  # what validate_frames reports for 4 batches: 0 (start) .. 4
+            console.progress("validate-batches", done, 4, "batches")
+        for done in range(4):
+            console.progress("validate-data", done, 3, "partitions")  # 3: below MANY
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = con.out.getvalue().splitlines()
+    # off a terminal a line per item but the last (the step's own "ok" line follows it)
+    assert [line.split("  ")[-1].split(",")[0] for line in lines] == [
+        "1/4 batches",
+        "2/4 batches",
+        "3/4 batches",
+    ]
+    assert all(line.strip().startswith("validate-batches") and "ETA" in line for line in lines)
+
+
+def test_on_a_terminal_the_count_is_one_line_redrawn():
+    tty = console.Console(_Tty(), _Tty())
+    for done in range(5):
+        tty.item("validate-batches", done, 4, "batches")
+    text = tty.out.getvalue()
+    assert text.count("\r\x1b[K") == 4 and text.count("\n") == 1 and text.endswith("4/4 batches, done\n")

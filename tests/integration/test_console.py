@@ -108,6 +108,19 @@ def test_steps_and_summaries_not_engine_logs_json_by_schema_and_a_rejection_said
     guard = _one_json(_keel(ws, "guard", "--batch", "b01", "--json"), "guard")
     assert guard["champion"] == guard["champion_after"] == "2" and guard["batches"] == ["b01"]
     assert guard["status"] in ("held", "unjudged") and guard["rows"] > 0
+    replay = _keel(ws, "replay", "2", "--json")
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    replayed = _one_json(replay, "replay")
+    assert replayed["identical"] and replayed["version"] == "2" and Path(replayed["report"]["json"]).is_file()
+
+    # an ingest of many batches counts them (GX on each) with an ETA, a line each off a terminal
+    many = _keel(ws, "ingest", "--from", "b02", "--to", "b05")
+    assert many.returncode == 0, many.stdout + many.stderr
+    assert not ENGINE_NOISE.search(many.stdout + many.stderr), many.stdout + many.stderr
+    counted = [
+        line.split() for line in many.stdout.splitlines() if line.startswith("         validate-batches")
+    ]
+    assert [c[1] for c in counted] == ["1/4", "2/4", "3/4"] and all(c[3] == "ETA" for c in counted)
     shipped = _one_json(_keel(ws, "workloads", "--json"), "workloads")
     assert "synthetic" in {w["name"] for w in shipped["workloads"]}
     bad = _keel(ws, "ingest", "--batch", "nope", "--json")

@@ -8,7 +8,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_token_classification_end_to_end_with_its_onnx_variant(tmp_path):
+def test_token_classification_end_to_end_with_its_onnx_variant(tmp_path, matches_schema):
     """entities (rule-generated BIO tags on the real tweets): train -> one tag per word
     from raw strings -> entity-level metrics recorded -> an ONNX variant tags per word too."""
     import mlflow
@@ -40,7 +40,15 @@ def test_token_classification_end_to_end_with_its_onnx_variant(tmp_path):
     for text, tags in zip(texts, out["tags"], strict=True):
         assert len(tags.split()) == len(text.split()) and set(tags.split()) <= tag_set
 
+    from keel import summary
+
+    before = summary.aliases(settings)
     variant = compress_flow(settings, "1", "onnx")
+    said = matches_schema(summary.compress(settings, variant, before, "1", "onnx"), "compress")
+    assert said["version"] == variant.version and said["source_version"] == "1"
+    assert said["champion_version"] == "1" and said["parity"]["agreement"] == 1.0
+    lines = summary.compress_text(settings, said)
+    assert lines[1].startswith("  from      v1 with onnx: label agreement 1.0000, size x")
     fp32 = mlflow.pyfunc.load_model(f"models:/entities/{variant.version}").predict(
         pd.DataFrame({"text": texts})
     )

@@ -44,7 +44,7 @@ def _remove_from_remote(settings, partition: str) -> None:
     (remote / entry["md5"][:2] / entry["md5"][2:]).unlink()
 
 
-def test_replay_of_v1_while_v3_is_current_is_identical(workspace):
+def test_replay_of_v1_while_v3_is_current_is_identical(workspace, matches_schema):
     from flows.ingest import ingest_flow
     from flows.replay import replay_flow
     from flows.train import train_flow
@@ -101,6 +101,15 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace):
     assert report.environment == {"removed": [], "added": [], "changed": []}
     md = workspace.reports.dir / "replay" / f"{workspace.mlflow.model_name}-v{model_v1.version}.md"
     assert "metrics identical: **True**" in md.read_text()
+
+    # what keel replay prints (and --json, by its schema)
+    from keel import summary
+
+    out = matches_schema(summary.replay(workspace, report), "replay")
+    assert out["identical"] and out["report"]["markdown"] == str(md) and out["next"] is None
+    text = "\n".join(summary.replay_text(out))
+    assert f"v{model_v1.version}: IDENTICAL" in text and f"all {len(report.deltas)} identical" in text
+    assert "weights   equal" in text and "0 changed, 0 added, 0 removed" in text
 
 
 def test_a_corrupt_batch_is_rejected_and_changes_nothing(workspace, tmp_path):

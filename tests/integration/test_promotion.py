@@ -173,7 +173,7 @@ def test_two_concurrent_promotions_do_not_interleave(ws):
     assert "keel-lock-" not in " ".join(m.name for m in Registry(ws).client.search_registered_models())
 
 
-def test_reviewer_approves_in_a_paused_prefect_flow_run(ws):
+def test_reviewer_approves_in_a_paused_prefect_flow_run(ws, matches_schema):
     import threading
     import time
 
@@ -204,6 +204,13 @@ def test_reviewer_approves_in_a_paused_prefect_flow_run(ws):
         paused.id, run_input={"approve": True, "reviewer": "carol", "reason": "looked at the diff card"}
     )
     runner.join(timeout=120)
-    assert "carol" in result["out"] and _champion(ws) == "3"
+    outcome = result["out"]
+    assert outcome.approved and outcome.reviewer == "carol" and _champion(ws) == "3"
     last = Registry(ws).ledger()[-1]
     assert (last.actor, last.reason, last.to_version) == ("carol", "looked at the diff card", "3")
+    # what keel review prints (and --json, by its schema): the decision and its ledger entry
+    from keel import summary
+
+    said = matches_schema(summary.review(outcome), "review")
+    assert said["decision"] == "approved" and said["entry"] == dataclasses.asdict(last)
+    assert outcome.line() == "v3 approved by carol: champion -> v3"

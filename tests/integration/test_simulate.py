@@ -9,7 +9,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_two_batches_produce_a_timeline_and_leave_the_workspace_alone(tmp_path):
+def test_two_batches_produce_a_timeline_and_leave_the_workspace_alone(tmp_path, matches_schema):
     from flows.simulate import simulate_flow
     from keel.settings import load_settings
     from keel.workspace import init_workspace
@@ -36,3 +36,15 @@ def test_two_batches_produce_a_timeline_and_leave_the_workspace_alone(tmp_path):
     # the simulation ran in its own workspace: the user's has no data and no model
     assert not workspace.data.dir.exists() and not workspace.dvc_file.exists()
     assert str(workspace.reports.dir / "simulation") in str(path)
+
+    # what keel simulate prints: one line per batch (and --json: the object by its schema)
+    from keel import summary
+
+    out = matches_schema(summary.simulate(path, ["b01", "b02"]), "simulate")
+    assert out["champion_before"] is None and out["champion_after"] == second["champion_after"]
+    assert out["promotions"] == 1 + (second["champion_after"] != "1") and out["months"] == records
+    lines = summary.simulate_text(workspace, out)
+    assert lines[0].startswith("simulated 2 batches in ") and "accuracy" in lines[2]
+    b01, b02 = (next(line for line in lines if line.strip().startswith(m)) for m in ("b01", "b02"))
+    assert b01.split()[-2:] == [first["gate"], "v1"] and b02.split()[1] == "v1"
+    assert f"champion  - -> v{second['champion_after']}" in "\n".join(lines)

@@ -29,14 +29,23 @@ def _study(s, name):
     return optuna.load_study(study_name=name, storage=storage_url(s))
 
 
-def test_a_study_fans_out_registers_its_best_config_and_resumes(tunable):
+def test_a_study_fans_out_registers_its_best_config_and_resumes(tunable, matches_schema):
     from flows.tune import tune_flow
+    from keel import summary
     from keel.errors import InputError
     from keel.tracking import client
     from tasks.tune import task_runner
 
     s = tunable
     out = tune_flow.with_options(task_runner=task_runner(s))(s)
+    # what keel tune prints (and --json, by its schema): the study, then the best config's training
+    said = matches_schema(summary.tune(s, out, {"champion": None, "challenger": None}), "tune")
+    assert said["trials"] == out.summary["trials"] and said["best"]["trial"] == out.summary["best_trial"]
+    assert said["train"]["version"] == "1" and said["train"]["aliases"]["after"]["champion"] == "1"
+    text = "\n".join(summary.tune_text(s, said))
+    assert text.startswith("study synthetic-tune: ") and "(this session: 4 trials)" in text
+    assert f"best      trial {said['best']['trial']}, val/loss " in text
+    assert "registered models:/synthetic/1: blessed by the gate" in text
     study = _study(s, out.study)
     assert out.study == "synthetic-tune" and len(study.trials) == 4
     assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
@@ -76,6 +85,9 @@ def test_a_study_fans_out_registers_its_best_config_and_resumes(tunable):
         again = tune_flow.with_options(task_runner=task_runner(more))(more, resume=True, train_best=False)
     assert len(_study(s, again.study).trials) == 5 and again.summary["this_session"] == [4]
     assert again.registered is None and again.summary["trials"].get("complete", 0) >= 1
+    searched = matches_schema(summary.tune(more, again, {}), "tune")
+    assert searched["train"] is None and searched["this_session"] == [4]
+    assert summary.tune_text(more, searched)[-1].startswith("  next      keel train with the params")
 
 
 def test_the_same_study_twice_draws_the_same_configs(tunable):
