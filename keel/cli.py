@@ -22,7 +22,8 @@ import typer
 from keel.errors import InputError
 
 EXIT_CODES = (
-    "Exit codes: 0 success; 1 rejected (bad data, a model the gate rejected, a refused promotion); "
+    "Exit codes: 0 success; 1 rejected (bad data, a model the gate rejected, a refused promotion, "
+    "a review not approved); "
     "2 usage or environment (bad arguments or settings, a backend that does not answer); "
     "3 a replay that differs; 70 an unexpected failure (with its traceback)."
 )
