@@ -331,9 +331,10 @@ def ingest(
                 "next": "keel train",
             },
         )
+    was = "unchanged" if before and before.md5 == version.md5 else f"was {before.md5 if before else 'none'}"
     _echo(
         f"ingested {', '.join(added)} -> data version {version.md5} "
-        f"({version.files} partitions, {version.size} bytes; was {before.md5 if before else 'none'}), "
+        f"({version.files} partitions, {version.size} bytes; {was}), "
         f"pushed to '{settings.dvc.remote}' ({settings.dvc.remote_url})"
     )
     _echo("  next      keel train")
