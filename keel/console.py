@@ -6,7 +6,7 @@ Expectations, DVC and Lightning: their logs, warnings, progress bars and prints,
 their subprocesses write) goes to a log file in the workspace,
 ``<up.state_dir>/logs/<command>-<UTC time>.log``, which the command names. ``-v`` copies
 that stream to the console as well. Without ``-v``, lines at WARNING, ERROR or CRITICAL
-level and tracebacks still reach the console.
+level still reach the console (tracebacks: see _LOUD).
 
 How: the process's stdout and stderr file descriptors are pointed at a pipe, and one
 thread copies the pipe into the log file (and, for ``-v`` or a warning, to the console).
@@ -36,8 +36,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 # a line the console shows even without -v: a log record at WARNING level or above (in the
-# formats of Python's logging, Prefect, MLflow, DVC and Lightning) or a traceback
-_LOUD = re.compile(r"\b(WARNING|ERROR|CRITICAL|FATAL)\b|^Traceback \(most recent call last\)|^\w*Error: ")
+# formats of Python's logging, Prefect, MLflow, DVC and Lightning) or an exception's last
+# line. An engine's traceback stays in the log file: a failure keel expected is said in its
+# own line, and an unexpected one reaches the console with its traceback from keel.cli.main
+_LOUD = re.compile(r"\b(WARNING|ERROR|CRITICAL|FATAL)\b|^\w*Error: ")
+# ...but not Prefect's records of a task or flow run failing: the step's FAILED line and
+# keel's own error line (or traceback) say it once
+_RUN_FAILED = re.compile(r"\|\s*ERROR\s*\|\s*(Task|Flow) run '")
+# the exception named in a failed state's message: Failed("Task run encountered an exception X: ...")
+_RAISED = re.compile(r"exception (\w+)")
 
 
 @dataclass
@@ -190,7 +197,7 @@ def capture(log_path: Path, *, verbose: bool = False, json_mode: bool = False) -
 
 def _pump(fd: int, log: Any, console: Console) -> None:
     """Copy the captured stream into the log file; to the console every line with -v,
-    otherwise only the loud ones (warnings, errors, tracebacks)."""
+    otherwise only the loud ones (warnings, errors, an exception's last line)."""
     pending = b""
     while True:
         try:
@@ -204,7 +211,7 @@ def _pump(fd: int, log: Any, console: Console) -> None:
         *whole, pending = pending.split(b"\n")
         for raw in whole:
             text = raw.decode("utf-8", "replace")
-            if console.verbose or _LOUD.search(text):
+            if console.verbose or (_LOUD.search(text) and not _RUN_FAILED.search(text)):
                 with contextlib.suppress(Exception):
                     console.err.write(text + "\n")
                     console.err.flush()
@@ -229,8 +236,15 @@ class _StepHandler(logging.Handler):
             return
         name = getattr(record, "task_name", None) or getattr(record, "task_run_name", "?")
         ok = "Completed" in message or "Cached" in message
-        detail = "" if ok else message.removeprefix("Finished in state ")[:200]
+        detail = "" if ok else _failure(message.removeprefix("Finished in state "))
         self.console.step(str(name), ok, self.console.counted(str(name)) or detail)
+
+
+def _failure(state: str) -> str:
+    """A failed state, short: the exception's name (its message follows from keel), else
+    the state's first 120 characters."""
+    raised = _RAISED.search(state)
+    return raised.group(1) if raised else state.splitlines()[0][:120]
 
 
 class _FlowCountHandler(logging.Handler):

@@ -353,8 +353,10 @@ def simulate_text(settings: Settings, s: dict[str, Any]) -> list[str]:
     return lines
 
 
-def review(outcome: Any, flow_run_id: str | None = None) -> dict[str, Any]:
+def review(outcome: Any) -> dict[str, Any]:
     """``keel review``: the reviewer's decision and, when approved, the ledger entry."""
     import dataclasses
 
-    return {"command": "review", **dataclasses.asdict(outcome), "prefect": {"flow_run_id": flow_run_id}}
+    fields = dataclasses.asdict(outcome)
+    flow_run_id = fields.pop("flow_run_id")
+    return {"command": "review", **fields, "prefect": {"flow_run_id": flow_run_id}}

@@ -57,13 +57,15 @@ def describe_candidate(settings: Settings, version: str) -> str:
 @dataclass(frozen=True)
 class ReviewOutcome:
     """What a review came to: ``approved`` (``entry``: the ledger entry of the promotion),
-    ``declined`` (tagged on the version), or ``no decision`` before the timeout."""
+    ``declined`` (tagged on the version), or ``no decision`` before the timeout (Prefect
+    fails a flow run whose pause timed out; keel review says so and nothing moves)."""
 
     version: str
     decision: str
     reviewer: str = ""
     reason: str = ""
     entry: dict[str, Any] | None = None
+    flow_run_id: str | None = None  # the keel-review flow run (Prefect UI)
 
     @property
     def approved(self) -> bool:
@@ -79,16 +81,17 @@ class ReviewOutcome:
 
 
 @task(name="act-on-review", cache_policy=NONE)
-def act_on_review(settings: Settings, version: str, decision: ReviewDecision | None) -> ReviewOutcome:
+def act_on_review(settings: Settings, version: str, decision: ReviewDecision) -> ReviewOutcome:
+    from prefect.runtime import flow_run
+
     from keel import tracking
     from keel.registry import promote
 
-    if decision is None:
-        return ReviewOutcome(version, "no decision")
+    run = str(flow_run.id) if flow_run.id else None
     if decision.approve:
         entry = promote(settings, version, reviewer=decision.reviewer, reason=decision.reason)
         return ReviewOutcome(
-            version, "approved", decision.reviewer, decision.reason, dataclasses.asdict(entry)
+            version, "approved", decision.reviewer, decision.reason, dataclasses.asdict(entry), run
         )
     tracking.client(settings).set_model_version_tag(
         settings.mlflow.model_name,
@@ -96,4 +99,4 @@ def act_on_review(settings: Settings, version: str, decision: ReviewDecision | N
         "promotion",
         f"declined by {decision.reviewer}: {decision.reason}"[:4900],
     )
-    return ReviewOutcome(version, "declined", decision.reviewer, decision.reason)
+    return ReviewOutcome(version, "declined", decision.reviewer, decision.reason, flow_run_id=run)

@@ -50,9 +50,35 @@ def test_task_lines_are_counted_when_expected_and_say_why_they_failed_otherwise(
     handler = console._StepHandler(con)
     handler.emit(_record("prefect.task_runs", "Finished in state Completed()", task_name="build-batch"))
     handler.emit(_record("prefect.task_runs", "Finished in state Failed('boom')", task_name="validate"))
-    first, second = con.out.getvalue().splitlines()
+    raised = "Finished in state Failed('Task run encountered an exception DataValidationError: 2 rules')"
+    handler.emit(_record("prefect.task_runs", raised, task_name="require-valid"))
+    first, second, third = con.out.getvalue().splitlines()
     assert first.endswith("1/2 batches, ETA 0s")
     assert second.startswith("  FAILED validate (") and second.endswith("Failed('boom')")
+    assert third.startswith("  FAILED require-valid (") and third.endswith(")  DataValidationError")
+
+
+def test_the_engines_warnings_and_errors_reach_the_console_but_not_their_run_failures(tmp_path):
+    import os
+
+    con = console.Console(io.StringIO(), io.StringIO())
+    read, write = os.pipe()
+    lines = [
+        "06:28:54.982 | ERROR   | Task run 'require-valid-79c' - Task run failed with exception: X",
+        "06:28:55.270 | ERROR   | Flow run 'hopping-sambar' - Encountered exception during execution: X",
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "06:28:56.000 | WARNING | py.warnings - a deprecation",
+        "ValueError: the exception's last line",
+        "06:28:57.000 | INFO    | prefect - Starting temporary server",
+    ]
+    os.write(write, ("\n".join(lines) + "\n").encode())
+    os.close(write)
+    log = (tmp_path / "x.log").open("wb")
+    console._pump(read, log, con)
+    log.close()
+    assert con.err.getvalue().splitlines() == [lines[4], lines[5]]
+    assert (tmp_path / "x.log").read_text().splitlines() == lines  # all of it in the file
 
 
 def test_watch_counts_work_done_elsewhere_until_the_total(con):

@@ -113,6 +113,13 @@ def test_steps_and_summaries_not_engine_logs_json_by_schema_and_a_rejection_said
     replayed = _one_json(replay, "replay")
     assert replayed["identical"] and replayed["version"] == "2" and Path(replayed["report"]["json"]).is_file()
 
+    # a review nobody answers: Prefect fails the paused run at the timeout; keel says so, exit 1
+    unanswered = _keel(ws, "review", "1", "--timeout", "2", "--json")
+    assert unanswered.returncode == 1, unanswered.stdout + unanswered.stderr
+    assert _one_json(unanswered, "review")["decision"] == "no decision"
+    assert not ENGINE_NOISE.search(unanswered.stderr) and "ERROR" not in unanswered.stderr, unanswered.stderr
+    assert _one_json(_keel(ws, "status", "--json"), "status")["champion"]["version"] == "2"
+
     # an ingest of many batches counts them (GX on each) with an ETA, a line each off a terminal
     many = _keel(ws, "ingest", "--from", "b02", "--to", "b05")
     assert many.returncode == 0, many.stdout + many.stderr
