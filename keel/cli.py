@@ -379,10 +379,7 @@ def _emit(payload: dict, lines: list[str]) -> None:
 
 
 def _log_line() -> str:
-    from keel import console
-
-    con = console.current()
-    return f"  log       {_shown_path(con.log_path if con else None)}"
+    return f"  log       {_shown_path(_log_path())}"
 
 
 def _log_path() -> Path | None:
