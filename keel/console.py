@@ -61,6 +61,7 @@ class Console:
     _restore: list[Any] = field(default_factory=list)
     _expected: dict[str, Progress] = field(default_factory=dict)
     _items: dict[str, Progress] = field(default_factory=dict)
+    _open: bool = False  # a line drawn in place is on the terminal, not yet ended
 
     @property
     def lines(self) -> TextIO:
@@ -68,14 +69,37 @@ class Console:
         return self.err if self.json_mode else self.out
 
     def line(self, text: str) -> None:
+        self.settle()
         self.lines.write(text + "\n")
         self.lines.flush()
 
+    def progress_line(self, text: str) -> None:
+        """A line that the next one replaces on a terminal (steps done, counts); a line of
+        its own elsewhere."""
+        if not self.lines.isatty():
+            return self.line(text)
+        self.lines.write("\r\x1b[K" + text)
+        self.lines.flush()
+        self._open = True
+
+    def settle(self) -> None:
+        """End the line drawn in place, so what follows starts on a line of its own."""
+        if self._open:
+            self._open = False
+            self.lines.write("\n")
+            self.lines.flush()
+
     def step(self, name: str, ok: bool = True, detail: str = "") -> None:
+        """A finished step: on a terminal one line redrawn as steps finish (a failure keeps
+        its line); elsewhere a line each."""
         now = time.monotonic()
         mark = "ok" if ok else "FAILED"
         extra = f"  {detail}" if detail else ""
-        self.line(f"  {mark:<6} {name} ({now - self._last:.1f} s){extra}")
+        text = f"  {mark:<6} {name} ({now - self._last:.1f} s){extra}"
+        if ok:
+            self.progress_line(text)
+        else:
+            self.line(text)
         self._last = now
 
     def expect(self, name: str, total: int, unit: str) -> Progress:
@@ -91,27 +115,26 @@ class Console:
     def item(self, step: str, done: int, total: int, unit: str) -> None:
         """``done`` of ``step``'s ``total`` items finished (0: starting, which starts its
         clock). A step of MANY items or more shows its count: on a terminal one line
-        redrawn in place, otherwise a line per item (the step's own line ends it)."""
+        redrawn in place, otherwise a line per item but the last (the step's own line
+        follows it)."""
         if done <= 0 or step not in self._items:
             self._items[step] = Progress(total, unit)
-        if done <= 0 or total < MANY:
+        if done <= 0 or total < MANY or (done >= total and not self.lines.isatty()):
             return
-        text = f"{'':<9}{step}  {self._items[step].advance(done)}"
-        if self.lines.isatty():
-            self.lines.write("\r\x1b[K" + text + ("\n" if done >= total else ""))
-            self.lines.flush()
-        elif done < total:
-            self.line(text)
+        self.progress_line(f"{'':<9}{step}  {self._items[step].advance(done)}")
 
     def restart_clock(self) -> None:
         """The next step's time counts from now (not from the command's imports)."""
         self._last = time.monotonic()
 
     def loud(self, text: str) -> None:
+        self.settle()
         self.err.write(text if text.endswith("\n") else text + "\n")
         self.err.flush()
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.settle()
         for undo in reversed(self._restore):
             with contextlib.suppress(Exception):
                 undo()
@@ -213,8 +236,7 @@ def _pump(fd: int, log: Any, console: Console) -> None:
             text = raw.decode("utf-8", "replace")
             if console.verbose or (_LOUD.search(text) and not _RUN_FAILED.search(text)):
                 with contextlib.suppress(Exception):
-                    console.err.write(text + "\n")
-                    console.err.flush()
+                    console.loud(text)
     os.close(fd)
 
 
@@ -314,7 +336,7 @@ def watch(console: Console, name: str, total: int, unit: str, count: Any, every:
                 now = min(value - base, total)
                 if now > seen:
                     seen = now
-                    console.line(f"  {'ok':<6} {name}  {progress.advance(now)}")
+                    console.progress_line(f"  {'ok':<6} {name}  {progress.advance(now)}")
 
     threading.Thread(target=poll, name="keel-progress", daemon=True).start()
 
@@ -327,7 +349,12 @@ def epoch_callback(console: Console) -> Any:
     if console.tty and not console.json_mode:
         from lightning.pytorch.callbacks import RichProgressBar
 
-        return RichProgressBar(console_kwargs={"file": console.err, "force_terminal": True})
+        class Bar(RichProgressBar):
+            def setup(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+                console.settle()  # the bar starts below the step line drawn in place
+                super().setup(trainer, module, stage)
+
+        return Bar(console_kwargs={"file": console.err, "force_terminal": True})
 
     class EpochLines(pl.Callback):
         """An epoch's line once its metrics are all logged: the module logs train/loss in

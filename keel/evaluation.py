@@ -31,15 +31,20 @@ def classification_metrics(
     }
 
 
+MISSING = "(missing)"  # the slice of rows with no value in a slice column
+
+
 def slice_table(
     frame: pd.DataFrame, y: pd.Series, out: pd.DataFrame, objective: Objective, columns: list[str]
 ) -> pd.DataFrame:
-    """The objective's metrics per value of each slice column (e.g. per origin)."""
+    """The objective's metrics per value of each slice column (e.g. per origin); rows
+    whose value is missing (a suite may allow it) are the slice ``MISSING``."""
     rows = []
     y = y.reset_index(drop=True)
     out = out.reset_index(drop=True)
     for column in columns:
-        values = frame[column].astype(str).to_numpy()
+        present = frame[column].notna().to_numpy()
+        values = np.where(present, frame[column].astype(object).astype(str).to_numpy(), MISSING)
         for value in sorted(set(values)):
             mask = values == value
             m = objective.metrics(y[mask], out[mask])

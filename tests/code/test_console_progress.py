@@ -124,9 +124,26 @@ def test_a_step_of_many_items_counts_them_one_of_few_stays_quiet(con):
     assert all(line.strip().startswith("validate-batches") and "ETA" in line for line in lines)
 
 
-def test_on_a_terminal_the_count_is_one_line_redrawn():
+def test_on_a_terminal_counts_and_steps_are_one_line_redrawn_and_a_failure_keeps_its_line():
     tty = console.Console(_Tty(), _Tty())
+    tty.step("build-batches")
     for done in range(5):
         tty.item("validate-batches", done, 4, "batches")
-    text = tty.out.getvalue()
-    assert text.count("\r\x1b[K") == 4 and text.count("\n") == 1 and text.endswith("4/4 batches, done\n")
+    assert tty.out.getvalue().endswith("\r\x1b[K         validate-batches  4/4 batches, done")
+    tty.step("validate-batches")
+    tty.step("require-valid", ok=False, detail="DataValidationError")
+    tty.loud("error: data validation failed")
+    tty.step("commit-batches")
+    tty.line("ingested b01")
+    shown = tty.out.getvalue().replace("\r\x1b[K", "\r").split("\n")
+    # what stays on the screen: each line's text after its last carriage return
+    on_screen = [line.rsplit("\r", 1)[-1] for line in shown]
+    assert [line.split(" (")[0] for line in on_screen] == [
+        "  ok     validate-batches",  # build-batches and the counts were drawn over
+        "  FAILED require-valid",
+        "  ok     commit-batches",
+        "ingested b01",
+        "",
+    ]
+    assert tty.err.getvalue() == "error: data validation failed\n"
+    assert tty.out.getvalue().count("\r\x1b[K") == 7  # 1 + 4 counts + 2 ok steps

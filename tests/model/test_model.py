@@ -100,6 +100,10 @@ def test_classification_metrics_come_from_sklearn_definitions():
     table = slice_table(pd.DataFrame({"origin": list("AABBBA")}), pd.Series(y), out, binary, ["origin"])
     assert list(table["value"]) == ["A", "B"] and list(table["rows"]) == [3, 3]
     assert table.set_index("value").loc["A", "accuracy"] == pytest.approx(2 / 3)
+    # a value a suite allowed to be missing is a slice of its own (as a string column or not)
+    for column in (pd.Series(["A", None, "B", "B", None, "A"], dtype="string"), [1.0, None, 2, 2, None, 1]):
+        gaps = slice_table(pd.DataFrame({"origin": column}), pd.Series(y), out, binary, ["origin"])
+        assert list(gaps["rows"]) == [2, 2, 2] and "(missing)" in set(gaps["value"])
 
 
 def test_max_f1_threshold_beats_the_default_on_imbalanced_scores():
