@@ -210,7 +210,10 @@ def compress_text(settings: Settings, s: dict[str, Any]) -> list[str]:
     ratios = [f"size x{p['size_ratio']:.2f}"] if "size_ratio" in p else []
     rows = sorted(int(k.removeprefix("p50_ratio_")) for k in p if k.startswith("p50_ratio_"))
     if rows:
-        ratios.append("p50 latency " + ", ".join(f"x{p[f'p50_ratio_{n}']:.2f} ({n} rows)" for n in rows))
+        ratios.append(
+            "p50 latency "
+            + ", ".join(f"x{p[f'p50_ratio_{n}']:.2f} ({n} row{'s' if n != 1 else ''})" for n in rows)
+        )
     agreement = [f"label agreement {p['agreement']:.4f}"] if "agreement" in p else []
     head, *rest = train_text(settings, s)
     return [
