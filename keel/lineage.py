@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -142,6 +143,16 @@ class ReplayReport:
     @property
     def metrics_identical(self) -> bool:
         return bool(self.deltas) and all(d == 0.0 for d in self.deltas.values())
+
+    @property
+    def identical(self) -> bool:
+        """The rebuild matches: every metric and the weights' checksum."""
+        return self.metrics_identical and self.weights_equal
+
+    def paths(self, reports_dir: Path) -> tuple[Path, Path]:
+        """Where the report is written: ``<reports>/replay/<model>-v<N>.md`` and ``.json``."""
+        stem = f"{self.lineage.name}-v{self.lineage.version}"
+        return reports_dir / "replay" / f"{stem}.md", reports_dir / "replay" / f"{stem}.json"
 
     @property
     def environment(self) -> dict[str, list[str]]:

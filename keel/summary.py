@@ -44,12 +44,14 @@ def train(
     before: dict[str, str | None],
     flow_run_id: str | None = None,
     log: Path | None = None,
+    run: Any = None,
 ) -> dict[str, Any]:
-    """The train object for ``registered`` (tasks.register.RegisteredVersion)."""
+    """The train object for ``registered`` (tasks.register.RegisteredVersion); ``run``:
+    its MLflow run when the caller has it already."""
     from keel import tracking
 
     c = tracking.client(settings)
-    run = c.get_run(registered.run_id)
+    run = run or c.get_run(registered.run_id)
     gate = json.loads(Path(c.download_artifacts(registered.run_id, "gate/gate.json")).read_text())
     metrics = {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith("test/")}
     base = gate.get("baseline_metrics")
@@ -199,8 +201,9 @@ def compress(
     run's ``parity/*`` metrics: agreement, size and latency ratios)."""
     from keel import tracking
 
-    s = train(settings, registered, before, flow_run_id, log)
-    metrics = tracking.client(settings).get_run(registered.run_id).data.metrics
+    run = tracking.client(settings).get_run(registered.run_id)
+    s = train(settings, registered, before, flow_run_id, log, run)
+    metrics = run.data.metrics
     parity = {k.removeprefix("parity/"): v for k, v in sorted(metrics.items()) if k.startswith("parity/")}
     return {**s, "command": "compress", "source_version": source_version, "method": method, "parity": parity}
 
@@ -233,14 +236,12 @@ def tune(
     """``keel tune``: the study (trial counts by state, this session's trials, the best
     trial's number, objective value and params), its MLflow run, and the best config's
     training as the train object (null with ``--no-train``)."""
-    from tasks.tune import OBJECTIVE
-
     b = out.summary
     return {
         "command": "tune",
         "study": out.study,
         "run_id": out.run_id,
-        "objective": OBJECTIVE,
+        "objective": b["objective"],
         "trials": b["trials"],
         "this_session": b["this_session"],
         "best": {"trial": b["best_trial"], "value": _finite(b["best_value"]), "params": b["best_params"]},
@@ -268,15 +269,14 @@ def tune_text(settings: Settings, t: dict[str, Any]) -> list[str]:
 def replay(settings: Settings, report: Any) -> dict[str, Any]:
     """``keel replay``: ``identical`` (metrics and weights), the report's fields
     (keel.lineage.ReplayReport.to_json) and where the report was written."""
-    stem = settings.reports.dir / "replay" / f"{report.lineage.name}-v{report.lineage.version}"
-    identical = report.metrics_identical and report.weights_equal
+    md, js = report.paths(settings.reports.dir)
     return {
         "command": "replay",
-        "identical": identical,
+        "identical": report.identical,
         **report.to_json(),
-        "report": {"markdown": str(stem.with_suffix(".md")), "json": str(stem.with_suffix(".json"))},
+        "report": {"markdown": str(md), "json": str(js)},
         "next": None
-        if identical
+        if report.identical
         else f"keel lineage {report.lineage.version}  (and the report: what differs)",
     }
 

@@ -166,10 +166,11 @@ def compare_replay(lineage: Lineage, model, evaluation) -> ReplayReport:
 def write_replay_report(settings: Settings, report: ReplayReport) -> Path:
     from prefect.artifacts import create_markdown_artifact
 
-    out = settings.reports.dir / "replay"
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{report.lineage.name}-v{report.lineage.version}"
-    (out / f"{stem}.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    (out / f"{stem}.md").write_text(report.markdown())
-    create_markdown_artifact(key="keel-replay", markdown=report.markdown(), description=f"replay of {stem}")
-    return out / f"{stem}.md"
+    md, js = report.paths(settings.reports.dir)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    js.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    md.write_text(report.markdown())
+    create_markdown_artifact(
+        key="keel-replay", markdown=report.markdown(), description=f"replay of {md.stem}"
+    )
+    return md

@@ -265,6 +265,7 @@ def finish_study_run(
     counts = {s.name.lower(): sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
     summary = {
         "study": name,
+        "objective": OBJECTIVE,
         "best_trial": best.number,
         "best_value": best.value,
         "best_params": dict(best.params),
