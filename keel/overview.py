@@ -47,9 +47,9 @@ def pending_reviews(settings: Settings, client) -> list[dict[str, Any]]:
 
 def last_runs(settings: Settings, client, n: int = 3) -> list[dict[str, Any]]:
     """The newest runs of the workspace's experiments (training and monitoring)."""
-    from keel.tracking import _workspace_experiments
+    from keel.tracking import workspace_experiments
 
-    exp_ids = _workspace_experiments(settings, client)
+    exp_ids = workspace_experiments(settings, client)
     if not exp_ids:
         return []
     runs = client.search_runs(exp_ids, max_results=n, order_by=["attributes.start_time DESC"])
@@ -82,25 +82,23 @@ def drift_state(settings: Settings, client) -> dict[str, Any] | None:
     }
 
 
-def servers(settings: Settings) -> list[dict[str, Any]]:
-    """`keel up`'s services for this workspace and whether each process is alive."""
-    from keel.services import alive, read_state
+def servers(up: Any) -> list[dict[str, Any]]:
+    """`keel up`'s services (``up``: its recorded state, or None) and whether each process is alive."""
+    from keel.services import alive
 
-    up = read_state(settings)
     if up is None:
         return []
     return [{"name": s.name, "url": s.url, "pid": s.pid, "up": alive(s)} for s in up.services]
 
 
-def schedules(settings: Settings, live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def schedules(settings: Settings, up: Any, live: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """keel's two deployments: their cron and, when `keel up` serves them, the next run."""
-    from keel.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT, read_state
+    from keel.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT
 
     out: list[dict[str, Any]] = [
         {"deployment": RETRAIN_DEPLOYMENT, "cron": settings.prefect.retrain_cron, "next_run": None},
         {"deployment": MONITOR_DEPLOYMENT, "cron": settings.prefect.monitor_cron, "next_run": None},
     ]
-    up = read_state(settings)
     if up is None or not any(s["name"] == "prefect-server" and s["up"] for s in live):
         return out
     for item in out:
@@ -142,14 +140,16 @@ def _next_run(api: str, deployment: str) -> str | None:
 def overview(settings: Settings) -> dict[str, Any]:
     """Everything above, for `keel status` (text and --json)."""
     from keel import tracking
+    from keel.services import read_state
 
     client = tracking.client(settings)
-    live = servers(settings)
+    up = read_state(settings)  # keel up's record, read once
+    live = servers(up)
     return {
         "pending_reviews": pending_reviews(settings, client),
         "last_runs": last_runs(settings, client),
         "drift": drift_state(settings, client),
-        "schedules": schedules(settings, live),
+        "schedules": schedules(settings, up, live),
         "servers": live,
     }
 

@@ -117,7 +117,7 @@ def process_tags(settings: Settings) -> dict[str, str]:
     }
 
 
-def _workspace_experiments(settings: Settings, c: MlflowClient) -> list[str]:
+def workspace_experiments(settings: Settings, c: MlflowClient) -> list[str]:
     names = (settings.mlflow.experiment, settings.mlflow.experiment + settings.drift.experiment_suffix)
     return [e.experiment_id for e in (c.get_experiment_by_name(n) for n in names) if e is not None]
 
@@ -133,7 +133,7 @@ def _holder_alive(tags: Mapping[str, str]) -> bool:
 
 def reap_orphaned_runs(settings: Settings, c: MlflowClient) -> list[str]:
     """Mark this workspace's RUNNING runs whose process on this host is gone as KILLED."""
-    exp_ids = _workspace_experiments(settings, c)
+    exp_ids = workspace_experiments(settings, c)
     if not exp_ids:
         return []
     host = socket.gethostname()
@@ -162,7 +162,7 @@ def reap_orphaned_runs(settings: Settings, c: MlflowClient) -> list[str]:
 def killed_runs(settings: Settings, max_results: int = 5) -> list[dict[str, str]]:
     """The newest runs of this workspace that keel marked KILLED: name, id and why."""
     c = client(settings)
-    exp_ids = _workspace_experiments(settings, c)
+    exp_ids = workspace_experiments(settings, c)
     if not exp_ids:
         return []
     runs = c.search_runs(
