@@ -43,10 +43,10 @@ def main() -> None:
     from flows.compress import compress_flow
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.settings import load_settings
-    from keel.tracking import client
-    from keel.workload import build, load_workload
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
+    from keel.registry.tracking import client
+    from keel.workloads import build, load_workload
 
     root = Path(tempfile.mkdtemp(prefix="bench-compress-")) / "ws"
     ws = init_workspace(root, build(args.workload).init_toml())

@@ -30,9 +30,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=out)
     args = ap.parse_args()
 
-    from keel import workspace as ws
-    from keel.dataset import month_range
-    from keel.settings import load_settings
+    from keel.config.settings import load_settings
+    from keel.data import workspace as ws
+    from keel.workloads.flights.data import month_range
     from tasks.data import build_batches, commit_batches
 
     root = Path(tempfile.mkdtemp(prefix="keel-bench-commit-"))

@@ -26,9 +26,9 @@ def main() -> None:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from keel.dataset import build_month, load_source, month_range, split_frame
-    from keel.settings import load_settings
-    from keel.training import fit
+    from keel.config.settings import load_settings
+    from keel.model.training import fit
+    from keel.workloads.flights.data import build_month, load_source, month_range, split_frame
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--from", dest="first", default="2013-01")

@@ -47,8 +47,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dvc_add_throughput.json")
     args = ap.parse_args()
 
-    from keel.dataset import build_month, load_source, month_range
-    from keel.partitions import write_partition
+    from keel.data.partitions import write_partition
+    from keel.workloads.flights.data import build_month, load_source, month_range
 
     root = Path(tempfile.mkdtemp(prefix="keel-bench-dvc-"))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}

@@ -22,9 +22,9 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-    from keel.registry import Registry, verify_ledger
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
+    from keel.registry.promotion import Registry, verify_ledger
 
     ws = init_workspace(
         Path(tempfile.mkdtemp(prefix="bench-ledger-")) / "ws", '[workload]\nname = "synthetic"\n'

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 def pipeline(ws: Path, profile: str, months: list[str], env: dict[str, str]) -> dict[str, float]:
-    from keel.workspace import init_workspace
+    from keel.data.workspace import init_workspace
 
     init_workspace(ws)
     times = {}
@@ -52,7 +52,7 @@ def pipeline(ws: Path, profile: str, months: list[str], env: dict[str, str]) -> 
 
 
 def main() -> None:
-    from keel.localstack import ScaledBackends
+    from keel.ops.localstack import ScaledBackends
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="debug")

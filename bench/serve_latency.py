@@ -71,12 +71,12 @@ def main() -> None:
 
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.batch import score_file
-    from keel.dataset import build_month, load_source
-    from keel.partitions import write_partition
-    from keel.serving import load_version
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.partitions import write_partition
+    from keel.data.workspace import init_workspace
+    from keel.serving.batch import score_file
+    from keel.serving.server import load_version
+    from keel.workloads.flights.data import build_month, load_source
 
     root = Path(tempfile.mkdtemp(prefix="keel-bench-serve-"))
     ws = init_workspace(root / "ws")

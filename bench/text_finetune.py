@@ -43,12 +43,18 @@ def main() -> None:
     import lightning.pytorch as pl
     import pandas as pd
 
-    from keel.net import NetConfig, build
-    from keel.objectives import Multiclass
-    from keel.settings import load_settings
-    from keel.text import TextPreprocessor, encoder_options
-    from keel.training import EncodedSplit, ShuffledBatches, TabularDataModule, TabularModule, build_trainer
-    from keel.workload import build as build_workload
+    from keel.config.settings import load_settings
+    from keel.model.families.bert import TextPreprocessor, encoder_options
+    from keel.model.net import NetConfig, build
+    from keel.model.objectives import Multiclass
+    from keel.model.training import (
+        EncodedSplit,
+        ShuffledBatches,
+        TabularDataModule,
+        TabularModule,
+        build_trainer,
+    )
+    from keel.workloads import build as build_workload
     from keel.workloads.text import default_encoder
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

@@ -35,13 +35,13 @@ MODES = ("bare", "keel (prefect)", "keel (managed)")
 
 def bare(workspace: str, profile: str | None) -> None:
     """The baseline, run in its own process: fit + evaluate, nothing else."""
-    from keel import dataset as ds
-    from keel.evaluation import classification_metrics
-    from keel.settings import load_settings
-    from keel.training import fit
+    from keel.config.settings import load_settings
+    from keel.model.evaluation import classification_metrics
+    from keel.model.training import fit
+    from keel.workloads.flights import data as ds
 
     s = load_settings(workspace, profile=profile)
-    from keel.partitions import list_partitions, read_partitions
+    from keel.data.partitions import list_partitions, read_partitions
 
     frame = read_partitions(list_partitions(s.data.dir))
     train, val, test = ds.split_frame(frame, s.split.val_pct, s.split.test_pct, s.split.salt)
@@ -87,9 +87,9 @@ def main() -> None:
         bare(args.bare, profile)
         return
 
-    from keel.settings import load_settings
-    from keel.workload import load_workload
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
+    from keel.workloads import load_workload
 
     home = Path(tempfile.mkdtemp(prefix="keel-bench-prefect-"))
     env = {"PREFECT_HOME": str(home)}

@@ -43,12 +43,12 @@ def main() -> None:
 
     import lightning.pytorch as pl
 
-    from keel.dataset import build_month, load_source
-    from keel.features import Preprocessor
-    from keel.net import NetConfig, TabularNet
-    from keel.objectives import Binary
-    from keel.settings import load_settings
-    from keel.training import EncodedSplit, TabularDataModule, TabularModule, build_trainer
+    from keel.config.settings import load_settings
+    from keel.model.features import Preprocessor
+    from keel.model.net import NetConfig, TabularNet
+    from keel.model.objectives import Binary
+    from keel.model.training import EncodedSplit, TabularDataModule, TabularModule, build_trainer
+    from keel.workloads.flights.data import build_month, load_source
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     settings = load_settings(tempfile.mkdtemp(), environ={})

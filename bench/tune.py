@@ -28,9 +28,9 @@ WORKSPACES = {
 
 def _workspace(name: str, profile: str | None):
     from flows.ingest import ingest_flow
-    from keel.settings import load_settings
-    from keel.workload import load_workload
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
+    from keel.workloads import load_workload
 
     ws = init_workspace(Path(tempfile.mkdtemp(prefix=f"bench-tune-{name}-")) / "ws", WORKSPACES[name])
     s = load_settings(ws, profile=profile, environ={})
@@ -90,9 +90,9 @@ def _default_vs_tuned(name: str, args) -> dict:
     """The default config trained, then the study and its best config trained; the test
     metric of both on the same data version and held-out rows."""
     from flows.train import train_flow
-    from keel.objectives import KINDS
-    from keel.tracking import client
-    from keel.workload import load_workload
+    from keel.model.objectives import KINDS
+    from keel.registry.tracking import client
+    from keel.workloads import load_workload
 
     s = _workspace(name, args.profile)
     metric = f"test/{KINDS[load_workload(s).objective()].headline}"

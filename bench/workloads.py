@@ -55,10 +55,10 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
 def one_workload(name: str, root: Path, requests: int) -> dict:
     import pandas as pd
 
-    from keel.serving import load_version
-    from keel.settings import load_settings
-    from keel.tracking import client
-    from keel.workload import load_workload
+    from keel.config.settings import load_settings
+    from keel.registry.tracking import client
+    from keel.serving.server import load_version
+    from keel.workloads import load_workload
 
     ws = root / name
     env = {**os.environ, "PREFECT_HOME": str(root / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING"}
@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "workloads.json")
     args = ap.parse_args()
 
-    from keel.workload import shipped
+    from keel.workloads import shipped
 
     root = Path(tempfile.mkdtemp(prefix="keel-bench-workloads-"))
     names = args.only or [name for name, _ in shipped()]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from keel.settings import Settings
+from keel.config.settings import Settings
 from tasks.compress import (
     build_variant,
     load_source_model,

@@ -21,7 +21,7 @@ from prefect import flow
 
 from flows.monitor import monitor_flow
 from flows.retrain import retrain_flow
-from keel.settings import Settings
+from keel.config.settings import Settings
 from tasks.monitor import MonitorOutcome
 from tasks.retrain import RetrainOutcome, load_workspace_settings
 
@@ -79,7 +79,7 @@ def deployments(settings: Settings) -> list:
 def main(argv: list[str] | None = None) -> None:
     from prefect import serve
 
-    from keel.settings import load_settings
+    from keel.config.settings import load_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m flows.deployments",

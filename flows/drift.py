@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from keel.drift import DriftReport
-from keel.settings import Settings
+from keel.config.settings import Settings
+from keel.data.drift import DriftReport
 from tasks.data import build_batches
 from tasks.drift import champion_version, compute_drift, load_champion_model, load_reference, log_drift
 from tasks.lineage import discard_scratch, load_lineage, open_scratch

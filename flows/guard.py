@@ -8,8 +8,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from keel.guardrail import GuardOutcome
-from keel.settings import Settings
+from keel.config.settings import Settings
+from keel.registry.guardrail import GuardOutcome
 from tasks.data import build_batches, require_valid, validate_batches
 from tasks.guard import guard_champion, require_guardrail
 

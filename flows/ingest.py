@@ -7,8 +7,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from keel.settings import Settings
-from keel.workspace import DataVersion
+from keel.config.settings import Settings
+from keel.data.workspace import DataVersion
 from tasks.data import build_batches, commit_batches, require_valid, validate_batches
 from tasks.guard import guard_champion, require_guardrail
 

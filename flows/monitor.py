@@ -10,7 +10,7 @@ from prefect import flow, tags
 
 from flows.drift import drift_flow
 from flows.retrain import retrain_flow
-from keel.settings import Settings
+from keel.config.settings import Settings
 from tasks.data import build_batches, validate_batches
 from tasks.guard import guard_champion, require_guardrail
 from tasks.monitor import MonitorOutcome, monitor_outcome

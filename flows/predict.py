@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from keel.settings import Settings
+from keel.config.settings import Settings
 from tasks.predict import load_champion, score_file
 
 

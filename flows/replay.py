@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from keel.lineage import ReplayReport
-from keel.settings import Settings
+from keel.config.settings import Settings
+from keel.registry.lineage import ReplayReport
 from tasks.data import load_splits
 from tasks.evaluate import evaluate_model
 from tasks.lineage import (

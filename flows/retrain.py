@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows.train import train_flow
-from keel.settings import Settings
+from keel.config.settings import Settings
 from tasks.data import build_batches, commit_batches, require_valid, validate_batches
 from tasks.guard import guard_champion, require_guardrail
 from tasks.retrain import RetrainOutcome, no_new_batch, pending_months, reject_batches, retrain_outcome

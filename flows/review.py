@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, pause_flow_run
 
-from keel.settings import Settings
+from keel.config.settings import Settings
 from tasks.review import ReviewDecision, ReviewOutcome, act_on_review, describe_candidate
 
 

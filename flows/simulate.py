@@ -9,7 +9,7 @@ from prefect import flow
 
 from flows.drift import drift_flow
 from flows.retrain import retrain_flow
-from keel.settings import Settings
+from keel.config.settings import Settings
 from tasks.simulate import (
     MonthRecord,
     record_month,

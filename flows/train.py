@@ -11,7 +11,7 @@ from dataclasses import replace
 from prefect import flow
 
 from flows.compress import compress_flow
-from keel.settings import Settings
+from keel.config.settings import Settings
 from tasks.data import load_splits, require_valid, resolve_dataset, validate_data, verify_remote
 from tasks.evaluate import evaluate_model, log_evaluation
 from tasks.explain import explain_model, log_explanation

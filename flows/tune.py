@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow
 
 from flows.train import train_flow
-from keel.settings import Settings
+from keel.config.settings import Settings
 from tasks.data import load_splits, require_valid, resolve_dataset, validate_data
 from tasks.register import RegisteredVersion
 from tasks.tune import (

@@ -12,10 +12,10 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.config.settings import Settings
 from keel.errors import KeelError, retry_transient
-from keel.gate import GateResult
-from keel.lineage import Lineage
-from keel.settings import Settings
+from keel.registry.gate import GateResult
+from keel.registry.lineage import Lineage
 from tasks.data import Splits
 from tasks.evaluate import Evaluation
 from tasks.gate import Baseline
@@ -58,9 +58,9 @@ def load_source_model(settings: Settings, lineage: Lineage, directory: Path) -> 
     source's latency is measured on those very files)."""
     import mlflow
 
-    from keel import tracking
-    from keel.pyfunc import load_parts
-    from keel.training import TrainedModel
+    from keel.model.runtime.pyfunc import load_parts
+    from keel.model.training import TrainedModel
+    from keel.registry import tracking
 
     if lineage.derived_from:
         raise KeelError(
@@ -86,7 +86,7 @@ def load_source_model(settings: Settings, lineage: Lineage, directory: Path) -> 
 @task(name="build-variant", cache_policy=NONE)
 def build_variant(settings: Settings, source, splits: Splits, method: str, directory: Path):
     """The compressed variant of ``source``, traced on the first held-out rows."""
-    from keel.compress import compress
+    from keel.model.compress import compress
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
     return compress(source, method, sample, directory / "variant")
@@ -106,7 +106,7 @@ def measure_parity(
 ) -> Parity:
     """Agreement and output distance on the held-out rows; size; p50/p99 latency of both
     models at 1 and 32 rows, each in a fresh process."""
-    from keel.compress import agreement, latency_in_fresh_process
+    from keel.model.compress import agreement, latency_in_fresh_process
 
     metrics = {
         f"parity/{k}": v
@@ -136,9 +136,9 @@ def parity_gate(
     """The gate's metrics, each allowed to fall (rise) at most compress.max_drop (max_rise)
     against the source on the same rows, and the label agreement floor; the slice guard
     as the gate has it."""
-    from keel.gate import evaluate_gate
-    from keel.objectives import higher_is_better
-    from keel.settings import GateConfig, MetricRule
+    from keel.config.settings import GateConfig, MetricRule
+    from keel.model.objectives import higher_is_better
+    from keel.registry.gate import evaluate_gate
 
     c = settings.compress
     rules = {
@@ -180,8 +180,8 @@ def register_variant(
 
     from mlflow.entities import Metric, Param
 
-    from keel import tracking
-    from keel.lineage import environment_lock
+    from keel.registry import tracking
+    from keel.registry.lineage import environment_lock
 
     client = tracking.client(settings)
     experiment_id = tracking.ensure_experiment(settings)
@@ -260,7 +260,7 @@ def register_variant(
 @task(name="source-baseline", cache_policy=NONE)
 def source_baseline(settings: Settings, lineage: Lineage, source_eval: Evaluation) -> Baseline:
     """The source version as the gate's baseline (its diff card compares against it)."""
-    from keel import tracking
+    from keel.registry import tracking
 
     params = dict(tracking.client(settings).get_run(lineage.run_id).data.params)
     return Baseline(lineage.version, lineage.data_version, params, source_eval.metrics, source_eval.slices)

@@ -10,11 +10,11 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel import partitions
+from keel.config.settings import Settings
+from keel.data import partitions
+from keel.data.validation import ValidationReport
+from keel.data.workspace import DataVersion, DataVersionError
 from keel.errors import InputError, retry_transient
-from keel.settings import Settings
-from keel.validation import ValidationReport
-from keel.workspace import DataVersion, DataVersionError
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Batch:
 def build_batches(settings: Settings, months: list[str], files: dict[str, Path]) -> list[Batch]:
     """Batches the workload's source builds (``months``: their names, e.g. YYYY-MM) and/or
     rows from files, in memory: nothing is written."""
-    from keel.workload import load_workload
+    from keel.workloads import load_workload
 
     workload = load_workload(settings)
     batches = []
@@ -99,7 +99,7 @@ def build_batches(settings: Settings, months: list[str], files: dict[str, Path])
 
 def _items(step: str, unit: str) -> Callable[[int, int], None]:
     """A step's item count, as keel.console.progress records (counted lines on a keel console)."""
-    from keel.console import progress
+    from keel.cli.console import progress
 
     return lambda done, total: progress(step, done, total, unit)
 
@@ -107,8 +107,8 @@ def _items(step: str, unit: str) -> Callable[[int, int], None]:
 @task(name="validate-batches", cache_policy=NONE)
 def validate_batches(settings: Settings, batches: list[Batch]) -> ValidationReport:
     """The suite on each new batch alone, before anything touches data/."""
-    from keel.validation import validate_frames, write_report
-    from keel.workload import load_suite_for
+    from keel.data.validation import validate_frames, write_report
+    from keel.workloads import load_suite_for
 
     report = validate_frames(
         {b.source: b.frame for b in batches}, load_suite_for(settings), _items("validate-batches", "batches")
@@ -130,7 +130,7 @@ def commit_batches(settings: Settings, batches: list[Batch]) -> DataVersion:
     """Write the partitions, dvc add + push, record the version and commit it to git
     (data.dvc and the version log only), one ingest at a time per workspace. A journal
     lets the next keel command restore the previous version if this is killed halfway."""
-    from keel import workspace as ws
+    from keel.data import workspace as ws
 
     with ws.ingest_lock(settings):
         ws.recover_ingest(settings, locked=True)
@@ -162,7 +162,7 @@ def pq_rows(path: Path) -> int:
 )
 def resolve_dataset(settings: Settings) -> DatasetRef:
     """The current data version (data.dvc), checked out and unmodified."""
-    from keel.workspace import ensure_checked_out
+    from keel.data.workspace import ensure_checked_out
 
     version = ensure_checked_out(settings)
     parts = tuple(Partition(p, pq_rows(p)) for p in partitions.list_partitions(settings.data.dir))
@@ -175,8 +175,8 @@ def resolve_dataset(settings: Settings) -> DatasetRef:
 def validate_data(settings: Settings, dataset: DatasetRef) -> ValidationReport:
     """Run the GX suite on every partition and keep the result (JSON + markdown)
     under reports/validation/<data version>.*"""
-    from keel.validation import validate_frames, write_report
-    from keel.workload import load_suite_for
+    from keel.data.validation import validate_frames, write_report
+    from keel.workloads import load_suite_for
 
     suite = load_suite_for(settings)
     frames = {
@@ -194,7 +194,7 @@ def require_valid(report: ValidationReport) -> ValidationReport:
     file, column and rule when the data broke the suite."""
     from prefect.artifacts import create_markdown_artifact
 
-    from keel.validation import DataValidationError
+    from keel.data.validation import DataValidationError
 
     create_markdown_artifact(
         key="keel-validation",
@@ -210,7 +210,7 @@ def require_valid(report: ValidationReport) -> ValidationReport:
 
 @task(name="load-splits", cache_policy=NONE)
 def load_splits(settings: Settings, dataset: DatasetRef) -> Splits:
-    from keel.workload import load_workload
+    from keel.workloads import load_workload
 
     frames = {p.path.stem: partitions.read_partition(p.path) for p in dataset.partitions}
     return make_splits(settings, frames, load_workload(settings).split_key())
@@ -246,7 +246,7 @@ def make_splits(settings: Settings, frames: dict[str, pd.DataFrame], key: list[s
 )
 def verify_remote(settings: Settings, dataset: DatasetRef) -> DatasetRef:
     """Check, object by object, that the DVC remote holds this data version."""
-    from keel.workspace import require_in_remote
+    from keel.data.workspace import require_in_remote
 
     require_in_remote(settings, dataset.version.md5)
     return dataset

@@ -9,9 +9,9 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.drift import DriftReport
+from keel.config.settings import Settings
+from keel.data.drift import DriftReport
 from keel.errors import retry_transient
-from keel.settings import Settings
 from tasks.data import Batch
 
 
@@ -23,7 +23,7 @@ from tasks.data import Batch
     retry_condition_fn=retry_transient,
 )
 def champion_version(settings: Settings) -> str | None:
-    from keel import tracking
+    from keel.registry import tracking
 
     return tracking.current_alias_version(settings, "champion")
 
@@ -37,8 +37,8 @@ def champion_version(settings: Settings) -> str | None:
 )
 def load_reference(settings: Settings, lineage, directory: Path) -> pd.DataFrame:
     """The champion's training data, re-materialised from the DVC remote by its md5."""
-    from keel import partitions
-    from keel.workspace import materialise
+    from keel.data import partitions
+    from keel.data.workspace import materialise
 
     root = materialise(settings, lineage.dvc_file, directory, lineage.data_commit)
     data_dir = root / settings.data.dir.relative_to(settings.workspace)
@@ -58,7 +58,7 @@ def load_champion_model(settings: Settings, champion: str):
         return None
     import mlflow
 
-    from keel import tracking
+    from keel.registry import tracking
 
     tracking.use_tracking(settings)
     return mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{champion}").unwrap_python_model()
@@ -69,7 +69,7 @@ def compute_drift(
     settings: Settings, reference: pd.DataFrame, batches: list[Batch], model=None
 ) -> DriftReport:
     """Feature columns as they are; text and predictions through keel.drift.project."""
-    from keel.drift import compare, project
+    from keel.data.drift import compare, project
 
     current = pd.concat([b.frame for b in batches], ignore_index=True)
     d, f = settings.drift, settings.features
@@ -87,8 +87,8 @@ def log_drift(settings: Settings, report: DriftReport, champion: str, batches: l
     from mlflow.entities import Metric
     from prefect.artifacts import create_table_artifact
 
-    from keel import tracking
-    from keel.drift import plot
+    from keel.data.drift import plot
+    from keel.registry import tracking
 
     client = tracking.client(settings)
     exp_id = tracking.ensure_experiment(settings, settings.drift.experiment_suffix)

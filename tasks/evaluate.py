@@ -10,9 +10,9 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.config.settings import Settings
 from keel.errors import retry_transient
-from keel.objectives import Objective
-from keel.settings import Settings
+from keel.model.objectives import Objective
 from tasks.data import Splits
 
 
@@ -29,7 +29,7 @@ class Evaluation:
 def evaluate_model(settings: Settings, model, splits: Splits) -> Evaluation:
     """The objective's metrics (scikit-learn) on val and the held-out test split, plus slices
     and the headline metric's largest gap across each slice column (test/slice_gap/<column>)."""
-    from keel.evaluation import slice_gaps, slice_table
+    from keel.model.evaluation import slice_gaps, slice_table
 
     label, objective = settings.features.label, model.objective
     metrics: dict[str, float] = {}
@@ -56,8 +56,8 @@ def log_evaluation(settings: Settings, evaluation: Evaluation, run_id: str) -> l
 
     from mlflow.entities import Metric
 
-    from keel import tracking
-    from keel.evaluation import save_plots
+    from keel.model.evaluation import save_plots
+    from keel.registry import tracking
 
     client = tracking.client(settings)
     now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)

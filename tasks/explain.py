@@ -12,8 +12,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.config.settings import Settings
 from keel.errors import retry_transient
-from keel.settings import Settings
 from tasks.data import Splits
 
 
@@ -30,7 +30,7 @@ class Explanation:
 @task(name="explain-model", cache_policy=NONE)
 def explain_model(settings: Settings, model, splits: Splits) -> Explanation:
     """What the model relies on, on (up to ``explain.rows``) test rows; seeded by train.seed."""
-    from keel.explain import WHY, global_importance, method_for
+    from keel.model.explain import WHY, global_importance, method_for
 
     method = method_for(model.net)
     if method is None or not settings.explain.enabled:
@@ -68,8 +68,8 @@ def explain_model(settings: Settings, model, splits: Splits) -> Explanation:
 )
 def log_explanation(settings: Settings, explanation: Explanation, run_id: str) -> list[str]:
     """``explain/importance.csv``, ``explain/importance.png`` and ``explain/method.json``."""
-    from keel import tracking
-    from keel.explain import plot
+    from keel.model.explain import plot
+    from keel.registry import tracking
 
     client = tracking.client(settings)
     meta = {"method": explanation.method, "why": explanation.why, "rows": explanation.rows}
@@ -96,7 +96,7 @@ def log_explanation(settings: Settings, explanation: Explanation, run_id: str) -
 def champion_importance(settings: Settings, run_id: str) -> pd.DataFrame | None:
     """The champion's ``explain/importance.csv`` (None: its run logged none, e.g. trained
     before explanations existed)."""
-    from keel import tracking
+    from keel.registry import tracking
 
     client = tracking.client(settings)
     if "explain/importance.csv" not in {f.path for f in client.list_artifacts(run_id, "explain")}:

@@ -9,10 +9,10 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.cli.overview import AWAITING
+from keel.config.settings import Settings
 from keel.errors import retry_transient
-from keel.gate import GateResult
-from keel.overview import AWAITING
-from keel.settings import Settings
+from keel.registry.gate import GateResult
 from tasks.data import DatasetRef, Holdout, Splits
 from tasks.evaluate import Evaluation
 from tasks.explain import Explanation
@@ -42,8 +42,8 @@ class Baseline:
 def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
     import mlflow
 
-    from keel import tracking
-    from keel.evaluation import slice_gaps, slice_table
+    from keel.model.evaluation import slice_gaps, slice_table
+    from keel.registry import tracking
 
     version = tracking.current_alias_version(settings, "champion")
     if version is None:
@@ -78,9 +78,9 @@ def apply_gate(
 ) -> GateResult:
     """Bless or reject on the holdout's rows; refuse if ``champion`` no longer points at the
     baseline used. The verdict records the holdout, and whether the champion trained on it."""
-    from keel import tracking
-    from keel.gate import evaluate_gate
-    from keel.registry import PromotionError
+    from keel.registry import tracking
+    from keel.registry.gate import evaluate_gate
+    from keel.registry.promotion import PromotionError
 
     result = evaluate_gate(
         settings.gate,
@@ -127,8 +127,8 @@ def record_gate(
 
     from prefect.artifacts import create_markdown_artifact
 
-    from keel import tracking
-    from keel.gate import diff_card
+    from keel.registry import tracking
+    from keel.registry.gate import diff_card
 
     client = tracking.client(settings)
     name, v = settings.mlflow.model_name, registered.version
@@ -181,8 +181,8 @@ def _relies_on(
 def apply_policy(settings: Settings, registered: RegisteredVersion, gate: GateResult) -> RegisteredVersion:
     """auto: a blessed challenger becomes champion. review: it waits for a reviewer.
     With no champion yet, a blessed version becomes the first one under either policy."""
-    from keel import tracking
-    from keel.registry import PromotionError, promote
+    from keel.registry import tracking
+    from keel.registry.promotion import PromotionError, promote
 
     client = tracking.client(settings)
     name, v = settings.mlflow.model_name, registered.version

@@ -7,8 +7,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.guardrail import GuardOutcome
-from keel.settings import Settings
+from keel.config.settings import Settings
+from keel.registry.guardrail import GuardOutcome
 from tasks.data import Batch
 
 
@@ -19,7 +19,7 @@ def guard_champion(settings: Settings, batches: list[Batch]) -> GuardOutcome:
     from prefect import get_run_logger
     from prefect.artifacts import create_markdown_artifact
 
-    from keel import guardrail
+    from keel.registry import guardrail
 
     outcome = guardrail.guard(settings, {b.name: b.frame for b in batches})
     guardrail.log(settings, outcome)
@@ -35,7 +35,7 @@ def guard_champion(settings: Settings, batches: list[Batch]) -> GuardOutcome:
 def require_guardrail(outcome: GuardOutcome | None) -> GuardOutcome | None:
     """A breach the guardrail did not resolve: stop with exit 1, naming the rule and the batch.
     None: the caller did not guard (its caller did)."""
-    from keel.guardrail import GuardrailBreach
+    from keel.registry.guardrail import GuardrailBreach
 
     if outcome is not None and outcome.status == "review":
         raise GuardrailBreach(

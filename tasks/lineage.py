@@ -10,10 +10,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.config.settings import Settings
+from keel.data.workspace import DataVersionError
 from keel.errors import KeelError, NotFoundError, retry_transient
-from keel.lineage import Lineage, ReplayReport
-from keel.settings import Settings
-from keel.workspace import DataVersionError
+from keel.registry.lineage import Lineage, ReplayReport
 from tasks.data import DatasetRef
 
 
@@ -27,9 +27,9 @@ from tasks.data import DatasetRef
 def load_lineage(settings: Settings, version: str) -> Lineage:
     from mlflow.exceptions import MlflowException
 
-    from keel import tracking
-    from keel.settings import migrate
-    from keel.workspace import origin
+    from keel.config.settings import migrate
+    from keel.data.workspace import origin
+    from keel.registry import tracking
 
     client = tracking.client(settings)
     name = settings.mlflow.model_name
@@ -103,9 +103,9 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
     """The recorded data version, pulled from the remote under ``directory`` (never
     data/) the way a teammate would (clone, checkout of the recorded data commit, dvc
     pull), and settings that train exactly as recorded there."""
-    from keel import partitions
-    from keel.settings import Settings as S
-    from keel.workspace import materialise, read_data_version
+    from keel.config.settings import Settings as S
+    from keel.data import partitions
+    from keel.data.workspace import materialise, read_data_version
     from tasks.data import Partition, pq_rows
 
     root = materialise(settings, lineage.dvc_file, directory, lineage.data_commit)
@@ -139,7 +139,7 @@ def recompress(lineage: Lineage, model, splits, directory: Path):
     (traced on the same held-out rows); any other version: the model as it is."""
     if not lineage.compression:
         return model
-    from keel.compress import compress
+    from keel.model.compress import compress
     from tasks.compress import TRACE_ROWS
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
@@ -156,7 +156,7 @@ def recorded_model(lineage: Lineage, gated, built):
 @task(name="compare-replay", cache_policy=NONE)
 def compare_replay(lineage: Lineage, model, evaluation) -> ReplayReport:
     """A compressed variant compares its model file's checksum, others their weights'."""
-    from keel.lineage import compare, environment_lock, weights_sha256
+    from keel.registry.lineage import compare, environment_lock, weights_sha256
 
     weights = model.sha256 if lineage.compression else weights_sha256(model.net.state_dict())
     return compare(lineage, evaluation.metrics, weights, environment_lock()[1])

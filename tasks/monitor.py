@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.drift import DriftReport
-from keel.guardrail import GuardOutcome
+from keel.data.drift import DriftReport
+from keel.registry.guardrail import GuardOutcome
 from tasks.retrain import RetrainOutcome
 from tasks.trigger import Trigger
 

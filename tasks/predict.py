@@ -7,8 +7,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.config.settings import Settings
 from keel.errors import retry_transient
-from keel.settings import Settings
 
 
 @task(
@@ -19,9 +19,9 @@ from keel.settings import Settings
     retry_condition_fn=retry_transient,
 )
 def load_champion(settings: Settings):
-    from keel import tracking
-    from keel.registry import PromotionError
-    from keel.serving import load_version
+    from keel.registry import tracking
+    from keel.registry.promotion import PromotionError
+    from keel.serving.server import load_version
 
     version = tracking.current_alias_version(settings, "champion")
     if version is None:
@@ -31,6 +31,6 @@ def load_champion(settings: Settings):
 
 @task(name="score-file", cache_policy=NONE)
 def score_file(settings: Settings, loaded, source: Path, target: Path) -> dict:
-    from keel.batch import score_file as run
+    from keel.serving.batch import score_file as run
 
     return run(loaded, source, target, settings.serve.chunk_rows)

@@ -12,8 +12,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.settings import Settings
-from keel.validation import ValidationReport
+from keel.config.settings import Settings
+from keel.data.validation import ValidationReport
 from tasks.data import DatasetRef, Splits
 from tasks.evaluate import Evaluation
 
@@ -89,7 +89,7 @@ def log_pyfunc(
     from mlflow.models import infer_signature
 
     import keel
-    from keel import tracking
+    from keel.registry import tracking
 
     with warnings.catch_warnings():
         # integer features stay "long" on purpose: MLflow then coerces serving input to
@@ -101,7 +101,7 @@ def log_pyfunc(
     with mlflow.start_run(run_id=run_id):
         return mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(Path(keel.__file__).parent / entry),
+            python_model=str(Path(keel.__file__).parent / "model" / "runtime" / entry),
             artifacts=artifacts,
             code_paths=[str(Path(keel.__file__).parent)],
             signature=signature,
@@ -122,10 +122,10 @@ def register_model(
 ) -> RegisteredVersion:
     from mlflow.exceptions import MlflowException
 
-    from keel import tracking
-    from keel.lineage import environment_lock, weights_sha256
-    from keel.pyfunc import save_artifacts
-    from keel.workspace import data_commit, git_commit
+    from keel.data.workspace import data_commit, git_commit
+    from keel.model.runtime.pyfunc import save_artifacts
+    from keel.registry import tracking
+    from keel.registry.lineage import environment_lock, weights_sha256
 
     example = splits.test[model.preprocessor.columns].head(5).reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.settings import Settings
-from keel.validation import ValidationReport
+from keel.config.settings import Settings
+from keel.data.validation import ValidationReport
 from tasks.data import DatasetRef
 from tasks.evaluate import Evaluation
 from tasks.register import RegisteredVersion

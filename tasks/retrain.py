@@ -9,10 +9,10 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from keel.guardrail import GuardOutcome
-from keel.settings import Settings
-from keel.validation import ValidationReport
-from keel.workspace import DataVersion
+from keel.config.settings import Settings
+from keel.data.validation import ValidationReport
+from keel.data.workspace import DataVersion
+from keel.registry.guardrail import GuardOutcome
 from tasks.data import Batch
 from tasks.register import RegisteredVersion
 
@@ -36,8 +36,8 @@ class RetrainOutcome:
 def load_workspace_settings(workspace: str, profile: str | None) -> Settings:
     """A deployment's parameters are plain JSON: the workspace and the profile. Every
     backend the settings name must answer before any work starts."""
-    from keel.backends import check
-    from keel.settings import load_settings
+    from keel.config.settings import load_settings
+    from keel.ops.backends import check
 
     settings = load_settings(workspace, profile=profile)
     check(settings)
@@ -48,8 +48,8 @@ def load_workspace_settings(workspace: str, profile: str | None) -> Settings:
 def pending_months(settings: Settings, months: list[str] | None, files: dict[str, Path] | None) -> list[str]:
     """The batches to take in: the ones asked for; none when only files are given; else
     the workload's next batch (the one after the newest partition it knows)."""
-    from keel import partitions
-    from keel.workload import load_workload
+    from keel.data import partitions
+    from keel.workloads import load_workload
 
     if months is not None:
         return list(months)

@@ -11,8 +11,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.input import RunInput
 
+from keel.config.settings import Settings
 from keel.errors import retry_transient
-from keel.settings import Settings
 
 
 class ReviewDecision(RunInput):
@@ -34,7 +34,7 @@ def describe_candidate(settings: Settings, version: str) -> str:
     """The candidate's gate verdict and diff card, published for the reviewer."""
     from prefect.artifacts import create_markdown_artifact
 
-    from keel.registry import Registry
+    from keel.registry.promotion import Registry
 
     reg = Registry(settings)
     reg.check_reachable()
@@ -84,8 +84,8 @@ class ReviewOutcome:
 def act_on_review(settings: Settings, version: str, decision: ReviewDecision) -> ReviewOutcome:
     from prefect.runtime import flow_run
 
-    from keel import tracking
-    from keel.registry import promote
+    from keel.registry import tracking
+    from keel.registry.promotion import promote
 
     run = str(flow_run.id) if flow_run.id else None
     if decision.approve:

@@ -14,7 +14,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.settings import Settings
+from keel.config.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class MonthRecord:
 @task(name="simulation-workspace", cache_policy=NONE)
 def simulation_workspace(settings: Settings, months: list[str]) -> Settings:
     """A fresh workspace under reports/simulation/ with the same config (never the user's data)."""
-    from keel.workspace import init_workspace
+    from keel.data.workspace import init_workspace
 
     root = settings.reports.dir / "simulation" / f"{months[0]}_{months[-1]}"
     shutil.rmtree(root / "ws", ignore_errors=True)
@@ -62,8 +62,8 @@ def simulation_workspace(settings: Settings, months: list[str]) -> Settings:
 
 def headline(settings: Settings) -> str:
     """The metric a simulation follows: the workload objective's headline (e.g. roc_auc)."""
-    from keel.objectives import KINDS
-    from keel.workload import load_workload
+    from keel.model.objectives import KINDS
+    from keel.workloads import load_workload
 
     return KINDS[load_workload(settings).objective()].headline
 
@@ -73,8 +73,8 @@ def score_champion_forward(settings: Settings, month: str) -> tuple[str | None, 
     """The headline metric of the current champion on a batch it has not seen."""
     import mlflow
 
-    from keel import tracking
-    from keel.workload import load_workload
+    from keel.registry import tracking
+    from keel.workloads import load_workload
 
     version = tracking.current_alias_version(settings, "champion")
     if version is None:
@@ -89,7 +89,7 @@ def score_champion_forward(settings: Settings, month: str) -> tuple[str | None, 
 
 @task(name="record-month", cache_policy=NONE)
 def record_month(settings: Settings, month: str, forward: tuple, drift, trained) -> MonthRecord:
-    from keel import tracking
+    from keel.registry import tracking
 
     client = tracking.client(settings)
     gate = json.loads(Path(client.download_artifacts(trained.run_id, "gate/gate.json")).read_text())

@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.config.settings import Settings
+from keel.data.validation import ValidationReport
 from keel.errors import retry_transient
-from keel.settings import Settings
-from keel.validation import ValidationReport
 from tasks.data import DatasetRef, Splits
 
 
@@ -26,9 +26,9 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
     data version's data.dvc."""
     from mlflow.entities import Param
 
-    from keel import servability, tracking
-    from keel.lineage import environment_lock
-    from keel.workspace import data_commit, git_commit
+    from keel.data.workspace import data_commit, git_commit
+    from keel.registry import servability, tracking
+    from keel.registry.lineage import environment_lock
 
     # a blessed version is loaded in a fresh process before any alias moves: the server
     # that forks that process imports MLflow now, while the model trains
@@ -89,8 +89,8 @@ def _fit(settings: Settings, train, val, run_id: str | None, prefix: str = "", c
     ``callbacks``: more Lightning callbacks (keel tune's pruning)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from keel.training import fit
-    from keel.workload import load_workload
+    from keel.model.training import fit
+    from keel.workloads import load_workload
 
     workload = load_workload(settings)
     logger = (
@@ -118,7 +118,7 @@ def _fit(settings: Settings, train, val, run_id: str | None, prefix: str = "", c
 @task(name="train-model", cache_policy=NONE)
 def train_model(settings: Settings, splits: Splits, run_id: str | None):
     """Fit the Lightning model; per-epoch metrics go to the MLflow run (none: no logging)."""
-    from keel import tracking
+    from keel.registry import tracking
 
     model = _fit(settings, splits.train, splits.val, run_id)
     if run_id is None:
@@ -139,7 +139,7 @@ def refit_model(settings: Settings, model, splits: Splits, blessed: bool, run_id
     A rejected one, or one gated on a random split, is registered as it was gated."""
     if splits.refit is None or not blessed:
         return model
-    from keel import tracking
+    from keel.registry import tracking
 
     train, val = splits.refit
     # its curves beside the gated fit's: refit-train/loss, refit-val/loss
@@ -154,7 +154,7 @@ def refit_model(settings: Settings, model, splits: Splits, blessed: bool, run_id
 
 @task(name="end-run", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
 def end_run(settings: Settings, run_id: str, status: str = "FINISHED") -> None:
-    from keel import tracking
+    from keel.registry import tracking
 
     tracking.client(settings).set_terminated(run_id, status=status)
 
@@ -171,9 +171,9 @@ def train_as_worker(settings: Settings) -> None:
     """A DDP rank other than 0 started by an outside launcher (train.ddp_start_method =
     "popen"): the same data version, splits and config as rank 0, then fit() to join the
     process group. No validation report, MLflow run or registration: rank 0 does those."""
-    from keel import partitions
-    from keel.workload import load_workload
-    from keel.workspace import ensure_checked_out
+    from keel.data import partitions
+    from keel.data.workspace import ensure_checked_out
+    from keel.workloads import load_workload
     from tasks.data import make_splits
 
     ensure_checked_out(settings)

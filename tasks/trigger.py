@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from keel.drift import DriftReport
+from keel.data.drift import DriftReport
 from keel.errors import retry_transient
-from keel.services import RETRAIN_DEPLOYMENT
+from keel.ops.services import RETRAIN_DEPLOYMENT
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
-from keel.settings import Settings
+from keel.config.settings import Settings
 from tasks.data import Batch
 
 TRIGGER_TAG = "keel-trigger:drift"

@@ -16,8 +16,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
+from keel.config.settings import SearchParam, Settings
 from keel.errors import InputError
-from keel.settings import SearchParam, Settings
 from tasks.data import Splits
 
 OBJECTIVE = "val/loss"  # what the study minimises: early stopping's own criterion
@@ -173,7 +173,7 @@ def run_trial(
     import optuna
     from optuna_integration import PyTorchLightningPruningCallback
 
-    from keel import tracking
+    from keel.registry import tracking
     from tasks.train import _fit
 
     if deadline and time.time() > deadline:
@@ -224,7 +224,7 @@ def _param(key: str, value: Any):
 @task(name="start-study-run", cache_policy=NONE)
 def start_study_run(settings: Settings, name: str) -> str:
     """The study's parent MLflow run (a resumed study gets a new one: one per session)."""
-    from keel import tracking
+    from keel.registry import tracking
 
     client = tracking.client(settings)
     run = client.create_run(
@@ -254,7 +254,7 @@ def finish_study_run(
     from matplotlib.figure import Figure
     from optuna.visualization import matplotlib as ovm
 
-    from keel import tracking
+    from keel.registry import tracking
 
     study = optuna.load_study(study_name=name, storage=storage_url(settings))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

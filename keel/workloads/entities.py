@@ -102,7 +102,7 @@ class EntitiesWorkload(TextWorkload):
         return "tokens"
 
     def label_rules(self) -> list[dict[str, Any]]:
-        from keel.validation import expectation as rule
+        from keel.data.validation import expectation as rule
 
         return [
             rule(

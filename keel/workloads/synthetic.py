@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from keel.workload import Workload, WorkloadParams, unfailable
+from keel.workloads import Workload, WorkloadParams, unfailable
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from keel.config.settings import ConfigError
 from keel.errors import InputError
-from keel.settings import ConfigError
-from keel.workload import Workload, WorkloadParams, unfailable
+from keel.workloads import Workload, WorkloadParams, unfailable
 
 if TYPE_CHECKING:
     import pandas as pd

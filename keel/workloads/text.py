@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
+from keel.config.settings import ConfigError
 from keel.errors import InputError
-from keel.settings import ConfigError
-from keel.workload import Workload, WorkloadParams
+from keel.workloads import Workload, WorkloadParams
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from keel.settings import Settings
+    from keel.config.settings import Settings
 
 LABEL = "device"
 DEVICES = ["android", "iphone", "other"]
@@ -131,7 +131,7 @@ class TextWorkload(Workload):
         return "multiclass"
 
     def net_options(self) -> dict[str, Any]:
-        from keel.text import encoder_options
+        from keel.model.families.bert import encoder_options
 
         source = Path(self.params.encoder) if self.params.encoder else default_encoder()
         return encoder_options(source, self.params.layers, self.params.max_length, self.per_token)
@@ -140,7 +140,7 @@ class TextWorkload(Workload):
         return ["id"]
 
     def default_suite(self, settings: Settings) -> dict[str, Any]:
-        from keel.validation import expectation as rule
+        from keel.data.validation import expectation as rule
 
         return {
             "name": self.name,
@@ -171,7 +171,7 @@ class TextWorkload(Workload):
         }
 
     def label_rules(self) -> list[dict[str, Any]]:
-        from keel.validation import expectation as rule
+        from keel.data.validation import expectation as rule
 
         return [
             rule("expect_column_values_to_be_in_set", "label is a device", column=LABEL, value_set=DEVICES)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from keel import console
+from keel.cli import console
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import hashlib
 import pandas as pd
 import pytest
 
-from keel import dataset as ds
-from keel import partitions
-from keel.workspace import DataVersionError, read_data_version
+from keel.data import partitions
+from keel.data.workspace import DataVersionError, read_data_version
+from keel.workloads.flights import data as ds
 from tasks.data import (
     build_batches,
     commit_batches,
@@ -162,7 +162,7 @@ def test_newest_holdout_trains_on_older_batches_gates_on_the_newest_and_refits_o
 
 
 def test_newest_holdout_with_one_batch_falls_back_to_the_random_split_and_says_why():
-    from keel import partitions as parts
+    from keel.data import partitions as parts
 
     assert parts.holdout_batches(["b02", "b01", "b03"], "newest") == (["b01", "b02"], ["b03"], "")
     older, newest, note = parts.holdout_batches(["2013-01"], "newest")

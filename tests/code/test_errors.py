@@ -10,11 +10,11 @@ import urllib.request
 
 import pytest
 
+from keel.config.settings import ConfigError
+from keel.data.validation import DataValidationError
+from keel.data.workspace import DataVersionError
 from keel.errors import EXIT_INTERNAL, InputError, KeelError, NotFoundError, is_transient
-from keel.registry import PromotionError
-from keel.settings import ConfigError
-from keel.validation import DataValidationError
-from keel.workspace import DataVersionError
+from keel.registry.promotion import PromotionError
 
 
 def _refused_port() -> int:

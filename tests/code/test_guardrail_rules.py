@@ -1,8 +1,8 @@
 """The guardrail's fallback rule, pure: a fallback must score no worse than the champion on
 every metric a rule names (higher- and lower-is-better alike)."""
 
-from keel.guardrail import Score, no_worse
-from keel.settings import load_settings
+from keel.config.settings import load_settings
+from keel.registry.guardrail import Score, no_worse
 
 
 def _s(version, **metrics):

@@ -36,7 +36,7 @@ def trained(ingested):
 
 
 def _client(settings):
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     return client(settings)
 

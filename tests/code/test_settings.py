@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from keel.settings import ConfigError, find_workspace, load_settings
+from keel.config.settings import ConfigError, find_workspace, load_settings
 
 
 def test_defaults_resolve_every_location_inside_the_workspace(tmp_path):
@@ -15,7 +15,7 @@ def test_defaults_resolve_every_location_inside_the_workspace(tmp_path):
     assert s.mlflow.artifact_root == (tmp_path.resolve() / "mlflow" / "artifacts").as_uri()
     assert s.dvc.remote_url == str(tmp_path.resolve() / "dvc-remote")
     assert s.prefect.api_url == ""
-    from keel.workload import load_suite_for
+    from keel.workloads import load_suite_for
 
     assert s.data.suite is None  # the workload's own
     assert load_suite_for(s)["name"] == "flights"
@@ -159,7 +159,7 @@ def test_mlflow_exporting_its_uri_does_not_redirect_later_workspaces(tmp_path, m
     user's value from before that, so a second workspace in the same process keeps its own store."""
     import mlflow
 
-    import keel.settings as ks
+    import keel.config.settings as ks
 
     monkeypatch.setattr(ks, "_process_mlflow_env", None)  # as in a fresh process
     first = load_settings(tmp_path / "a")
@@ -183,7 +183,7 @@ def _recorded_v1() -> dict:
 
 
 def test_a_config_recorded_before_workloads_migrates_and_hashes_as_recorded(tmp_path):
-    from keel.settings import CONFIG_VERSION, Settings, migrate
+    from keel.config.settings import CONFIG_VERSION, Settings, migrate
 
     old = _recorded_v1()
     assert "config_version" not in old and "workload" not in old and "demo_months" in old["data"]
@@ -205,7 +205,7 @@ def test_a_config_recorded_before_workloads_migrates_and_hashes_as_recorded(tmp_
 
 
 def test_a_config_from_a_newer_keel_is_refused():
-    from keel.settings import migrate
+    from keel.config.settings import migrate
 
     with pytest.raises(ConfigError, match="config_version 99 was recorded by a newer keel"):
         migrate({**_recorded_v1(), "config_version": 99})

@@ -7,16 +7,16 @@ import textwrap
 import pandas as pd
 import pytest
 
+from keel.config.settings import ConfigError, load_settings
 from keel.errors import InputError
-from keel.settings import ConfigError, load_settings
-from keel.workload import Workload, build, load_workload
+from keel.workloads import Workload, build, load_workload
 
 # A user's own workload, as it would live in their package: importable as module:Class.
 TINY = textwrap.dedent(
     """
     import pandas as pd
     from pydantic import Field
-    from keel.workload import Workload, WorkloadParams
+    from keel.workloads import Workload, WorkloadParams
 
     class Params(WorkloadParams):
         rows: int = Field(default=6, ge=1)
@@ -119,7 +119,7 @@ def test_the_ingest_and_schedule_tasks_take_batches_from_the_workload(workspace,
 
 
 def test_the_split_hashes_the_workloads_key_and_names_a_missing_column():
-    from keel.partitions import split_frame
+    from keel.data.partitions import split_frame
 
     frame = pd.DataFrame({"id": range(400), "x": [i % 7 for i in range(400)]})
     train, val, test = split_frame(frame, 10, 10, "salt", ["id"])
@@ -140,7 +140,7 @@ def test_workload_is_abstract_in_its_data_source():
 def test_the_suite_is_data_suite_else_the_workloads_default(tmp_path, tiny_target):
     import json
 
-    from keel.workload import load_suite_for
+    from keel.workloads import load_suite_for
 
     flights = load_settings(tmp_path, environ={})
     assert load_suite_for(flights)["name"] == "flights"

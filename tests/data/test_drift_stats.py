@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from keel.drift import compare
+from keel.data.drift import compare
 
 
 def _frame(n, seed, temp_shift=0.0, carrier_p=(0.5, 0.3, 0.2)):

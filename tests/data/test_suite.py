@@ -1,24 +1,24 @@
-"""The GX suites: flights' (keel/conf/suites/flights.json) accepts real data and rejects
+"""The GX suites: flights' (keel/workloads/flights/suite.json) accepts real data and rejects
 corruptions, naming the column and the rule; every other shipped workload's default suite too."""
 
 import numpy as np
 import pytest
 
-from keel.settings import load_settings
-from keel.validation import load_suite, validate_frames
+from keel.config.settings import load_settings
+from keel.data.validation import load_suite, validate_frames
 
 FILE = "data/2013-01.parquet"
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    from keel.workload import load_suite_for
+    from keel.workloads import load_suite_for
 
     return load_suite_for(load_settings(tmp_path_factory.mktemp("ws"), environ={}))
 
 
 def test_suite_accepts_a_real_month(source, suite):
-    from keel.dataset import build_month
+    from keel.workloads.flights.data import build_month
 
     frame = build_month(*source, "2013-07")  # a whole real month, not a sample
     report = validate_frames({FILE: frame}, suite)
@@ -107,7 +107,7 @@ def test_failure_lists_the_unexpected_values(month_frame, suite):
     ids=["digits", "synthetic", "tabular"],
 )
 def test_each_workloads_default_suite_passes_its_own_batch_and_names_a_broken_one(tmp_path, toml, column, corrupt):
-    from keel.workload import load_suite_for, load_workload
+    from keel.workloads import load_suite_for, load_workload
 
     (tmp_path / "keel.toml").write_text(toml)
     settings = load_settings(tmp_path, environ={})

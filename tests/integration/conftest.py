@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory, port_factory):
-    from keel.localstack import ScaledBackends, pg_bin
+    from keel.ops.localstack import ScaledBackends, pg_bin
 
     if pg_bin() is None:
         if os.environ.get("CI"):

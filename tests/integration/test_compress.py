@@ -17,9 +17,9 @@ def test_compress_auto_registers_a_servable_variant_through_the_same_policy(synt
 
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.registry import rollback
-    from keel.tracking import client, current_alias_version
-    from keel.workload import load_workload
+    from keel.registry.promotion import rollback
+    from keel.registry.tracking import client, current_alias_version
+    from keel.workloads import load_workload
 
     settings = synthetic.with_overrides({"compress.auto": True, "compress.latency_rounds": 3})
     ingest_flow(settings, ["b01"])

@@ -1,7 +1,7 @@
 """The keel command's console, run as a user runs it (a subprocess, output not a terminal):
 step lines and a summary, no third-party INFO line and no DVC hint; the engines' logs in
 the log file it names, and on the console with -v; --json objects that parse and match
-their documented schemas (keel/conf/schemas); a rejected model says nothing changed."""
+their documented schemas (keel/cli/schemas); a rejected model says nothing changed."""
 
 import json
 import os
@@ -33,7 +33,7 @@ def _keel(ws: Path, *args: str, env: dict[str, str] | None = None) -> subprocess
 
 
 def _schema(name: str) -> dict:
-    return json.loads(resources.files("keel").joinpath(f"conf/schemas/{name}.json").read_text())
+    return json.loads(resources.files("keel.cli").joinpath(f"schemas/{name}.json").read_text())
 
 
 def _one_json(proc: subprocess.CompletedProcess, schema: str) -> dict:

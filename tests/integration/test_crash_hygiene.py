@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from keel import tracking
+from keel.registry import tracking
 
 
 def _cli(settings, *args, env=None, **kw):
@@ -33,7 +33,7 @@ def _running_runs(settings):
 
 def _servers_of(pid):
     procs = psutil.Process(pid).children(recursive=True)
-    return [p for p in procs if "keel.prefect_server" in " ".join(p.cmdline())]
+    return [p for p in procs if "keel.ops.prefect_server" in " ".join(p.cmdline())]
 
 
 @pytest.mark.slow

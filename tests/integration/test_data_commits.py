@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from keel.workspace import DataVersionError, read_data_version
+from keel.data.workspace import DataVersionError, read_data_version
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_identical_bytes_make_no_commit_tags_are_optional_and_commits_can_be_off
 CONCURRENT = textwrap.dedent(
     """
     import sys
-    from keel.settings import load_settings
+    from keel.config.settings import load_settings
     from tasks.data import build_batches, commit_batches
     s = load_settings(sys.argv[1], profile="test", environ={})
     batches = build_batches.fn(s, [sys.argv[2]], {})
@@ -133,8 +133,8 @@ def test_a_workspace_below_its_repositorys_top_commits_and_replays_by_its_prefix
     from dvc.repo import Repo
 
     from flows.ingest import ingest_flow
-    from keel.settings import load_settings
-    from keel.workspace import data_commit, materialise
+    from keel.config.settings import load_settings
+    from keel.data.workspace import data_commit, materialise
 
     mono = tmp_path / "mono"
     (mono / "ml").mkdir(parents=True)

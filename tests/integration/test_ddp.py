@@ -12,7 +12,7 @@ def test_ddp_on_two_cpu_processes_registers_the_same_model_format(ingested):
     import mlflow
 
     from flows.train import train_flow
-    from keel.tracking import client, use_tracking
+    from keel.registry.tracking import client, use_tracking
 
     s = ingested.with_overrides({"train.max_epochs": 2, "train.limit_train_batches": 1.0})
     single = train_flow(s)
@@ -42,7 +42,7 @@ def test_torchrun_starts_two_ranks_and_only_rank_0_logs_and_registers(ingested):
     import subprocess
     import sys
 
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     s = ingested
     env = {

@@ -8,7 +8,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 def test_shifted_batch_drifts_unshifted_does_not_and_scores_are_logged(ws, tmp_path):
     from flows.drift import drift_flow
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     ws = ws.with_overrides({"drift.share_threshold": 0.3})  # the 2 shifted features below are 1/3
     same = drift_flow(ws, ["b01"])  # the champion trained on this very batch

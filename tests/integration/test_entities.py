@@ -17,10 +17,10 @@ def test_token_classification_end_to_end_with_its_onnx_variant(tmp_path, matches
     from flows.compress import compress_flow
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.settings import load_settings
-    from keel.tracking import client
-    from keel.workload import build, load_workload
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
+    from keel.registry.tracking import client
+    from keel.workloads import build, load_workload
 
     ws = init_workspace(tmp_path / "ws", build("entities").init_toml())
     settings = load_settings(ws, profile="test", environ={}).with_overrides({"compress.latency_rounds": 3})
@@ -40,7 +40,7 @@ def test_token_classification_end_to_end_with_its_onnx_variant(tmp_path, matches
     for text, tags in zip(texts, out["tags"], strict=True):
         assert len(tags.split()) == len(text.split()) and set(tags.split()) <= tag_set
 
-    from keel import summary
+    from keel.cli import summary
 
     before = summary.aliases(settings)
     variant = compress_flow(settings, "1", "onnx")

@@ -16,8 +16,8 @@ NOISY = '[workload]\nname = "synthetic"\nparams = { noise = true }\n'
 
 @pytest.fixture
 def noisy(tmp_path):
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
 
     s = load_settings(init_workspace(tmp_path / "ws", NOISY), profile="test", environ={})
     # trained enough to learn the signal (the test profile's one short epoch would not)
@@ -37,8 +37,8 @@ def test_every_training_logs_what_the_model_relies_on_and_noise_ranks_last(noisy
 
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.serving import ModelHolder, create_app, load_version
-    from keel.tracking import client
+    from keel.registry.tracking import client
+    from keel.serving.server import ModelHolder, create_app, load_version
 
     s = noisy
     ingest_flow(s, ["b01", "b02"])

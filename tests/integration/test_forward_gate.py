@@ -16,8 +16,8 @@ STREAM = '[workload]\nname = "synthetic"\n[split]\nholdout = "newest"\nrefit = t
 @pytest.fixture
 def stream(tmp_path):
     from flows.ingest import ingest_flow
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
 
     s = load_settings(init_workspace(tmp_path / "ws", STREAM), profile="test", environ={})
     ingest_flow(s, ["b01", "b02", "b03"])
@@ -25,7 +25,7 @@ def stream(tmp_path):
 
 
 def _gate(s, run_id: str) -> dict:
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     return json.loads(Path(client(s).download_artifacts(run_id, "gate/gate.json")).read_text())
 
@@ -33,7 +33,7 @@ def _gate(s, run_id: str) -> dict:
 def test_the_gate_compares_on_the_newest_batch_and_only_a_blessed_model_is_refit_on_all(stream):
     from flows.replay import replay_flow
     from flows.train import train_flow
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     s = stream
     v1 = train_flow(s)

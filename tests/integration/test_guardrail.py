@@ -37,8 +37,8 @@ def test_a_breach_on_a_real_month_is_held_for_review_or_rolled_back_and_served(w
     from flows.guard import guard_flow
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.registry import Registry, verify_ledger
-    from keel.tracking import client
+    from keel.registry.promotion import Registry, verify_ledger
+    from keel.registry.tracking import client
 
     s = workspace
     ingest_flow(s, ["2013-01"])

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from keel.registry import PromotionError
+from keel.registry.promotion import PromotionError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -26,9 +26,9 @@ def test_on_an_authenticated_server_only_a_listed_reviewer_moves_the_champion(
 
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.registry import Registry, promote, rollback, verify_ledger
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
+    from keel.registry.promotion import Registry, promote, rollback, verify_ledger
 
     url = auth_mlflow_server.url
     _as(monkeypatch, "admin", auth_mlflow_server.admin_password)
@@ -84,7 +84,7 @@ def test_on_an_authenticated_server_only_a_listed_reviewer_moves_the_champion(
 
 
 def test_an_out_of_band_move_is_reverted_under_enforce_and_only_the_attested_champion_serves(ws):
-    from keel.registry import Registry, attested_champion, status, verify_ledger
+    from keel.registry.promotion import Registry, attested_champion, status, verify_ledger
 
     reg = Registry(ws)
     assert reg.alias("champion") == "1"

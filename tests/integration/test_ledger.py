@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from keel.registry import LEDGER_TAG, Registry, verify_ledger
+from keel.registry.promotion import LEDGER_TAG, Registry, verify_ledger
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -77,7 +77,7 @@ def test_an_edited_entry_is_named(ledger):
     proc = _verify_cli(ledger.settings)
     assert proc.returncode == 1 and "entry #2 was edited" in proc.stderr
     # the editor who also fixes the hash breaks the link to the next entry and the anchored copy
-    from keel.registry import LedgerEntry, digest
+    from keel.registry.promotion import LedgerEntry, digest
 
     forged = LedgerEntry(**edited)
     forged = LedgerEntry(**{**edited, "hash": digest(forged)})
@@ -108,7 +108,7 @@ def test_a_champion_moved_outside_keel_fails_verification_and_status_warns(ledge
     # an entry slipped in as a tag alone (no anchored copy) is caught too, and status warns
     ledger.client.set_registered_model_alias(ledger.name, "champion", "3")
     fake = {**_tag(ledger, 3), "seq": 4, "prev": _tag(ledger, 3)["hash"], "reason": "slipped in"}
-    from keel.registry import LedgerEntry, digest, status
+    from keel.registry.promotion import LedgerEntry, digest, status
 
     fake["hash"] = digest(LedgerEntry(**fake))
     ledger.client.set_registered_model_tag(ledger.name, f"{LEDGER_TAG}000004", json.dumps(fake))

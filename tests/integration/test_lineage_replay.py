@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from keel.validation import DataValidationError
-from keel.workspace import DataVersionError
+from keel.data.validation import DataValidationError
+from keel.data.workspace import DataVersionError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -35,7 +35,7 @@ def _git(settings, *args: str) -> str:
 def _remove_from_remote(settings, partition: str) -> None:
     import json
 
-    from keel.workspace import read_data_version
+    from keel.data.workspace import read_data_version
 
     md5 = read_data_version(settings.dvc_file).md5
     remote = Path(settings.dvc.remote_url) / "files" / "md5"
@@ -48,8 +48,8 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace, matches_schema
     from flows.ingest import ingest_flow
     from flows.replay import replay_flow
     from flows.train import train_flow
-    from keel.tracking import client
-    from keel.workspace import read_data_version
+    from keel.data.workspace import read_data_version
+    from keel.registry.tracking import client
     from tasks.lineage import load_lineage
 
     v1 = ingest_flow(workspace, ["2013-01"])
@@ -103,7 +103,7 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace, matches_schema
     assert "metrics identical: **True**" in md.read_text()
 
     # what keel replay prints (and --json, by its schema)
-    from keel import summary
+    from keel.cli import summary
 
     out = matches_schema(summary.replay(workspace, report), "replay")
     assert out["identical"] and out["report"]["markdown"] == str(md) and out["next"] is None
@@ -143,7 +143,7 @@ def test_missing_remote_object_is_caught_before_registration_and_by_replay(works
     from flows.ingest import ingest_flow
     from flows.replay import replay_flow
     from flows.train import train_flow
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     ingest_flow(workspace, ["2013-01"])
     registered = train_flow(workspace)
@@ -168,8 +168,8 @@ def test_an_ingest_killed_halfway_leaves_the_previous_version_usable(workspace):
     from dvc.repo import Repo
 
     from flows.ingest import ingest_flow
-    from keel import partitions
-    from keel.workspace import begin_ingest
+    from keel.data import partitions
+    from keel.data.workspace import begin_ingest
     from tasks.data import build_batches, resolve_dataset
 
     v1 = ingest_flow(workspace, ["2013-01"])
@@ -198,7 +198,7 @@ def test_a_version_recorded_in_the_layout_before_workloads_replays_identically(w
     from flows.ingest import ingest_flow
     from flows.replay import replay_flow
     from flows.train import train_flow
-    from keel.tracking import client
+    from keel.registry.tracking import client
     from tasks.lineage import load_lineage
 
     workspace = workspace.with_overrides(

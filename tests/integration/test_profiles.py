@@ -9,9 +9,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def test_debug_profile_yields_a_blessed_champion_on_one_month(tmp_path):
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.registry import Registry
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
+    from keel.registry.promotion import Registry
 
     settings = load_settings(init_workspace(tmp_path / "ws"), profile="debug", environ={})
     assert settings.data.demo_batches == ["2013-01"]

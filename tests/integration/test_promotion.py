@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from keel.registry import PromotionError, Registry, promote, rollback, status
+from keel.registry.promotion import PromotionError, Registry, promote, rollback, status
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -166,7 +166,7 @@ def test_two_concurrent_promotions_do_not_interleave(ws):
     assert moves[0].from_version == "1" and moves[1].from_version == moves[0].to_version
     assert _champion(ws) == moves[1].to_version
     # the --json one printed its ledger entry, by promote.json's schema, and nothing else
-    schema = json.loads(resources.files("keel").joinpath("conf/schemas/promote.json").read_text())
+    schema = json.loads(resources.files("keel.cli").joinpath("schemas/promote.json").read_text())
     printed = json.loads(outs[1][0])
     jsonschema.validate(printed, schema)
     assert printed["entry"] == dataclasses.asdict(next(e for e in moves if e.to_version == "3"))
@@ -209,7 +209,7 @@ def test_reviewer_approves_in_a_paused_prefect_flow_run(ws, matches_schema):
     last = Registry(ws).ledger()[-1]
     assert (last.actor, last.reason, last.to_version) == ("carol", "looked at the diff card", "3")
     # what keel review prints (and --json, by its schema): the decision and its ledger entry
-    from keel import summary
+    from keel.cli import summary
 
     said = matches_schema(summary.review(outcome), "review")
     assert said["decision"] == "approved" and said["entry"] == dataclasses.asdict(last)

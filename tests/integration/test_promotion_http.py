@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from keel.registry import PromotionError, Registry, promote, rollback, status
+from keel.registry.promotion import PromotionError, Registry, promote, rollback, status
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -15,8 +15,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def test_pipeline_promotion_and_ledger_over_http(tmp_path, mlflow_server):
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
     from tasks.lineage import load_lineage
 
     ws = init_workspace(tmp_path / "ws")
@@ -69,6 +69,6 @@ def test_pipeline_promotion_and_ledger_over_http(tmp_path, mlflow_server):
 
 
 def v1_data(settings) -> str:
-    from keel.workspace import read_data_version
+    from keel.data.workspace import read_data_version
 
     return read_data_version(settings.dvc_file).md5

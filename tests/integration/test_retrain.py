@@ -12,14 +12,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def _versions(ws) -> list[str]:
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     return sorted(str(v.version) for v in client(ws).search_model_versions(f"name='{ws.mlflow.model_name}'"))
 
 
 def test_retrain_takes_the_next_batch_and_a_rejected_batch_trains_nothing(ws, tmp_path):
     from flows.retrain import retrain_flow
-    from keel.tracking import current_alias_version
+    from keel.registry.tracking import current_alias_version
 
     out = retrain_flow(ws)  # data/ holds b01: the workload's next batch is b02
     assert out.status == "promoted" and out.batches == ["b02"] and out.model_version == "4"

@@ -28,8 +28,8 @@ def _keel(ws, env, *args, timeout=900):
 
 
 def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_path):
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace, read_data_version
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace, read_data_version
 
     ws = init_workspace(tmp_path / "ws", SYNTHETIC)
     env = scaled.keel_env()
@@ -81,7 +81,7 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
     assert load.returncode == 0 and "rows 25 True" in load.stdout, load.stderr[-3000:]
 
     # credentials never logged: not in keel's output, the run's params/tags/config, Prefect's logs
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     settings = load_settings(ws, profile="test", environ=env)
     c = client(settings)
@@ -107,7 +107,7 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
 
 
 def test_a_missing_or_unreachable_backend_is_named_before_any_work(scaled, tmp_path, port_factory):
-    from keel.workspace import init_workspace
+    from keel.data.workspace import init_workspace
 
     ws = init_workspace(tmp_path / "ws", SYNTHETIC)
     good = scaled.keel_env()
@@ -155,8 +155,8 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from keel.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT
-    from keel.workspace import init_workspace
+    from keel.data.workspace import init_workspace
+    from keel.ops.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT
 
     ws = init_workspace(tmp_path / "ws", SYNTHETIC)
     env = {
@@ -216,7 +216,7 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-    from keel.workspace import read_data_version
+    from keel.data.workspace import read_data_version
 
     assert (ws / "data" / "b02.parquet").exists()
     md5 = read_data_version(ws / "data.dvc").md5  # the worker's run registered this data version

@@ -30,9 +30,9 @@ def served(tmp_path_factory, port_factory):
     running for it (one server set for the module; the last test takes it down)."""
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel import services
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
+    from keel.ops import services
 
     ws = init_workspace(tmp_path_factory.mktemp("served") / "ws", '[workload]\nname = "synthetic"\n')
     s = load_settings(ws, profile="test", environ={})
@@ -87,7 +87,7 @@ def _wait_final(client, run_id, timeout=420):
 
 
 def _versions(ws) -> list[str]:
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     return sorted(str(v.version) for v in client(ws).search_model_versions(f"name='{ws.mlflow.model_name}'"))
 
@@ -95,7 +95,7 @@ def _versions(ws) -> list[str]:
 def test_the_deployments_exist_with_their_schedules(served, api):
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    from keel.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT
+    from keel.ops.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT
 
     s = served[0]
     for name, cron in (
@@ -129,7 +129,7 @@ def test_a_triggered_retraining_runs_to_completion_through_the_runner(served, ap
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from keel.services import RETRAIN_DEPLOYMENT
+    from keel.ops.services import RETRAIN_DEPLOYMENT
 
     s, state = served[0], served[1]
     with temporary_settings({PREFECT_API_URL: state.prefect_api}):

@@ -15,7 +15,7 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from keel.registry import Registry, promote, rollback
+from keel.registry.promotion import Registry, promote, rollback
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -208,7 +208,7 @@ def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
     expected = sorted({5, 250} | unseen)
     summary = json.loads(proc.stdout)  # --json: one object on stdout, the row errors on stderr
     jsonschema.validate(
-        summary, json.loads(resources.files("keel").joinpath("conf/schemas/predict.json").read_text())
+        summary, json.loads(resources.files("keel.cli").joinpath("schemas/predict.json").read_text())
     )
     assert (summary["rows"], summary["bad_rows"], summary["model_version"]) == (
         len(frame),
@@ -226,7 +226,7 @@ def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
 
 
 def test_shadow_scores_the_challenger_off_the_response_path_and_logs_agreement(ws, free_tcp_port):
-    from keel import tracking
+    from keel.registry import tracking
 
     challenger = Registry(ws).alias("challenger")
     assert challenger not in (None, "1")

@@ -11,8 +11,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 def test_two_batches_produce_a_timeline_and_leave_the_workspace_alone(tmp_path, matches_schema):
     from flows.simulate import simulate_flow
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
 
     toml = '[workload]\nname = "synthetic"\nparams = { objective = "multiclass" }\n'
     workspace = load_settings(init_workspace(tmp_path / "ws", toml), profile="test", environ={})
@@ -38,7 +38,7 @@ def test_two_batches_produce_a_timeline_and_leave_the_workspace_alone(tmp_path, 
     assert str(workspace.reports.dir / "simulation") in str(path)
 
     # what keel simulate prints: one line per batch (and --json: the object by its schema)
-    from keel import summary
+    from keel.cli import summary
 
     out = matches_schema(summary.simulate(path, ["b01", "b02"]), "simulate")
     assert out["champion_before"] is None and out["champion_after"] == second["champion_after"]

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from keel import tracking
+from keel.registry import tracking
 
 OPEN = """
 import sys
 
 import pytest
-from keel.settings import load_settings
-from keel import tracking
+from keel.config.settings import load_settings
+from keel.registry import tracking
 s = load_settings(sys.argv[1], profile="test", environ={})
 tracking.ensure_experiment(s)
 print(tracking.client(s).search_registered_models())

@@ -24,9 +24,9 @@ def text_ws(tmp_path_factory):
     """A text workspace with v1 trained on the demo months (test profile)."""
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.settings import load_settings
-    from keel.workload import build, load_workload
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
+    from keel.workloads import build, load_workload
 
     ws = init_workspace(tmp_path_factory.mktemp("text") / "ws", build("text").init_toml())
     settings = load_settings(ws, profile="test", environ={}).with_overrides({"compress.latency_rounds": 5})
@@ -39,7 +39,7 @@ def text_ws(tmp_path_factory):
 def test_the_fine_tune_is_recorded_with_its_encoder_and_needs(text_ws):
     import mlflow
 
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     c = client(text_ws)
     run = c.get_run(c.get_model_version("text", "1").run_id)
@@ -87,7 +87,7 @@ def test_the_pyfunc_answers_raw_strings_in_a_fresh_process(text_ws, tmp_path):
     ids=["empty", "blank", "number", "null", "over-long"],
 )
 def test_serving_refuses_bad_text_naming_the_field(text_ws, value, message):
-    from keel.serving import RequestError, frame_from_records, load_version
+    from keel.serving.server import RequestError, frame_from_records, load_version
 
     loaded = load_version(text_ws, "1")
     assert loaded.text == {"text": 2000}
@@ -122,7 +122,7 @@ def test_compress_registers_a_variant_with_parity_and_replays_exactly(text_ws):
 
     from flows.compress import compress_flow
     from flows.replay import replay_flow
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     registered = compress_flow(text_ws, "1", "onnx-int8")
     assert registered.version == "2"
@@ -150,7 +150,7 @@ def test_compress_registers_a_variant_with_parity_and_replays_exactly(text_ws):
     assert type(mlflow.pyfunc.load_model("models:/text/2").unwrap_python_model()).__name__ == "OnnxModel"
 
     # the variant is served like any version: it loads and answers its input example
-    from keel.serving import load_version
+    from keel.serving.server import load_version
 
     assert list(load_version(text_ws, "2").outputs) == [*cols, "device"]
 

@@ -15,7 +15,7 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
 
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.tracking import client
+    from keel.registry.tracking import client
 
     version = ingest_flow(workspace, ["2013-01", "2013-02"])
     assert version.files == 2
@@ -62,8 +62,8 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
     assert str(c.get_model_version_by_alias(workspace.mlflow.model_name, "champion").version) == "2"
 
     # keel status's lower half: v3 waits for a reviewer (v4 was held by the gate, v2 is champion)
-    from keel.cli import _overview_lines
-    from keel.overview import overview
+    from keel.cli.app import _overview_lines
+    from keel.cli.overview import overview
 
     more = overview(workspace)
     assert [r["version"] for r in more["pending_reviews"]] == [third.version]
@@ -86,10 +86,10 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
 def test_invalid_data_stops_before_training_and_registers_nothing(workspace):
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from keel.partitions import write_partition
-    from keel.tracking import client
-    from keel.validation import DataValidationError
-    from keel.workspace import add_and_push
+    from keel.data.partitions import write_partition
+    from keel.data.validation import DataValidationError
+    from keel.data.workspace import add_and_push
+    from keel.registry.tracking import client
 
     ingest_flow(workspace, ["2013-01"])
     good = train_flow(workspace)

@@ -31,9 +31,9 @@ def _study(s, name):
 
 def test_a_study_fans_out_registers_its_best_config_and_resumes(tunable, matches_schema):
     from flows.tune import tune_flow
-    from keel import summary
+    from keel.cli import summary
     from keel.errors import InputError
-    from keel.tracking import client
+    from keel.registry.tracking import client
     from tasks.tune import task_runner
 
     s = tunable

@@ -78,21 +78,21 @@ TABLES = {
 def _workspace(tmp_path, toml: str):
     import textwrap
 
-    from keel.settings import load_settings
-    from keel.workspace import init_workspace
+    from keel.config.settings import load_settings
+    from keel.data.workspace import init_workspace
 
     ws = init_workspace(tmp_path / "ws", textwrap.dedent(toml))
     return load_settings(ws, environ={})  # the default profile: the models are real
 
 
 def _columns(settings, version: str) -> list[str]:
-    from keel.serving import load_version
+    from keel.serving.server import load_version
 
     return list(load_version(settings, version).outputs)
 
 
 def _serving_refuses_a_missing_feature(settings, frame: pd.DataFrame) -> None:
-    from keel.serving import RequestError, frame_from_records, load_version
+    from keel.serving.server import RequestError, frame_from_records, load_version
 
     loaded = load_version(settings, "1")
     column = [*settings.features.categorical, *settings.features.numeric][0]
@@ -109,8 +109,8 @@ def test_a_table_trains_by_config_alone(tmp_path, objective):
     from flows.ingest import ingest_flow
     from flows.retrain import retrain_flow
     from flows.train import train_flow
-    from keel.tracking import client
-    from keel.workload import load_workload
+    from keel.registry.tracking import client
+    from keel.workloads import load_workload
 
     toml, (metric, floor) = TABLES[objective]
     settings = _workspace(tmp_path, toml)
@@ -152,8 +152,8 @@ def test_digits_conv_net_reaches_95_percent_and_serves_raw_pixels(tmp_path):
     from flows.replay import replay_flow
     from flows.retrain import retrain_flow
     from flows.train import train_flow
-    from keel.tracking import client
-    from keel.workload import build, load_workload
+    from keel.registry.tracking import client
+    from keel.workloads import build, load_workload
     from keel.workloads.digits import PIXELS
 
     settings = _workspace(tmp_path, build("digits").init_toml())

@@ -2,7 +2,7 @@
 
 import torch
 
-from keel.training import ShuffledBatches
+from keel.model.training import ShuffledBatches
 
 
 def test_ranks_cover_the_single_process_batches_with_equal_step_counts():

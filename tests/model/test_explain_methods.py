@@ -1,4 +1,4 @@
-"""keel.explain on real keel networks (untrained or hand-set, no training run): the method
+"""keel.model.explain on real keel networks (untrained or hand-set, no training run): the method
 each network gets, gradient saliency per pixel for the conv net, integrated gradients per
 token for a BERT text model from the installed checkpoint, feature ablation per column."""
 
@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from keel import explain
-from keel.features import Preprocessor
-from keel.net import NetConfig, build
-from keel.objectives import Binary, Multiclass, Regression
+from keel.model import explain
+from keel.model.features import Preprocessor
+from keel.model.net import NetConfig, build
+from keel.model.objectives import Binary, Multiclass, Regression
 
 PIXELS = [f"p{i}" for i in range(16)]
 
@@ -62,7 +62,7 @@ def test_feature_ablation_credits_the_only_column_the_output_reads():
 
 
 def test_token_attributions_cover_each_token_with_unit_norm():
-    from keel.text import TextPreprocessor, encoder_options
+    from keel.model.families.bert import TextPreprocessor, encoder_options
     from keel.workloads.text import default_encoder
 
     encoder = encoder_options(default_encoder(), layers=2, max_length=16)

@@ -19,9 +19,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained(source, tmp_path_factory):
-    from keel.dataset import build_month, split_frame
-    from keel.settings import load_settings
-    from keel.training import fit
+    from keel.config.settings import load_settings
+    from keel.model.training import fit
+    from keel.workloads.flights.data import build_month, split_frame
 
     s = load_settings(tmp_path_factory.mktemp("ws"), profile="debug", environ={})
     frame = pd.concat([build_month(*source, m, sample_rows=6000) for m in ("2013-06", "2013-07")])

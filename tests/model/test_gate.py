@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from keel.gate import diff_card, evaluate_gate
-from keel.settings import GateConfig, MetricRule
+from keel.config.settings import GateConfig, MetricRule
+from keel.registry.gate import diff_card, evaluate_gate
 
 CFG = GateConfig(
     metrics={
@@ -107,8 +107,8 @@ def test_slice_guard_honours_a_lower_is_better_metric_and_a_metric_it_cannot_see
 def test_slice_gap_is_the_headline_metrics_largest_gap_and_the_gate_can_bound_it():
     import numpy as np
 
-    from keel.evaluation import slice_gaps, slice_table
-    from keel.objectives import Binary, higher_is_better
+    from keel.model.evaluation import slice_gaps, slice_table
+    from keel.model.objectives import Binary, higher_is_better
 
     rng = np.random.default_rng(0)
     n = 400

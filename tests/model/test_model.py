@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from keel.dataset import split_frame
-from keel.features import Preprocessor
-from keel.settings import load_settings
+from keel.config.settings import load_settings
+from keel.model.features import Preprocessor
+from keel.workloads.flights.data import split_frame
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_preprocessor_handles_unknown_categories_and_missing_numbers(month_frame
 
 
 def test_training_is_deterministic_on_cpu(splits, settings):
-    from keel.training import fit
+    from keel.model.training import fit
 
     train, val, _ = splits
     a = fit(train, val, settings.features, settings.train)
@@ -50,7 +50,7 @@ def test_training_is_deterministic_on_cpu(splits, settings):
 def test_model_beats_chance_on_held_out_rows(splits, settings):
     from sklearn.metrics import roc_auc_score
 
-    from keel.training import fit
+    from keel.model.training import fit
 
     train, val, test = splits
     cfg = settings.train.model_copy(update={"max_epochs": 8, "limit_train_batches": 1.0})
@@ -62,8 +62,8 @@ def test_model_beats_chance_on_held_out_rows(splits, settings):
 def test_pyfunc_round_trip_predicts_from_raw_rows(splits, settings, tmp_path):
     import mlflow.pyfunc
 
-    from keel.pyfunc import TabularModel, save_artifacts
-    from keel.training import fit
+    from keel.model.runtime.pyfunc import TabularModel, save_artifacts
+    from keel.model.training import fit
 
     train, val, test = splits
     model = fit(train, val, settings.features, settings.train)
@@ -85,8 +85,8 @@ def test_pyfunc_round_trip_predicts_from_raw_rows(splits, settings, tmp_path):
 def test_classification_metrics_come_from_sklearn_definitions():
     from sklearn.metrics import f1_score, roc_auc_score
 
-    from keel.evaluation import classification_metrics, slice_table
-    from keel.objectives import Binary
+    from keel.model.evaluation import classification_metrics, slice_table
+    from keel.model.objectives import Binary
 
     y = np.array([0, 0, 1, 1, 1, 0])
     p = np.array([0.1, 0.6, 0.7, 0.4, 0.9, 0.2])
@@ -109,7 +109,7 @@ def test_classification_metrics_come_from_sklearn_definitions():
 def test_max_f1_threshold_beats_the_default_on_imbalanced_scores():
     from sklearn.metrics import f1_score
 
-    from keel.training import max_f1_threshold
+    from keel.model.training import max_f1_threshold
 
     rng = np.random.default_rng(0)
     y = (rng.random(2000) < 0.25).astype(int)
@@ -120,7 +120,7 @@ def test_max_f1_threshold_beats_the_default_on_imbalanced_scores():
 
 def test_small_and_large_frames_encode_identically(month_frame, settings):
     """Online requests take a dict path, batches a vectorised one: same codes."""
-    from keel import features
+    from keel.model import features
 
     f = settings.features
     pre = Preprocessor.fit(month_frame.iloc[:2000], f.categorical, f.numeric)
@@ -134,7 +134,7 @@ def test_small_and_large_frames_encode_identically(month_frame, settings):
 
 
 def test_conv_net_reads_the_pixels_as_an_image_and_rebuilds_from_its_config():
-    from keel.net import ConvNet, NetConfig, build
+    from keel.model.net import ConvNet, NetConfig, build
 
     cfg = NetConfig([], 2 * 64, [32], 0.0, 4, 10, arch="conv", image=[1, 8, 8], channels=[8, 16])
     net = build(cfg)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from keel.objectives import Binary, Multiclass, Regression, from_dict, higher_is_better
+from keel.model.objectives import Binary, Multiclass, Regression, from_dict, higher_is_better
 
 
 def test_metric_directions():
@@ -85,9 +85,9 @@ def test_fit_and_the_registered_model_serve_each_objective(
 ):
     import mlflow.pyfunc
 
-    from keel.pyfunc import TabularModel, save_artifacts
-    from keel.settings import FeatureConfig, load_settings
-    from keel.training import fit
+    from keel.config.settings import FeatureConfig, load_settings
+    from keel.model.runtime.pyfunc import TabularModel, save_artifacts
+    from keel.model.training import fit
 
     frame = _synthetic()
     train, val, test = frame.iloc[:800], frame.iloc[800:1000], frame.iloc[1000:]

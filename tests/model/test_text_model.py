@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from keel.net import NetConfig, build, forward_rows
+from keel.model.net import NetConfig, build, forward_rows
 
 TEXTS = ["Make America Great Again!", "Thank you Iowa, see you tomorrow at 7pm", "", None]
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    from keel.text import encoder_options
+    from keel.model.families.bert import encoder_options
     from keel.workloads.text import default_encoder
 
     return encoder_options(default_encoder(), layers=2, max_length=16)
@@ -27,8 +27,8 @@ def _net(encoder, outputs=3, pretrained=True):
 
 
 def test_the_tokenizer_travels_as_json_pads_to_the_longest_and_cuts_at_max_length(encoder):
-    from keel.features import preprocessor_from_dict
-    from keel.text import TextPreprocessor
+    from keel.model.families.bert import TextPreprocessor
+    from keel.model.features import preprocessor_from_dict
 
     pre = TextPreprocessor.fit("text", encoder["encoder"])
     again = preprocessor_from_dict(pre.to_dict())  # as the registered model loads it
@@ -43,7 +43,7 @@ def test_the_tokenizer_travels_as_json_pads_to_the_longest_and_cuts_at_max_lengt
 
 
 def test_the_drift_projection_counts_characters_tokens_and_words_the_vocabulary_lacks(encoder):
-    from keel.text import TextPreprocessor
+    from keel.model.families.bert import TextPreprocessor
 
     pre = TextPreprocessor.fit("text", encoder["encoder"])
     view = pre.projection(
@@ -72,7 +72,7 @@ def test_the_encoder_starts_from_the_checkpoints_weights(encoder):
 
 
 def test_padding_does_not_change_a_rows_output(encoder):
-    from keel.text import TextPreprocessor
+    from keel.model.families.bert import TextPreprocessor
 
     net, pre = _net(encoder), TextPreprocessor.fit("text", encoder["encoder"])
     alone = pre.transform(pd.DataFrame({"text": TEXTS[:1]}))
@@ -85,10 +85,10 @@ def test_padding_does_not_change_a_rows_output(encoder):
 
 @pytest.mark.parametrize(("method", "tolerance"), [("onnx", 1e-5), ("onnx-int8", 0.1)])
 def test_the_onnx_variants_answer_like_the_eager_net(encoder, tmp_path, method, tolerance):
-    from keel.compress import compress
-    from keel.objectives import Multiclass
-    from keel.text import TextPreprocessor
-    from keel.training import TrainedModel
+    from keel.model.compress import compress
+    from keel.model.families.bert import TextPreprocessor
+    from keel.model.objectives import Multiclass
+    from keel.model.training import TrainedModel
 
     pre = TextPreprocessor.fit("text", encoder["encoder"])
     source = TrainedModel(pre, _net(encoder), 0.5, 0, None, None, Multiclass("device", ["a", "b", "c"]))
@@ -121,10 +121,10 @@ ODD = ["zxqv", "blorptastic", "wugglefrump", "#covfefe", "qwxp", "snarfle"]
 def test_text_drift_compares_length_vocabulary_embeddings_and_predictions(encoder):
     from types import SimpleNamespace
 
-    from keel.drift import compare, project
-    from keel.objectives import Multiclass
-    from keel.text import TextPreprocessor
-    from keel.training import TrainedModel
+    from keel.data.drift import compare, project
+    from keel.model.families.bert import TextPreprocessor
+    from keel.model.objectives import Multiclass
+    from keel.model.training import TrainedModel
 
     pre = TextPreprocessor.fit("text", encoder["encoder"])
     trained = TrainedModel(pre, _net(encoder), 0.5, 0, None, None, Multiclass("device", ["a", "b", "c"]))

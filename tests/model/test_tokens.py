@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from keel.objectives import IGNORE, Tokens, entities
+from keel.model.objectives import IGNORE, Tokens, entities
 
 
 def test_entity_spans_follow_bio_like_conlleval():
@@ -60,7 +60,7 @@ def test_the_rules_tag_states_users_and_hashtags():
 
 
 def test_word_positions_from_the_real_tokenizer():
-    from keel.text import TextPreprocessor, encoder_options
+    from keel.model.families.bert import TextPreprocessor, encoder_options
     from keel.workloads.text import default_encoder
 
     options = encoder_options(default_encoder(), layers=1, max_length=12, per_token=True)

@@ -1,0 +1,285 @@
+"""Compression: a smaller or faster variant of a registered model, with the evidence
+that it still answers like the original.
+
+Methods (measured on the text workload's MiniLM, bench/compress.py): ``onnx-int8``
+(the net exported to ONNX, its weights quantized to int8 with onnxruntime's dynamic
+quantization; activations are quantized per call) and ``onnx`` (the ONNX export
+alone, fp32). torchao's int8 dynamic quantization ran 14x slower than fp32 eager on
+this CPU and torch.ao.quantization is deprecated, so neither is offered.
+
+Any keel net compresses (MLP, conv, BERT): the variant keeps the source's
+preprocessor, objective and threshold; only the net changes, and it runs in
+onnxruntime (keel.pyfunc.OnnxModel). Parity is measured on the source's own held-out
+rows: metric deltas, label agreement and the largest output difference; size and
+latency (p50/p99 at 1 and 32 rows) are measured in a fresh process
+(``python -m keel.compress``). No MLflow, no settings here: tasks/compress.py has the
+edges. Importing this module loads neither onnx nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from keel.model.net import Net, arch_class
+
+if TYPE_CHECKING:
+    from keel.model.families.bert import TextPreprocessor
+    from keel.model.features import Preprocessor
+    from keel.model.objectives import Objective
+
+METHODS = ("onnx-int8", "onnx")
+OPSET = 17
+
+
+def input_names(arch: str) -> tuple[str, str]:
+    return ("input_ids", "attention_mask") if arch == "bert" else ("categories", "numerics")
+
+
+class _Exported(nn.Module):
+    """The net with a fixed two-input signature for the exporter."""
+
+    def __init__(self, net: Net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.net(a, b)
+
+
+def export_onnx(net: Net, arch: str, a: np.ndarray, b: np.ndarray, path: Path) -> Path:
+    """The net as an ONNX graph (rows, and tokens for text, are dynamic axes). Uses
+    torch's TorchScript exporter: deterministic bytes for the same weights, and no
+    onnxscript dependency."""
+    import warnings
+
+    names = input_names(arch)
+    axes: dict[str, dict[int, str]] = {n: {0: "rows"} for n in names}
+    if arch == "bert":
+        axes = {n: {0: "rows", 1: "tokens"} for n in names}
+    per_token = arch == "bert" and bool(getattr(net, "per_token", False))
+    axes["raw"] = {0: "rows", 1: "tokens"} if per_token else {0: "rows"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
+        torch.onnx.export(
+            _Exported(net).eval(),
+            (torch.from_numpy(a), torch.from_numpy(b)),
+            str(path),
+            input_names=list(names),
+            output_names=["raw"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    """onnxruntime's dynamic quantization: int8 weights, activations quantized per call."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its pre-processing hint
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    return target
+
+
+def build_variant(net: Net, arch: str, a: np.ndarray, b: np.ndarray, method: str, directory: Path) -> Path:
+    """``directory``/model.onnx for ``method`` (METHODS)."""
+    if method not in METHODS:
+        raise ValueError(f"compression method {method!r}: known {', '.join(METHODS)}")
+    exported = export_onnx(net, arch, a, b, directory / ("model.onnx" if method == "onnx" else "fp32.onnx"))
+    if method == "onnx":
+        return exported
+    out = quantize_int8(exported, directory / "model.onnx")
+    exported.unlink()
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class OnnxRunner:
+    """An ONNX net in onnxruntime: (a, b) arrays -> raw outputs as a torch tensor,
+    ``chunk_rows`` rows per call when the architecture sets one (text)."""
+
+    def __init__(self, path: Path, arch: str):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.names = input_names(arch)
+        self.wanted = {i.name for i in self.session.get_inputs()}  # unused inputs are pruned
+        self.chunk = getattr(arch_class(arch), "chunk_rows", 0)
+
+    def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        feed = {n: x for n, x in zip(self.names, (a, b), strict=True) if n in self.wanted}
+        return self.session.run(["raw"], feed)[0]
+
+    def raw(self, a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+        if not self.chunk or len(a) <= self.chunk:
+            return torch.from_numpy(self._run(a, b))
+        parts = [
+            self._run(a[i : i + self.chunk], b[i : i + self.chunk]) for i in range(0, len(a), self.chunk)
+        ]
+        return torch.from_numpy(np.concatenate(parts))
+
+
+@dataclass
+class CompressedModel:
+    """A variant with the TrainedModel surface the evaluation tasks use (``predict``,
+    ``objective``, ``preprocessor``). ``path`` lies in its pyfunc artifacts directory
+    (``artifacts``: preprocessor.json, net.json, model.onnx), ready to log or time."""
+
+    preprocessor: Preprocessor | TextPreprocessor
+    objective: Objective
+    threshold: float
+    arch: str
+    method: str
+    path: Path  # model.onnx
+    runner: OnnxRunner
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        a, b = self.preprocessor.transform(frame)
+        return self.objective.predict(self.runner.raw(a, b), self.threshold, inputs=(a, b))
+
+    @property
+    def sha256(self) -> str:
+        return file_sha256(self.path)
+
+    @property
+    def artifacts(self) -> dict[str, str]:
+        """keel.pyfunc.OnnxModel's artifacts."""
+        d = self.path.parent
+        return {
+            "preprocessor": str(d / "preprocessor.json"),
+            "net": str(d / "net.json"),
+            "onnx": str(self.path),
+        }
+
+
+def compress(source: Any, method: str, sample: pd.DataFrame, directory: Path) -> CompressedModel:
+    """A variant of ``source`` (a keel.training.TrainedModel, or the parts of a registered
+    one: preprocessor, net, threshold, objective) built with ``method``: its pyfunc
+    artifacts in ``directory``; ``sample``: a few raw rows to trace the net with."""
+    from keel.model.runtime.pyfunc import write_meta
+
+    arch = source.net.cfg.arch
+    a, b = source.preprocessor.transform(sample)
+    write_meta(
+        source.preprocessor, source.net, source.threshold, directory, source.objective, compression=method
+    )
+    path = build_variant(source.net, arch, a, b, method, directory)
+    return CompressedModel(
+        source.preprocessor, source.objective, source.threshold, arch, method, path, OnnxRunner(path, arch)
+    )
+
+
+def agreement(objective: Objective, source: pd.DataFrame, variant: pd.DataFrame) -> dict[str, float]:
+    """How alike two prediction tables are: the share of rows with the same label
+    (classifiers) and the largest absolute difference of any output column."""
+    out: dict[str, float] = {}
+    if objective.kind != "regression":
+        out["agreement"] = float(
+            (source[objective.label].to_numpy() == variant[objective.label].to_numpy()).mean()
+        )
+    numeric = [c for c in source.columns if c != objective.label or objective.kind == "regression"]
+    diffs = [float(np.max(np.abs(source[c].to_numpy(float) - variant[c].to_numpy(float)))) for c in numeric]
+    out["max_abs_diff"] = max(diffs) if diffs else 0.0
+    return out
+
+
+# ---------------------------------------------------------------- latency, in a fresh process
+def _timings(predict, frame: pd.DataFrame, rounds: int) -> dict[str, float]:
+    predict(frame)  # warm-up: lazy init, first-call allocation
+    seconds = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        predict(frame)
+        seconds.append(time.perf_counter() - start)
+    q = np.quantile(np.asarray(seconds) * 1000, [0.5, 0.99])
+    return {"p50_ms": float(q[0]), "p99_ms": float(q[1])}
+
+
+def _load(directory: Path) -> Any:
+    """A keel pyfunc (TabularModel or OnnxModel) from its artifacts directory, as MLflow would."""
+    from types import SimpleNamespace
+
+    from keel.model.runtime.pyfunc import OnnxModel, TabularModel
+
+    files = {name: str(directory / f"{name}.json") for name in ("preprocessor", "net")}
+    model: Any
+    if (directory / "model.onnx").is_file():
+        files["onnx"] = str(directory / "model.onnx")
+        model = OnnxModel()
+    else:
+        files["weights"] = str(directory / "weights.pt")
+        model = TabularModel()
+    model.load_context(SimpleNamespace(artifacts=files))
+    return model
+
+
+def measure_latency(
+    directory: Path, rows: pd.DataFrame, sizes: tuple[int, ...], rounds: int
+) -> dict[str, Any]:
+    model = _load(directory)
+    out: dict[str, Any] = {}
+    for n in sizes:
+        frame = rows.head(n).reset_index(drop=True)
+        if len(frame) < n:  # fewer held-out rows than asked: repeat them
+            frame = pd.concat([frame] * math.ceil(n / max(1, len(frame))), ignore_index=True).head(n)
+        out[str(n)] = _timings(lambda f: model.predict(None, f), frame, rounds)
+    return out
+
+
+def latency_in_fresh_process(
+    directories: dict[str, Path],
+    rows: pd.DataFrame,
+    work: Path,
+    sizes: tuple[int, ...] = (1, 32),
+    rounds: int = 30,
+) -> dict[str, Any]:
+    """p50/p99 per model and batch size, each model in its own new Python process (no
+    warm caches, no shared torch/onnxruntime thread pools)."""
+    work.mkdir(parents=True, exist_ok=True)
+    rows_path = work / "rows.parquet"
+    rows.to_parquet(rows_path, index=False)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    out = {}
+    for name, directory in directories.items():
+        args = [sys.executable, "-m", "keel.model.compress", str(directory), str(rows_path), str(rounds)]
+        proc = subprocess.run(
+            [*args, *map(str, sizes)], capture_output=True, text=True, env=env, timeout=900, check=False
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"latency of {name} in a fresh process failed:\n{proc.stderr[-2000:]}")
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main(argv: list[str]) -> None:
+    directory, rows_path, rounds, *sizes = argv
+    rows = pd.read_parquet(rows_path)
+    result = measure_latency(Path(directory), rows, tuple(int(s) for s in sizes), int(rounds))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,236 @@
+"""Text models: a pre-trained BERT-family encoder fine-tuned for sequence classification
+(or regression), and the tokenizer that travels inside the registered model.
+
+Platform code for any text workload: it never names a corpus or a package. A workload
+points ``encoder_options`` at a directory holding a Hugging Face BERT checkpoint
+(``config.json``, ``model.safetensors``, ``tokenizer.json``); keel reads it with
+``transformers``/``tokenizers``/``safetensors`` from that directory only, never from the
+hub. The net's architecture (the checkpoint's config) and the tokenizer (its JSON) are
+copied into the model's own artifacts, so a registered text model loads without the
+checkpoint directory. Importing this module loads nothing; ``transformers`` is imported
+when a net is built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from keel.model.net import NetConfig, dense
+
+# Distributions a served text model needs beyond keel's own (tasks/register.py).
+RUNTIME_DISTRIBUTIONS = ("transformers", "tokenizers", "safetensors")
+
+
+def offline() -> None:
+    """Hugging Face libraries never reach the hub from keel (their own env vars)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def encoder_options(
+    model_dir: Path, layers: int = 0, max_length: int = 64, per_token: bool = False
+) -> dict[str, Any]:
+    """``Workload.net_options`` for a BERT checkpoint in ``model_dir``: the first
+    ``layers`` transformer layers (0: all), inputs cut at ``max_length`` tokens;
+    ``per_token``: a tag per word (token classification) instead of one per text."""
+    model_dir = Path(model_dir)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not (model_dir / name).is_file():
+            raise FileNotFoundError(f"{model_dir / name}: the encoder checkpoint lacks {name}")
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model_type") != "bert":
+        raise ValueError(f"{model_dir}/config.json: model_type {config.get('model_type')!r}, keel reads bert")
+    total = int(config["num_hidden_layers"])
+    if not 0 <= layers <= total:
+        raise ValueError(f"encoder layers={layers}: the checkpoint in {model_dir} has {total}")
+    config["num_hidden_layers"] = layers or total
+    keep = ("architectures", "_name_or_path", "transformers_version", "gradient_checkpointing", "use_cache")
+    return {
+        "arch": "bert",
+        "encoder": {
+            "source": str(model_dir),
+            "config": {k: v for k, v in config.items() if k not in keep},
+            "max_length": int(max_length),
+            "per_token": bool(per_token),
+        },
+    }
+
+
+# ---------------------------------------------------------------- tokenizer
+@dataclass(frozen=True)
+class TextPreprocessor:
+    """Raw rows -> (token ids, attention mask) of the ``text`` column, padded to the
+    longest row of the frame, cut at ``max_length`` tokens. Missing text is empty text.
+    ``tokenizer`` is the tokenizers library's JSON, so the model carries it.
+
+    ``words`` (token classification): the text is split on whitespace into words first,
+    and the second array holds word positions instead of the mask: k + 1 at the first
+    piece of word k, -1 at special tokens and a word's later pieces, 0 at padding (the
+    net attends wherever it is not 0)."""
+
+    text: str
+    tokenizer: str
+    max_length: int
+    max_chars: int = 2000  # longer inputs are refused when served
+    words: bool = False
+    kind: str = "text"
+    categorical: list[str] = field(default_factory=list)  # the tabular Preprocessor's shape
+    numeric: list[str] = field(default_factory=list)
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+
+    REQUIREMENTS: ClassVar[tuple[str, ...]] = RUNTIME_DISTRIBUTIONS
+
+    @classmethod
+    def fit(cls, column: str, encoder: dict[str, Any], max_chars: int = 2000) -> TextPreprocessor:
+        source = Path(encoder["source"]) / "tokenizer.json"
+        return cls(
+            column, source.read_text(), int(encoder["max_length"]), max_chars, bool(encoder.get("per_token"))
+        )
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.text]
+
+    @property
+    def cardinalities(self) -> list[int]:  # no categorical embeddings
+        return []
+
+    @property
+    def numeric_width(self) -> int:
+        return 0
+
+    @property
+    def text_limits(self) -> dict[str, int]:
+        """Serving: each text input and the most characters it may have."""
+        return {self.text: self.max_chars}
+
+    @cached_property
+    def _tokenizer(self):
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_str(self.tokenizer)
+        tok.enable_truncation(self.max_length)
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in the call
+        return tok
+
+    @cached_property
+    def _words(self) -> frozenset[str]:
+        """Whole words the tokenizer's vocabulary holds (no ## pieces, no specials)."""
+        vocab = json.loads(self.tokenizer)["model"]["vocab"]
+        return frozenset(w for w in vocab if not w.startswith("##") and not w.startswith("["))
+
+    def texts(self, frame: pd.DataFrame) -> list[str]:
+        return ["" if not isinstance(v, str) else v for v in frame[self.text].tolist()]
+
+    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        texts = self.texts(frame)
+        if self.words:
+            encoded = self._tokenizer.encode_batch([t.split() for t in texts], is_pretokenized=True)
+        else:
+            encoded = self._tokenizer.encode_batch(texts)
+        if not encoded:
+            return np.zeros((0, 1), np.int64), np.zeros((0, 1), np.int64)
+        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+        if not self.words:
+            return ids, mask
+        positions = np.where(mask > 0, -1, 0).astype(np.int64)
+        for row, e in enumerate(encoded):
+            seen = set()
+            for t, w in enumerate(e.word_ids):
+                if w is not None and w not in seen:
+                    seen.add(w)
+                    positions[row, t] = w + 1
+        return ids, positions
+
+    def projection(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """What drift compares for a text column: characters, tokens, and the share of
+        words the vocabulary lacks (split into pieces or unknown)."""
+        texts = self.texts(frame)
+        pre = self._tokenizer.pre_tokenizer
+        normal = self._tokenizer.normalizer
+        oov = []
+        for t in texts:
+            words = [w for w, _ in pre.pre_tokenize_str(normal.normalize_str(t)) if w.isalnum()]
+            oov.append(sum(w not in self._words for w in words) / len(words) if words else 0.0)
+        _, b = self.transform(frame)
+        mask = b != 0
+        return pd.DataFrame(
+            {
+                f"{self.text}/chars": [float(len(t)) for t in texts],
+                f"{self.text}/tokens": mask.sum(axis=1).astype(np.float64),
+                f"{self.text}/oov_rate": oov,
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextPreprocessor:
+        return cls(**data)
+
+
+# ---------------------------------------------------------------- net
+class BertNet(nn.Module):
+    """A BERT encoder (``transformers.BertModel``, no pooler) -> mean of the token
+    states under the attention mask (the pooling sentence-embedding checkpoints are
+    trained for) -> dropout -> the dense ``hidden`` head -> ``outputs``.
+
+    ``pretrained=True`` loads the checkpoint's weights from ``encoder.source`` (the
+    first ``num_hidden_layers`` layers); the registered model rebuilds the architecture
+    from ``encoder.config`` and loads its own fine-tuned state dict instead."""
+
+    chunk_rows: ClassVar[int] = 64  # rows per forward when predicting (bounded memory)
+    per_token: bool  # token classification: a tag per token, no pooling
+
+    def __init__(self, cfg: NetConfig, pretrained: bool = False):
+        super().__init__()
+        offline()
+        from transformers import BertConfig, BertModel
+
+        self.cfg = cfg
+        hf = BertConfig(**cfg.encoder["config"])
+        self.bert = BertModel(hf, add_pooling_layer=False)
+        if pretrained:
+            self._load_checkpoint(Path(cfg.encoder["source"]) / "model.safetensors")
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = dense(hf.hidden_size, cfg)
+        self.per_token = bool(cfg.encoder.get("per_token", False))
+
+    def _load_checkpoint(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = {k.removeprefix("bert."): v for k, v in load_file(str(path)).items()}
+        own = self.bert.state_dict()
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise ValueError(f"{path}: no weights for {missing[:5]} ({len(missing)} in all)")
+        self.bert.load_state_dict({k: state[k] for k in own}, strict=True)
+
+    def states(self, ids: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token states, attention mask); ``b``: the mask, or word positions (not 0: attend)."""
+        mask = (b != 0).long()
+        return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+
+    def embed(self, ids: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The text's embedding: token states averaged under the mask."""
+        hidden, mask = self.states(ids, b)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, ids: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.per_token:  # (rows, tokens, tags)
+            return self.head(self.dropout(self.states(ids, b)[0]))
+        out = self.head(self.dropout(self.embed(ids, b)))
+        return out.squeeze(1) if self.cfg.outputs == 1 else out

@@ -1,0 +1,107 @@
+"""The registered model: an MLflow pyfunc that predicts from raw feature rows.
+
+Preprocessing (vocabularies and scaling, or a text model's tokenizer) is part of the
+model, stored as JSON next to the weights, so
+``mlflow.pyfunc.load_model("models:/<name>@champion")`` needs only raw rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import pandas as pd
+import torch
+from mlflow.pyfunc import PythonModel
+
+if TYPE_CHECKING:
+    from keel.model.families.bert import TextPreprocessor
+
+from keel.model.features import Preprocessor, preprocessor_from_dict
+from keel.model.net import Net, NetConfig, build, forward_rows
+from keel.model.objectives import Objective, from_dict
+
+# Every model registered before objectives existed was this one: net.json without an
+# "objective" entry means a binary classifier answering probability + delayed.
+LEGACY_OBJECTIVE = {"kind": "binary", "label": "delayed", "classes": [0, 1]}
+
+
+def write_meta(
+    preprocessor: Preprocessor | TextPreprocessor,
+    net: Net,
+    threshold: float,
+    directory: Path,
+    objective: Objective,
+    **extra: str,
+) -> dict[str, str]:
+    """preprocessor.json and net.json (architecture, threshold, objective, ``extra``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "preprocessor.json").write_text(json.dumps(preprocessor.to_dict()))
+    cfg = cast(NetConfig, net.cfg)
+    meta = {**cfg.to_dict(), "threshold": threshold, "objective": objective.to_dict(), **extra}
+    (directory / "net.json").write_text(json.dumps(meta))
+    return {"preprocessor": str(directory / "preprocessor.json"), "net": str(directory / "net.json")}
+
+
+def save_artifacts(
+    preprocessor: Preprocessor | TextPreprocessor,
+    net: Net,
+    threshold: float,
+    directory: Path,
+    objective: Objective,
+) -> dict[str, str]:
+    """The registered model's artifacts: write_meta's two files and weights.pt."""
+    artifacts = write_meta(preprocessor, net, threshold, directory, objective)
+    torch.save(net.state_dict(), directory / "weights.pt")
+    return {**artifacts, "weights": str(directory / "weights.pt")}
+
+
+def load_parts(artifacts: Mapping[str, str]) -> tuple[Preprocessor | TextPreprocessor, Net, float, Objective]:
+    """(preprocessor, net with its weights, threshold, objective) from a model's artifacts."""
+    preprocessor = preprocessor_from_dict(json.loads(Path(artifacts["preprocessor"]).read_text()))
+    net_cfg = json.loads(Path(artifacts["net"]).read_text())
+    threshold = float(net_cfg.pop("threshold"))
+    objective = from_dict(net_cfg.pop("objective", LEGACY_OBJECTIVE))
+    net = build(NetConfig(**net_cfg))
+    net.load_state_dict(torch.load(artifacts["weights"], weights_only=True))
+    net.eval()
+    return preprocessor, net, threshold, objective
+
+
+class TabularModel(PythonModel):
+    """Raw rows -> the objective's prediction table (binary: ``probability`` and the
+    label; multiclass: ``p_<class>`` per class and the label; regression: ``prediction``)."""
+
+    def load_context(self, context) -> None:
+        self.preprocessor, self.net, self.threshold, self.objective = load_parts(context.artifacts)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        cat, num = self.preprocessor.transform(model_input)
+        raw = forward_rows(self.net, torch.from_numpy(cat), torch.from_numpy(num))
+        return self.objective.predict(raw, self.threshold, inputs=(cat, num))
+
+
+FlightDelayModel = TabularModel  # the name models registered before workloads load by
+
+
+class OnnxModel(PythonModel):
+    """A compressed variant (keel.compress): the same preprocessing and objective, the
+    net as an ONNX graph run by onnxruntime (``model.onnx``; ``net.json`` keeps the
+    source's threshold, objective and architecture)."""
+
+    def load_context(self, context) -> None:
+        from keel.model.compress import OnnxRunner
+
+        self.preprocessor = preprocessor_from_dict(
+            json.loads(Path(context.artifacts["preprocessor"]).read_text())
+        )
+        meta = json.loads(Path(context.artifacts["net"]).read_text())
+        self.threshold = float(meta["threshold"])
+        self.objective = from_dict(meta["objective"])
+        self.runner = OnnxRunner(Path(context.artifacts["onnx"]), meta.get("arch", "mlp"))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        a, b = self.preprocessor.transform(model_input)
+        return self.objective.predict(self.runner.raw(a, b), self.threshold, inputs=(a, b))
