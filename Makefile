@@ -30,11 +30,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
-## Linters, formatter check and type checker (the same as .pre-commit-config.yaml and CI).
+## Linters, formatter check, type checker and the import contract (the same as .pre-commit-config.yaml and CI).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## Skip the tests marked slow (no training, no Prefect flow runs).
 test-fast: $(STAMP)

@@ -44,9 +44,8 @@ def main() -> None:
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
     from keel.registry.tracking import client
-    from keel.workloads import build, load_workload
+    from keel.workloads import build, init_workspace, load_workload
 
     root = Path(tempfile.mkdtemp(prefix="bench-compress-")) / "ws"
     ws = init_workspace(root, build(args.workload).init_toml())

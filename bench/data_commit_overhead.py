@@ -32,14 +32,15 @@ def main() -> None:
 
     from keel.config.settings import load_settings
     from keel.data import workspace as ws
+    from keel.workloads import init_workspace
     from keel.workloads.flights.data import month_range
     from tasks.data import build_batches, commit_batches
 
     root = Path(tempfile.mkdtemp(prefix="keel-bench-commit-"))
     overrides = {"data.sample_rows": args.rows}
-    on = load_settings(ws.init_workspace(root / "on"), overrides=overrides, environ={})
+    on = load_settings(init_workspace(root / "on"), overrides=overrides, environ={})
     off = load_settings(
-        ws.init_workspace(root / "off"), overrides={**overrides, "dvc.git_commit": False}, environ={}
+        init_workspace(root / "off"), overrides={**overrides, "dvc.git_commit": False}, environ={}
     )
     timed_commit: list[float] = []
     real_commit = ws.commit_data_version

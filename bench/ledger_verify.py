@@ -23,8 +23,8 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
     from keel.registry.promotion import Registry, verify_ledger
+    from keel.workloads import init_workspace
 
     ws = init_workspace(
         Path(tempfile.mkdtemp(prefix="bench-ledger-")) / "ws", '[workload]\nname = "synthetic"\n'

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 def pipeline(ws: Path, profile: str, months: list[str], env: dict[str, str]) -> dict[str, float]:
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
 
     init_workspace(ws)
     times = {}

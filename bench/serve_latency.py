@@ -73,9 +73,9 @@ def main() -> None:
     from flows.train import train_flow
     from keel.config.settings import load_settings
     from keel.data.partitions import write_partition
-    from keel.data.workspace import init_workspace
     from keel.serving.batch import score_file
     from keel.serving.server import load_version
+    from keel.workloads import init_workspace
     from keel.workloads.flights.data import build_month, load_source
 
     root = Path(tempfile.mkdtemp(prefix="keel-bench-serve-"))

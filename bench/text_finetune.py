@@ -44,8 +44,9 @@ def main() -> None:
     import pandas as pd
 
     from keel.config.settings import load_settings
+    from keel.model.families import build
     from keel.model.families.bert import TextPreprocessor, encoder_options
-    from keel.model.net import NetConfig, build
+    from keel.model.net import NetConfig
     from keel.model.objectives import Multiclass
     from keel.model.training import (
         EncodedSplit,

@@ -36,7 +36,7 @@ MODES = ("bare", "keel (prefect)", "keel (managed)")
 def bare(workspace: str, profile: str | None) -> None:
     """The baseline, run in its own process: fit + evaluate, nothing else."""
     from keel.config.settings import load_settings
-    from keel.model.evaluation import classification_metrics
+    from keel.model.objectives import classification_metrics
     from keel.model.training import fit
     from keel.workloads.flights import data as ds
 
@@ -88,8 +88,7 @@ def main() -> None:
         return
 
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
-    from keel.workloads import load_workload
+    from keel.workloads import init_workspace, load_workload
 
     home = Path(tempfile.mkdtemp(prefix="keel-bench-prefect-"))
     env = {"PREFECT_HOME": str(home)}

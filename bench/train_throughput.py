@@ -44,8 +44,9 @@ def main() -> None:
     import lightning.pytorch as pl
 
     from keel.config.settings import load_settings
+    from keel.model.families.mlp import TabularNet
     from keel.model.features import Preprocessor
-    from keel.model.net import NetConfig, TabularNet
+    from keel.model.net import NetConfig
     from keel.model.objectives import Binary
     from keel.model.training import EncodedSplit, TabularDataModule, TabularModule, build_trainer
     from keel.workloads.flights.data import build_month, load_source

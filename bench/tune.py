@@ -29,8 +29,7 @@ WORKSPACES = {
 def _workspace(name: str, profile: str | None):
     from flows.ingest import ingest_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
-    from keel.workloads import load_workload
+    from keel.workloads import init_workspace, load_workload
 
     ws = init_workspace(Path(tempfile.mkdtemp(prefix=f"bench-tune-{name}-")) / "ws", WORKSPACES[name])
     s = load_settings(ws, profile=profile, environ={})

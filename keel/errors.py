@@ -34,6 +34,16 @@ class InputError(KeelError, ValueError):
     """Bad input: a month, a file, a batch, a suite, a version that does not exist."""
 
 
+class ConfigError(KeelError, ValueError):
+    """A settings file or variable that keel cannot use (a key, a target, a family, a param)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class PromotionError(KeelError, RuntimeError):
+    """A promotion, rollback or lookup that keel refuses; aliases are untouched."""
+
+
 class NotFoundError(KeelError, LookupError):
     """Something the user named (a model version, a run) does not exist in the store that
     answered. Raised only on the store's own "does not exist" answer, never on an error."""

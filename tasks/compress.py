@@ -19,7 +19,7 @@ from keel.registry.lineage import Lineage
 from tasks.data import Splits
 from tasks.evaluate import Evaluation
 from tasks.gate import Baseline
-from tasks.register import TAGGED_METRICS, RegisteredVersion, log_pyfunc
+from tasks.register import TAGGED_METRICS, RegisteredVersion
 
 TRACE_ROWS = 8  # held-out rows the net is traced with (the same ones on a replay)
 NAMES = {"preprocessor": "preprocessor.json", "net": "net.json", "weights": "weights.pt"}
@@ -180,7 +180,7 @@ def register_variant(
 
     from mlflow.entities import Metric, Param
 
-    from keel.registry import tracking
+    from keel.registry import packaging, tracking
     from keel.registry.lineage import environment_lock
 
     client = tracking.client(settings)
@@ -233,7 +233,7 @@ def register_variant(
         client.log_dict(run_id, parity.to_json(), "compress/parity.json")
 
         example = splits.test[variant.preprocessor.columns].head(5).reset_index(drop=True)
-        info = log_pyfunc(
+        info = packaging.log_pyfunc(
             settings,
             run_id,
             "pyfunc_onnx_entry.py",

@@ -98,10 +98,10 @@ def build_batches(settings: Settings, months: list[str], files: dict[str, Path])
 
 
 def _items(step: str, unit: str) -> Callable[[int, int], None]:
-    """A step's item count, as keel.console.progress records (counted lines on a keel console)."""
-    from keel.cli.console import progress
+    """A step's item count, as keel.progress records (counted lines on a keel console)."""
+    from keel import progress
 
-    return lambda done, total: progress(step, done, total, unit)
+    return lambda done, total: progress.items(step, done, total, unit)
 
 
 @task(name="validate-batches", cache_policy=NONE)

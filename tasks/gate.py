@@ -9,10 +9,9 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.cli.overview import AWAITING
 from keel.config.settings import Settings
 from keel.errors import retry_transient
-from keel.registry.gate import GateResult
+from keel.registry.gate import AWAITING, GateResult
 from tasks.data import DatasetRef, Holdout, Splits
 from tasks.evaluate import Evaluation
 from tasks.explain import Explanation
@@ -78,9 +77,9 @@ def apply_gate(
 ) -> GateResult:
     """Bless or reject on the holdout's rows; refuse if ``champion`` no longer points at the
     baseline used. The verdict records the holdout, and whether the champion trained on it."""
+    from keel.errors import PromotionError
     from keel.registry import tracking
     from keel.registry.gate import evaluate_gate
-    from keel.registry.promotion import PromotionError
 
     result = evaluate_gate(
         settings.gate,
@@ -181,8 +180,9 @@ def _relies_on(
 def apply_policy(settings: Settings, registered: RegisteredVersion, gate: GateResult) -> RegisteredVersion:
     """auto: a blessed challenger becomes champion. review: it waits for a reviewer.
     With no champion yet, a blessed version becomes the first one under either policy."""
+    from keel.errors import PromotionError
     from keel.registry import tracking
-    from keel.registry.promotion import PromotionError, promote
+    from keel.registry.promotion import promote
 
     client = tracking.client(settings)
     name, v = settings.mlflow.model_name, registered.version

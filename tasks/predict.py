@@ -19,8 +19,8 @@ from keel.errors import retry_transient
     retry_condition_fn=retry_transient,
 )
 def load_champion(settings: Settings):
+    from keel.errors import PromotionError
     from keel.registry import tracking
-    from keel.registry.promotion import PromotionError
     from keel.serving.server import load_version
 
     version = tracking.current_alias_version(settings, "champion")

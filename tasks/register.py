@@ -4,9 +4,7 @@ registry version with its tags, set the aliases."""
 from __future__ import annotations
 
 import tempfile
-import warnings
 from dataclasses import dataclass, field
-from importlib.metadata import version as dist_version
 from pathlib import Path
 
 from prefect import task
@@ -17,9 +15,6 @@ from keel.data.validation import ValidationReport
 from tasks.data import DatasetRef, Splits
 from tasks.evaluate import Evaluation
 
-# What a serving environment needs to load the model (explicit: skips MLflow's
-# 9-15 s requirement inference).
-RUNTIME_DISTRIBUTIONS = ("mlflow", "torch", "pandas", "numpy", "pyarrow", "cloudpickle")
 TAGGED_METRICS = (
     "test/roc_auc",
     "test/f1",
@@ -74,42 +69,6 @@ def version_tags(
     return tags
 
 
-def log_pyfunc(
-    settings: Settings,
-    run_id: str,
-    entry: str,
-    artifacts: dict[str, str],
-    example,
-    output,
-    extra_requirements: tuple[str, ...] = (),
-):
-    """Log a keel pyfunc (models-from-code: ``keel/<entry>`` builds it from ``artifacts``)
-    into the run, with its signature, input example and pinned requirements."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    import keel
-    from keel.registry import tracking
-
-    with warnings.catch_warnings():
-        # integer features stay "long" on purpose: MLflow then coerces serving input to
-        # int, which keeps categorical codes such as month=1 exact
-        warnings.filterwarnings("ignore", message=".*integer column")
-        signature = infer_signature(example, output)
-    needed = (*RUNTIME_DISTRIBUTIONS, *extra_requirements)
-    tracking.use_tracking(settings)
-    with mlflow.start_run(run_id=run_id):
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(Path(keel.__file__).parent / "model" / "runtime" / entry),
-            artifacts=artifacts,
-            code_paths=[str(Path(keel.__file__).parent)],
-            signature=signature,
-            input_example=example,
-            pip_requirements=[f"{d}=={dist_version(d)}" for d in needed],
-        )
-
-
 @task(name="register-model", cache_policy=NONE)  # not retried: a retry could add a second version
 def register_model(
     settings: Settings,
@@ -124,13 +83,13 @@ def register_model(
 
     from keel.data.workspace import data_commit, git_commit
     from keel.model.runtime.pyfunc import save_artifacts
-    from keel.registry import tracking
+    from keel.registry import packaging, tracking
     from keel.registry.lineage import environment_lock, weights_sha256
 
     example = splits.test[model.preprocessor.columns].head(5).reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, Path(tmp), model.objective)
-        info = log_pyfunc(
+        info = packaging.log_pyfunc(
             settings,
             run_id,
             "pyfunc_entry.py",

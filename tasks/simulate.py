@@ -37,7 +37,7 @@ class MonthRecord:
 @task(name="simulation-workspace", cache_policy=NONE)
 def simulation_workspace(settings: Settings, months: list[str]) -> Settings:
     """A fresh workspace under reports/simulation/ with the same config (never the user's data)."""
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
 
     root = settings.reports.dir / "simulation" / f"{months[0]}_{months[-1]}"
     shutil.rmtree(root / "ws", ignore_errors=True)

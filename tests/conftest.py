@@ -134,7 +134,7 @@ SYNTHETIC = '[workload]\nname = "synthetic"\n'
 def synthetic(tmp_path: Path):
     """A fresh keel workspace on the synthetic workload, test profile."""
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
 
     return load_settings(init_workspace(tmp_path / "ws", SYNTHETIC), profile="test", environ={})
 
@@ -143,7 +143,7 @@ def synthetic(tmp_path: Path):
 def workspace(tmp_path: Path):
     """A fresh keel workspace (git + DVC + local remote) with the test profile."""
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
 
     ws = init_workspace(tmp_path / "ws")
     return load_settings(ws, profile="test", environ={})
@@ -272,7 +272,7 @@ def _train_registry(ws: Path) -> None:
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
 
     s = load_settings(init_workspace(ws, SYNTHETIC), profile="test", environ={})
     ingest_flow(s, ["b01"])
@@ -313,6 +313,43 @@ def _relocate_store(db: Path, old: str, new: str) -> None:
                         f'UPDATE "{table}" SET "{name}" = REPLACE("{name}", ?, ?) WHERE "{name}" LIKE ?',
                         (old, new, f"%{old}%"),
                     )
+
+
+FIXTURES = Path(__file__).with_name("fixtures")
+
+
+@pytest.fixture(scope="session")
+def registered_before():
+    """``registered_before(commit, root)``: see _registered_before."""
+    return _registered_before
+
+
+def _registered_before(commit: str, root: Path):
+    """A workspace that keel at ``commit`` made and registered models in (git, DVC remote,
+    MLflow store with its artifacts: tests/fixtures/registered-<commit>.tar.xz, made by that
+    keel, see manifest.json), unpacked under ``root`` and relocated there. Returns (settings,
+    manifest); the manifest records the predictions that keel made on each version's input
+    example."""
+    import json
+    import tarfile
+
+    from keel.config.settings import load_settings
+
+    with tarfile.open(FIXTURES / f"registered-{commit}.tar.xz") as tar:
+        tar.extractall(root, filter="data")
+    manifest = json.loads((root / "manifest.json").read_text())
+    old, new = manifest["root"], str(root)
+    ws = root / "ws"
+    _relocate_store(ws / "mlflow" / "mlflow.db", old, new)
+    for path in ws.rglob("*"):  # MLmodel files, recorded configs, .dvc/config
+        if path.is_file() and not {".git", "cache"} & set(path.parts) and path.suffix not in (".db", ".pt"):
+            text = path.read_bytes()
+            if old.encode() in text:
+                path.write_bytes(text.replace(old.encode(), new.encode()))
+    from mlflow.tracking._tracking_service import utils
+
+    utils._artifact_repos_cache.clear()
+    return load_settings(ws, profile="test", environ={}), manifest
 
 
 @pytest.fixture

@@ -174,12 +174,13 @@ def _json_out(payload: dict) -> None:
 
 def _settings(ctx: typer.Context, check: bool = True):
     """The settings, with every backend they name checked before any work (check=True)."""
-    from keel.config.settings import ConfigError, load_settings
-    from keel.workloads import load_workload
+    from keel.config.settings import load_settings
+    from keel.errors import ConfigError
+    from keel.workloads import checked_workload
 
     try:
         settings = load_settings(ctx.obj["workspace"], profile=ctx.obj["profile"])
-        load_workload(settings).check(settings)  # a workload that cannot work is a config mistake, said now
+        checked_workload(settings)  # a workload or net family that cannot work: a config mistake, said now
     except ConfigError as exc:
         _fail(str(exc), 2)
     for key, value in ENGINE_ENV.items():
@@ -247,9 +248,8 @@ def init(
 ):
     """Make DIR a ready workspace: git, DVC with a local remote, MLflow store, a keel.toml
     for the workload and its GX suite (suite.json, yours to edit)."""
-    from keel.config.settings import ConfigError
-    from keel.data.workspace import init_workspace
-    from keel.workloads import build, shipped
+    from keel.errors import ConfigError
+    from keel.workloads import build, init_workspace, shipped
 
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     if workload not in dict(shipped()):
@@ -825,8 +825,7 @@ def _registry_call(call):
     """Promotion-side failures become one clear message and exit 1; aliases untouched."""
     from mlflow.exceptions import MlflowException
 
-    from keel.errors import is_transient
-    from keel.registry.promotion import PromotionError
+    from keel.errors import PromotionError, is_transient
 
     try:
         return call()

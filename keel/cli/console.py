@@ -15,11 +15,12 @@ keel's own lines go to the terminal through descriptors saved before the switch.
 
 Step lines come from Prefect's own task-run records ("Finished in state Completed()"),
 read by a logging handler, so a flow's tasks are listed without any flow knowing. A step
-that works through many items (GX on each of 12 batches) says so with ``progress()``: a
-plain log record on the ``keel.progress`` logger, which a capturing console turns into a
-counted line with an ETA; anywhere else it is an ordinary INFO record. Epoch
-lines come from a Lightning callback (``epoch_callback``) that keel.training adds when a
-console is capturing. Importing this module imports neither Prefect nor Lightning.
+that works through many items (GX on each of 12 batches) says so with ``keel.progress.items``:
+a plain log record on the ``keel.progress`` logger, which a capturing console turns into a
+counted line with an ETA; anywhere else it is an ordinary INFO record. Epoch lines come from
+a Lightning callback (``epoch_callback``) that keel.model.training asks keel.progress for; a
+capturing console attaches itself there. Importing this module imports neither Prefect nor
+Lightning.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from keel import progress
 
 # a line the console shows even without -v: a log record at WARNING level or above (in the
 # formats of Python's logging, Prefect, MLflow, DVC and Lightning) or an exception's last
@@ -132,6 +135,10 @@ class Console:
         self.err.write(text if text.endswith("\n") else text + "\n")
         self.err.flush()
 
+    def fit_callback(self) -> Any:
+        """keel.progress.Display: the Lightning callback that shows a fit's epochs here."""
+        return epoch_callback(self)
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.settle()
@@ -167,17 +174,7 @@ def eta(started: float, done: int, total: int) -> str:
 
 # a step with this many items or more gets a counted line per item (3 demo batches: none)
 MANY = 4
-PROGRESS_LOGGER = "keel.progress"
-
-
-def progress(step: str, done: int, total: int, unit: str) -> None:
-    """Say that ``done`` of ``total`` items of ``step`` are finished (call with 0 first).
-    Only a log record: a keel command's console shows it as a counted line with an ETA."""
-    logging.getLogger(PROGRESS_LOGGER).info(
-        "%s: %d/%d %s", step, done, total, unit, extra={"keel_progress": (step, done, total, unit)}
-    )
-
-
+PROGRESS_LOGGER = progress.PROGRESS_LOGGER
 _CURRENT: Console | None = None
 
 
@@ -214,7 +211,9 @@ def capture(log_path: Path, *, verbose: bool = False, json_mode: bool = False) -
         log.close()
 
     console._restore.append(restore)
+    console._restore.append(lambda: progress.attach(None))
     _CURRENT = console
+    progress.attach(console)  # keel.model.training asks it for the epoch callback
     return console
 
 

@@ -13,10 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keel.config.settings import Settings
-
-AWAITING = (
-    "awaiting review"  # the promotion tag value of a version held for a reviewer (tasks/gate.py sets it)
-)
+from keel.registry.gate import AWAITING
 
 
 def pending_reviews(settings: Settings, client) -> list[dict[str, Any]]:

@@ -20,16 +20,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from keel.errors import EXIT_CONFIG, KeelError
+from keel.errors import ConfigError
 
 WORKSPACE_FILE = "keel.toml"
 ENV_PREFIX = "KEEL_"
-
-
-class ConfigError(KeelError, ValueError):
-    """A settings file or variable that keel cannot use."""
-
-    exit_code = EXIT_CONFIG
 
 
 class _Section(BaseModel):
@@ -359,15 +353,18 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 def _workload_defaults(
     base: Mapping[str, Any], layers: list[dict[str, Any]]
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(name, settings, profiles) the chosen workload brings (keel.workload.Workload.defaults)."""
+    """(name, settings, profiles) the chosen workload brings (keel.workloads.Workload.defaults),
+    the workload resolved through keel.config.targets."""
     import copy
 
-    from keel.workloads import build
+    from keel.config import targets
 
     choice: dict[str, Any] = copy.deepcopy(dict(base.get("workload", {})))
     for layer in layers:
         _merge(choice, layer.get("workload", {}))
-    workload = build(str(choice.get("name", "")), str(choice.get("target", "")), choice.get("params"))
+    kind = targets.WORKLOADS
+    cls = targets.choose(kind, str(choice.get("name", "")), str(choice.get("target", "")))
+    workload = targets.instantiate(kind, cls, choice.get("params"))
     brought = copy.deepcopy(workload.defaults())
     profiles = brought.pop("profiles", {})
     brought.pop("workload", None)  # a workload does not choose the workload

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,11 +105,14 @@ def _append_missing(path: Path, lines: list[str]) -> None:
             fh.write("\n".join(new) + "\n")
 
 
-def init_workspace(directory: Path, workload_toml: str = "") -> Path:
+def init_workspace(
+    directory: Path, workload_toml: str = "", default_suite: Callable[[Settings], dict[str, Any]] | None = None
+) -> Path:
     """Make ``directory`` a ready keel workspace (idempotent): git, DVC, local remote,
     MLflow store dir, a keel.toml (``workload_toml``: its [workload] part, from
-    Workload.init_toml; "" = the default workload) and the workload's default GX suite
-    written out as suite.json. Existing files are kept."""
+    Workload.init_toml; "" = the default workload) and, from ``default_suite`` (the chosen
+    workload's, keel.workloads.init_workspace), the GX suite written out as suite.json.
+    Existing files are kept."""
     from dvc.repo import Repo
 
     ws = Path(directory).expanduser().resolve()
@@ -120,7 +123,8 @@ def init_workspace(directory: Path, workload_toml: str = "") -> Path:
         _quiet_dvc_init(ws)
     if not (ws / WORKSPACE_FILE).exists():
         (ws / WORKSPACE_FILE).write_text(WORKSPACE_TEMPLATE.format(workload=workload_toml, suite=SUITE_FILE))
-        _write_default_suite(ws)
+        if default_suite is not None:
+            _write_default_suite(ws, default_suite)
     with Repo(str(ws)) as repo, repo.config.edit("repo") as conf:
         # keel only ever replaces partitions atomically (new inode), so linking the
         # cache is safe; it makes `dvc add` ~2x faster than copying (bench/)
@@ -149,15 +153,14 @@ def _quiet_dvc_init(ws: Path) -> None:
         dvc_log.setLevel(level)
 
 
-def _write_default_suite(ws: Path) -> None:
+def _write_default_suite(ws: Path, default_suite: Callable[[Settings], dict[str, Any]]) -> None:
     """suite.json: the workload's default suite, for the team to read and edit."""
     from keel.config.settings import load_settings
-    from keel.workloads import load_workload
 
     if (ws / SUITE_FILE).exists():
         return
     settings = load_settings(ws, environ={}, overrides={"data.suite": ""})
-    suite = load_workload(settings).default_suite(settings)
+    suite = default_suite(settings)
     (ws / SUITE_FILE).write_text(json.dumps(suite, indent=1) + "\n")
 
 

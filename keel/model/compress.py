@@ -9,11 +9,12 @@ this CPU and torch.ao.quantization is deprecated, so neither is offered.
 
 Any keel net compresses (MLP, conv, BERT): the variant keeps the source's
 preprocessor, objective and threshold; only the net changes, and it runs in
-onnxruntime (keel.pyfunc.OnnxModel). Parity is measured on the source's own held-out
-rows: metric deltas, label agreement and the largest output difference; size and
-latency (p50/p99 at 1 and 32 rows) are measured in a fresh process
-(``python -m keel.compress``). No MLflow, no settings here: tasks/compress.py has the
-edges. Importing this module loads neither onnx nor onnxruntime.
+onnxruntime (keel.model.runtime.pyfunc.OnnxModel). The net's family names the graph's
+inputs and dynamic axes. Parity is measured on the source's own held-out rows: metric
+deltas, label agreement and the largest output difference; size and latency (p50/p99 at 1
+and 32 rows) are measured in a fresh process (``python -m keel.model.compress``). No
+MLflow, no settings here: tasks/compress.py has the edges. Importing this module loads
+neither onnx, onnxruntime nor MLflow.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from keel.model.net import Net, arch_class
+from keel.model import families
+from keel.model.net import Net
+from keel.model.runtime.onnx import OnnxRunner
 
 if TYPE_CHECKING:
     from keel.model.families.bert import TextPreprocessor
@@ -43,10 +46,6 @@ if TYPE_CHECKING:
 
 METHODS = ("onnx-int8", "onnx")
 OPSET = 17
-
-
-def input_names(arch: str) -> tuple[str, str]:
-    return ("input_ids", "attention_mask") if arch == "bert" else ("categories", "numerics")
 
 
 class _Exported(nn.Module):
@@ -60,18 +59,15 @@ class _Exported(nn.Module):
         return self.net(a, b)
 
 
-def export_onnx(net: Net, arch: str, a: np.ndarray, b: np.ndarray, path: Path) -> Path:
-    """The net as an ONNX graph (rows, and tokens for text, are dynamic axes). Uses
-    torch's TorchScript exporter: deterministic bytes for the same weights, and no
-    onnxscript dependency."""
+def export_onnx(net: Net, a: np.ndarray, b: np.ndarray, path: Path) -> Path:
+    """The net as an ONNX graph, with its family's input names and dynamic axes (rows, and
+    tokens for text). Uses torch's TorchScript exporter: deterministic bytes for the same
+    weights, and no onnxscript dependency."""
     import warnings
 
-    names = input_names(arch)
-    axes: dict[str, dict[int, str]] = {n: {0: "rows"} for n in names}
-    if arch == "bert":
-        axes = {n: {0: "rows", 1: "tokens"} for n in names}
-    per_token = arch == "bert" and bool(getattr(net, "per_token", False))
-    axes["raw"] = {0: "rows", 1: "tokens"} if per_token else {0: "rows"}
+    family = families.of(net)
+    names = family.onnx_inputs
+    axes = family.onnx_axes(net)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
@@ -99,11 +95,11 @@ def quantize_int8(source: Path, target: Path) -> Path:
     return target
 
 
-def build_variant(net: Net, arch: str, a: np.ndarray, b: np.ndarray, method: str, directory: Path) -> Path:
+def build_variant(net: Net, a: np.ndarray, b: np.ndarray, method: str, directory: Path) -> Path:
     """``directory``/model.onnx for ``method`` (METHODS)."""
     if method not in METHODS:
         raise ValueError(f"compression method {method!r}: known {', '.join(METHODS)}")
-    exported = export_onnx(net, arch, a, b, directory / ("model.onnx" if method == "onnx" else "fp32.onnx"))
+    exported = export_onnx(net, a, b, directory / ("model.onnx" if method == "onnx" else "fp32.onnx"))
     if method == "onnx":
         return exported
     out = quantize_int8(exported, directory / "model.onnx")
@@ -113,33 +109,6 @@ def build_variant(net: Net, arch: str, a: np.ndarray, b: np.ndarray, method: str
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-class OnnxRunner:
-    """An ONNX net in onnxruntime: (a, b) arrays -> raw outputs as a torch tensor,
-    ``chunk_rows`` rows per call when the architecture sets one (text)."""
-
-    def __init__(self, path: Path, arch: str):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.names = input_names(arch)
-        self.wanted = {i.name for i in self.session.get_inputs()}  # unused inputs are pruned
-        self.chunk = getattr(arch_class(arch), "chunk_rows", 0)
-
-    def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        feed = {n: x for n, x in zip(self.names, (a, b), strict=True) if n in self.wanted}
-        return self.session.run(["raw"], feed)[0]
-
-    def raw(self, a: np.ndarray, b: np.ndarray) -> torch.Tensor:
-        if not self.chunk or len(a) <= self.chunk:
-            return torch.from_numpy(self._run(a, b))
-        parts = [
-            self._run(a[i : i + self.chunk], b[i : i + self.chunk]) for i in range(0, len(a), self.chunk)
-        ]
-        return torch.from_numpy(np.concatenate(parts))
 
 
 @dataclass
@@ -166,7 +135,7 @@ class CompressedModel:
 
     @property
     def artifacts(self) -> dict[str, str]:
-        """keel.pyfunc.OnnxModel's artifacts."""
+        """keel.model.runtime.pyfunc.OnnxModel's artifacts."""
         d = self.path.parent
         return {
             "preprocessor": str(d / "preprocessor.json"),
@@ -186,7 +155,7 @@ def compress(source: Any, method: str, sample: pd.DataFrame, directory: Path) ->
     write_meta(
         source.preprocessor, source.net, source.threshold, directory, source.objective, compression=method
     )
-    path = build_variant(source.net, arch, a, b, method, directory)
+    path = build_variant(source.net, a, b, method, directory)
     return CompressedModel(
         source.preprocessor, source.objective, source.threshold, arch, method, path, OnnxRunner(path, arch)
     )

@@ -1,4 +1,5 @@
-"""Held-out evaluation with scikit-learn: binary metrics, the slice table and plots per objective."""
+"""Held-out evaluation with scikit-learn: the slice table, the slice gaps and the plots of each
+objective (the metrics themselves are the objectives', keel.model.objectives)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,6 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from keel.model.objectives import Binary, Multiclass, Objective
-
-
-def classification_metrics(
-    y_true: np.ndarray, prob: np.ndarray, threshold: float, pred: np.ndarray | None = None
-) -> dict[str, float]:
-    """``pred`` overrides ``prob >= threshold`` (a loaded model's own labels)."""
-    y_true = np.asarray(y_true).astype(int)
-    pred = (prob >= threshold).astype(int) if pred is None else np.asarray(pred).astype(int)
-    both = len(np.unique(y_true)) == 2
-    return {
-        "accuracy": float(skm.accuracy_score(y_true, pred)),
-        "precision": float(skm.precision_score(y_true, pred, zero_division=0)),
-        "recall": float(skm.recall_score(y_true, pred, zero_division=0)),
-        "f1": float(skm.f1_score(y_true, pred, zero_division=0)),
-        "roc_auc": float(skm.roc_auc_score(y_true, prob)) if both else float("nan"),
-        "log_loss": float(skm.log_loss(y_true, prob, labels=[0, 1])),
-        "positive_rate": float(y_true.mean()) if len(y_true) else float("nan"),
-        "rows": float(len(y_true)),
-    }
-
 
 MISSING = "(missing)"  # the slice of rows with no value in a slice column
 

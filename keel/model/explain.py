@@ -1,8 +1,8 @@
 """Explanations: what a trained model relies on, over the held-out rows (global) and for
 the records sent to ``POST /explain`` (per record).
 
-The method follows the model's network (so each shipped workload gets the one that fits
-its inputs), never a workload's name:
+The method is the one the network's family declares (keel.model.families), so each
+workload gets the one that fits its inputs, never by a workload's name:
 
 - ``ablation`` (the table MLP): global = scikit-learn's permutation importance of the
   headline metric on held-out rows: model-agnostic, in the metric's own units (how much
@@ -46,12 +46,10 @@ WHY = {
 
 
 def method_for(net: Any) -> str | None:
-    """The explanation method for a keel network (keel.net / keel.text), from its arch."""
-    cfg = getattr(net, "cfg", None)
-    arch = getattr(cfg, "arch", "mlp")
-    if arch == "bert":
-        return None if getattr(net, "per_token", False) else "tokens"
-    return {"mlp": "ablation", "conv": "saliency"}.get(arch)
+    """The explanation method a network's family declares (keel.model.families)."""
+    from keel.model import families
+
+    return families.of(net).explanation(net)
 
 
 def _targets(objective: Objective, raw: torch.Tensor) -> tuple[Any, list[str]]:

@@ -1,18 +1,16 @@
-"""Preprocessing that travels inside the model, as JSON: vocabularies and scaling for
-table columns (``Preprocessor``), or a tokenizer for a text column (keel.text)."""
+"""The table's preprocessing, travelling inside the model as JSON: vocabularies for the
+categorical columns and scaling (+ missing flags) for the numeric ones. The mlp and conv
+families use it; the bert family has its own tokenizer (keel.model.families.bert). Pure:
+numpy and pandas, no files."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:
-    from keel.config.settings import FeatureConfig
-    from keel.model.families.bert import TextPreprocessor
 
 SMALL_FRAME = 64
 # More numeric columns than this are read as one subset: for one digits row (64 columns)
@@ -110,30 +108,3 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
         return cls(**data)
-
-
-def fit_preprocessor(
-    frame: pd.DataFrame, features: FeatureConfig, net_options: dict[str, Any]
-) -> Preprocessor | TextPreprocessor:
-    """The tokenizer of the net's encoder for a text feature (``features.text``), else
-    the vocabularies and scaling of the table's columns."""
-    if features.text:
-        from keel.config.settings import ConfigError
-        from keel.model.families.bert import TextPreprocessor
-
-        if net_options.get("arch") != "bert" or len(features.text) != 1:
-            raise ConfigError(
-                f"features.text {features.text}: one text column, read by a bert net (net arch "
-                f"{net_options.get('arch', 'mlp')!r})"
-            )
-        return TextPreprocessor.fit(features.text[0], net_options["encoder"])
-    return Preprocessor.fit(frame, features.categorical, features.numeric)
-
-
-def preprocessor_from_dict(data: dict[str, Any]) -> Preprocessor | TextPreprocessor:
-    """A preprocessor as saved in a model (preprocessor.json); no ``kind``: tabular."""
-    if data.get("kind") == "text":
-        from keel.model.families.bert import TextPreprocessor
-
-        return TextPreprocessor.from_dict(data)
-    return Preprocessor.from_dict(data)

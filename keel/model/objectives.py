@@ -81,6 +81,28 @@ class Objective(ABC):
         return {"kind": self.kind, "label": self.label, "classes": self.classes}
 
 
+def classification_metrics(
+    y_true: np.ndarray, prob: np.ndarray, threshold: float, pred: np.ndarray | None = None
+) -> dict[str, float]:
+    """Binary metrics (scikit-learn); ``pred`` overrides ``prob >= threshold`` (a loaded
+    model's own labels)."""
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true).astype(int)
+    pred = (prob >= threshold).astype(int) if pred is None else np.asarray(pred).astype(int)
+    both = len(np.unique(y_true)) == 2
+    return {
+        "accuracy": float(skm.accuracy_score(y_true, pred)),
+        "precision": float(skm.precision_score(y_true, pred, zero_division=0)),
+        "recall": float(skm.recall_score(y_true, pred, zero_division=0)),
+        "f1": float(skm.f1_score(y_true, pred, zero_division=0)),
+        "roc_auc": float(skm.roc_auc_score(y_true, prob)) if both else float("nan"),
+        "log_loss": float(skm.log_loss(y_true, prob, labels=[0, 1])),
+        "positive_rate": float(y_true.mean()) if len(y_true) else float("nan"),
+        "rows": float(len(y_true)),
+    }
+
+
 class Binary(Objective):
     """Labels 0/1 (or two values, mapped in sorted order); outputs ``probability`` of the
     second class and the label column (the class, by a threshold)."""
@@ -122,8 +144,6 @@ class Binary(Objective):
         return pd.DataFrame({"probability": prob, self.label: label})
 
     def metrics(self, y: pd.Series, out: pd.DataFrame) -> dict[str, float]:
-        from keel.model.evaluation import classification_metrics
-
         pred = self.encode(out[self.label])
         return classification_metrics(self.encode(y), out["probability"].to_numpy(), 0.5, pred)
 

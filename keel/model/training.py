@@ -16,13 +16,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics.classification import BinaryAUROC
 
-from keel.config.settings import FeatureConfig, TrainConfig
-from keel.model.features import Preprocessor, fit_preprocessor
-from keel.model.net import Net, NetConfig, build, forward_rows
+from keel.model import families
+from keel.model.net import Net, NetConfig, forward_rows
 from keel.model.objectives import KINDS, Binary, Objective
 
 if TYPE_CHECKING:
+    from keel.config.settings import FeatureConfig, TrainConfig
     from keel.model.families.bert import TextPreprocessor
+    from keel.model.features import Preprocessor
 
 
 # ---------------------------------------------------------------- data
@@ -133,9 +134,9 @@ class TabularDataModule(pl.LightningDataModule):
 
 # ---------------------------------------------------------------- model
 class TabularModule(pl.LightningModule):
-    """keel's net (keel.net: the MLP, a conv net for images, a BERT encoder for text)
-    trained with its objective's loss; a binary objective also tracks val/auc.
-    ``pretrained``: the net starts from its encoder checkpoint's weights (text)."""
+    """A family's net (keel.model.families: the MLP, a conv net for images, a BERT encoder for
+    text) trained with its objective's loss; a binary objective also tracks val/auc.
+    ``pretrained``: the net starts from its family's checkpoint weights (text)."""
 
     def __init__(
         self,
@@ -147,7 +148,7 @@ class TabularModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["objective"])
-        self.net = build(net_cfg, pretrained=pretrained)
+        self.net = families.build(net_cfg, pretrained=pretrained)
         self.lr, self.weight_decay = lr, weight_decay
         self.objective = objective or Binary("label", [0, 1])
         self.loss: nn.Module = self.objective.loss()
@@ -223,13 +224,12 @@ def build_trainer(
     validate: bool = True,
     **overrides: Any,
 ) -> pl.Trainer:
-    from keel.cli import console
+    from keel import progress
 
     callbacks = list(callbacks or [])
     bar = sys.stderr.isatty()
-    con = console.current()
-    if con is not None:  # under the keel command: a bar on its terminal, else one line per epoch
-        shown = console.epoch_callback(con)
+    shown = progress.fit_callback()
+    if shown is not None:  # under the keel command: a bar on its terminal, else one line per epoch
         callbacks.append(shown)
         bar = isinstance(shown, pl.callbacks.ProgressBar)
     kwargs: dict[str, Any] = dict(
@@ -325,7 +325,10 @@ def fit(
     torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     obj = KINDS[objective].fit_labels(features.label, train[features.label])
-    pre = fit_preprocessor(train, features, net_options or {})
+    options = dict(net_options or {})
+    family = families.chosen(options)
+    family.check(features, options)
+    pre = family.fit_preprocessor(train, features, options)
     net_cfg = NetConfig(
         pre.cardinalities,
         pre.numeric_width,
@@ -333,9 +336,9 @@ def fit(
         cfg.dropout,
         cfg.emb_dim_max,
         obj.width,
-        **(net_options or {}),
+        **options,
     )
-    module = TabularModule(net_cfg, cfg.lr, cfg.weight_decay, obj, pretrained=net_cfg.arch == "bert")
+    module = TabularModule(net_cfg, cfg.lr, cfg.weight_decay, obj, pretrained=family.pretrained)
     data = TabularDataModule(
         EncodedSplit.encode(pre, train, obj),
         EncodedSplit.encode(pre, val, obj),

@@ -13,7 +13,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from keel.config.settings import ConfigError, Settings, redact
+from keel.config.settings import Settings, redact
+from keel.errors import ConfigError
 
 
 class BackendError(ConfigError):

@@ -13,6 +13,10 @@ import pandas as pd
 from keel.config.settings import GateConfig
 from keel.model.objectives import higher_is_better
 
+# The ``promotion`` tag value of a blessed version held for a reviewer (set by the policy in
+# tasks/gate.py, read by keel status's list of reviews waiting).
+AWAITING = "awaiting review"
+
 
 @dataclass(frozen=True)
 class Check:

@@ -50,7 +50,7 @@ def _auth_status(uri: str, user: str, password: str) -> int:
 def current_actor(settings: Settings, claimed: str | None = None) -> Actor:
     """The authenticated user when the tracking server can tell; else ``claimed`` or the OS user.
     A claimed name that differs from the authenticated one is refused."""
-    from keel.registry.promotion import PromotionError
+    from keel.errors import PromotionError
 
     uri = settings.mlflow.tracking_uri
     user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
@@ -73,7 +73,7 @@ def current_actor(settings: Settings, claimed: str | None = None) -> Actor:
 
 def require_reviewer(settings: Settings, actor: Actor, what: str) -> None:
     """Refuse a champion move by anyone not in ``[promotion] reviewers`` (empty: anyone)."""
-    from keel.registry.promotion import PromotionError
+    from keel.errors import PromotionError
 
     allowed = settings.promotion.reviewers
     if allowed and actor.name not in allowed:
@@ -85,7 +85,7 @@ def require_reviewer(settings: Settings, actor: Actor, what: str) -> None:
 
 def authenticated_store(settings: Settings) -> bool:
     """Whether champion moves here carry an authenticated identity."""
-    from keel.registry.promotion import PromotionError
+    from keel.errors import PromotionError
 
     try:
         return current_actor(settings).authenticated

@@ -28,16 +28,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from keel.config.settings import Settings
-from keel.errors import KeelError
+from keel.errors import PromotionError
 
 LEDGER_TAG = "keel.ledger."
 LOCK_PREFIX = "keel-lock-"
 STALE_LOCK_S = 600
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-
-
-class PromotionError(KeelError, RuntimeError):
-    """A promotion, rollback or lookup that keel refuses; aliases are untouched."""
 
 
 @dataclass(frozen=True)

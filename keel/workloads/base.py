@@ -38,16 +38,15 @@ at import time; a workload's own imports happen when its methods run.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from keel.config.settings import ConfigError
-from keel.errors import InputError
+from keel.config import targets
+from keel.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -202,57 +201,56 @@ def unfailable(rules: dict[str, dict[str, float]]) -> dict[str, dict[str, float]
 
 
 # ---------------------------------------------------------------- choosing one
-SHIPPED: dict[str, str] = {
-    "flights": "keel.workloads.flights:FlightsWorkload",
-    "tabular": "keel.workloads.tabular:TabularWorkload",
-    "digits": "keel.workloads.digits:DigitsWorkload",
-    "entities": "keel.workloads.entities:EntitiesWorkload",
-    "synthetic": "keel.workloads.synthetic:SyntheticWorkload",
-    "text": "keel.workloads.text:TextWorkload",
-}
+SHIPPED: dict[str, str] = targets.WORKLOADS.shipped  # name -> module:Class (keel.config.targets)
+
+
+def workload_class(name: str, target: str = "") -> type[Workload]:
+    """``target``'s class (``module:Class``), else the shipped workload called ``name``."""
+    cls = targets.choose(targets.WORKLOADS, name, target)
+    if not issubclass(cls, Workload):
+        raise ConfigError(f"workload.target {target!r} is not a keel.workloads.Workload subclass")
+    return cls
 
 
 def resolve_class(target: str) -> type[Workload]:
     """``module:Class`` -> the class, checked to be a Workload."""
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"workload.target {target!r}: write it as module:Class")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"workload.target {target!r}: {exc}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Workload)):
-        raise ConfigError(f"workload.target {target!r} is not a keel.workload.Workload subclass")
-    return cls
-
-
-def workload_class(name: str, target: str = "") -> type[Workload]:
-    if target:
-        return resolve_class(target)
-    if name not in SHIPPED:
-        raise ConfigError(
-            f"workload.name {name!r} is not shipped (known: {', '.join(sorted(SHIPPED))}); "
-            f"for your own code set workload.target = 'module:Class'"
-        )
-    return resolve_class(SHIPPED[name])
+    return workload_class("", target)
 
 
 def build(name: str, target: str = "", params: dict[str, Any] | None = None) -> Workload:
-    cls = workload_class(name, target)
-    try:
-        validated = cls.Params.model_validate(params or {})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"workload.params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"[workload] params for {cls.name!r}: {problems}") from exc
-    return cls(validated)
+    """The workload ``[workload]`` chooses, its params validated by its own Params model."""
+    workload: Workload = targets.instantiate(targets.WORKLOADS, workload_class(name, target), params)
+    return workload
 
 
 def load_workload(settings: Settings) -> Workload:
     """The workload that settings choose (``[workload]``)."""
     w = settings.workload
     return build(w.name, w.target, w.params)
+
+
+def checked_workload(settings: Settings) -> Workload:
+    """The workload settings choose, checked to work with them before any run opens: its own
+    ``check`` and its network family's (an unknown family, features the family cannot read);
+    a ConfigError names the key."""
+    from keel.model import families
+
+    workload = load_workload(settings)
+    workload.check(settings)
+    options = workload.net_options()
+    try:
+        families.chosen(options).check(settings.features, options)
+    except ConfigError as exc:
+        raise ConfigError(f"workload {workload.name!r}: {exc}") from exc
+    return workload
+
+
+def init_workspace(directory: Path, workload_toml: str = "") -> Path:
+    """``keel init``: keel.data.workspace.init_workspace, with suite.json the default GX suite
+    of the workload ``workload_toml`` chooses (Workload.init_toml; "" = the default one)."""
+    from keel.data.workspace import init_workspace as init
+
+    return init(directory, workload_toml, lambda s: load_workload(s).default_suite(s))
 
 
 def load_suite_for(settings: Settings) -> dict[str, Any]:

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from keel.config.settings import ConfigError
-from keel.errors import InputError
+from keel.errors import ConfigError, InputError
 from keel.workloads import Workload, WorkloadParams, unfailable
 
 if TYPE_CHECKING:

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from keel.config.settings import ConfigError
-from keel.errors import InputError
+from keel.errors import ConfigError, InputError
 from keel.workloads import Workload, WorkloadParams
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from keel import progress
 from keel.cli import console
 
 
@@ -108,9 +109,9 @@ def test_a_step_of_many_items_counts_them_one_of_few_stays_quiet(con):
     logger.setLevel(logging.INFO)  # as follow_prefect sets it
     try:
         for done in range(5):  # what validate_frames reports for 4 batches: 0 (start) .. 4
-            console.progress("validate-batches", done, 4, "batches")
+            progress.items("validate-batches", done, 4, "batches")
         for done in range(4):
-            console.progress("validate-data", done, 3, "partitions")  # 3: below MANY
+            progress.items("validate-data", done, 3, "partitions")  # 3: below MANY
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

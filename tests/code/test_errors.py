@@ -10,11 +10,17 @@ import urllib.request
 
 import pytest
 
-from keel.config.settings import ConfigError
 from keel.data.validation import DataValidationError
 from keel.data.workspace import DataVersionError
-from keel.errors import EXIT_INTERNAL, InputError, KeelError, NotFoundError, is_transient
-from keel.registry.promotion import PromotionError
+from keel.errors import (
+    EXIT_INTERNAL,
+    ConfigError,
+    InputError,
+    KeelError,
+    NotFoundError,
+    PromotionError,
+    is_transient,
+)
 
 
 def _refused_port() -> int:

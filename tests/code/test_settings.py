@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from keel.config.settings import ConfigError, find_workspace, load_settings
+from keel.config.settings import find_workspace, load_settings
+from keel.errors import ConfigError
 
 
 def test_defaults_resolve_every_location_inside_the_workspace(tmp_path):

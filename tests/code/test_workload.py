@@ -7,8 +7,8 @@ import textwrap
 import pandas as pd
 import pytest
 
-from keel.config.settings import ConfigError, load_settings
-from keel.errors import InputError
+from keel.config.settings import load_settings
+from keel.errors import ConfigError, InputError
 from keel.workloads import Workload, build, load_workload
 
 # A user's own workload, as it would live in their package: importable as module:Class.
@@ -84,7 +84,7 @@ def test_a_target_class_is_loaded_with_its_validated_params_and_changes_the_hash
         ),
         ("flights", "os.path", r"write it as module:Class"),
         ("flights", "no_such_module_anywhere:W", r"No module named 'no_such_module_anywhere'"),
-        ("flights", "os:path", r"not a keel.workload.Workload subclass"),
+        ("flights", "os:path", r"not a keel.workloads.Workload subclass"),
     ],
 )
 def test_a_workload_that_cannot_load_is_a_config_error_naming_the_key(name, target, message):

@@ -18,9 +18,8 @@ def test_token_classification_end_to_end_with_its_onnx_variant(tmp_path, matches
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
     from keel.registry.tracking import client
-    from keel.workloads import build, load_workload
+    from keel.workloads import build, init_workspace, load_workload
 
     ws = init_workspace(tmp_path / "ws", build("entities").init_toml())
     settings = load_settings(ws, profile="test", environ={}).with_overrides({"compress.latency_rounds": 3})

@@ -17,7 +17,7 @@ NOISY = '[workload]\nname = "synthetic"\nparams = { noise = true }\n'
 @pytest.fixture
 def noisy(tmp_path):
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
 
     s = load_settings(init_workspace(tmp_path / "ws", NOISY), profile="test", environ={})
     # trained enough to learn the signal (the test profile's one short epoch would not)

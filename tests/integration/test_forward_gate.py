@@ -17,7 +17,7 @@ STREAM = '[workload]\nname = "synthetic"\n[split]\nholdout = "newest"\nrefit = t
 def stream(tmp_path):
     from flows.ingest import ingest_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
 
     s = load_settings(init_workspace(tmp_path / "ws", STREAM), profile="test", environ={})
     ingest_flow(s, ["b01", "b02", "b03"])

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from keel.registry.promotion import PromotionError
+from keel.errors import PromotionError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -27,8 +27,8 @@ def test_on_an_authenticated_server_only_a_listed_reviewer_moves_the_champion(
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
     from keel.registry.promotion import Registry, promote, rollback, verify_ledger
+    from keel.workloads import init_workspace
 
     url = auth_mlflow_server.url
     _as(monkeypatch, "admin", auth_mlflow_server.admin_password)

@@ -10,8 +10,8 @@ def test_debug_profile_yields_a_blessed_champion_on_one_month(tmp_path):
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
     from keel.registry.promotion import Registry
+    from keel.workloads import init_workspace
 
     settings = load_settings(init_workspace(tmp_path / "ws"), profile="debug", environ={})
     assert settings.data.demo_batches == ["2013-01"]

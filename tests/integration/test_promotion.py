@@ -11,7 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from keel.registry.promotion import PromotionError, Registry, promote, rollback, status
+from keel.errors import PromotionError
+from keel.registry.promotion import Registry, promote, rollback, status
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

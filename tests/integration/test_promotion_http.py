@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from keel.registry.promotion import PromotionError, Registry, promote, rollback, status
+from keel.errors import PromotionError
+from keel.registry.promotion import Registry, promote, rollback, status
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -16,7 +17,7 @@ def test_pipeline_promotion_and_ledger_over_http(tmp_path, mlflow_server):
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
     from tasks.lineage import load_lineage
 
     ws = init_workspace(tmp_path / "ws")

@@ -20,8 +20,9 @@ def test_a_pickled_model_fails_the_servability_check_and_is_never_promoted(synth
     import pandas as pd
     from mlflow.pyfunc import PythonModel
 
+    from keel.errors import PromotionError
     from keel.registry import tracking
-    from keel.registry.promotion import PromotionError, Registry, promote, servability
+    from keel.registry.promotion import Registry, promote, servability
 
     class Model(Pickled, PythonModel):
         pass

@@ -29,7 +29,8 @@ def _keel(ws, env, *args, timeout=900):
 
 def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_path):
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace, read_data_version
+    from keel.data.workspace import read_data_version
+    from keel.workloads import init_workspace
 
     ws = init_workspace(tmp_path / "ws", SYNTHETIC)
     env = scaled.keel_env()
@@ -107,7 +108,7 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
 
 
 def test_a_missing_or_unreachable_backend_is_named_before_any_work(scaled, tmp_path, port_factory):
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
 
     ws = init_workspace(tmp_path / "ws", SYNTHETIC)
     good = scaled.keel_env()
@@ -155,8 +156,8 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from keel.data.workspace import init_workspace
     from keel.ops.services import MONITOR_DEPLOYMENT, RETRAIN_DEPLOYMENT
+    from keel.workloads import init_workspace
 
     ws = init_workspace(tmp_path / "ws", SYNTHETIC)
     env = {

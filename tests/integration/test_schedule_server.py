@@ -31,8 +31,8 @@ def served(tmp_path_factory, port_factory):
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
     from keel.ops import services
+    from keel.workloads import init_workspace
 
     ws = init_workspace(tmp_path_factory.mktemp("served") / "ws", '[workload]\nname = "synthetic"\n')
     s = load_settings(ws, profile="test", environ={})

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def test_two_batches_produce_a_timeline_and_leave_the_workspace_alone(tmp_path, matches_schema):
     from flows.simulate import simulate_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
 
     toml = '[workload]\nname = "synthetic"\nparams = { objective = "multiclass" }\n'
     workspace = load_settings(init_workspace(tmp_path / "ws", toml), profile="test", environ={})

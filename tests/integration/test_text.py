@@ -25,8 +25,7 @@ def text_ws(tmp_path_factory):
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
-    from keel.workloads import build, load_workload
+    from keel.workloads import build, init_workspace, load_workload
 
     ws = init_workspace(tmp_path_factory.mktemp("text") / "ws", build("text").init_toml())
     settings = load_settings(ws, profile="test", environ={}).with_overrides({"compress.latency_rounds": 5})

@@ -79,7 +79,7 @@ def _workspace(tmp_path, toml: str):
     import textwrap
 
     from keel.config.settings import load_settings
-    from keel.data.workspace import init_workspace
+    from keel.workloads import init_workspace
 
     ws = init_workspace(tmp_path / "ws", textwrap.dedent(toml))
     return load_settings(ws, environ={})  # the default profile: the models are real

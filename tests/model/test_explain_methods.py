@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from keel.model import explain
+from keel.model.families import build
 from keel.model.features import Preprocessor
-from keel.model.net import NetConfig, build
+from keel.model.net import NetConfig
 from keel.model.objectives import Binary, Multiclass, Regression
 
 PIXELS = [f"p{i}" for i in range(16)]

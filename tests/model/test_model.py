@@ -85,8 +85,8 @@ def test_pyfunc_round_trip_predicts_from_raw_rows(splits, settings, tmp_path):
 def test_classification_metrics_come_from_sklearn_definitions():
     from sklearn.metrics import f1_score, roc_auc_score
 
-    from keel.model.evaluation import classification_metrics, slice_table
-    from keel.model.objectives import Binary
+    from keel.model.evaluation import slice_table
+    from keel.model.objectives import Binary, classification_metrics
 
     y = np.array([0, 0, 1, 1, 1, 0])
     p = np.array([0.1, 0.6, 0.7, 0.4, 0.9, 0.2])
@@ -134,7 +134,9 @@ def test_small_and_large_frames_encode_identically(month_frame, settings):
 
 
 def test_conv_net_reads_the_pixels_as_an_image_and_rebuilds_from_its_config():
-    from keel.model.net import ConvNet, NetConfig, build
+    from keel.model.families import build
+    from keel.model.families.conv import ConvNet
+    from keel.model.net import NetConfig
 
     cfg = NetConfig([], 2 * 64, [32], 0.0, 4, 10, arch="conv", image=[1, 8, 8], channels=[8, 16])
     net = build(cfg)

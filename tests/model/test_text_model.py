@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from keel.model.net import NetConfig, build, forward_rows
+from keel.model.families import build
+from keel.model.net import NetConfig, forward_rows
 
 TEXTS = ["Make America Great Again!", "Thank you Iowa, see you tomorrow at 7pm", "", None]
 
@@ -27,11 +28,11 @@ def _net(encoder, outputs=3, pretrained=True):
 
 
 def test_the_tokenizer_travels_as_json_pads_to_the_longest_and_cuts_at_max_length(encoder):
+    from keel.model.families import family
     from keel.model.families.bert import TextPreprocessor
-    from keel.model.features import preprocessor_from_dict
 
     pre = TextPreprocessor.fit("text", encoder["encoder"])
-    again = preprocessor_from_dict(pre.to_dict())  # as the registered model loads it
+    again = family("bert").load_preprocessor(pre.to_dict())  # as the registered model loads it
     ids, mask = again.transform(pd.DataFrame({"text": TEXTS}))
     assert ids.shape == mask.shape and ids.shape[0] == 4 and ids.shape[1] <= 16
     assert ids[0, 0] == 101 and mask[2].sum() == 2  # [CLS] first; empty and missing text: [CLS] [SEP]

@@ -1,5 +1,8 @@
-"""Text models: a pre-trained BERT-family encoder fine-tuned for sequence classification
-(or regression), and the tokenizer that travels inside the registered model.
+"""The ``bert`` family: a pre-trained BERT-family encoder fine-tuned for sequence
+classification (or regression, or a tag per word), and the tokenizer that travels inside the
+registered model. Training starts from the checkpoint's weights; explained by integrated
+gradients over the token embeddings; exported to ONNX with token ids and attention mask
+(rows and tokens dynamic).
 
 Platform code for any text workload: it never names a corpus or a package. A workload
 points ``encoder_options`` at a directory holding a Hugging Face BERT checkpoint
@@ -25,9 +28,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from keel.errors import ConfigError
+from keel.model.families.base import Family
 from keel.model.net import NetConfig, dense
 
-# Distributions a served text model needs beyond keel's own (tasks/register.py).
+# Distributions a served text model needs beyond keel's own (keel.registry.packaging).
 RUNTIME_DISTRIBUTIONS = ("transformers", "tokenizers", "safetensors")
 
 
@@ -234,3 +239,41 @@ class BertNet(nn.Module):
             return self.head(self.dropout(self.states(ids, b)[0]))
         out = self.head(self.dropout(self.embed(ids, b)))
         return out.squeeze(1) if self.cfg.outputs == 1 else out
+
+
+class Bert(Family):
+    name = "bert"
+    net = BertNet
+    pretrained = True
+    onnx_inputs = ("input_ids", "attention_mask")
+    explanation_method = "tokens"
+
+    def check(self, features: Any, options: dict[str, Any]) -> None:
+        if len(features.text) != 1:
+            raise ConfigError(
+                f"features.text {features.text}: net family 'bert' reads exactly one text column"
+            )
+        if "encoder" not in options:
+            raise ConfigError(
+                "net family 'bert' needs the encoder checkpoint in the workload's net options "
+                "(keel.model.families.bert.encoder_options)"
+            )
+
+    def fit_preprocessor(
+        self, frame: pd.DataFrame, features: Any, options: dict[str, Any]
+    ) -> TextPreprocessor:
+        return TextPreprocessor.fit(features.text[0], options["encoder"])
+
+    def load_preprocessor(self, data: dict[str, Any]) -> TextPreprocessor:
+        return TextPreprocessor.from_dict(data)
+
+    def explanation(self, net: Any) -> str | None:
+        return None if getattr(net, "per_token", False) else "tokens"  # a tag per token: no one target
+
+    def onnx_axes(self, net: Any) -> dict[str, dict[int, str]]:
+        axes = {n: {0: "rows", 1: "tokens"} for n in self.onnx_inputs}
+        axes["raw"] = {0: "rows", 1: "tokens"} if getattr(net, "per_token", False) else {0: "rows"}
+        return axes
+
+
+FAMILY = Bert()

@@ -1,8 +1,11 @@
 """The registered model: an MLflow pyfunc that predicts from raw feature rows.
 
-Preprocessing (vocabularies and scaling, or a text model's tokenizer) is part of the
-model, stored as JSON next to the weights, so
-``mlflow.pyfunc.load_model("models:/<name>@champion")`` needs only raw rows.
+Preprocessing (vocabularies and scaling, or a text model's tokenizer) is part of the model,
+stored as JSON next to the weights, so ``mlflow.pyfunc.load_model("models:/<name>@champion")``
+needs only raw rows. The network is rebuilt by its family (net.json's ``arch``), its weights
+read with ``torch.load(weights_only=True)``: loading never unpickles a Python object.
+Imports only keel.model's core (families, features, objectives, net): this package and what
+it imports are the code every registered model carries.
 """
 
 from __future__ import annotations
@@ -10,17 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import Any, cast
 
 import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 
-if TYPE_CHECKING:
-    from keel.model.families.bert import TextPreprocessor
-
-from keel.model.features import Preprocessor, preprocessor_from_dict
-from keel.model.net import Net, NetConfig, build, forward_rows
+from keel.model import families
+from keel.model.net import Net, NetConfig, forward_rows
 from keel.model.objectives import Objective, from_dict
 
 # Every model registered before objectives existed was this one: net.json without an
@@ -29,7 +29,7 @@ LEGACY_OBJECTIVE = {"kind": "binary", "label": "delayed", "classes": [0, 1]}
 
 
 def write_meta(
-    preprocessor: Preprocessor | TextPreprocessor,
+    preprocessor: Any,
     net: Net,
     threshold: float,
     directory: Path,
@@ -46,7 +46,7 @@ def write_meta(
 
 
 def save_artifacts(
-    preprocessor: Preprocessor | TextPreprocessor,
+    preprocessor: Any,
     net: Net,
     threshold: float,
     directory: Path,
@@ -58,13 +58,20 @@ def save_artifacts(
     return {**artifacts, "weights": str(directory / "weights.pt")}
 
 
-def load_parts(artifacts: Mapping[str, str]) -> tuple[Preprocessor | TextPreprocessor, Net, float, Objective]:
+def read_meta(artifacts: Mapping[str, str]) -> tuple[Any, dict[str, Any], float, Objective]:
+    """(preprocessor, the net's config fields, threshold, objective) from a model's artifacts."""
+    meta = json.loads(Path(artifacts["net"]).read_text())
+    threshold = float(meta.pop("threshold"))
+    objective = from_dict(meta.pop("objective", LEGACY_OBJECTIVE))
+    family = families.family(str(meta.get("arch", families.DEFAULT)))
+    preprocessor = family.load_preprocessor(json.loads(Path(artifacts["preprocessor"]).read_text()))
+    return preprocessor, meta, threshold, objective
+
+
+def load_parts(artifacts: Mapping[str, str]) -> tuple[Any, Net, float, Objective]:
     """(preprocessor, net with its weights, threshold, objective) from a model's artifacts."""
-    preprocessor = preprocessor_from_dict(json.loads(Path(artifacts["preprocessor"]).read_text()))
-    net_cfg = json.loads(Path(artifacts["net"]).read_text())
-    threshold = float(net_cfg.pop("threshold"))
-    objective = from_dict(net_cfg.pop("objective", LEGACY_OBJECTIVE))
-    net = build(NetConfig(**net_cfg))
+    preprocessor, meta, threshold, objective = read_meta(artifacts)
+    net = families.build(NetConfig(**meta))
     net.load_state_dict(torch.load(artifacts["weights"], weights_only=True))
     net.eval()
     return preprocessor, net, threshold, objective
@@ -87,20 +94,15 @@ FlightDelayModel = TabularModel  # the name models registered before workloads l
 
 
 class OnnxModel(PythonModel):
-    """A compressed variant (keel.compress): the same preprocessing and objective, the
+    """A compressed variant (keel.model.compress): the same preprocessing and objective, the
     net as an ONNX graph run by onnxruntime (``model.onnx``; ``net.json`` keeps the
     source's threshold, objective and architecture)."""
 
     def load_context(self, context) -> None:
-        from keel.model.compress import OnnxRunner
+        from keel.model.runtime.onnx import OnnxRunner
 
-        self.preprocessor = preprocessor_from_dict(
-            json.loads(Path(context.artifacts["preprocessor"]).read_text())
-        )
-        meta = json.loads(Path(context.artifacts["net"]).read_text())
-        self.threshold = float(meta["threshold"])
-        self.objective = from_dict(meta["objective"])
-        self.runner = OnnxRunner(Path(context.artifacts["onnx"]), meta.get("arch", "mlp"))
+        self.preprocessor, meta, self.threshold, self.objective = read_meta(context.artifacts)
+        self.runner = OnnxRunner(Path(context.artifacts["onnx"]), str(meta.get("arch", families.DEFAULT)))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         a, b = self.preprocessor.transform(model_input)
