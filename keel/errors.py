@@ -88,7 +88,7 @@ _TRANSIENT_MESSAGES = (
 )
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def chain(exc: BaseException) -> Iterator[BaseException]:
     """The exception and every cause/context behind it (each once)."""
     seen: set[int] = set()
     node: BaseException | None = exc
@@ -100,7 +100,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def is_transient(exc: BaseException) -> bool:
     """True when the failure can pass on a retry (network, timeouts, lock contention)."""
-    for err in _chain(exc):
+    for err in chain(exc):
         if isinstance(err, KeelError):
             return False  # a user-facing verdict is deterministic
         if any(cls.__name__ in _TRANSIENT_CLASSES for cls in type(err).__mro__):

@@ -155,3 +155,44 @@ def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def overview_lines(more: dict) -> list[str]:
+    """status's lower half: one line per item, short enough for one screen."""
+    reviews = more["pending_reviews"]
+    lines = [
+        "reviews    "
+        + (
+            "; ".join(
+                f"v{r['version']} ({', '.join(f'{k}={v}' for k, v in list(r['metrics'].items())[:2])})"
+                for r in reviews
+            )
+            + "  -> keel promote N --reviewer ... --reason ..."
+            if reviews
+            else "none waiting"
+        )
+    ]
+    for i, run in enumerate(more["last_runs"]):
+        lines.append(
+            f"{'last runs' if i == 0 else '':<10} {run['started']}  {run['status']:<9} {run['name']}"
+        )
+    drift = more["drift"]
+    lines.append(
+        "drift      never checked (keel drift --batch NAME)"
+        if drift is None
+        else f"drift      {'DRIFTED' if drift['drifted'] else 'no drift'} on {drift['batch']} vs "
+        f"v{drift['champion']} (share {drift['share']:.2f}, {drift['at']})"
+    )
+    for sched in more["schedules"]:
+        when = sched["next_run"] or "not scheduled (keel up runs the schedules)"
+        lines.append(f"schedule   {sched['deployment']} '{sched['cron']}': next {when}")
+    servers = more["servers"]
+    lines.append(
+        "servers    "
+        + (
+            ", ".join(f"{x['name']} {'up' if x['up'] else 'DOWN'} {x['url']}" for x in servers)
+            if servers
+            else "none (keel up starts Prefect, MLflow and the scheduler)"
+        )
+    )
+    return lines

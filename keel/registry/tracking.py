@@ -33,6 +33,11 @@ HOST_TAG, PID_TAG, PID_STARTED_TAG, WORKSPACE_TAG = (
     "keel.workspace",
 )
 
+# MLflow 3's UI opens an experiment on the view its kind says: keel's experiments hold model
+# training runs, not GenAI traces (the UI's own values: custom_model_development, genai_development).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
 # (tracking URI, workspace) pairs whose orphaned runs this process has already marked:
 # the check runs once per process and store, not on every client.
 _reaped: set[tuple[str, str]] = set()
@@ -225,10 +230,13 @@ def ensure_experiment(settings: Settings, suffix: str = "") -> str:
     name = settings.mlflow.experiment + suffix
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older keel: the UI guessed its kind
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return str(exp.experiment_id)
     root = settings.mlflow.artifact_root
     location = f"{root.rstrip('/')}/{name}" if root else None
-    return str(c.create_experiment(name, artifact_location=location))
+    tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+    return str(c.create_experiment(name, artifact_location=location, tags=tags))
 
 
 def tagged_run(

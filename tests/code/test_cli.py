@@ -101,3 +101,12 @@ def test_workloads_lists_the_shipped_ones_and_a_bad_workload_is_exit_2(tmp_path)
     assert "Traceback" not in bad.stderr and not (tmp_path / "w" / "data").exists()
     unknown = _keel("init", str(tmp_path / "x"), "--workload", "nope")
     assert unknown.returncode == 2 and "--workload 'nope'" in unknown.stderr and not (tmp_path / "x").exists()
+
+
+def test_help_shows_the_settings_sections_it_names():
+    """Help text is shown as written: "[tune] space" and "[guardrail]" are keel.toml sections
+    (typer's rich markup used to swallow them)."""
+    tune = _keel("tune", "--help")
+    guard = _keel("guard", "--help")
+    assert tune.returncode == 0 and "Search the workload's [tune] space" in " ".join(tune.stdout.split())
+    assert guard.returncode == 0 and "by [guardrail] (nothing is ingested)" in " ".join(guard.stdout.split())

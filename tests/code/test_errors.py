@@ -1,6 +1,7 @@
 """Which failures are the user's, which can pass on a retry, and what the command does
 with the rest: real exceptions from the libraries keel drives, real Prefect retries."""
 
+import os
 import socket
 import sqlite3
 import subprocess
@@ -184,4 +185,53 @@ def test_a_backend_that_stops_answering_is_not_a_bug_and_exits_2():
         "fetch",
     )
     assert proc.returncode == 2
-    assert "a backend did not answer, even after retries" in proc.stderr and "Traceback" in proc.stderr
+    assert "a backend stopped answering, even after retries" in proc.stderr and "Traceback" in proc.stderr
+
+
+def test_a_backend_that_stops_answering_mid_command_is_one_line_naming_the_setting(tmp_path):
+    """keel rollback against an MLflow server that passes the pre-flight check (GET /health)
+    and then answers 503 to everything (MLflow's own retries shortened): exit 2, one error
+    line naming mlflow.tracking_uri and its address, no traceback on the console; the
+    traceback is in the log file the line names."""
+    import http.server
+    import re
+    import threading
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            ok = self.path.rstrip("/").endswith("/health")
+            self.send_response(200 if ok else 503)
+            self.end_headers()
+            self.wfile.write(b"OK" if ok else b"down")
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "keel.toml").write_text(f'[workload]\nname = "synthetic"\n[mlflow]\ntracking_uri = "{uri}"\n')
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "keel.cli", "-w", str(ws), "rollback", "--reason", "x"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=env,
+            cwd=ws,
+        )
+    finally:
+        server.shutdown()
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert f"a backend stopped answering, even after retries: mlflow.tracking_uri = {uri}: " in errors[0]
+    log = re.search(r"\(traceback: (.+)\)$", errors[0])
+    assert log, errors[0]
+    assert "Traceback (most recent call last)" in (ws / log.group(1)).read_text()

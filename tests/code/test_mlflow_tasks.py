@@ -67,6 +67,9 @@ def test_start_run_records_data_version_config_and_commit(trained):
     assert run.data.params["data.version"] == dataset.version.md5
     names = {a.path for a in _client(s).list_artifacts(run_id, "config")}
     assert names == {"config/resolved.json"}
+    # the MLflow UI opens keel's experiment on model training, not on GenAI traces
+    experiment = _client(s).get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_train_model_logs_per_epoch_metrics(trained):

@@ -62,8 +62,7 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
     assert str(c.get_model_version_by_alias(workspace.mlflow.model_name, "champion").version) == "2"
 
     # keel status's lower half: v3 waits for a reviewer (v4 was held by the gate, v2 is champion)
-    from keel.cli.app import _overview_lines
-    from keel.cli.overview import overview
+    from keel.cli.overview import overview, overview_lines
 
     more = overview(workspace)
     assert [r["version"] for r in more["pending_reviews"]] == [third.version]
@@ -72,7 +71,7 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
     ]
     assert more["drift"] is None and more["servers"] == []
     assert [x["next_run"] for x in more["schedules"]] == [None, None]
-    lines = _overview_lines(more)
+    lines = overview_lines(more)
     assert lines[0].startswith(f"reviews    v{third.version} (") and "keel promote" in lines[0]
     assert lines[-1].startswith("servers    none")
 
