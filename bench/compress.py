@@ -56,7 +56,7 @@ def main() -> None:
     start = time.perf_counter()
     source = train_flow(settings)
     train_s = time.perf_counter() - start
-    c = client(settings)
+    c = client(settings.mlflow_store)
     source_run = c.get_run(source.run_id)
     results = []
     for method in args.methods.split(","):

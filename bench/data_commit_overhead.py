@@ -58,9 +58,11 @@ def main() -> None:
     for i, month in enumerate(month_range(args.start, args.end)):
         order = [("commit", on), ("no_commit", off)]
         for label, settings in order if i % 2 == 0 else order[::-1]:
-            batches = build_batches.fn(settings, [month], {})
+            batches = build_batches.fn(
+                settings.workload, settings.data_store, settings.data.sample_rows, [month], {}
+            )
             t0 = time.perf_counter()
-            commit_batches.fn(settings, batches)
+            commit_batches.fn(settings.data_store, batches)
             times[label].append(time.perf_counter() - t0)
 
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -120,7 +120,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
 
-    loaded = load_version(settings, version)
+    loaded = load_version(settings.mlflow_store, version)
     frame = month[cols].head(1).reset_index(drop=True)
     for _ in range(200):
         loaded.predict(frame)

@@ -43,7 +43,7 @@ def _tune(s, train_best=True, **overrides):
 
     s = s.with_overrides(overrides)
     start = time.perf_counter()
-    out = tune_flow.with_options(task_runner=task_runner(s))(s, train_best=train_best)
+    out = tune_flow.with_options(task_runner=task_runner(s.tune))(s, train_best=train_best)
     return out, time.perf_counter() - start
 
 
@@ -99,7 +99,7 @@ def _default_vs_tuned(name: str, args) -> dict:
     default = train_flow(s)
     default_wall = time.perf_counter() - start
     out, wall = _tune(s, **{"tune.trials": args.trials})
-    c = client(s)
+    c = client(s.mlflow_store)
     d = c.get_run(default.run_id).data.metrics[metric]
     t = c.get_run(out.registered.run_id).data.metrics[metric]
     return {

@@ -71,9 +71,9 @@ def one_workload(name: str, root: Path, requests: int) -> dict:
 
     settings = load_settings(ws, environ={})
     workload = load_workload(settings)
-    loaded = load_version(settings, "1")
-    run = client(settings).get_model_version(settings.mlflow.model_name, "1").run_id
-    metrics = client(settings).get_run(run).data.metrics
+    loaded = load_version(settings.mlflow_store, "1")
+    run = client(settings.mlflow_store).get_model_version(settings.mlflow.model_name, "1").run_id
+    metrics = client(settings.mlflow_store).get_run(run).data.metrics
     headline = HEADLINE[workload.objective()]
 
     batch = workload.build_batch(workload.demo_batches()[0], 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from prefect import flow
 
 from keel.config.settings import Settings
+from keel.registry.version import RegisteredVersion
 from tasks.compress import (
     build_variant,
     load_source_model,
@@ -19,29 +20,29 @@ from tasks.data import load_splits
 from tasks.evaluate import evaluate_model, log_evaluation
 from tasks.gate import apply_policy, record_gate
 from tasks.lineage import discard_scratch, load_lineage, materialise_dataset, open_scratch
-from tasks.register import RegisteredVersion
 
 
 @flow(name="keel-compress", validate_parameters=False)
 def compress_flow(settings: Settings, version: str, method: str) -> RegisteredVersion:
-    lineage = load_lineage(settings, version)
-    scratch = open_scratch(settings)
+    s, store = settings, settings.mlflow_store
+    lineage = load_lineage(store, s.data_store, version)
+    scratch = open_scratch()
     try:
-        source, source_artifacts = load_source_model(settings, lineage, scratch)
-        recorded, dataset = materialise_dataset(settings, lineage, scratch)
-        splits = load_splits(recorded, dataset)  # N's own val/test rows
-        variant = build_variant(settings, source, splits, method, scratch)
-        source_eval = evaluate_model(recorded, source, splits)
-        evaluation = evaluate_model(recorded, variant, splits)
+        source, source_artifacts = load_source_model(store, lineage, scratch)
+        recorded, dataset = materialise_dataset(store, s.data_store, lineage, scratch)
+        splits = load_splits(recorded.workload, recorded.split, dataset)  # N's own val/test rows
+        variant = build_variant(source, splits, method, scratch)
+        source_eval = evaluate_model(recorded.features, source, splits)
+        evaluation = evaluate_model(recorded.features, variant, splits)
         parity = measure_parity(
-            settings, lineage, source, source_artifacts, variant, source_eval, evaluation, splits, scratch
+            s.compress, lineage, source, source_artifacts, variant, source_eval, evaluation, splits, scratch
         )
-        gate = parity_gate(settings, lineage, evaluation, source_eval, parity)
-        registered = register_variant(settings, lineage, variant, splits, evaluation, parity)
-        log_evaluation(settings, evaluation, registered.run_id)
-        baseline = source_baseline(settings, lineage, source_eval)
-        record_gate(settings, registered, dataset, evaluation, baseline, gate)
-        decided = apply_policy(settings, registered, gate)
+        gate = parity_gate(s.compress, s.gate, lineage, evaluation, source_eval, parity)
+        registered = register_variant(store, s.profile, lineage, variant, splits, evaluation, parity)
+        log_evaluation(store, evaluation, registered.run_id)
+        baseline = source_baseline(store, lineage, source_eval)
+        record_gate(store, s.gate.slice_metric, registered, dataset, evaluation, baseline, gate)
+        decided = apply_policy(store, s.promotion, registered, gate)
     finally:
         discard_scratch(scratch)
     return decided

@@ -17,17 +17,19 @@ from tasks.lineage import discard_scratch, load_lineage, open_scratch
 def drift_flow(
     settings: Settings, months: list[str], files: dict[str, Path] | None = None
 ) -> DriftReport | None:
-    champion = champion_version(settings)
+    s, store = settings, settings.mlflow_store
+    champion = champion_version(store)
     if champion is None:  # nothing to compare with yet: say so, exit cleanly
         return None
-    lineage = load_lineage(settings, champion)
-    scratch = open_scratch(settings)
+    lineage = load_lineage(store, s.data_store, champion)
+    scratch = open_scratch()
     try:
-        reference = load_reference(settings, lineage, scratch)
+        reference = load_reference(s.data_store, lineage, scratch)
     finally:
         discard_scratch(scratch)
-    batches = build_batches(settings, months, files or {})
-    model = load_champion_model(settings, champion)  # None unless text or predictions are compared
-    report = compute_drift(settings, reference, batches, model)
-    log_drift(settings, report, champion, batches)
+    batches = build_batches(s.workload, s.data_store, s.data.sample_rows, months, files or {})
+    # None unless text or predictions are compared
+    model = load_champion_model(store, s.drift, s.features, champion)
+    report = compute_drift(s.drift, s.features, reference, batches, model)
+    log_drift(store, report, champion, batches)
     return report

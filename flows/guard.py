@@ -16,8 +16,9 @@ from tasks.guard import guard_champion, require_guardrail
 
 @flow(name="keel-guard", validate_parameters=False)
 def guard_flow(settings: Settings, months: list[str], files: dict[str, Path] | None = None) -> GuardOutcome:
-    batches = build_batches(settings, months, files or {})
-    require_valid(validate_batches(settings, batches))
-    guarded = guard_champion(settings, batches)
+    s = settings
+    batches = build_batches(s.workload, s.data_store, s.data.sample_rows, months, files or {})
+    require_valid(validate_batches(s, batches))
+    guarded = guard_champion(s.mlflow_store, s.promotion, s.guardrail, s.features.label, batches)
     require_guardrail(guarded)
     return guarded

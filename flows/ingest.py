@@ -15,9 +15,11 @@ from tasks.guard import guard_champion, require_guardrail
 
 @flow(name="keel-ingest", validate_parameters=False)
 def ingest_flow(settings: Settings, months: list[str], files: dict[str, Path] | None = None) -> DataVersion:
-    batches = build_batches(settings, months, files or {})
-    require_valid(validate_batches(settings, batches))  # a rejected batch writes nothing
-    guarded = guard_champion(settings, batches)  # before anything else uses the batch
-    version = commit_batches(settings, batches)
+    s = settings
+    batches = build_batches(s.workload, s.data_store, s.data.sample_rows, months, files or {})
+    require_valid(validate_batches(s, batches))  # a rejected batch writes nothing
+    # the champion judged on the labelled batch before anything else uses it
+    guarded = guard_champion(s.mlflow_store, s.promotion, s.guardrail, s.features.label, batches)
+    version = commit_batches(s.data_store, batches)
     require_guardrail(guarded)
     return version

@@ -22,24 +22,26 @@ from tasks.trigger import decide_trigger, start_retraining
 def monitor_flow(
     settings: Settings, months: list[str] | None = None, files: dict[str, Path] | None = None
 ) -> MonitorOutcome:
-    months = pending_months(settings, months, files)
-    batches = build_batches(settings, months, files or {})
+    s = settings
+    months = pending_months(s.workload, s.data_store, months, files)
+    batches = build_batches(s.workload, s.data_store, s.data.sample_rows, months, files or {})
     if not batches:
         return monitor_outcome("no-batch")
-    validation = validate_batches(settings, batches)
+    validation = validate_batches(s, batches)
     if not validation.success:  # on record; no drift alarm, no training
-        return monitor_outcome("rejected", rejected=reject_batches(settings, batches, validation))
-    guarded = guard_champion(settings, batches)  # labelled: the champion judged first
-    report = drift_flow(settings, months, files)  # rebuilds the batch: no frames as flow parameters
+        return monitor_outcome("rejected", rejected=reject_batches(s.reports, batches, validation))
+    # labelled: the champion judged first
+    guarded = guard_champion(s.mlflow_store, s.promotion, s.guardrail, s.features.label, batches)
+    report = drift_flow(s, months, files)  # rebuilds the batch: no frames as flow parameters
     if report is None:
         return monitor_outcome("no-champion", guardrail=guarded)
-    trigger = decide_trigger(settings, report, batches)
+    trigger = decide_trigger(s.mlflow_store, s.drift, report, batches)
     retrained = None
     if trigger.action == "deployment":
-        trigger = start_retraining(settings, trigger, months, files)
+        trigger = start_retraining(s.workspace, s.profile, trigger, months, files)
     elif trigger.action == "inline":
         with tags(*trigger.tags):
-            retrained = retrain_flow(settings, months, files, guard=False)
+            retrained = retrain_flow(s, months, files, guard=False)
     outcome = monitor_outcome(
         "drift" if report.drifted else "no-drift", report, trigger, retrained, None, guarded
     )

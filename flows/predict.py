@@ -12,4 +12,4 @@ from tasks.predict import load_champion, score_file
 
 @flow(name="keel-predict", validate_parameters=False)
 def predict_flow(settings: Settings, source: Path, target: Path) -> dict:
-    return score_file(settings, load_champion(settings), source, target)
+    return score_file(settings.serve, load_champion(settings.mlflow_store), source, target)

@@ -25,18 +25,18 @@ from tasks.train import refit_model, train_model
 
 @flow(name="keel-replay", validate_parameters=False)
 def replay_flow(settings: Settings, version: str) -> ReplayReport:
-    lineage = load_lineage(settings, version)
-    scratch = open_scratch(settings)
+    store = settings.mlflow_store
+    lineage = load_lineage(store, settings.data_store, version)
+    scratch = open_scratch()
     try:
-        recorded, dataset = materialise_dataset(settings, lineage, scratch)
-        splits = load_splits(recorded, dataset)
-        gated = train_model(recorded, splits, None)
-        model = recompress(
-            lineage, refit_model(recorded, gated, splits, lineage.refit, None), splits, scratch
-        )
-        evaluation = evaluate_model(recorded, recorded_model(lineage, gated, model), splits)
+        r, dataset = materialise_dataset(store, settings.data_store, lineage, scratch)  # r: as recorded
+        splits = load_splits(r.workload, r.split, dataset)
+        gated = train_model(r.workload, r.features, r.train, store, splits, None)
+        built = refit_model(r.workload, r.features, r.train, store, gated, splits, lineage.refit, None)
+        model = recompress(lineage, built, splits, scratch)
+        evaluation = evaluate_model(r.features, recorded_model(lineage, gated, model), splits)
         report = compare_replay(lineage, model, evaluation)
     finally:
         discard_scratch(scratch)
-    write_replay_report(settings, report)
+    write_replay_report(settings.reports, report)
     return report

@@ -24,18 +24,20 @@ def retrain_flow(
     guard: bool = True,  # False: the caller (keel-monitor) judged the champion on these batches
     hold_for_review: bool = True,  # False: a breach for a reviewer is recorded, not raised (simulate)
 ) -> RetrainOutcome:
-    batches = build_batches(settings, pending_months(settings, months, files), files or {})
+    s = settings
+    pending = pending_months(s.workload, s.data_store, months, files)
+    batches = build_batches(s.workload, s.data_store, s.data.sample_rows, pending, files or {})
     if not batches:
-        return no_new_batch(settings)
-    validation = validate_batches(settings, batches)
+        return no_new_batch()
+    validation = validate_batches(s, batches)
     if not validation.success:
-        return reject_batches(settings, batches, validation)
+        return reject_batches(s.reports, batches, validation)
     require_valid(validation)  # publishes the validation summary
-    guarded = guard_champion(settings, batches) if guard else None  # the champion first
-    version = commit_batches(settings, batches)
-    registered = train_flow(settings)  # gated against the champion the guardrail left
+    guarded = (  # the champion first
+        guard_champion(s.mlflow_store, s.promotion, s.guardrail, s.features.label, batches) if guard else None
+    )
+    version = commit_batches(s.data_store, batches)
+    registered = train_flow(s)  # gated against the champion the guardrail left
     outcome = retrain_outcome(batches, version, registered, guarded)
-    require_guardrail(
-        guarded if hold_for_review else None
-    )  # a reviewer's breach: the run fails after training
+    require_guardrail(guarded if hold_for_review else None)  # a reviewer's breach: the run fails now
     return outcome

@@ -10,7 +10,8 @@ from tasks.review import ReviewDecision, ReviewOutcome, act_on_review, describe_
 
 @flow(name="keel-review", validate_parameters=False)
 def review_flow(settings: Settings, version: str, timeout_s: int = 3600, poll_s: int = 10) -> ReviewOutcome:
-    description = describe_candidate(settings, version)
+    store, promotion = settings.mlflow_store, settings.promotion
+    description = describe_candidate(store, promotion, version)
     decision = pause_flow_run(
         wait_for_input=ReviewDecision.with_initial_data(
             description=description, approve=False, reviewer="", reason=""
@@ -18,4 +19,4 @@ def review_flow(settings: Settings, version: str, timeout_s: int = 3600, poll_s:
         timeout=timeout_s,
         poll_interval=poll_s,
     )
-    return act_on_review(settings, version, decision)
+    return act_on_review(store, promotion, version, decision)

@@ -21,14 +21,16 @@ from tasks.simulate import (
 
 @flow(name="keel-simulate-month", validate_parameters=False)
 def simulate_month(settings: Settings, month: str) -> MonthRecord:
-    forward = score_champion_forward(settings, month)  # before the month is ingested
-    drift = drift_flow(settings, [month])
-    retrained = retrain_flow(settings, [month], hold_for_review=False)  # the monthly schedule's flow
-    return record_month(settings, month, forward, drift, retrained)
+    s = settings
+    # before the month is ingested
+    forward = score_champion_forward(s.mlflow_store, s.workload, s.features.label, s.data.sample_rows, month)
+    drift = drift_flow(s, [month])
+    retrained = retrain_flow(s, [month], hold_for_review=False)  # the monthly schedule's flow
+    return record_month(s.mlflow_store, s.workload, month, forward, drift, retrained)
 
 
 @flow(name="keel-simulate", validate_parameters=False)
 def simulate_flow(settings: Settings, months: list[str]) -> Path:
     scratch = simulation_workspace(settings, months)
     records = [simulate_month(scratch, month) for month in months]
-    return write_timeline(scratch, records)
+    return write_timeline(scratch.reports, scratch.drift, scratch.workload, scratch.workspace, records)

@@ -12,8 +12,8 @@ from prefect import flow
 
 from flows.train import train_flow
 from keel.config.settings import Settings
+from keel.registry.version import RegisteredVersion
 from tasks.data import load_splits, require_valid, resolve_dataset, validate_data
-from tasks.register import RegisteredVersion
 from tasks.tune import (
     TrialResult,
     best_config,
@@ -38,16 +38,15 @@ class TuneOutcome:
 def tune_flow(settings: Settings, resume: bool = False, train_best: bool = True) -> TuneOutcome:
     """``keel tune`` runs it with the task runner ``tasks.tune.task_runner(settings)`` builds;
     ``train_best=False`` (``--no-train``): the search only, the best config left to a reviewer."""
-    dataset = resolve_dataset(settings)
-    require_valid(validate_data(settings, dataset))  # stops before any trial
-    splits = load_splits(settings, dataset)  # trials see train and val only: test is the gate's
-    name = open_study(settings, resume)
-    parent = start_study_run(settings, name)
-    deadline = trial_deadline(settings)
-    futures = [
-        run_trial.submit(settings, name, splits, parent, deadline) for _ in range(settings.tune.trials)
-    ]
+    s, store = settings, settings.mlflow_store
+    dataset = resolve_dataset(s.data_store)
+    require_valid(validate_data(s, dataset))  # stops before any trial
+    splits = load_splits(s.workload, s.split, dataset)  # trials see train and val only: test is the gate's
+    name = open_study(s.tune, store, s.train.seed, resume)
+    parent = start_study_run(s.tune, store, name)
+    deadline = trial_deadline(s.tune)
+    futures = [run_trial.submit(s, name, splits, parent, deadline) for _ in range(s.tune.trials)]
     trials = [f.result() for f in futures]
-    summary = finish_study_run(settings, name, parent, trials)
-    registered = train_flow(settings.with_overrides(best_config(settings, name))) if train_best else None
+    summary = finish_study_run(s.tune, store, name, parent, trials)
+    registered = train_flow(s.with_overrides(best_config(s.tune, store, name))) if train_best else None
     return TuneOutcome(name, parent, trials, summary, registered)

@@ -12,14 +12,14 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import CompressConfig, GateConfig, MlflowStore
+from keel.data.types import Splits
 from keel.errors import KeelError, retry_transient
-from keel.registry.gate import GateResult
+from keel.model.evaluation import Evaluation
+from keel.registry.gate import Baseline, GateResult
 from keel.registry.lineage import Lineage
-from tasks.data import Splits
-from tasks.evaluate import Evaluation
-from tasks.gate import Baseline
-from tasks.register import TAGGED_METRICS, RegisteredVersion
+from keel.registry.version import RegisteredVersion
+from tasks.register import TAGGED_METRICS
 
 TRACE_ROWS = 8  # held-out rows the net is traced with (the same ones on a replay)
 NAMES = {"preprocessor": "preprocessor.json", "net": "net.json", "weights": "weights.pt"}
@@ -52,7 +52,7 @@ class Parity:
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def load_source_model(settings: Settings, lineage: Lineage, directory: Path) -> tuple[Any, Path]:
+def load_source_model(store: MlflowStore, lineage: Lineage, directory: Path) -> tuple[Any, Path]:
     """Version N's preprocessor, net, threshold and objective from the registry, as a
     keel.training.TrainedModel, and the directory its artifacts were downloaded to (the
     source's latency is measured on those very files)."""
@@ -67,7 +67,7 @@ def load_source_model(settings: Settings, lineage: Lineage, directory: Path) -> 
             f"v{lineage.version} is already a compressed variant ({lineage.compression}) of "
             f"v{lineage.derived_from}: compress v{lineage.derived_from} instead"
         )
-    tracking.use_tracking(settings)
+    tracking.use_tracking(store)
     local = Path(
         mlflow.artifacts.download_artifacts(
             f"models:/{lineage.name}/{lineage.version}", dst_path=str(directory / "source-model")
@@ -84,7 +84,7 @@ def load_source_model(settings: Settings, lineage: Lineage, directory: Path) -> 
 
 
 @task(name="build-variant", cache_policy=NONE)
-def build_variant(settings: Settings, source, splits: Splits, method: str, directory: Path):
+def build_variant(source, splits: Splits, method: str, directory: Path):
     """The compressed variant of ``source``, traced on the first held-out rows."""
     from keel.model.compress import compress
 
@@ -94,7 +94,7 @@ def build_variant(settings: Settings, source, splits: Splits, method: str, direc
 
 @task(name="measure-parity", cache_policy=NONE)
 def measure_parity(
-    settings: Settings,
+    compress: CompressConfig,
     lineage: Lineage,
     source,
     source_artifacts: Path,
@@ -118,7 +118,7 @@ def measure_parity(
         {"source": source_dir, "variant": variant.path.parent},
         rows,
         directory / "latency",
-        rounds=settings.compress.latency_rounds,
+        rounds=compress.latency_rounds,
     )
     sizes = {"source": (source_dir / "weights.pt").stat().st_size, "variant": variant.path.stat().st_size}
     metrics["parity/size_ratio"] = sizes["variant"] / sizes["source"]
@@ -131,26 +131,31 @@ def measure_parity(
 
 @task(name="parity-gate", cache_policy=NONE)
 def parity_gate(
-    settings: Settings, lineage: Lineage, evaluation: Evaluation, source_eval: Evaluation, parity: Parity
+    compress: CompressConfig,
+    gate: GateConfig,
+    lineage: Lineage,
+    evaluation: Evaluation,
+    source_eval: Evaluation,
+    parity: Parity,
 ) -> GateResult:
     """The gate's metrics, each allowed to fall (rise) at most compress.max_drop (max_rise)
     against the source on the same rows, and the label agreement floor; the slice guard
     as the gate has it."""
-    from keel.config.settings import GateConfig, MetricRule
+    from keel.config.settings import MetricRule
     from keel.model.objectives import higher_is_better
     from keel.registry.gate import evaluate_gate
 
-    c = settings.compress
+    c = compress
     rules = {
         name: MetricRule(max_drop=c.max_drop) if higher_is_better(name) else MetricRule(max_rise=c.max_rise)
-        for name in settings.gate.metrics
+        for name in gate.metrics
     }
     if "parity/agreement" in parity.metrics:
         rules["parity/agreement"] = MetricRule(min=c.min_agreement)
     cfg = GateConfig(
         metrics=rules,
-        slice_metric=settings.gate.slice_metric,
-        slice_min_rows=settings.gate.slice_min_rows,
+        slice_metric=gate.slice_metric,
+        slice_min_rows=gate.slice_min_rows,
         slice_max_drop=c.max_drop,
     )
     return evaluate_gate(
@@ -166,7 +171,8 @@ def parity_gate(
 
 @task(name="register-variant", cache_policy=NONE)  # not retried: a retry could add a second version
 def register_variant(
-    settings: Settings,
+    store: MlflowStore,
+    profile: str | None,
     lineage: Lineage,
     variant,
     splits: Splits,
@@ -183,8 +189,8 @@ def register_variant(
     from keel.registry import packaging, tracking
     from keel.registry.lineage import environment_lock
 
-    client = tracking.client(settings)
-    experiment_id = tracking.ensure_experiment(settings)
+    client = tracking.client(store)
+    experiment_id = tracking.ensure_experiment(store)
     env_hash, packages = environment_lock()
     source_mv = client.get_model_version(lineage.name, lineage.version)
     inherited = {
@@ -213,7 +219,11 @@ def register_variant(
     run = client.create_run(
         experiment_id,
         run_name=f"v{lineage.version} {variant.method}",
-        tags={**tags, "profile": settings.profile or "default", **tracking.process_tags(settings)},
+        tags={
+            **tags,
+            "profile": profile or "default",
+            **tracking.process_tags(store),
+        },
     )
     run_id = run.info.run_id
     try:
@@ -234,7 +244,7 @@ def register_variant(
 
         example = splits.test[variant.preprocessor.columns].head(5).reset_index(drop=True)
         info = packaging.log_pyfunc(
-            settings,
+            store,
             run_id,
             "pyfunc_onnx_entry.py",
             variant.artifacts,
@@ -258,9 +268,9 @@ def register_variant(
 
 
 @task(name="source-baseline", cache_policy=NONE)
-def source_baseline(settings: Settings, lineage: Lineage, source_eval: Evaluation) -> Baseline:
+def source_baseline(store: MlflowStore, lineage: Lineage, source_eval: Evaluation) -> Baseline:
     """The source version as the gate's baseline (its diff card compares against it)."""
     from keel.registry import tracking
 
-    params = dict(tracking.client(settings).get_run(lineage.run_id).data.params)
+    params = dict(tracking.client(store).get_run(lineage.run_id).data.params)
     return Baseline(lineage.version, lineage.data_version, params, source_eval.metrics, source_eval.slices)

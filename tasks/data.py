@@ -1,99 +1,52 @@
-"""Data tasks: build monthly partitions, version them with DVC, resolve, validate, split."""
+"""Data tasks: build batches, validate them, version them with DVC, resolve a data version,
+validate it, split it. Each takes the settings it reads: the workspace's ``DataStore`` (git,
+data/ and the DVC remote), ``[workload]`` where the workload's source answers; the two
+validation tasks take the whole settings because a workload's default suite is built from
+them (``Workload.default_suite(settings)``: a team's own workload may read any section)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import DataStore, Settings, SplitConfig, WorkloadConfig
 from keel.data import partitions
+from keel.data.types import Batch, DatasetRef, Partition, Splits
 from keel.data.validation import ValidationReport
 from keel.data.workspace import DataVersion, DataVersionError
 from keel.errors import InputError, retry_transient
 
 
-@dataclass(frozen=True)
-class Partition:
-    path: Path
-    rows: int
+def _workload(cfg: WorkloadConfig):
+    from keel.workloads import build
 
-
-@dataclass(frozen=True)
-class DatasetRef:
-    """A DVC data version and the partitions it holds."""
-
-    version: DataVersion
-    partitions: tuple[Partition, ...]
-
-    @property
-    def rows(self) -> int:
-        return sum(p.rows for p in self.partitions)
-
-    @property
-    def partition_names(self) -> list[str]:
-        return [p.path.stem for p in self.partitions]
-
-
-@dataclass(frozen=True)
-class Holdout:
-    """The rows the gate compares challenger and champion on (``gate/gate.json``'s ``holdout``)."""
-
-    scheme: str  # "newest": whole batches newer than every training row; "random": a hash share of each
-    batches: tuple[str, ...]  # the batches the test rows come from
-    rows: int
-    note: str = ""  # why the scheme asked for was not used
-
-    def to_json(self) -> dict[str, object]:
-        return {"scheme": self.scheme, "batches": list(self.batches), "rows": self.rows, "note": self.note}
-
-
-@dataclass(frozen=True)
-class Splits:
-    train: pd.DataFrame
-    val: pd.DataFrame
-    test: pd.DataFrame
-    holdout: Holdout
-    # "newest" holdout: train/val over every batch, the holdout too, for the refit of a
-    # blessed challenger (tasks.train.refit_model); None: the model is never refit
-    refit: tuple[pd.DataFrame, pd.DataFrame] | None = None
-
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One batch to ingest: the partition it becomes, where it came from, its rows."""
-
-    name: str
-    source: str  # shown in validation errors: the user's file, or data/<month>.parquet
-    frame: pd.DataFrame
+    return build(cfg.name, cfg.target, cfg.params)
 
 
 @task(name="build-batches", cache_policy=NONE)
-def build_batches(settings: Settings, months: list[str], files: dict[str, Path]) -> list[Batch]:
-    """Batches the workload's source builds (``months``: their names, e.g. YYYY-MM) and/or
-    rows from files, in memory: nothing is written."""
-    from keel.workloads import load_workload
-
-    workload = load_workload(settings)
+def build_batches(
+    workload: WorkloadConfig, data: DataStore, sample_rows: int, months: list[str], files: dict[str, Path]
+) -> list[Batch]:
+    """Batches the workload's source builds (``months``: their names, e.g. YYYY-MM;
+    ``sample_rows`` > 0: a deterministic sample of each) and/or rows from files, in memory:
+    nothing is written."""
+    source = _workload(workload)
     batches = []
-    for month, frame in workload.build_batches(months, settings.data.sample_rows).items():
-        path = partitions.partition_path(settings.data.dir, month)
-        batches.append(Batch(month, str(path.relative_to(settings.workspace)), frame))
+    for month, frame in source.build_batches(months, sample_rows).items():
+        path = partitions.partition_path(data.dir, month)
+        batches.append(Batch(month, str(path.relative_to(data.workspace)), frame))
     for name, path in files.items():
         path = Path(path)
-        target = partitions.partition_path(settings.data.dir, name)
+        target = partitions.partition_path(data.dir, name)
         if target.exists():
             raise InputError(
                 f"{path}: partition '{name}' already exists ({target}); give the batch another name (--name)"
             )
-        batches.append(Batch(name, str(path), workload.read_file(path)))
+        batches.append(Batch(name, str(path), source.read_file(path)))
     return batches
 
 
@@ -126,24 +79,24 @@ def validate_batches(settings: Settings, batches: list[Batch]) -> ValidationRepo
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def commit_batches(settings: Settings, batches: list[Batch]) -> DataVersion:
+def commit_batches(data: DataStore, batches: list[Batch]) -> DataVersion:
     """Write the partitions, dvc add + push, record the version and commit it to git
     (data.dvc and the version log only), one ingest at a time per workspace. A journal
     lets the next keel command restore the previous version if this is killed halfway."""
     from keel.data import workspace as ws
 
-    with ws.ingest_lock(settings):
-        ws.recover_ingest(settings, locked=True)
-        ws.refuse_uncommitted_pointer(settings)
-        ws.begin_ingest(settings)
+    with ws.ingest_lock(data):
+        ws.recover_ingest(data, locked=True)
+        ws.refuse_uncommitted_pointer(data)
+        ws.begin_ingest(data)
         for batch in batches:
-            partitions.write_partition(batch.frame, partitions.partition_path(settings.data.dir, batch.name))
-        version = ws.add_and_push(settings)
-        rows = {p.stem: pq_rows(p) for p in partitions.list_partitions(settings.data.dir)}
+            partitions.write_partition(batch.frame, partitions.partition_path(data.dir, batch.name))
+        version = ws.add_and_push(data)
+        rows = {p.stem: pq_rows(p) for p in partitions.list_partitions(data.dir)}
         added = [b.name for b in batches]
-        ws.record_version(settings, version, rows, added)
-        ws.commit_data_version(settings, version, added)
-        ws.end_ingest(settings)
+        ws.record_version(data, version, rows, added)
+        ws.commit_data_version(data, version, added)
+        ws.end_ingest(data)
     return version
 
 
@@ -160,14 +113,14 @@ def pq_rows(path: Path) -> int:
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def resolve_dataset(settings: Settings) -> DatasetRef:
+def resolve_dataset(data: DataStore) -> DatasetRef:
     """The current data version (data.dvc), checked out and unmodified."""
     from keel.data.workspace import ensure_checked_out
 
-    version = ensure_checked_out(settings)
-    parts = tuple(Partition(p, pq_rows(p)) for p in partitions.list_partitions(settings.data.dir))
+    version = ensure_checked_out(data)
+    parts = tuple(Partition(p, pq_rows(p)) for p in partitions.list_partitions(data.dir))
     if not parts:
-        raise DataVersionError(f"{settings.data.dir} holds no .parquet partitions")
+        raise DataVersionError(f"{data.dir} holds no .parquet partitions")
     return DatasetRef(version, parts)
 
 
@@ -209,32 +162,11 @@ def require_valid(report: ValidationReport) -> ValidationReport:
 
 
 @task(name="load-splits", cache_policy=NONE)
-def load_splits(settings: Settings, dataset: DatasetRef) -> Splits:
-    from keel.workloads import load_workload
-
+def load_splits(workload: WorkloadConfig, split: SplitConfig, dataset: DatasetRef) -> Splits:
+    """train/val/test of the data version (keel.data.partitions.make_splits), each row pinned
+    to its split by the workload's split key."""
     frames = {p.path.stem: partitions.read_partition(p.path) for p in dataset.partitions}
-    return make_splits(settings, frames, load_workload(settings).split_key())
-
-
-def make_splits(settings: Settings, frames: dict[str, pd.DataFrame], key: list[str]) -> Splits:
-    """``split.holdout = "newest"``: train/val (hash split, ``val_pct``) from the older
-    batches, test = every row of the newest batch, and train/val over all batches for the
-    refit. ``"random"`` (or one batch): train/val/test by hash buckets of every batch."""
-    cfg = settings.split
-    older, newest, note = partitions.holdout_batches(list(frames), cfg.holdout)
-    if not newest:
-        everything = pd.concat([frames[n] for n in older], ignore_index=True)
-        train, val, test = partitions.split_frame(everything, cfg.val_pct, cfg.test_pct, cfg.salt, key)
-        return Splits(train, val, test, Holdout("random", tuple(older), len(test), note))
-    past = pd.concat([frames[n] for n in older], ignore_index=True)
-    train, val, _ = partitions.split_frame(past, cfg.val_pct, 0, cfg.salt, key)
-    test = pd.concat([frames[n] for n in newest], ignore_index=True)
-    refit = None
-    if cfg.refit:
-        everything = pd.concat([past, test], ignore_index=True)
-        all_train, all_val, _ = partitions.split_frame(everything, cfg.val_pct, 0, cfg.salt, key)
-        refit = (all_train, all_val)
-    return Splits(train, val, test, Holdout("newest", tuple(newest), len(test)), refit)
+    return partitions.make_splits(split, frames, _workload(workload).split_key())
 
 
 @task(
@@ -244,9 +176,9 @@ def make_splits(settings: Settings, frames: dict[str, pd.DataFrame], key: list[s
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def verify_remote(settings: Settings, dataset: DatasetRef) -> DatasetRef:
+def verify_remote(data: DataStore, dataset: DatasetRef) -> DatasetRef:
     """Check, object by object, that the DVC remote holds this data version."""
     from keel.data.workspace import require_in_remote
 
-    require_in_remote(settings, dataset.version.md5)
+    require_in_remote(data, dataset.version.md5)
     return dataset

@@ -9,10 +9,10 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import DataStore, DriftConfig, FeatureConfig, MlflowStore
 from keel.data.drift import DriftReport
+from keel.data.types import Batch
 from keel.errors import retry_transient
-from tasks.data import Batch
 
 
 @task(
@@ -22,10 +22,10 @@ from tasks.data import Batch
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def champion_version(settings: Settings) -> str | None:
+def champion_version(store: MlflowStore) -> str | None:
     from keel.registry import tracking
 
-    return tracking.current_alias_version(settings, "champion")
+    return tracking.current_alias_version(store, "champion")
 
 
 @task(
@@ -35,13 +35,13 @@ def champion_version(settings: Settings) -> str | None:
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def load_reference(settings: Settings, lineage, directory: Path) -> pd.DataFrame:
+def load_reference(data: DataStore, lineage, directory: Path) -> pd.DataFrame:
     """The champion's training data, re-materialised from the DVC remote by its md5."""
     from keel.data import partitions
     from keel.data.workspace import materialise
 
-    root = materialise(settings, lineage.dvc_file, directory, lineage.data_commit)
-    data_dir = root / settings.data.dir.relative_to(settings.workspace)
+    root = materialise(data, lineage.dvc_file, directory, lineage.data_commit)
+    data_dir = root / data.dir.relative_to(data.workspace)
     return partitions.read_partitions(partitions.list_partitions(data_dir))
 
 
@@ -52,27 +52,26 @@ def load_reference(settings: Settings, lineage, directory: Path) -> pd.DataFrame
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def load_champion_model(settings: Settings, champion: str):
-    """The champion's pyfunc (keel.pyfunc), when drift looks at text or predictions; else None."""
-    if not (settings.features.text or settings.drift.predictions):
+def load_champion_model(store: MlflowStore, drift: DriftConfig, features: FeatureConfig, champion: str):
+    """The champion's pyfunc (keel.model.runtime), when drift looks at text or predictions; else None."""
+    if not (features.text or drift.predictions):
         return None
-    import mlflow
 
     from keel.registry import tracking
 
-    tracking.use_tracking(settings)
-    return mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{champion}").unwrap_python_model()
+    tracking.use_tracking(store)
+    return tracking.load_pyfunc(store, f"models:/{store.mlflow.model_name}/{champion}").unwrap_python_model()
 
 
 @task(name="compute-drift", cache_policy=NONE)
 def compute_drift(
-    settings: Settings, reference: pd.DataFrame, batches: list[Batch], model=None
+    drift: DriftConfig, features: FeatureConfig, reference: pd.DataFrame, batches: list[Batch], model=None
 ) -> DriftReport:
     """Feature columns as they are; text and predictions through keel.drift.project."""
     from keel.data.drift import compare, project
 
     current = pd.concat([b.frame for b in batches], ignore_index=True)
-    d, f = settings.drift, settings.features
+    d, f = drift, features
     ref_view, cur_view, categorical, numeric = project(
         reference, current, f.categorical, f.numeric, f.text, model, d.predictions
     )
@@ -82,7 +81,7 @@ def compute_drift(
 @task(
     name="log-drift", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient
 )
-def log_drift(settings: Settings, report: DriftReport, champion: str, batches: list[Batch]) -> str:
+def log_drift(store: MlflowStore, report: DriftReport, champion: str, batches: list[Batch]) -> str:
     """MLflow metrics + plot in the monitoring experiment, and a Prefect table artifact."""
     from mlflow.entities import Metric
     from prefect.artifacts import create_table_artifact
@@ -90,8 +89,8 @@ def log_drift(settings: Settings, report: DriftReport, champion: str, batches: l
     from keel.data.drift import plot
     from keel.registry import tracking
 
-    client = tracking.client(settings)
-    exp_id = tracking.ensure_experiment(settings, settings.drift.experiment_suffix)
+    client = tracking.client(store)
+    exp_id = tracking.ensure_experiment(store, store.monitoring_suffix)
     batch = ",".join(b.name for b in batches)
     run = client.create_run(
         exp_id,
@@ -100,7 +99,7 @@ def log_drift(settings: Settings, report: DriftReport, champion: str, batches: l
             "champion": champion,
             "batch": batch,
             "drifted": str(report.drifted).lower(),
-            **tracking.process_tags(settings),
+            **tracking.process_tags(store),
         },
     )
     now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)

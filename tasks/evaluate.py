@@ -3,42 +3,32 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import FeatureConfig, MlflowStore
+from keel.data.types import Splits
 from keel.errors import retry_transient
-from keel.model.objectives import Objective
-from tasks.data import Splits
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    metrics: dict[str, float]  # flat names: "test/f1", "val/roc_auc", ...
-    slices: pd.DataFrame  # per-slice metrics on the test split
-    y_test: pd.Series  # the test split's labels, as raw values
-    out_test: pd.DataFrame  # the model's prediction table on the test split
-    objective: Objective
+from keel.model.evaluation import Evaluation
 
 
 @task(name="evaluate-model", cache_policy=NONE)
-def evaluate_model(settings: Settings, model, splits: Splits) -> Evaluation:
+def evaluate_model(features: FeatureConfig, model, splits: Splits) -> Evaluation:
     """The objective's metrics (scikit-learn) on val and the held-out test split, plus slices
     and the headline metric's largest gap across each slice column (test/slice_gap/<column>)."""
     from keel.model.evaluation import slice_gaps, slice_table
 
-    label, objective = settings.features.label, model.objective
+    label, objective = features.label, model.objective
     metrics: dict[str, float] = {}
     outs = {name: model.predict(frame) for name, frame in (("val", splits.val), ("test", splits.test))}
     for name, frame in (("val", splits.val), ("test", splits.test)):
         metrics.update({f"{name}/{k}": v for k, v in objective.metrics(frame[label], outs[name]).items()})
     y_test = splits.test[label]
-    slices = slice_table(splits.test, y_test, outs["test"], objective, settings.features.slices)
-    gaps = slice_gaps(slices, objective.headline, settings.features.slice_min_rows)
+    slices = slice_table(splits.test, y_test, outs["test"], objective, features.slices)
+    gaps = slice_gaps(slices, objective.headline, features.slice_min_rows)
     metrics.update({f"test/{k}": v for k, v in gaps.items()})
     return Evaluation(metrics, slices, y_test, outs["test"], objective)
 
@@ -50,7 +40,7 @@ def evaluate_model(settings: Settings, model, splits: Splits) -> Evaluation:
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def log_evaluation(settings: Settings, evaluation: Evaluation, run_id: str) -> list[str]:
+def log_evaluation(store: MlflowStore, evaluation: Evaluation, run_id: str) -> list[str]:
     """Metrics, PNG plots and the slice table into the MLflow run."""
     import math
 
@@ -59,7 +49,7 @@ def log_evaluation(settings: Settings, evaluation: Evaluation, run_id: str) -> l
     from keel.model.evaluation import save_plots
     from keel.registry import tracking
 
-    client = tracking.client(settings)
+    client = tracking.client(store)
     now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
     client.log_batch(
         run_id,

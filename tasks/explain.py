@@ -5,42 +5,33 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import ExplainConfig, MlflowStore
+from keel.data.types import Splits
 from keel.errors import retry_transient
-from tasks.data import Splits
-
-
-@dataclass(frozen=True)
-class Explanation:
-    method: str | None  # None: nothing to explain per record (one tag per token)
-    why: str
-    rows: int  # held-out rows read
-    table: pd.DataFrame  # feature, importance, spread (+ count), most important first
-    pixels: list[str]  # saliency: the numeric columns in image order
-    image: list[int]  # saliency: [C, H, W]
+from keel.model.explain import Explanation
 
 
 @task(name="explain-model", cache_policy=NONE)
-def explain_model(settings: Settings, model, splits: Splits) -> Explanation:
-    """What the model relies on, on (up to ``explain.rows``) test rows; seeded by train.seed."""
+def explain_model(explain: ExplainConfig, label: str, seed: int, model, splits: Splits) -> Explanation:
+    """What the model relies on, on (up to ``explain.rows``) test rows (``label``: their label
+    column); seeded by ``seed`` (train.seed)."""
     from keel.model.explain import WHY, global_importance, method_for
 
     method = method_for(model.net)
-    if method is None or not settings.explain.enabled:
+    if method is None or not explain.enabled:
         why = (
             "disabled ([explain] enabled = false)"
             if method
             else "one tag per token: no single target per record"
         )
         return Explanation(None, why, 0, pd.DataFrame(columns=["feature", "importance", "spread"]), [], [])
-    limit = settings.explain.token_rows if method == "tokens" else settings.explain.rows
+    limit = explain.token_rows if method == "tokens" else explain.rows
     test = splits.test.head(limit)
     table = global_importance(
         model.preprocessor,
@@ -48,10 +39,10 @@ def explain_model(settings: Settings, model, splits: Splits) -> Explanation:
         model.objective,
         model.predict,
         test,
-        test[settings.features.label],
-        repeats=settings.explain.repeats,
-        seed=settings.train.seed,
-        top=settings.explain.top,
+        test[label],
+        repeats=explain.repeats,
+        seed=seed,
+        top=explain.top,
     )
     cfg = model.net.cfg
     return Explanation(
@@ -66,12 +57,12 @@ def explain_model(settings: Settings, model, splits: Splits) -> Explanation:
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def log_explanation(settings: Settings, explanation: Explanation, run_id: str) -> list[str]:
+def log_explanation(store: MlflowStore, explanation: Explanation, run_id: str) -> list[str]:
     """``explain/importance.csv``, ``explain/importance.png`` and ``explain/method.json``."""
     from keel.model.explain import plot
     from keel.registry import tracking
 
-    client = tracking.client(settings)
+    client = tracking.client(store)
     meta = {"method": explanation.method, "why": explanation.why, "rows": explanation.rows}
     client.log_text(run_id, json.dumps(meta, indent=2), "explain/method.json")
     if explanation.method is None:
@@ -79,7 +70,7 @@ def log_explanation(settings: Settings, explanation: Explanation, run_id: str) -
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         explanation.table.to_csv(out / "importance.csv", index=False, float_format="%.6g")
-        title = f"{settings.mlflow.model_name}: {explanation.method} ({explanation.rows} held-out rows)"
+        title = f"{store.mlflow.model_name}: {explanation.method} ({explanation.rows} held-out rows)"
         plot(
             explanation.table,
             explanation.method,
@@ -93,12 +84,12 @@ def log_explanation(settings: Settings, explanation: Explanation, run_id: str) -
     return ["explain/method.json", "explain/importance.csv", "explain/importance.png"]
 
 
-def champion_importance(settings: Settings, run_id: str) -> pd.DataFrame | None:
+def champion_importance(store: MlflowStore, run_id: str) -> pd.DataFrame | None:
     """The champion's ``explain/importance.csv`` (None: its run logged none, e.g. trained
     before explanations existed)."""
     from keel.registry import tracking
 
-    client = tracking.client(settings)
+    client = tracking.client(store)
     if "explain/importance.csv" not in {f.path for f in client.list_artifacts(run_id, "explain")}:
         return None
     return pd.read_csv(client.download_artifacts(run_id, "explain/importance.csv"))

@@ -3,32 +3,19 @@ held-out rows, record the verdict, then promote or hold as the policy says."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import FeatureConfig, GateConfig, MlflowStore, PromotionConfig
+from keel.data.types import DatasetRef, Holdout, Splits
 from keel.errors import retry_transient
-from keel.registry.gate import AWAITING, GateResult
-from tasks.data import DatasetRef, Holdout, Splits
-from tasks.evaluate import Evaluation
-from tasks.explain import Explanation
-from tasks.register import RegisteredVersion
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """The champion, as loaded from the registry and scored on the challenger's test rows."""
-
-    version: str
-    data_version: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-    slices: pd.DataFrame
-    partitions: tuple[str, ...] = ()  # the batches it trained on
-    run_id: str = ""  # its training run (its explain/ artifacts)
+from keel.model.evaluation import Evaluation
+from keel.model.explain import Explanation
+from keel.registry.gate import AWAITING, Baseline, GateResult
+from keel.registry.version import RegisteredVersion
 
 
 @task(
@@ -38,31 +25,31 @@ class Baseline:
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
-    import mlflow
+def evaluate_champion(store: MlflowStore, features: FeatureConfig, splits: Splits) -> Baseline | None:
+    """The champion (as registered) on the challenger's val and test rows, by its own objective."""
 
     from keel.model.evaluation import slice_gaps, slice_table
     from keel.registry import tracking
 
-    version = tracking.current_alias_version(settings, "champion")
+    version = tracking.current_alias_version(store, "champion")
     if version is None:
         return None
-    tracking.use_tracking(settings)
-    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{version}")
+    tracking.use_tracking(store)
+    model = tracking.load_pyfunc(store, f"models:/{store.mlflow.model_name}/{version}")
     columns = model.metadata.get_input_schema().input_names()
     objective = model.unwrap_python_model().objective  # the champion's own output meaning
-    label = settings.features.label
+    label = features.label
     metrics: dict[str, float] = {}
     slices = None
     for name, frame in (("val", splits.val), ("test", splits.test)):
         out = model.predict(frame[columns])
         metrics.update({f"{name}/{k}": v for k, v in objective.metrics(frame[label], out).items()})
         if name == "test":
-            slices = slice_table(frame, frame[label], out, objective, settings.features.slices)
-            gaps = slice_gaps(slices, objective.headline, settings.features.slice_min_rows)
+            slices = slice_table(frame, frame[label], out, objective, features.slices)
+            gaps = slice_gaps(slices, objective.headline, features.slice_min_rows)
             metrics.update({f"test/{k}": v for k, v in gaps.items()})
-    client = tracking.client(settings)
-    mv = client.get_model_version(settings.mlflow.model_name, version)
+    client = tracking.client(store)
+    mv = client.get_model_version(store.mlflow.model_name, version)
     run = client.get_run(mv.run_id) if mv.run_id else None
     params = dict(run.data.params) if run else {}
     trained_on = tuple(filter(None, (run.data.tags.get("data_partitions", "") if run else "").split(",")))
@@ -73,7 +60,7 @@ def evaluate_champion(settings: Settings, splits: Splits) -> Baseline | None:
 
 @task(name="apply-gate", cache_policy=NONE)
 def apply_gate(
-    settings: Settings, evaluation: Evaluation, baseline: Baseline | None, holdout: Holdout
+    rules: GateConfig, store: MlflowStore, evaluation: Evaluation, baseline: Baseline | None, holdout: Holdout
 ) -> GateResult:
     """Bless or reject on the holdout's rows; refuse if ``champion`` no longer points at the
     baseline used. The verdict records the holdout, and whether the champion trained on it."""
@@ -82,7 +69,7 @@ def apply_gate(
     from keel.registry.gate import evaluate_gate
 
     result = evaluate_gate(
-        settings.gate,
+        rules,
         evaluation.metrics,
         evaluation.slices,
         baseline.version if baseline else None,
@@ -95,7 +82,7 @@ def apply_gate(
         and bool(set(holdout.batches) & set(baseline.partitions))
     )
     result = replace(result, holdout={**holdout.to_json(), "champion_trained_on_it": seen})
-    now = tracking.current_alias_version(settings, "champion")
+    now = tracking.current_alias_version(store, "champion")
     if now != result.baseline_version:
         raise PromotionError(
             f"the champion moved from v{result.baseline_version} to v{now} while the "
@@ -112,7 +99,8 @@ def apply_gate(
     retry_condition_fn=retry_transient,
 )
 def record_gate(
-    settings: Settings,
+    store: MlflowStore,
+    slice_metric: str,
     registered: RegisteredVersion,
     dataset: DatasetRef,
     evaluation: Evaluation,
@@ -129,8 +117,8 @@ def record_gate(
     from keel.registry import tracking
     from keel.registry.gate import diff_card
 
-    client = tracking.client(settings)
-    name, v = settings.mlflow.model_name, registered.version
+    client = tracking.client(store)
+    name, v = store.mlflow.model_name, registered.version
     params = dict(client.get_run(registered.run_id).data.params)
     card = diff_card(
         name,
@@ -146,8 +134,8 @@ def record_gate(
         gate,
         evaluation.slices,
         None if baseline is None else baseline.slices,
-        settings.gate.slice_metric,
-        _relies_on(settings, explanation, baseline),
+        slice_metric,
+        _relies_on(store, explanation, baseline),
     )
     client.log_text(registered.run_id, card, "gate/diff_card.md")
     record = {**gate.to_json(), "baseline_metrics": None if baseline is None else baseline.metrics}
@@ -165,35 +153,38 @@ def record_gate(
 
 
 def _relies_on(
-    settings: Settings, explanation: Explanation | None, baseline: Baseline | None
+    store: MlflowStore, explanation: Explanation | None, baseline: Baseline | None
 ) -> tuple[str, pd.DataFrame, pd.DataFrame | None] | None:
     """(method, the challenger's importance table, the champion's or None) for the card."""
     from tasks.explain import champion_importance
 
     if explanation is None or explanation.method is None:
         return None
-    theirs = champion_importance(settings, baseline.run_id) if baseline and baseline.run_id else None
+    theirs = champion_importance(store, baseline.run_id) if baseline and baseline.run_id else None
     return explanation.method, explanation.table, theirs
 
 
 @task(name="apply-policy", cache_policy=NONE)
-def apply_policy(settings: Settings, registered: RegisteredVersion, gate: GateResult) -> RegisteredVersion:
+def apply_policy(
+    store: MlflowStore, promotion: PromotionConfig, registered: RegisteredVersion, gate: GateResult
+) -> RegisteredVersion:
     """auto: a blessed challenger becomes champion. review: it waits for a reviewer.
     With no champion yet, a blessed version becomes the first one under either policy."""
     from keel.errors import PromotionError
     from keel.registry import tracking
     from keel.registry.promotion import promote
 
-    client = tracking.client(settings)
-    name, v = settings.mlflow.model_name, registered.version
+    client = tracking.client(store)
+    name, v = store.mlflow.model_name, registered.version
     if not gate.passed:
         client.set_model_version_tag(name, v, "promotion", "held: gate rejected")
         return replace(registered, decision=f"held: {gate.summary()}")
-    first = tracking.current_alias_version(settings, "champion") is None
-    if first or settings.promotion.policy == "auto":
+    first = tracking.current_alias_version(store, "champion") is None
+    if first or promotion.policy == "auto":
         try:
             promote(
-                settings,
+                store,
+                promotion,
                 v,
                 reviewer="keel (policy auto)",
                 reason="first blessed version" if first else "blessed by the gate (policy auto)",

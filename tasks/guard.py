@@ -7,22 +7,29 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import GuardrailConfig, MlflowStore, PromotionConfig
+from keel.data.types import Batch
 from keel.registry.guardrail import GuardOutcome
-from tasks.data import Batch
 
 
 @task(name="guard-champion", cache_policy=NONE)  # not retried: a rollback must not run twice
-def guard_champion(settings: Settings, batches: list[Batch]) -> GuardOutcome:
-    """Score the champion on the batches, judge it by [guardrail], roll back under policy
-    auto; log the scores (always) and publish the verdict to the Prefect UI."""
+def guard_champion(
+    store: MlflowStore,
+    promotion: PromotionConfig,
+    rules: GuardrailConfig,
+    label: str,
+    batches: list[Batch],
+) -> GuardOutcome:
+    """Score the champion on the batches (``label``: their label column), judge it by
+    [guardrail] ``rules``, roll back under policy auto (a move ``promotion`` governs); log the
+    scores (always) and publish the verdict to the Prefect UI."""
     from prefect import get_run_logger
     from prefect.artifacts import create_markdown_artifact
 
     from keel.registry import guardrail
 
-    outcome = guardrail.guard(settings, {b.name: b.frame for b in batches})
-    guardrail.log(settings, outcome)
+    outcome = guardrail.guard(store, promotion, rules, label, {b.name: b.frame for b in batches})
+    guardrail.log(store, rules, outcome)
     if outcome.scores:
         create_markdown_artifact(
             key="keel-guardrail", markdown=outcome.markdown(), description=f"guardrail: {outcome.status}"

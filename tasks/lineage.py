@@ -10,11 +10,11 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import DataStore, MlflowStore, ReportsConfig, Settings
+from keel.data.types import DatasetRef
 from keel.data.workspace import DataVersionError
 from keel.errors import KeelError, NotFoundError, retry_transient
 from keel.registry.lineage import Lineage, ReplayReport
-from tasks.data import DatasetRef
 
 
 @task(
@@ -24,15 +24,17 @@ from tasks.data import DatasetRef
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def load_lineage(settings: Settings, version: str) -> Lineage:
+def load_lineage(store: MlflowStore, data: DataStore, version: str) -> Lineage:
+    """What version ``version`` recorded (its config migrated to this keel's layout); ``data``:
+    the workspace whose git origin a replay clones."""
     from mlflow.exceptions import MlflowException
 
     from keel.config.settings import migrate
     from keel.data.workspace import origin
     from keel.registry import tracking
 
-    client = tracking.client(settings)
-    name = settings.mlflow.model_name
+    client = tracking.client(store)
+    name = store.mlflow.model_name
     try:
         mv = client.get_model_version(name, str(version))
     except MlflowException as exc:
@@ -41,7 +43,7 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
         if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
         raise NotFoundError(
-            f"model '{name}' has no version {version!r} in {settings.mlflow.registry_uri}"
+            f"model '{name}' has no version {version!r} in {store.mlflow.registry_uri}"
         ) from exc
     if not mv.run_id:
         raise KeelError(f"model '{name}' v{version} was registered without a run: no lineage recorded")
@@ -66,7 +68,7 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
         partitions=partitions,
         git_sha=mv.tags.get("git_sha", ""),
         data_commit=mv.tags.get("data_commit", ""),
-        origin=origin(settings),
+        origin=origin(data),
         config=config,
         config_hash=mv.tags.get("config_hash", ""),
         env_hash=mv.tags.get("env_hash", ""),
@@ -80,7 +82,7 @@ def load_lineage(settings: Settings, version: str) -> Lineage:
 
 
 @task(name="open-scratch", cache_policy=NONE)
-def open_scratch(settings: Settings) -> Path:
+def open_scratch() -> Path:
     """A temp workspace for a replay, outside the user's workspace."""
     return Path(tempfile.mkdtemp(prefix="keel-replay-"))
 
@@ -99,17 +101,20 @@ def discard_scratch(directory: Path) -> None:
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -> tuple[Settings, DatasetRef]:
+def materialise_dataset(
+    store: MlflowStore, data: DataStore, lineage: Lineage, directory: Path
+) -> tuple[Settings, DatasetRef]:
     """The recorded data version, pulled from the remote under ``directory`` (never
     data/) the way a teammate would (clone, checkout of the recorded data commit, dvc
-    pull), and settings that train exactly as recorded there."""
+    pull), and settings that train exactly as recorded there (with this workspace's stores)."""
     from keel.config.settings import Settings as S
     from keel.data import partitions
+    from keel.data.types import Partition
     from keel.data.workspace import materialise, read_data_version
-    from tasks.data import Partition, pq_rows
+    from tasks.data import pq_rows
 
-    root = materialise(settings, lineage.dvc_file, directory, lineage.data_commit)
-    data_dir = root / settings.data.dir.relative_to(settings.workspace)
+    root = materialise(data, lineage.dvc_file, directory, lineage.data_commit)
+    data_dir = root / data.dir.relative_to(data.workspace)
     recorded = dict(lineage.config)
     replay = S.model_validate(
         {
@@ -117,8 +122,8 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
             "workspace": str(root),
             "data": {**recorded["data"], "dir": str(data_dir)},
             "reports": {"dir": str(root / "reports")},
-            "mlflow": settings.mlflow.model_dump(),
-            "dvc": settings.dvc.model_dump(),
+            "mlflow": store.mlflow.model_dump(),
+            "dvc": data.dvc.model_dump(),
         }
     )
     if replay.config_hash() != lineage.config_hash:
@@ -126,7 +131,7 @@ def materialise_dataset(settings: Settings, lineage: Lineage, directory: Path) -
             f"recorded config of v{lineage.version} hashes to {replay.config_hash()}, "
             f"not the recorded {lineage.config_hash}"
         )
-    version = read_data_version(root / settings.dvc_file.relative_to(settings.workspace))
+    version = read_data_version(root / data.dvc_file.relative_to(data.workspace))
     if version is None:
         raise DataVersionError(f"the recorded data.dvc of v{lineage.version} names no data version")
     parts = tuple(Partition(p, pq_rows(p)) for p in partitions.list_partitions(data_dir))
@@ -163,10 +168,10 @@ def compare_replay(lineage: Lineage, model, evaluation) -> ReplayReport:
 
 
 @task(name="write-replay-report", cache_policy=NONE)
-def write_replay_report(settings: Settings, report: ReplayReport) -> Path:
+def write_replay_report(reports: ReportsConfig, report: ReplayReport) -> Path:
     from prefect.artifacts import create_markdown_artifact
 
-    md, js = report.paths(settings.reports.dir)
+    md, js = report.paths(reports.dir)
     md.parent.mkdir(parents=True, exist_ok=True)
     js.write_text(json.dumps(report.to_json(), indent=1) + "\n")
     md.write_text(report.markdown())

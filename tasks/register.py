@@ -4,16 +4,16 @@ registry version with its tags, set the aliases."""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NONE
 
 from keel.config.settings import Settings
+from keel.data.types import DatasetRef, Splits
 from keel.data.validation import ValidationReport
-from tasks.data import DatasetRef, Splits
-from tasks.evaluate import Evaluation
+from keel.model.evaluation import Evaluation
+from keel.registry.version import RegisteredVersion
 
 TAGGED_METRICS = (
     "test/roc_auc",
@@ -24,22 +24,6 @@ TAGGED_METRICS = (
     "test/log_loss",
     "test/entity_f1",
 )
-
-
-@dataclass(frozen=True)
-class RegisteredVersion:
-    name: str
-    version: str
-    run_id: str
-    model_uri: str
-    aliases: list[str] = field(default_factory=list)
-    decision: str = ""  # what the promotion policy did with it
-    variant: str = ""  # [compress] auto: the compressed version registered from this one
-    variant_decision: str = ""
-
-    @property
-    def registry_uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
 
 
 def version_tags(
@@ -90,7 +74,7 @@ def register_model(
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, Path(tmp), model.objective)
         info = packaging.log_pyfunc(
-            settings,
+            settings.mlflow_store,
             run_id,
             "pyfunc_entry.py",
             artifacts,
@@ -99,7 +83,7 @@ def register_model(
             model.preprocessor.REQUIREMENTS,  # a text model: its tokenizer's too
         )
 
-    client = tracking.client(settings)
+    client = tracking.client(settings.mlflow_store)
     name = settings.mlflow.model_name
     try:
         description = f"keel model: workload {settings.workload.name!r}, {model.objective.kind} objective"
@@ -115,7 +99,7 @@ def register_model(
         git_commit(settings.workspace),
         environment_lock()[0],
         weights_sha256(model.net.state_dict()),
-        data_commit(settings, dataset.version.md5) or "",
+        data_commit(settings.data_store, dataset.version.md5) or "",
     )
     if client.get_run(run_id).data.tags.get("refit") == "true":  # tasks.train.refit_model
         tags["refit"] = "true"  # the weights are the refit on every batch, not the gated fit

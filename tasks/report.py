@@ -5,11 +5,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import MlflowStore
+from keel.data.types import DatasetRef
 from keel.data.validation import ValidationReport
-from tasks.data import DatasetRef
-from tasks.evaluate import Evaluation
-from tasks.register import RegisteredVersion
+from keel.model.evaluation import Evaluation
+from keel.registry.version import RegisteredVersion
 
 SUMMARY_METRICS = (
     "test/roc_auc",
@@ -23,7 +23,7 @@ SUMMARY_METRICS = (
 
 
 def summary_markdown(
-    settings: Settings,
+    store: MlflowStore,
     dataset: DatasetRef,
     validation: ValidationReport,
     evaluation: Evaluation,
@@ -37,7 +37,7 @@ def summary_markdown(
         f"- **validation**: {validation.status} ({validation.evaluated} expectations)",
         f"- **registered**: `{registered.registry_uri}` aliases: {', '.join(registered.aliases)}",
         f"- **promotion**: {registered.decision}",
-        f"- **MLflow run**: `{registered.run_id}` in experiment `{settings.mlflow.experiment}`",
+        f"- **MLflow run**: `{registered.run_id}` in experiment `{store.mlflow.experiment}`",
         "",
         "| metric | value |",
         "|---|---|",
@@ -48,7 +48,7 @@ def summary_markdown(
 
 @task(name="publish-summary", cache_policy=NONE)
 def publish_summary(
-    settings: Settings,
+    store: MlflowStore,
     dataset: DatasetRef,
     validation: ValidationReport,
     evaluation: Evaluation,
@@ -56,7 +56,7 @@ def publish_summary(
 ) -> str:
     from prefect.artifacts import create_markdown_artifact
 
-    markdown = summary_markdown(settings, dataset, validation, evaluation, registered)
+    markdown = summary_markdown(store, dataset, validation, evaluation, registered)
     create_markdown_artifact(
         key="keel-train-summary", markdown=markdown, description=f"{registered.name} v{registered.version}"
     )

@@ -9,12 +9,12 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import DataStore, ReportsConfig, Settings, WorkloadConfig
+from keel.data.types import Batch
 from keel.data.validation import ValidationReport
 from keel.data.workspace import DataVersion
 from keel.registry.guardrail import GuardOutcome
-from tasks.data import Batch
-from tasks.register import RegisteredVersion
+from keel.registry.version import RegisteredVersion
 
 
 @dataclass(frozen=True)
@@ -45,22 +45,25 @@ def load_workspace_settings(workspace: str, profile: str | None) -> Settings:
 
 
 @task(name="pending-months", cache_policy=NONE)
-def pending_months(settings: Settings, months: list[str] | None, files: dict[str, Path] | None) -> list[str]:
+def pending_months(
+    workload: WorkloadConfig, data: DataStore, months: list[str] | None, files: dict[str, Path] | None
+) -> list[str]:
     """The batches to take in: the ones asked for; none when only files are given; else
     the workload's next batch (the one after the newest partition it knows)."""
     from keel.data import partitions
-    from keel.workloads import load_workload
+    from keel.workloads import build
 
     if months is not None:
         return list(months)
     if files:
         return []
-    nxt = load_workload(settings).next_batch([p.stem for p in partitions.list_partitions(settings.data.dir)])
+    source = build(workload.name, workload.target, workload.params)
+    nxt = source.next_batch([p.stem for p in partitions.list_partitions(data.dir)])
     return [nxt] if nxt else []
 
 
 @task(name="reject-batches", cache_policy=NONE)
-def reject_batches(settings: Settings, batches: list[Batch], report: ValidationReport) -> RetrainOutcome:
+def reject_batches(reports: ReportsConfig, batches: list[Batch], report: ValidationReport) -> RetrainOutcome:
     """A batch that broke the suite: put it on record (reports/ingest/rejections.jsonl and
     the Prefect artifact keel-rejected). Nothing is written to data/, nothing is trained,
     and the flow run still completes, so a schedule carries on."""
@@ -75,7 +78,7 @@ def reject_batches(settings: Settings, batches: list[Batch], report: ValidationR
         "failures": [asdict(f) for f in report.failures],
         "reports": [str(p) for p in report.paths],
     }
-    path = settings.reports.dir / "ingest" / "rejections.jsonl"
+    path = reports.dir / "ingest" / "rejections.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
@@ -89,7 +92,7 @@ def reject_batches(settings: Settings, batches: list[Batch], report: ValidationR
 
 
 @task(name="no-new-batch", cache_policy=NONE)
-def no_new_batch(settings: Settings) -> RetrainOutcome:
+def no_new_batch() -> RetrainOutcome:
     get_run_logger().info("no new batch to take in (data/ already holds the source's last month)")
     return RetrainOutcome("no-batch", detail="no new batch")
 

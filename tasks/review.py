@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.input import RunInput
 
-from keel.config.settings import Settings
+from keel.config.settings import MlflowStore, PromotionConfig
 from keel.errors import retry_transient
 
 
@@ -30,13 +30,13 @@ class ReviewDecision(RunInput):
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def describe_candidate(settings: Settings, version: str) -> str:
+def describe_candidate(store: MlflowStore, promotion: PromotionConfig, version: str) -> str:
     """The candidate's gate verdict and diff card, published for the reviewer."""
     from prefect.artifacts import create_markdown_artifact
 
     from keel.registry.promotion import Registry
 
-    reg = Registry(settings)
+    reg = Registry(store, promotion)
     reg.check_reachable()
     mv = reg.version(version)
     tags = mv.tags or {}
@@ -81,7 +81,9 @@ class ReviewOutcome:
 
 
 @task(name="act-on-review", cache_policy=NONE)
-def act_on_review(settings: Settings, version: str, decision: ReviewDecision) -> ReviewOutcome:
+def act_on_review(
+    store: MlflowStore, promotion: PromotionConfig, version: str, decision: ReviewDecision
+) -> ReviewOutcome:
     from prefect.runtime import flow_run
 
     from keel.registry import tracking
@@ -89,12 +91,18 @@ def act_on_review(settings: Settings, version: str, decision: ReviewDecision) ->
 
     run = str(flow_run.id) if flow_run.id else None
     if decision.approve:
-        entry = promote(settings, version, reviewer=decision.reviewer, reason=decision.reason)
+        entry = promote(
+            store,
+            promotion,
+            version,
+            reviewer=decision.reviewer,
+            reason=decision.reason,
+        )
         return ReviewOutcome(
             version, "approved", decision.reviewer, decision.reason, dataclasses.asdict(entry), run
         )
-    tracking.client(settings).set_model_version_tag(
-        settings.mlflow.model_name,
+    tracking.client(store).set_model_version_tag(
+        store.mlflow.model_name,
         version,
         "promotion",
         f"declined by {decision.reviewer}: {decision.reason}"[:4900],

@@ -14,7 +14,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import DriftConfig, MlflowStore, ReportsConfig, Settings, WorkloadConfig
 
 
 @dataclass(frozen=True)
@@ -60,40 +60,44 @@ def simulation_workspace(settings: Settings, months: list[str]) -> Settings:
     )
 
 
-def headline(settings: Settings) -> str:
+def headline(workload: WorkloadConfig) -> str:
     """The metric a simulation follows: the workload objective's headline (e.g. roc_auc)."""
     from keel.model.objectives import KINDS
-    from keel.workloads import load_workload
+    from keel.workloads import build
 
-    return KINDS[load_workload(settings).objective()].headline
+    return KINDS[build(workload.name, workload.target, workload.params).objective()].headline
 
 
 @task(name="score-champion-forward", cache_policy=NONE)
-def score_champion_forward(settings: Settings, month: str) -> tuple[str | None, float | None]:
-    """The headline metric of the current champion on a batch it has not seen."""
-    import mlflow
+def score_champion_forward(
+    store: MlflowStore, workload: WorkloadConfig, label: str, sample_rows: int, month: str
+) -> tuple[str | None, float | None]:
+    """The headline metric of the current champion on a batch it has not seen (``label``: its
+    label column; ``sample_rows`` > 0: the batch sampled as ingest samples it)."""
 
     from keel.registry import tracking
-    from keel.workloads import load_workload
+    from keel.workloads import build
 
-    version = tracking.current_alias_version(settings, "champion")
+    version = tracking.current_alias_version(store, "champion")
     if version is None:
         return None, None
-    tracking.use_tracking(settings)
-    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{version}")
-    frame = load_workload(settings).build_batch(month, settings.data.sample_rows)
+    tracking.use_tracking(store)
+    model = tracking.load_pyfunc(store, f"models:/{store.mlflow.model_name}/{version}")
+    frame = build(workload.name, workload.target, workload.params).build_batch(month, sample_rows)
     out = model.predict(frame[model.metadata.get_input_schema().input_names()])
     objective = model.unwrap_python_model().objective  # the label mapping the model carries
-    return version, float(objective.metrics(frame[settings.features.label], out)[headline(settings)])
+    return version, float(objective.metrics(frame[label], out)[headline(workload)])
 
 
 @task(name="record-month", cache_policy=NONE)
-def record_month(settings: Settings, month: str, forward: tuple, drift, trained) -> MonthRecord:
+def record_month(
+    store: MlflowStore, workload: WorkloadConfig, month: str, forward: tuple, drift, trained
+) -> MonthRecord:
     from keel.registry import tracking
 
-    client = tracking.client(settings)
+    client = tracking.client(store)
     gate = json.loads(Path(client.download_artifacts(trained.run_id, "gate/gate.json")).read_text())
-    metric = f"test/{headline(settings)}"
+    metric = f"test/{headline(workload)}"
     challenger_auc = client.get_run(trained.run_id).data.metrics.get(metric)
     baseline = next(
         (c["baseline"] for c in gate["checks"] if c["name"].startswith(f"{metric} ") and c["baseline"]),
@@ -109,7 +113,7 @@ def record_month(settings: Settings, month: str, forward: tuple, drift, trained)
         gate=gate["status"],
         challenger_auc=challenger_auc,
         champion_auc=baseline,
-        champion_after=tracking.current_alias_version(settings, "champion"),
+        champion_after=tracking.current_alias_version(store, "champion"),
         decision=trained.decision,
         guardrail=trained.guardrail,
         guardrail_detail=trained.guardrail_detail,
@@ -154,14 +158,23 @@ def forward_table(records: list[MonthRecord], metric: str) -> list[str]:
 
 
 @task(name="write-timeline", cache_policy=NONE)
-def write_timeline(settings: Settings, records: list[MonthRecord]) -> Path:
+def write_timeline(
+    reports: ReportsConfig,
+    drift: DriftConfig,
+    workload: WorkloadConfig,
+    workspace: Path,
+    records: list[MonthRecord],
+) -> Path:
+    """timeline.md, timeline.png and timeline.json under ``reports.dir``: each batch's champion,
+    its headline metric on the unseen batch, the guardrail, drift (against
+    ``drift.share_threshold``) and the gate; ``workspace``: the simulation's own."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from prefect.artifacts import create_markdown_artifact
 
-    out = settings.reports.dir
+    out = reports.dir
     months = [r.month for r in records]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), dpi=100, sharex=True)
     ax1.plot(months, [r.forward_auc for r in records], "o-", label="champion on the new month (unseen)")
@@ -175,25 +188,25 @@ def write_timeline(settings: Settings, records: list[MonthRecord]) -> Path:
             textcoords="offset points",
             xytext=(0, 6),
         )
-    ax1.set_ylabel(headline(settings))
+    ax1.set_ylabel(headline(workload))
     ax1.legend(fontsize=7)
     ax2.bar(
         months,
         [r.drift_share or 0 for r in records],
         color=["tab:red" if r.drifted else "tab:gray" for r in records],
     )
-    ax2.axhline(settings.drift.share_threshold, color="k", lw=0.8, ls="--")
+    ax2.axhline(drift.share_threshold, color="k", lw=0.8, ls="--")
     ax2.set_ylabel("drift share")
     ax2.tick_params(axis="x", rotation=45)
     fig.tight_layout()
     fig.savefig(out / "timeline.png")
     plt.close(fig)
 
-    metric = headline(settings)
+    metric = headline(workload)
     lines = [
         "# keel simulation: batch by batch",
         "",
-        f"Workspace: `{settings.workspace}` (its own MLflow store and DVC remote).",
+        f"Workspace: `{workspace}` (its own MLflow store and DVC remote).",
         "",
         f"| batch | champion before | champion {metric} on the new batch | guardrail | drift share "
         f"| challenger | gate | challenger {metric} (gate rows) | champion {metric} (same rows) "

@@ -1,14 +1,16 @@
-"""Training tasks: the MLflow run's edges and the Lightning fit."""
+"""Training tasks: the MLflow run's edges and the Lightning fit. A fit reads ``[workload]``
+(its objective and network), ``[features]`` and ``[train]``, and logs into the MLflow store;
+``start_run`` takes the whole settings: it records the resolved config in the run."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import Settings
+from keel.config.settings import FeatureConfig, MlflowStore, Settings, TrainConfig, WorkloadConfig
+from keel.data.types import DatasetRef, Splits
 from keel.data.validation import ValidationReport
 from keel.errors import retry_transient
-from tasks.data import DatasetRef, Splits
 
 
 def run_name(dataset: DatasetRef) -> str:
@@ -34,9 +36,9 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
     # that forks that process imports MLflow now, while the model trains
     servability.warm()
     env_hash, packages = environment_lock()
-    tracking.reap_once(settings)  # deployment runs open the store here, not through the CLI
-    client = tracking.client(settings)
-    experiment_id = tracking.ensure_experiment(settings)
+    tracking.reap_once(settings.mlflow_store)  # deployment runs open the store here, not through the CLI
+    client = tracking.client(settings.mlflow_store)
+    experiment_id = tracking.ensure_experiment(settings.mlflow_store)
     commit = git_commit(settings.workspace)
     run = client.create_run(
         experiment_id,
@@ -47,12 +49,12 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
             "git_sha": commit,
             "mlflow.source.git.commit": commit.removesuffix("+dirty"),
             # the commit whose data.dvc holds this data version ("" when it is not committed)
-            "data_commit": data_commit(settings, dataset.version.md5) or "",
+            "data_commit": data_commit(settings.data_store, dataset.version.md5) or "",
             "config_hash": settings.config_hash(),
             "validation_status": validation.status,
             "profile": settings.profile or "default",
             "env_hash": env_hash,
-            **tracking.process_tags(settings),  # host + pid: a killed run is found and marked
+            **tracking.process_tags(settings.mlflow_store),  # host + pid: a killed run is found and marked
             **(
                 {"tune.study": settings.tune.from_study, "tune.trial": str(settings.tune.from_trial)}
                 if settings.tune.from_study
@@ -72,7 +74,9 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
     partitions = dataset.partition_names
     client.log_inputs(
         run.info.run_id,
-        datasets=[tracking.dataset_input(settings, dataset.version.md5, dataset.rows, partitions, commit)],
+        datasets=[
+            tracking.dataset_input(settings.data_store, dataset.version.md5, dataset.rows, partitions, commit)
+        ],
     )
     client.log_dict(run.info.run_id, settings.model_dump(mode="json"), "config/resolved.json")
     client.log_text(run.info.run_id, settings.dvc_file.read_text(), "data/data.dvc")
@@ -83,20 +87,30 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
     return run.info.run_id
 
 
-def _fit(settings: Settings, train, val, run_id: str | None, prefix: str = "", callbacks=()):
+def _fit(
+    workload: WorkloadConfig,
+    features: FeatureConfig,
+    train: TrainConfig,
+    store: MlflowStore,
+    rows,
+    val,
+    run_id: str | None,
+    prefix: str = "",
+    callbacks=(),
+):
     """The Lightning fit with the workload's objective and network; per-epoch metrics into
     the MLflow run (``prefix``: beside another fit's curves; no run: no logging);
     ``callbacks``: more Lightning callbacks (keel tune's pruning)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
     from keel.model.training import fit
-    from keel.workloads import load_workload
+    from keel.workloads import build
 
-    workload = load_workload(settings)
+    chosen = build(workload.name, workload.target, workload.params)
     logger = (
         MLFlowLogger(
-            experiment_name=settings.mlflow.experiment,
-            tracking_uri=settings.mlflow.tracking_uri,
+            experiment_name=store.mlflow.experiment,
+            tracking_uri=store.mlflow.tracking_uri,
             run_id=run_id,
             prefix=prefix,
         )
@@ -104,26 +118,33 @@ def _fit(settings: Settings, train, val, run_id: str | None, prefix: str = "", c
         else False
     )
     return fit(
-        train,
+        rows,
         val,
-        settings.features,
-        settings.train,
-        objective=workload.objective(),
-        net_options=workload.net_options(),
+        features,
+        train,
+        objective=chosen.objective(),
+        net_options=chosen.net_options(),
         logger=logger,
         callbacks=callbacks,
     )
 
 
 @task(name="train-model", cache_policy=NONE)
-def train_model(settings: Settings, splits: Splits, run_id: str | None):
+def train_model(
+    workload: WorkloadConfig,
+    features: FeatureConfig,
+    train: TrainConfig,
+    store: MlflowStore,
+    splits: Splits,
+    run_id: str | None,
+):
     """Fit the Lightning model; per-epoch metrics go to the MLflow run (none: no logging)."""
     from keel.registry import tracking
 
-    model = _fit(settings, splits.train, splits.val, run_id)
+    model = _fit(workload, features, train, store, splits.train, splits.val, run_id)
     if run_id is None:
         return model
-    client = tracking.client(settings)
+    client = tracking.client(store)
     client.log_metric(run_id, "train/epochs_run", model.epochs_run)
     if model.best_epoch is not None and model.best_val_loss is not None:
         client.log_metric(run_id, "val/best_epoch", model.best_epoch)
@@ -132,7 +153,16 @@ def train_model(settings: Settings, splits: Splits, run_id: str | None):
 
 
 @task(name="refit-model", cache_policy=NONE)
-def refit_model(settings: Settings, model, splits: Splits, blessed: bool, run_id: str | None):
+def refit_model(
+    workload: WorkloadConfig,
+    features: FeatureConfig,
+    train: TrainConfig,
+    store: MlflowStore,
+    model,
+    splits: Splits,
+    blessed: bool,
+    run_id: str | None,
+):
     """A blessed challenger gated on the newest batch is fit again, same config and seed,
     on every batch (the holdout too), so the version registered has learnt from the newest
     data; its ``test/*`` metrics stay those of the gated fit, on rows it had never seen.
@@ -141,22 +171,22 @@ def refit_model(settings: Settings, model, splits: Splits, blessed: bool, run_id
         return model
     from keel.registry import tracking
 
-    train, val = splits.refit
+    rows, val = splits.refit
     # its curves beside the gated fit's: refit-train/loss, refit-val/loss
-    refit = _fit(settings, train, val, run_id, prefix="refit")
+    refit = _fit(workload, features, train, store, rows, val, run_id, prefix="refit")
     if run_id is not None:
-        client = tracking.client(settings)
+        client = tracking.client(store)
         client.log_metric(run_id, "refit/epochs_run", refit.epochs_run)
-        client.log_metric(run_id, "refit/rows_train", len(train))
+        client.log_metric(run_id, "refit/rows_train", len(rows))
         client.set_tag(run_id, "refit", "true")  # the registered weights are the refit's (replay reads it)
     return refit
 
 
 @task(name="end-run", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
-def end_run(settings: Settings, run_id: str, status: str = "FINISHED") -> None:
+def end_run(store: MlflowStore, run_id: str, status: str = "FINISHED") -> None:
     from keel.registry import tracking
 
-    tracking.client(settings).set_terminated(run_id, status=status)
+    tracking.client(store).set_terminated(run_id, status=status)
 
 
 def launched_rank() -> int:
@@ -174,9 +204,9 @@ def train_as_worker(settings: Settings) -> None:
     from keel.data import partitions
     from keel.data.workspace import ensure_checked_out
     from keel.workloads import load_workload
-    from tasks.data import make_splits
 
-    ensure_checked_out(settings)
+    ensure_checked_out(settings.data_store)
     frames = {p.stem: partitions.read_partition(p) for p in partitions.list_partitions(settings.data.dir)}
-    splits = make_splits(settings, frames, load_workload(settings).split_key())
-    _fit(settings, splits.train, splits.val, None)
+    splits = partitions.make_splits(settings.split, frames, load_workload(settings).split_key())
+    s = settings
+    _fit(s.workload, s.features, s.train, s.mlflow_store, splits.train, splits.val, None)

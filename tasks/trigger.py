@@ -27,8 +27,8 @@ from keel.ops.services import RETRAIN_DEPLOYMENT
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
-from keel.config.settings import Settings
-from tasks.data import Batch
+from keel.config.settings import DriftConfig, MlflowStore
+from keel.data.types import Batch
 
 TRIGGER_TAG = "keel-trigger:drift"
 
@@ -48,15 +48,15 @@ class Trigger:
     flow_run_id: str | None = None
 
 
-def model_tag(settings: Settings) -> str:
-    ident = f"{settings.mlflow.registry_uri}|{settings.mlflow.model_name}"
+def model_tag(store: MlflowStore) -> str:
+    ident = f"{store.mlflow.registry_uri}|{store.mlflow.model_name}"
     return "keel-model:" + hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 
-def drift_key(settings: Settings, batches: list[Batch]) -> str:
+def drift_key(store: MlflowStore, batches: list[Batch]) -> str:
     import pandas as pd
 
-    h = hashlib.sha256(model_tag(settings).encode())
+    h = hashlib.sha256(model_tag(store).encode())
     for b in sorted(batches, key=lambda b: b.name):  # the rows, not the names they came under
         h.update(pd.util.hash_pandas_object(b.frame, index=False).values.tobytes())
     return h.hexdigest()[:24]
@@ -75,7 +75,9 @@ def _server_url() -> str | None:
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]) -> Trigger:
+def decide_trigger(
+    store: MlflowStore, drift: DriftConfig, report: DriftReport, batches: list[Batch]
+) -> Trigger:
     """No drift, switched off, the same drift already handled, in cooldown, or go
     (through the retraining deployment when a server has it, else inline)."""
     from prefect import get_client
@@ -92,10 +94,10 @@ def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]
     log = get_run_logger()
     if not report.drifted:
         return Trigger("none", detail=f"share {report.share:.2f} < {report.threshold:.2f}")
-    if not settings.drift.trigger:
+    if not drift.trigger:
         return Trigger("off", detail="drift.trigger = false")
-    key = drift_key(settings, batches)
-    tags = [TRIGGER_TAG, model_tag(settings), f"keel-drift:{key}"]
+    key = drift_key(store, batches)
+    tags = [TRIGGER_TAG, model_tag(store), f"keel-drift:{key}"]
     failed = [StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
     with get_client(sync_client=True) as client:
         same = client.read_flow_runs(
@@ -120,10 +122,10 @@ def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]
             return Trigger(
                 "deduped", key, tags, f"already handled by flow run {same[0].name}", str(same[0].id)
             )
-        since = datetime.now(UTC) - timedelta(seconds=settings.drift.cooldown_s)
+        since = datetime.now(UTC) - timedelta(seconds=drift.cooldown_s)
         recent = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=[TRIGGER_TAG, model_tag(settings)]),
+                tags=FlowRunFilterTags(all_=[TRIGGER_TAG, model_tag(store)]),
                 # pydantic coerces an aware datetime into Prefect's DateTime
                 expected_start_time=FlowRunFilterExpectedStartTime(after_=since),  # type: ignore[arg-type]
             ),
@@ -133,13 +135,13 @@ def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]
             log.info(
                 "in cooldown: drift-triggered run %s started within %.0f s",
                 recent[0].name,
-                settings.drift.cooldown_s,
+                drift.cooldown_s,
             )
             return Trigger(
                 "cooldown",
                 key,
                 tags,
-                f"cooldown: {recent[0].name} started within {settings.drift.cooldown_s:.0f} s",
+                f"cooldown: {recent[0].name} started within {drift.cooldown_s:.0f} s",
                 str(recent[0].id),
             )
         if _server_url():
@@ -159,7 +161,7 @@ def decide_trigger(settings: Settings, report: DriftReport, batches: list[Batch]
     retry_condition_fn=retry_transient,
 )
 def start_retraining(
-    settings: Settings, trigger: Trigger, months: list[str], files: dict[str, Path] | None
+    workspace: Path, profile: str | None, trigger: Trigger, months: list[str], files: dict[str, Path] | None
 ) -> Trigger:
     """A run of the retraining deployment for this batch; the executor (keel up's runner,
     or any worker) picks it up. The drift key is its idempotency key."""
@@ -173,8 +175,8 @@ def start_retraining(
         idempotency_key=trigger.key,
         flow_run_name=f"drift-{'-'.join(months or list(files or {}))}",
         parameters={
-            "workspace": str(settings.workspace),
-            "profile": settings.profile,
+            "workspace": str(workspace),
+            "profile": profile,
             "months": months,
             "files": {k: str(v) for k, v in (files or {}).items()} or None,
         },

@@ -16,9 +16,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import SearchParam, Settings
+from keel.config.settings import MlflowStore, SearchParam, Settings, TuneConfig
+from keel.data.types import Splits
 from keel.errors import InputError
-from tasks.data import Splits
 
 OBJECTIVE = "val/loss"  # what the study minimises: early stopping's own criterion
 
@@ -33,12 +33,12 @@ class TrialResult:
     seconds: float
 
 
-def storage_url(settings: Settings) -> str:
+def storage_url(tune: TuneConfig, store: MlflowStore) -> str:
     """``[tune] storage``, or sqlite beside the embedded MLflow store (Optuna keeps its
     own tables, so not inside mlflow.db: both would own an ``alembic_version`` table)."""
-    if settings.tune.storage:
-        return settings.tune.storage
-    uri = settings.mlflow.tracking_uri
+    if tune.storage:
+        return tune.storage
+    uri = store.mlflow.tracking_uri
     if uri.startswith("sqlite:///"):
         from pathlib import Path
 
@@ -49,30 +49,30 @@ def storage_url(settings: Settings) -> str:
     )
 
 
-def study_name(settings: Settings) -> str:
-    return settings.tune.study or f"{settings.mlflow.model_name}-tune"
+def study_name(tune: TuneConfig, store: MlflowStore) -> str:
+    return tune.study or f"{store.mlflow.model_name}-tune"
 
 
-def _sampler(settings: Settings, number: int = 0):
+def _sampler(seed: int, number: int = 0):
     import optuna
 
-    return optuna.samplers.TPESampler(seed=settings.train.seed + number)
+    return optuna.samplers.TPESampler(seed=seed + number)
 
 
-def _pruner(settings: Settings):
+def _pruner(tune: TuneConfig):
     import optuna
 
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=settings.tune.warmup_epochs)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=tune.warmup_epochs)
 
 
-def finished_trials(settings: Settings) -> int:
+def finished_trials(tune: TuneConfig, store: MlflowStore) -> int:
     """Trials of the study that have ended (complete, pruned or failed); 0 before it exists.
     Read by the console to show progress; not a task (it is polled outside the flow)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=study_name(settings), storage=storage_url(settings))
+        study = optuna.load_study(study_name=study_name(tune, store), storage=storage_url(tune, store))
     except KeyError:  # no such study yet
         return 0
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -80,17 +80,17 @@ def finished_trials(settings: Settings) -> int:
 
 
 @task(name="open-study", cache_policy=NONE)
-def open_study(settings: Settings, resume: bool) -> str:
-    """Create the study (minimise val/loss), or with ``resume`` load the one that exists;
-    a new study over an existing name is refused, nothing overwritten."""
+def open_study(tune: TuneConfig, store: MlflowStore, seed: int, resume: bool) -> str:
+    """Create the study (minimise val/loss; its sampler seeded by ``seed``), or with ``resume``
+    load the one that exists; a new study over an existing name is refused, nothing overwritten."""
     import optuna
 
-    if not settings.tune.space:
+    if not tune.space:
         raise InputError(
-            f"workload {settings.workload.name!r} declares no [tune] space: add e.g. "
+            f"model {store.mlflow.model_name!r}: its workload declares no [tune] space: add e.g. "
             '[tune.space."train.lr"] low = 1e-4, high = 1e-1, log = true'
         )
-    name, url = study_name(settings), storage_url(settings)
+    name, url = study_name(tune, store), storage_url(tune, store)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     exists = name in {s.study_name for s in optuna.get_all_study_summaries(url)}
     if exists and not resume:
@@ -101,8 +101,8 @@ def open_study(settings: Settings, resume: bool) -> str:
         study_name=name,
         storage=url,
         direction="minimize",
-        sampler=_sampler(settings),
-        pruner=_pruner(settings),
+        sampler=_sampler(seed),
+        pruner=_pruner(tune),
         load_if_exists=resume,
     )
     return name
@@ -131,11 +131,11 @@ def sample(trial, space: dict[str, SearchParam]) -> dict[str, Any]:
     return params
 
 
-def task_runner(settings: Settings):
+def task_runner(tune: TuneConfig):
     """The Prefect task runner the trials fan out on: ``process`` (default: a pool of
     ``concurrency`` processes on this machine), ``thread``, or ``dask`` (prefect-dask: the
     scheduler at ``dask_address``, or a local cluster of ``concurrency`` worker processes)."""
-    cfg = settings.tune
+    cfg = tune
     if cfg.runner == "dask":
         from prefect_dask import DaskTaskRunner
 
@@ -154,11 +154,11 @@ def task_runner(settings: Settings):
 
 
 @task(name="trial-deadline", cache_policy=NONE)
-def trial_deadline(settings: Settings) -> float:
+def trial_deadline(tune: TuneConfig) -> float:
     """When no new trial may start (``tune.timeout_s`` from now; 0: never)."""
     import time
 
-    return time.time() + settings.tune.timeout_s if settings.tune.timeout_s else 0.0
+    return time.time() + tune.timeout_s if tune.timeout_s else 0.0
 
 
 @task(name="run-trial", cache_policy=NONE)
@@ -180,16 +180,17 @@ def run_trial(
         return TrialResult(-1, "skipped", None, {}, "", 0.0)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start = time.perf_counter()
-    study = optuna.load_study(study_name=name, storage=storage_url(settings), pruner=_pruner(settings))
+    tune, store = settings.tune, settings.mlflow_store
+    study = optuna.load_study(study_name=name, storage=storage_url(tune, store), pruner=_pruner(tune))
     trial = study.ask()  # its number is the storage's, unique across workers
     # seeded per trial (seed + number): in one process, one sampler would replay one draw
     # per trial; one after another, the same study draws the same configs on every run
-    study.sampler = _sampler(settings, trial.number)
-    params = sample(trial, settings.tune.space)
-    trial_settings = settings.with_overrides(params)
-    client = tracking.client(settings)
+    study.sampler = _sampler(settings.train.seed, trial.number)
+    params = sample(trial, tune.space)
+    s = settings.with_overrides(params)
+    client = tracking.client(store)
     run = client.create_run(
-        tracking.ensure_experiment(settings),
+        tracking.ensure_experiment(store),
         run_name=f"{name} trial {trial.number}",
         tags={"mlflow.parentRunId": parent_run_id, "tune.study": name, "tune.trial": str(trial.number)},
     )
@@ -197,7 +198,9 @@ def run_trial(
     client.log_batch(run_id, params=[_param(k, v) for k, v in sorted(params.items())])
     pruning = PyTorchLightningPruningCallback(trial, monitor=OBJECTIVE)
     try:
-        model = _fit(trial_settings, splits.train, splits.val, run_id, callbacks=[pruning])
+        model = _fit(
+            s.workload, s.features, s.train, store, splits.train, splits.val, run_id, callbacks=[pruning]
+        )
     except optuna.TrialPruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         client.set_tag(run_id, "tune.state", "pruned")
@@ -222,24 +225,24 @@ def _param(key: str, value: Any):
 
 
 @task(name="start-study-run", cache_policy=NONE)
-def start_study_run(settings: Settings, name: str) -> str:
+def start_study_run(tune: TuneConfig, store: MlflowStore, name: str) -> str:
     """The study's parent MLflow run (a resumed study gets a new one: one per session)."""
     from keel.registry import tracking
 
-    client = tracking.client(settings)
+    client = tracking.client(store)
     run = client.create_run(
-        tracking.ensure_experiment(settings),
+        tracking.ensure_experiment(store),
         run_name=f"{name} (study)",
-        tags={"tune.study": name, "tune.storage": storage_url(settings), "tune.objective": OBJECTIVE},
+        tags={"tune.study": name, "tune.storage": storage_url(tune, store), "tune.objective": OBJECTIVE},
     )
-    space = {k: v.model_dump(exclude_defaults=True) for k, v in settings.tune.space.items()}
+    space = {k: v.model_dump(exclude_defaults=True) for k, v in tune.space.items()}
     client.log_dict(run.info.run_id, space, "tune/space.json")
     return run.info.run_id
 
 
 @task(name="finish-study-run", cache_policy=NONE)
 def finish_study_run(
-    settings: Settings, name: str, run_id: str, results: list[TrialResult]
+    tune: TuneConfig, store: MlflowStore, name: str, run_id: str, results: list[TrialResult]
 ) -> dict[str, Any]:
     """The study so far (every session's trials) into the parent run: the best trial, the
     counts, optimisation history and parameter importances as plots."""
@@ -256,12 +259,12 @@ def finish_study_run(
 
     from keel.registry import tracking
 
-    study = optuna.load_study(study_name=name, storage=storage_url(settings))
+    study = optuna.load_study(study_name=name, storage=storage_url(tune, store))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise RuntimeError(f"study {name}: no trial completed (see the child runs' states)")
     best = study.best_trial
-    client = tracking.client(settings)
+    client = tracking.client(store)
     counts = {s.name.lower(): sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
     summary = {
         "study": name,
@@ -279,7 +282,7 @@ def finish_study_run(
         # Optuna marks its matplotlib plots experimental: a notice for every study, nothing to act on
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         axes = {"optimization_history.png": ovm.plot_optimization_history(study)}
-        if len(done) > 1 and len(settings.tune.space) > 1:
+        if len(done) > 1 and len(tune.space) > 1:
             axes["param_importances.png"] = ovm.plot_param_importances(study)
         for file, ax in axes.items():
             fig = ax.get_figure(root=True)
@@ -294,13 +297,13 @@ def finish_study_run(
 
 
 @task(name="best-config", cache_policy=NONE)
-def best_config(settings: Settings, name: str) -> dict[str, Any]:
+def best_config(tune: TuneConfig, store: MlflowStore, name: str) -> dict[str, Any]:
     """The best trial's config as settings overrides, plus where it came from (lineage)."""
     import optuna
 
-    study = optuna.load_study(study_name=name, storage=storage_url(settings))
+    study = optuna.load_study(study_name=name, storage=storage_url(tune, store))
     best = study.best_trial
     params: dict[str, Any] = {}
-    for key, p in settings.tune.space.items():
+    for key, p in tune.space.items():
         params[key] = best.params[key] if p.choices is None else _choice(p, best.params[key])
     return {**params, "tune.from_study": name, "tune.from_trial": best.number}

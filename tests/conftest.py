@@ -99,6 +99,18 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(autouse=True)
+def _no_leaked_model_code():
+    """A test that loads a model with MLflow leaves its code directory on sys.path (a copy of
+    keel's runtime, or of an older keel); a DDP rank or a Prefect process pool spawned by a
+    later test in the same worker would import keel from there."""
+    import sys
+
+    before = list(sys.path)
+    yield
+    sys.path[:] = before
+
+
+@pytest.fixture(autouse=True)
 def _no_leaked_mlflow_uri(monkeypatch):
     """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI into os.environ; a keel
     subprocess started by a later test would inherit the store of an earlier one."""
@@ -154,7 +166,12 @@ def ingested(workspace):
     """The test workspace with two small months ingested, versioned and pushed."""
     from tasks.data import build_batches, commit_batches
 
-    commit_batches.fn(workspace, build_batches.fn(workspace, ["2013-01", "2013-02"], {}))
+    commit_batches.fn(
+        workspace.data_store,
+        build_batches.fn(
+            workspace.workload, workspace.data_store, workspace.data.sample_rows, ["2013-01", "2013-02"], {}
+        ),
+    )
     return workspace
 
 

@@ -158,7 +158,7 @@ def command_settings(ctx: typer.Context, check: bool = True):
     if check and ctx.info_name in TRACKING_COMMANDS and not worker_rank():
         from keel.registry import tracking
 
-        tracking.reap_once(settings)  # runs left RUNNING by a killed command become KILLED
+        tracking.reap_once(settings.mlflow_store)  # runs left RUNNING by a killed command become KILLED
     return settings
 
 

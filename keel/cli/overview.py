@@ -46,7 +46,7 @@ def last_runs(settings: Settings, client, n: int = 3) -> list[dict[str, Any]]:
     """The newest runs of the workspace's experiments (training and monitoring)."""
     from keel.registry.tracking import workspace_experiments
 
-    exp_ids = workspace_experiments(settings, client)
+    exp_ids = workspace_experiments(settings.mlflow_store, client)
     if not exp_ids:
         return []
     runs = client.search_runs(exp_ids, max_results=n, order_by=["attributes.start_time DESC"])
@@ -139,7 +139,7 @@ def overview(settings: Settings) -> dict[str, Any]:
     from keel.ops.services import read_state
     from keel.registry import tracking
 
-    client = tracking.client(settings)
+    client = tracking.client(settings.mlflow_store)
     up = read_state(settings)  # keel up's record, read once
     live = servers(up)
     return {

@@ -46,7 +46,9 @@ def promote(
     from keel.registry.promotion import promote as do_promote
 
     entry = registry_call(
-        lambda: do_promote(settings, version, reviewer=reviewer, reason=reason, force=force)
+        lambda: do_promote(
+            settings.mlflow_store, settings.promotion, version, reviewer=reviewer, reason=reason, force=force
+        )
     )
     _report_move(entry)
 
@@ -95,7 +97,9 @@ def rollback(
     from keel.registry.promotion import rollback as do_rollback
 
     entry = registry_call(
-        lambda: do_rollback(settings, reason=reason, to=to, actor=actor or getpass.getuser())
+        lambda: do_rollback(
+            settings.mlflow_store, settings.promotion, reason=reason, to=to, actor=actor or getpass.getuser()
+        )
     )
     _report_move(entry)
 
@@ -128,7 +132,7 @@ def history(
     from keel.registry.promotion import Registry, verify_ledger
 
     def read():
-        reg = Registry(settings)
+        reg = Registry(settings.mlflow_store, settings.promotion)
         reg.check_reachable()
         if verify:  # as stored: an out-of-band move is a finding, not a new entry
             return reg.ledger(), verify_ledger(reg)
@@ -149,7 +153,7 @@ def history(
                 "command": "history",
                 "ok": True,
                 "entries": [dataclasses.asdict(e) for e in entries],
-                "authenticated": bool(authenticated_store(settings)),
+                "authenticated": bool(authenticated_store(settings.mlflow_store)),
                 "verified": None if checked is None else checked.ok,
             },
         )
@@ -157,7 +161,7 @@ def history(
         echo(entry.line())
     from keel.registry.identity import authenticated_store
 
-    if authenticated_store(settings):
+    if authenticated_store(settings.mlflow_store):
         echo(f"identities: authenticated by the MLflow server {settings.mlflow.tracking_uri} (basic-auth)")
     else:
         where = (
@@ -190,11 +194,11 @@ def status(ctx: typer.Context, as_json: JsonOpt = False):
     from keel.registry import tracking
     from keel.registry.promotion import status as read_status
 
-    killed = tracking.killed_runs(settings)  # also before any model is registered
+    killed = tracking.killed_runs(settings.mlflow_store)  # also before any model is registered
     if not as_json:
         for run in killed:
             echo(f"KILLED run {run['run_name']} ({run['run_id']}): {run['reason']}")
-    state = registry_call(lambda: read_status(settings))
+    state = registry_call(lambda: read_status(settings.mlflow_store, settings.promotion))
     more = overview(settings)
     if as_json:
         return json_out({"command": "status", "ok": True, **state, **more, "killed_runs": killed})

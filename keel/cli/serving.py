@@ -81,14 +81,14 @@ def serve(
     if settings.promotion.enforce:  # only what the verified ledger attests
         from keel.registry.promotion import attested_champion
 
-        version, why = registry_call(lambda: attested_champion(settings))
+        version, why = registry_call(lambda: attested_champion(settings.mlflow_store, settings.promotion))
         if version is None:
             fail(f"promotion.enforce: no champion of '{settings.mlflow.model_name}' to serve: {why}")
     else:
-        version = tracking.current_alias_version(settings, "champion")
+        version = tracking.current_alias_version(settings.mlflow_store, "champion")
     if version is None:
         fail(f"model '{settings.mlflow.model_name}' has no champion to serve yet: train and promote one")
-    holder = ModelHolder(load_version(settings, version))
+    holder = ModelHolder(load_version(settings.mlflow_store, version))
     shadowing = None
     if shadow:
         from keel.serving.shadow import Shadow

@@ -31,7 +31,7 @@ ALIASES = ("champion", "challenger")
 def aliases(settings: Settings) -> dict[str, str | None]:
     from keel.registry import tracking
 
-    return {a: tracking.current_alias_version(settings, a) for a in ALIASES}
+    return {a: tracking.current_alias_version(settings.mlflow_store, a) for a in ALIASES}
 
 
 def _finite(x: Any) -> float | None:
@@ -50,7 +50,7 @@ def train(
     its MLflow run when the caller has it already."""
     from keel.registry import tracking
 
-    c = tracking.client(settings)
+    c = tracking.client(settings.mlflow_store)
     run = run or c.get_run(registered.run_id)
     gate = json.loads(Path(c.download_artifacts(registered.run_id, "gate/gate.json")).read_text())
     metrics = {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith("test/")}
@@ -201,7 +201,7 @@ def compress(
     run's ``parity/*`` metrics: agreement, size and latency ratios)."""
     from keel.registry import tracking
 
-    run = tracking.client(settings).get_run(registered.run_id)
+    run = tracking.client(settings.mlflow_store).get_run(registered.run_id)
     s = train(settings, registered, before, flow_run_id, log, run)
     metrics = run.data.metrics
     parity = {k.removeprefix("parity/"): v for k, v in sorted(metrics.items()) if k.startswith("parity/")}

@@ -112,12 +112,18 @@ def tune(
     from tasks.tune import finished_trials, task_runner
 
     if (con := console.current()) is not None:  # trials finish in other processes: count them in the study
-        console.watch(con, "trials", settings.tune.trials, "trials", lambda: finished_trials(settings))
+        console.watch(
+            con,
+            "trials",
+            settings.tune.trials,
+            "trials",
+            lambda: finished_trials(settings.tune, settings.mlflow_store),
+        )
 
     from keel.cli import summary
 
     before = summary.aliases(settings)
-    tuned = tune_flow.with_options(task_runner=task_runner(settings))
+    tuned = tune_flow.with_options(task_runner=task_runner(settings.tune))
     out, flow_run = run_flow_state(ctx, lambda: tuned(settings, resume, not no_train, return_state=True))
     t = summary.tune(settings, out, before, flow_run, log_path())
     emit(t, [*summary.tune_text(settings, t), log_line()])
@@ -159,7 +165,7 @@ def _report_retraining(ctx: typer.Context, settings, out, before, flow_run, head
     if out.guardrail and not json_on():
         echo(f"guardrail: {out.guardrail} ({out.guardrail_detail})")
     if out.model_version and out.run_id:
-        from tasks.register import RegisteredVersion
+        from keel.registry.version import RegisteredVersion
 
         registered = RegisteredVersion(
             settings.mlflow.model_name,
@@ -284,4 +290,5 @@ def lineage(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Mod
 
     from tasks.lineage import load_lineage
 
-    echo(run_flow(ctx, lambda: load_lineage.fn(settings, version)).describe())
+    store, data = settings.mlflow_store, settings.data_store
+    echo(run_flow(ctx, lambda: load_lineage.fn(store, data, version)).describe())

@@ -247,6 +247,30 @@ class TuneConfig(_Section):
     from_trial: int = -1
 
 
+class MlflowStore(_Section):
+    """Where a workspace's runs and models live: what the MLflow edge (keel.registry.tracking)
+    and every task that touches MLflow take instead of the whole settings. ``workspace`` tags
+    the runs (their orphans are found by it); ``monitoring_suffix`` names the drift experiment."""
+
+    workspace: Path
+    mlflow: MlflowConfig
+    monitoring_suffix: str = "-monitoring"
+
+
+class DataStore(_Section):
+    """A workspace's data: its git repository, the DVC-tracked data directory and the DVC
+    remote; what the git/DVC edge (keel.data.workspace) and the data tasks take."""
+
+    workspace: Path
+    dir: Path
+    dvc: DvcConfig
+
+    @property
+    def dvc_file(self) -> Path:
+        """DVC writes the pointer next to the tracked directory: ``data`` -> ``data.dvc``."""
+        return self.dir.with_name(self.dir.name + ".dvc")
+
+
 # The layout of a resolved config. A model version records its resolved settings
 # (config/resolved.json); ``migrate`` brings a recorded one up to this layout.
 CONFIG_VERSION = 2
@@ -297,7 +321,19 @@ class Settings(_Section):
     @property
     def dvc_file(self) -> Path:
         """DVC writes the pointer next to the tracked directory: ``data`` -> ``data.dvc``."""
-        return self.data.dir.with_name(self.data.dir.name + ".dvc")
+        return self.data_store.dvc_file
+
+    @property
+    def mlflow_store(self) -> MlflowStore:
+        """The MLflow edge's part of these settings."""
+        return MlflowStore.model_construct(
+            workspace=self.workspace, mlflow=self.mlflow, monitoring_suffix=self.drift.experiment_suffix
+        )
+
+    @property
+    def data_store(self) -> DataStore:
+        """The git/DVC edge's part of these settings."""
+        return DataStore.model_construct(workspace=self.workspace, dir=self.data.dir, dvc=self.dvc)
 
     def model_inputs(self) -> dict[str, Any]:
         """The part of the config that determines the trained model. The workload counts

@@ -1,6 +1,7 @@
 """A workspace's data as partitions: one parquet file per batch under data/, written
 atomically and byte-deterministically, and the stable hash split of rows into
-train/val/test. Generic: the split key comes from the workload; nothing here names one.
+train/val/test, and the splits a training reads (``make_splits``: the gate's holdout).
+Generic: the split key comes from the workload; nothing here names one.
 """
 
 from __future__ import annotations
@@ -9,11 +10,16 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from keel.errors import InputError
+
+if TYPE_CHECKING:
+    from keel.config.settings import SplitConfig
+    from keel.data.types import Splits
 
 _PARTITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -99,3 +105,24 @@ def split_frame(
         frame[val].reset_index(drop=True),
         frame[test].reset_index(drop=True),
     )
+
+
+def make_splits(cfg: SplitConfig, frames: dict[str, pd.DataFrame], key: list[str]) -> Splits:
+    """``split.holdout = "newest"``: train/val (hash split, ``val_pct``) from the older
+    batches, test = every row of the newest batch, and train/val over all batches for the
+    refit. ``"random"`` (or one batch): train/val/test by hash buckets of every batch."""
+    from keel.data.types import Holdout, Splits
+    older, newest, note = holdout_batches(list(frames), cfg.holdout)
+    if not newest:
+        everything = pd.concat([frames[n] for n in older], ignore_index=True)
+        train, val, test = split_frame(everything, cfg.val_pct, cfg.test_pct, cfg.salt, key)
+        return Splits(train, val, test, Holdout("random", tuple(older), len(test), note))
+    past = pd.concat([frames[n] for n in older], ignore_index=True)
+    train, val, _ = split_frame(past, cfg.val_pct, 0, cfg.salt, key)
+    test = pd.concat([frames[n] for n in newest], ignore_index=True)
+    refit = None
+    if cfg.refit:
+        everything = pd.concat([past, test], ignore_index=True)
+        all_train, all_val, _ = split_frame(everything, cfg.val_pct, 0, cfg.salt, key)
+        refit = (all_train, all_val)
+    return Splits(train, val, test, Holdout("newest", tuple(newest), len(test)), refit)

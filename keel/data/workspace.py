@@ -1,7 +1,8 @@
 """The workspace edge: git, DVC and the directory layout.
 
-Every function here takes explicit paths/settings and is called from a task or
-the CLI; nothing runs at import time.
+Every function here takes explicit paths or the workspace's ``DataStore`` (its git
+repository, data directory and DVC remote) and is called from a task or the CLI; nothing runs
+at import time.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 
 import yaml
 
+from keel.config.settings import WORKSPACE_FILE, DataStore, Settings
 from keel.errors import KeelError
-from keel.config.settings import WORKSPACE_FILE, Settings
 
 # "/data": DVC's own entry for the tracked directory, written up front so that `dvc add`
 # leaves the committed .gitignore as it is
@@ -106,7 +107,9 @@ def _append_missing(path: Path, lines: list[str]) -> None:
 
 
 def init_workspace(
-    directory: Path, workload_toml: str = "", default_suite: Callable[[Settings], dict[str, Any]] | None = None
+    directory: Path,
+    workload_toml: str = "",
+    default_suite: Callable[[Settings], dict[str, Any]] | None = None,
 ) -> Path:
     """Make ``directory`` a ready keel workspace (idempotent): git, DVC, local remote,
     MLflow store dir, a keel.toml (``workload_toml``: its [workload] part, from
@@ -188,9 +191,9 @@ def _name_default_remote(conf: dict[str, Any], ws: Path) -> None:
 
     if conf["core"].get("remote"):
         return
-    settings = load_settings(ws, environ={})
-    conf["remote"][settings.dvc.remote] = remote_config(settings)
-    conf["core"]["remote"] = settings.dvc.remote
+    data = load_settings(ws, environ={}).data_store
+    conf["remote"][data.dvc.remote] = remote_config(data)
+    conf["core"]["remote"] = data.dvc.remote
 
 
 def _first_commit(ws: Path) -> None:
@@ -201,48 +204,48 @@ def _first_commit(ws: Path) -> None:
     files = [f for f in INIT_FILES if (ws / f).exists()]
     _run(["git", "add", "--", *files], ws)
     identity = _git_identity(ws)
-    message = "keel init: settings, DVC and MLflow layout"
+    message = "keel init: data, DVC and MLflow layout"
     _run(["git", *identity, "commit", "-q", "-m", message, "--", *files], ws)
 
 
-def configure_remote(settings: Settings) -> None:
-    """Make DVC's view of the remote match keel's settings: where the committed
-    .dvc/config already names it (``keel init``), nothing is added; where settings differ
+def configure_remote(data: DataStore) -> None:
+    """Make DVC's view of the remote match keel's data: where the committed
+    .dvc/config already names it (``keel init``), nothing is added; where data differ
     (an environment override, a workspace keel did not init) the difference goes to
     ``.dvc/config.local``, which is never committed. Creates a local remote directory
     when the URL is a path; hashes with every core."""
     from dvc.repo import Repo
 
-    url = settings.dvc.remote_url
+    url = data.dvc.remote_url
     if "://" not in url:
         Path(url).mkdir(parents=True, exist_ok=True)
-    with Repo(str(settings.workspace)) as repo:
-        _sync_remote(repo, settings)
+    with Repo(str(data.workspace)) as repo:
+        _sync_remote(repo, data)
 
 
-def _sync_remote(repo: Any, settings: Settings) -> None:
-    """config.local of ``repo`` holds what settings say of the remote that the committed
+def _sync_remote(repo: Any, data: DataStore) -> None:
+    """config.local of ``repo`` holds what data say of the remote that the committed
     config does not (nothing, when they agree), and the hashing parallelism."""
-    want = remote_config(settings)
+    want = remote_config(data)
     committed = repo.config.load_one("repo")
-    same_remote = committed["core"].get("remote") == settings.dvc.remote
-    same_url = dict(committed["remote"].get(settings.dvc.remote, {})) == want
+    same_remote = committed["core"].get("remote") == data.dvc.remote
+    same_url = dict(committed["remote"].get(data.dvc.remote, {})) == want
     with repo.config.edit("local") as conf:
         if same_remote and same_url:
-            conf["remote"].pop(settings.dvc.remote, None)
+            conf["remote"].pop(data.dvc.remote, None)
             conf["core"].pop("remote", None)
         else:
-            conf["remote"][settings.dvc.remote] = want
-            conf["core"]["remote"] = settings.dvc.remote
+            conf["remote"][data.dvc.remote] = want
+            conf["core"]["remote"] = data.dvc.remote
         conf["core"]["checksum_jobs"] = os.cpu_count() or 1
 
 
-def remote_config(settings: Settings) -> dict[str, str]:
+def remote_config(data: DataStore) -> dict[str, str]:
     """The DVC remote's section: its URL, and the endpoint of an S3-compatible store.
     Credentials are never written: DVC takes them from AWS_* environment variables."""
-    conf = {"url": settings.dvc.remote_url}
-    if settings.dvc.endpoint_url:
-        conf["endpointurl"] = settings.dvc.endpoint_url
+    conf = {"url": data.dvc.remote_url}
+    if data.dvc.endpoint_url:
+        conf["endpointurl"] = data.dvc.endpoint_url
     return conf
 
 
@@ -258,81 +261,81 @@ def read_data_version(dvc_file: Path) -> DataVersion | None:
     return DataVersion(md5=out["md5"], files=int(out.get("nfiles", 0)), size=int(out.get("size", 0)))
 
 
-def add_and_push(settings: Settings) -> DataVersion:
+def add_and_push(data: DataStore) -> DataVersion:
     """``dvc add data`` then ``dvc push`` of that version to the configured remote."""
     from dvc.repo import Repo
 
-    configure_remote(settings)
-    with Repo(str(settings.workspace)) as repo:
+    configure_remote(data)
+    with Repo(str(data.workspace)) as repo:
         repo.scm_context.quiet = True  # no "git add data.dvc" hints: keel commits what it owns
-        repo.add(str(settings.data.dir))
-        repo.push(targets=[str(settings.dvc_file)], remote=settings.dvc.remote)
-    version = read_data_version(settings.dvc_file)
+        repo.add(str(data.dir))
+        repo.push(targets=[str(data.dvc_file)], remote=data.dvc.remote)
+    version = read_data_version(data.dvc_file)
     assert version is not None, "dvc add wrote no pointer file"
     return version
 
 
-def ensure_checked_out(settings: Settings) -> DataVersion:
+def ensure_checked_out(data: DataStore) -> DataVersion:
     """Make data/ hold exactly the version data.dvc records: pull it when absent,
     refuse when data/ has changes that data.dvc does not record."""
     from dvc.repo import Repo
 
-    recover_ingest(settings)
-    version = read_data_version(settings.dvc_file)
-    rel = settings.data.dir.relative_to(settings.workspace)
+    recover_ingest(data)
+    version = read_data_version(data.dvc_file)
+    rel = data.dir.relative_to(data.workspace)
     if version is None:
         raise DataVersionError(
-            f"{settings.dvc_file} does not exist: no dataset version yet. "
+            f"{data.dvc_file} does not exist: no dataset version yet. "
             f"Run 'keel ingest --month 2013-01' first."
         )
-    configure_remote(settings)
-    with Repo(str(settings.workspace)) as repo:
-        if not settings.data.dir.exists():
+    configure_remote(data)
+    with Repo(str(data.workspace)) as repo:
+        if not data.dir.exists():
             try:
-                repo.pull(targets=[str(settings.dvc_file)], remote=settings.dvc.remote)
+                repo.pull(targets=[str(data.dvc_file)], remote=data.dvc.remote)
             except Exception as exc:  # dvc raises its own hierarchy; name what is missing
                 raise DataVersionError(
                     f"{rel}/ is absent and version {version.md5} could not be pulled from "
-                    f"remote '{settings.dvc.remote}' ({settings.dvc.remote_url}): {exc}. "
+                    f"remote '{data.dvc.remote}' ({data.dvc.remote_url}): {exc}. "
                     f"Re-create it with 'keel ingest'."
                 ) from exc
-        status = repo.status(targets=[str(settings.dvc_file)])
+        status = repo.status(targets=[str(data.dvc_file)])
     if status:
         raise DataVersionError(
-            f"{rel}/ differs from {settings.dvc_file.name} ({status}): record the change with "
+            f"{rel}/ differs from {data.dvc_file.name} ({status}): record the change with "
             f"'keel ingest' (or 'dvc add {rel}'), or restore it with 'dvc checkout'."
         )
     return version
 
 
 # ------------------------------------------------------------------ remote and versions
-def remote_missing(settings: Settings, md5: str) -> list[str]:
+def remote_missing(data: DataStore, md5: str) -> list[str]:
     """What of data version ``md5`` the DVC remote lacks, checked object by object
     against the remote itself (not DVC's cached view of it). Empty list: complete."""
     import json
 
     from dvc.repo import Repo
 
-    configure_remote(settings)
-    with Repo(str(settings.workspace)) as repo:
-        odb = repo.cloud.get_remote_odb(settings.dvc.remote)
+    configure_remote(data)
+    with Repo(str(data.workspace)) as repo:
+        odb = repo.cloud.get_remote_odb(data.dvc.remote)
         if not odb.exists(md5):
             return [f"{md5} (the directory manifest)"]
         entries = json.loads(odb.fs.cat_file(odb.oid_to_path(md5)))
         return [f"{e['relpath']} ({e['md5']})" for e in entries if not odb.exists(e["md5"])]
 
 
-def require_in_remote(settings: Settings, md5: str) -> None:
-    missing = remote_missing(settings, md5)
+def require_in_remote(data: DataStore, md5: str) -> None:
+    missing = remote_missing(data, md5)
     if missing:
         raise DataVersionError(
-            f"data version {md5} is incomplete in DVC remote '{settings.dvc.remote}' "
-            f"({settings.dvc.remote_url}): missing {', '.join(missing)}. Push it again "
-            f"('dvc push -r {settings.dvc.remote}') from a workspace that has it."
+            f"data version {md5} is incomplete in DVC remote '{data.dvc.remote}' "
+            f"({data.dvc.remote_url}): missing {', '.join(missing)}. Push it again "
+            f"('dvc push -r {data.dvc.remote}') from a workspace that has it."
         )
 
 
-def materialise(settings: Settings, dvc_text: str, target: Path, commit: str = "") -> Path:
+def materialise(data: DataStore, dvc_text: str, target: Path, commit: str = "") -> Path:
     """Re-create a recorded dataset in a new directory under ``target`` from the DVC
     remote alone (an empty cache), and return that directory: the data lies where the
     workspace has it (``data/``, ``data.dvc``).
@@ -347,14 +350,14 @@ def materialise(settings: Settings, dvc_text: str, target: Path, commit: str = "
     md5 = _pointer_md5(dvc_text)
     if not md5:
         raise DataVersionError("the recorded data.dvc has no outs[0].md5")
-    require_in_remote(settings, md5)
-    rel = settings.dvc_file.relative_to(settings.workspace)
+    require_in_remote(data, md5)
+    rel = data.dvc_file.relative_to(data.workspace)
     target.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="ws-", dir=target))  # a fresh one per attempt (retries)
-    if commit and _has_commit(settings.workspace, commit):
+    if commit and _has_commit(data.workspace, commit):
         # the workspace may sit below its repository's top: the clone's copy of it does too
-        prefix = _run(["git", "rev-parse", "--show-prefix"], settings.workspace)
-        top = _run(["git", "rev-parse", "--show-toplevel"], settings.workspace)
+        prefix = _run(["git", "rev-parse", "--show-prefix"], data.workspace)
+        top = _run(["git", "rev-parse", "--show-toplevel"], data.workspace)
         _run(["git", "clone", "-q", "--no-checkout", top, str(root)], target)
         _run(["git", "-c", "advice.detachedHead=false", "checkout", "-q", commit], root)
         root = root / prefix
@@ -375,8 +378,8 @@ def materialise(settings: Settings, dvc_text: str, target: Path, commit: str = "
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(dvc_text)
     with Repo(str(root)) as repo:
-        _sync_remote(repo, settings)
-        repo.pull(targets=[str(root / rel)], remote=settings.dvc.remote)
+        _sync_remote(repo, data)
+        repo.pull(targets=[str(root / rel)], remote=data.dvc.remote)
     return root
 
 
@@ -390,22 +393,22 @@ def _has_commit(ws: Path, commit: str) -> bool:
     return _git(["cat-file", "-e", f"{commit}^{{commit}}"], ws) is not None
 
 
-def origin(settings: Settings) -> str:
+def origin(data: DataStore) -> str:
     """Where a teammate clones the workspace from: its git ``origin``, else its path."""
-    return _git(["remote", "get-url", "origin"], settings.workspace) or str(settings.workspace)
+    return _git(["remote", "get-url", "origin"], data.workspace) or str(data.workspace)
 
 
 # ------------------------------------------------------------------ interrupted ingests
-def _journal(settings: Settings) -> Path:
-    return settings.workspace / ".dvc" / "tmp" / "keel-ingest.json"
+def _journal(data: DataStore) -> Path:
+    return data.workspace / ".dvc" / "tmp" / "keel-ingest.json"
 
 
-def _versions_log(settings: Settings) -> Path:
-    return settings.workspace / VERSIONS_FILE
+def _versions_log(data: DataStore) -> Path:
+    return data.workspace / VERSIONS_FILE
 
 
 @contextlib.contextmanager
-def ingest_lock(settings: Settings) -> Iterator[None]:
+def ingest_lock(data: DataStore) -> Iterator[None]:
     """One data-version change at a time per workspace: a second ``keel ingest`` waits
     for the first (up to ``dvc.lock_timeout_s``, then fails naming the holder). Also taken
     by whoever recovers an interrupted ingest, so a live ingest is never "recovered".
@@ -413,10 +416,10 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
     import fcntl
     import time
 
-    path = settings.workspace / ".dvc" / "tmp" / "keel-ingest.lock"
+    path = data.workspace / ".dvc" / "tmp" / "keel-ingest.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as fh:
-        deadline = time.monotonic() + settings.dvc.lock_timeout_s
+        deadline = time.monotonic() + data.dvc.lock_timeout_s
         while True:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -427,7 +430,7 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
                     holder = fh.read().strip() or "another process"
                     raise DataVersionError(
                         f"{path}: another ingest ({holder}) has held the workspace's data lock for "
-                        f"{settings.dvc.lock_timeout_s:.0f} s (dvc.lock_timeout_s); try again when it ends"
+                        f"{data.dvc.lock_timeout_s:.0f} s (dvc.lock_timeout_s); try again when it ends"
                     ) from None
                 time.sleep(0.2)
         try:
@@ -442,136 +445,136 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def begin_ingest(settings: Settings) -> None:
+def begin_ingest(data: DataStore) -> None:
     """Note the version before an ingest starts changing data/ (see recover_ingest)."""
     import json
 
-    path = _journal(settings)
+    path = _journal(data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    before = settings.dvc_file.read_text() if settings.dvc_file.exists() else None
-    log = _versions_log(settings)
+    before = data.dvc_file.read_text() if data.dvc_file.exists() else None
+    log = _versions_log(data)
     versions = log.read_text() if log.exists() else None
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"dvc_file": before, "versions": versions}))
     tmp.replace(path)
 
 
-def end_ingest(settings: Settings) -> None:
-    _journal(settings).unlink(missing_ok=True)
+def end_ingest(data: DataStore) -> None:
+    _journal(data).unlink(missing_ok=True)
 
 
-def recover_ingest(settings: Settings, *, locked: bool = False) -> bool:
+def recover_ingest(data: DataStore, *, locked: bool = False) -> bool:
     """If an ingest was killed halfway, put data/, data.dvc and the version log back to
     the version recorded before it; an ingest killed after its git commit is kept.
     Waits for a live ingest to end rather than undoing it (``locked``: the caller holds
     ``ingest_lock`` already). Returns whether anything was recovered."""
-    if not _journal(settings).exists():
+    if not _journal(data).exists():
         return False
     if locked:
-        return _recover_locked(settings)
-    with ingest_lock(settings):
-        return _recover_locked(settings)
+        return _recover_locked(data)
+    with ingest_lock(data):
+        return _recover_locked(data)
 
 
-def _recover_locked(settings: Settings) -> bool:
+def _recover_locked(data: DataStore) -> bool:
     import json
     import shutil
 
     from dvc.repo import Repo
 
-    path = _journal(settings)
+    path = _journal(data)
     if not path.exists():
         return False  # the ingest we waited for ended cleanly
     journal = json.loads(path.read_text())
     before, versions = journal["dvc_file"], journal.get("versions")
-    current = settings.dvc_file.read_text() if settings.dvc_file.exists() else None
-    if current is not None and current != before and _committed_text(settings, settings.dvc_file) == current:
-        end_ingest(settings)  # killed after its commit: the new version is whole
+    current = data.dvc_file.read_text() if data.dvc_file.exists() else None
+    if current is not None and current != before and _committed_text(data, data.dvc_file) == current:
+        end_ingest(data)  # killed after its commit: the new version is whole
         return False
-    shutil.rmtree(settings.data.dir, ignore_errors=True)
+    shutil.rmtree(data.dir, ignore_errors=True)
     if before is None:
-        settings.dvc_file.unlink(missing_ok=True)
+        data.dvc_file.unlink(missing_ok=True)
     else:
-        settings.dvc_file.write_text(before)
-        with Repo(str(settings.workspace)) as repo:
-            repo.checkout(targets=[str(settings.dvc_file)], force=True)
+        data.dvc_file.write_text(before)
+        with Repo(str(data.workspace)) as repo:
+            repo.checkout(targets=[str(data.dvc_file)], force=True)
     if versions is None:
-        _versions_log(settings).unlink(missing_ok=True)
+        _versions_log(data).unlink(missing_ok=True)
     elif "versions" in journal:
-        _versions_log(settings).write_text(versions)
-    end_ingest(settings)
+        _versions_log(data).write_text(versions)
+    end_ingest(data)
     return True
 
 
 # ------------------------------------------------------------------ data versions in git
 
 
-def _committed_text(settings: Settings, path: Path) -> str | None:
+def _committed_text(data: DataStore, path: Path) -> str | None:
     """``path`` as HEAD has it, or None (no repo, no commit, not tracked). ``HEAD:./<p>``:
     relative to the workspace, which may sit below the repository's top."""
-    rel = path.relative_to(settings.workspace).as_posix()
+    rel = path.relative_to(data.workspace).as_posix()
     proc = subprocess.run(
-        ["git", "show", f"HEAD:./{rel}"], cwd=settings.workspace, capture_output=True, text=True
+        ["git", "show", f"HEAD:./{rel}"], cwd=data.workspace, capture_output=True, text=True
     )
     return proc.stdout if proc.returncode == 0 else None
 
 
-def _in_git(settings: Settings) -> bool:
-    return _git(["rev-parse", "--show-toplevel"], settings.workspace) is not None
+def _in_git(data: DataStore) -> bool:
+    return _git(["rev-parse", "--show-toplevel"], data.workspace) is not None
 
 
-def owned_files(settings: Settings) -> list[Path]:
+def owned_files(data: DataStore) -> list[Path]:
     """What keel commits with each data version: the pointer and keel's version log."""
-    return [settings.dvc_file, _versions_log(settings)]
+    return [data.dvc_file, _versions_log(data)]
 
 
-def refuse_uncommitted_pointer(settings: Settings) -> None:
+def refuse_uncommitted_pointer(data: DataStore) -> None:
     """A data.dvc that differs from its last commit (a hand edit, a bare `dvc add`) is not
     a version keel made: refuse to build on it rather than commit it by accident."""
-    if not (settings.dvc.git_commit and _in_git(settings) and settings.dvc_file.exists()):
+    if not (data.dvc.git_commit and _in_git(data) and data.dvc_file.exists()):
         return
-    committed = _committed_text(settings, settings.dvc_file)
-    if committed is not None and committed != settings.dvc_file.read_text():
-        rel = settings.dvc_file.relative_to(settings.workspace)
+    committed = _committed_text(data, data.dvc_file)
+    if committed is not None and committed != data.dvc_file.read_text():
+        rel = data.dvc_file.relative_to(data.workspace)
         raise DataVersionError(
-            f"{settings.dvc_file}: has uncommitted changes (rule: keel commits every data version "
+            f"{data.dvc_file}: has uncommitted changes (rule: keel commits every data version "
             f"itself). Commit them ('git commit {rel}') or discard them ('git checkout -- {rel} "
             f"&& dvc checkout'), then ingest again."
         )
 
 
-def commit_data_version(settings: Settings, version: DataVersion, added: list[str]) -> str | None:
+def commit_data_version(data: DataStore, version: DataVersion, added: list[str]) -> str | None:
     """One git commit of data.dvc and the version log, naming the batches and the md5
     (and a ``data/<md5>`` tag when ``dvc.git_tag``). Only these paths are staged and
     committed (``git commit -- <paths>``), so a user's other changes, staged or not, stay
     out. Returns the commit, or None when there is nothing new (identical bytes
     re-ingested), no git repository, or ``dvc.git_commit`` is off."""
-    if not (settings.dvc.git_commit and _in_git(settings)):
+    if not (data.dvc.git_commit and _in_git(data)):
         return None
-    files = [p.relative_to(settings.workspace).as_posix() for p in owned_files(settings) if p.exists()]
-    changed = _run(["git", "status", "--porcelain", "--", *files], settings.workspace)
+    files = [p.relative_to(data.workspace).as_posix() for p in owned_files(data) if p.exists()]
+    changed = _run(["git", "status", "--porcelain", "--", *files], data.workspace)
     if not changed:
         return None
-    _run(["git", "add", "--", *files], settings.workspace)
+    _run(["git", "add", "--", *files], data.workspace)
     message = f"data: {', '.join(added) or 'no new batch'} (md5 {version.md5})"
-    identity = _git_identity(settings.workspace)
+    identity = _git_identity(data.workspace)
     # keel's own bookkeeping commit: the user's commit hooks (linters...) are not for it
-    _run(["git", *identity, "commit", "-q", "--no-verify", "-m", message, "--", *files], settings.workspace)
-    sha = _run(["git", "rev-parse", "HEAD"], settings.workspace)
-    if settings.dvc.git_tag:
-        _run(["git", *identity, "tag", "-f", f"data/{version.short}", sha], settings.workspace)
+    _run(["git", *identity, "commit", "-q", "--no-verify", "-m", message, "--", *files], data.workspace)
+    sha = _run(["git", "rev-parse", "HEAD"], data.workspace)
+    if data.dvc.git_tag:
+        _run(["git", *identity, "tag", "-f", f"data/{version.short}", sha], data.workspace)
     return sha
 
 
-def data_commit(settings: Settings, md5: str) -> str | None:
+def data_commit(data: DataStore, md5: str) -> str | None:
     """HEAD when its data.dvc records ``md5`` (so `git checkout <it> && dvc pull` restores
     that data), else None (keel's commits are off, or data.dvc was changed since)."""
-    committed = _committed_text(settings, settings.dvc_file)
-    if committed is None or settings.dvc_file.read_text() != committed:
+    committed = _committed_text(data, data.dvc_file)
+    if committed is None or data.dvc_file.read_text() != committed:
         return None
     if _pointer_md5(committed) != md5:
         return None
-    return _git(["rev-parse", "HEAD"], settings.workspace)
+    return _git(["rev-parse", "HEAD"], data.workspace)
 
 
 def _git_identity(ws: Path) -> list[str]:
@@ -582,13 +585,13 @@ def _git_identity(ws: Path) -> list[str]:
 
 
 def record_version(
-    settings: Settings, version: DataVersion, partitions: dict[str, int], added: list[str]
+    data: DataStore, version: DataVersion, partitions: dict[str, int], added: list[str]
 ) -> None:
     """Append the version and its per-partition row counts to data-versions.jsonl."""
     import json
     import time
 
-    log = _versions_log(settings)
+    log = _versions_log(data)
     lines = log.read_text().splitlines() if log.exists() else []
     if lines and json.loads(lines[-1])["md5"] == version.md5:
         return  # re-ingesting identical bytes made no new version

@@ -3,6 +3,7 @@ objective (the metrics themselves are the objectives', keel.model.objectives).""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,16 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from keel.model.objectives import Binary, Multiclass, Objective
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]  # flat names: "test/f1", "val/roc_auc", ...
+    slices: pd.DataFrame  # per-slice metrics on the test split
+    y_test: pd.Series  # the test split's labels, as raw values
+    out_test: pd.DataFrame  # the model's prediction table on the test split
+    objective: Objective
+
 
 MISSING = "(missing)"  # the slice of rows with no value in a slice column
 

@@ -26,6 +26,7 @@ function runs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +44,16 @@ WHY = {
     "saliency": "conv net over pixels: gradient saliency per pixel",
     "tokens": "BERT text model: integrated gradients over the token embeddings",
 }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    method: str | None  # None: nothing to explain per record (one tag per token)
+    why: str
+    rows: int  # held-out rows read
+    table: pd.DataFrame  # feature, importance, spread (+ count), most important first
+    pixels: list[str]  # saliency: the numeric columns in image order
+    image: list[int]  # saliency: [C, H, W]
 
 
 def method_for(net: Any) -> str | None:

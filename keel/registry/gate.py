@@ -240,3 +240,16 @@ def _relies_on_table(
             + (f"{old:.4f} | {ranks[name]} |" if old is not None else "— | — |")
         )
     return lines
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The champion, as loaded from the registry and scored on the challenger's test rows."""
+
+    version: str
+    data_version: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    slices: pd.DataFrame
+    partitions: tuple[str, ...] = ()  # the batches it trained on
+    run_id: str = ""  # its training run (its explain/ artifacts)

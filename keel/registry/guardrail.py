@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from keel.config.settings import Settings
+from keel.config.settings import GuardrailConfig, MlflowStore, PromotionConfig
 from keel.errors import KeelError
 from keel.registry.gate import Check
 
@@ -102,59 +102,56 @@ class GuardOutcome:
         return "\n".join(lines) + "\n"
 
 
-def score_version(settings: Settings, version: str, frame: pd.DataFrame) -> dict[str, float]:
+def score_version(store: MlflowStore, label: str, version: str, frame: pd.DataFrame) -> dict[str, float]:
     """``test/<metric>`` of a registered version on labelled rows, by its own objective."""
-    import mlflow
 
     from keel.registry import tracking
 
-    tracking.use_tracking(settings)
-    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{version}")
+    tracking.use_tracking(store)
+    model = tracking.load_pyfunc(store, f"models:/{store.mlflow.model_name}/{version}")
     out = model.predict(frame[model.metadata.get_input_schema().input_names()])
     objective = model.unwrap_python_model().objective
-    scores = objective.metrics(frame[settings.features.label], out)
+    scores = objective.metrics(frame[label], out)
     return {f"test/{k}": float(v) for k, v in scores.items()}
 
 
-def recorded_metrics(settings: Settings, version: str) -> dict[str, float]:
+def recorded_metrics(store: MlflowStore, version: str) -> dict[str, float]:
     """What the version showed at its own gate (its run's ``test/*``), when that gate was
     forward (a holdout newer than its data): a random split's figure overstates what a
     later batch shows, so against it only the floors (min / max) apply."""
     from keel.registry import tracking
 
-    client = tracking.client(settings)
-    mv = client.get_model_version(settings.mlflow.model_name, version)
+    client = tracking.client(store)
+    mv = client.get_model_version(store.mlflow.model_name, version)
     if (mv.tags or {}).get("gate.holdout") != "newest":
         return {}
     metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
     return {k: float(v) for k, v in metrics.items() if k.startswith("test/")}
 
 
-def judge(settings: Settings, version: str, metrics: dict[str, float]) -> Score:
+def judge(store: MlflowStore, rules: GuardrailConfig, version: str, metrics: dict[str, float]) -> Score:
     from keel.config.settings import GateConfig
     from keel.registry.gate import evaluate_gate
 
-    rules = GateConfig(
-        metrics=settings.guardrail.metrics, slice_metric="", slice_min_rows=0, slice_max_drop=0
-    )
+    gate = GateConfig(metrics=rules.metrics, slice_metric="", slice_min_rows=0, slice_max_drop=0)
     result = evaluate_gate(
-        rules,
+        gate,
         metrics,
         pd.DataFrame(),
         version,
-        recorded_metrics(settings, version),
+        recorded_metrics(store, version),
         None,
         against="its gate",
     )
     return Score(version, metrics, result.checks, result.passed)
 
 
-def no_worse(settings: Settings, candidate: Score, champion: Score) -> bool:
+def no_worse(rules: GuardrailConfig, candidate: Score, champion: Score) -> bool:
     """A fallback must also do at least as well as the champion on this batch, on every
     metric a rule names: restoring a model that holds only because it promised less helps no one."""
     from keel.model.objectives import higher_is_better
 
-    for key in settings.guardrail.metrics:
+    for key in rules.metrics:
         a, b = candidate.metrics.get(key), champion.metrics.get(key)
         if a is None or b is None:
             continue
@@ -163,12 +160,12 @@ def no_worse(settings: Settings, candidate: Score, champion: Score) -> bool:
     return True
 
 
-def attested_champions(settings: Settings) -> tuple[list[str], str]:
+def attested_champions(store: MlflowStore, promotion: PromotionConfig) -> tuple[list[str], str]:
     """(earlier champions the ledger attests, newest first; the ledger's first problem or "").
     Out-of-band moves attest nothing."""
     from keel.registry.promotion import Registry, verify_ledger
 
-    reg = Registry(settings)
+    reg = Registry(store, promotion)
     checked = verify_ledger(reg)
     if not checked.ok:
         return [], checked.problems[0]
@@ -180,31 +177,37 @@ def attested_champions(settings: Settings) -> tuple[list[str], str]:
     return seen, ""
 
 
-def guard(settings: Settings, frames: dict[str, pd.DataFrame]) -> GuardOutcome:
-    """Score the champion on the batches; judge; under ``auto`` roll back on a breach."""
+def guard(
+    store: MlflowStore,
+    promotion: PromotionConfig,
+    rules: GuardrailConfig,
+    label: str,
+    frames: dict[str, pd.DataFrame],
+) -> GuardOutcome:
+    """Score the champion on the batches (``label``: their label column); judge it by ``rules``;
+    under policy ``auto`` roll back on a breach (a move ``promotion`` governs)."""
     from keel.registry import tracking
 
     names = sorted(frames)
-    champion = tracking.current_alias_version(settings, "champion")
+    champion = tracking.current_alias_version(store, "champion")
     frame = pd.concat([frames[n] for n in names], ignore_index=True) if names else pd.DataFrame()
-    label = settings.features.label
     if champion is None:
         return GuardOutcome(names, len(frame), None, "no-champion", None, "no champion to guard yet")
     if label not in frame.columns or frame[label].isna().all():
         return GuardOutcome(names, len(frame), champion, "unjudged", champion, f"no labels ({label!r})")
-    first = judge(settings, champion, score_version(settings, champion, frame))
-    if not settings.guardrail.metrics:
+    first = judge(store, rules, champion, score_version(store, label, champion, frame))
+    if not rules.metrics:
         return GuardOutcome(
             names, len(frame), champion, "unjudged", champion, "no [guardrail] rules", [first]
         )
-    if len(frame) < settings.guardrail.min_rows:
-        why = f"{len(frame)} rows < guardrail.min_rows = {settings.guardrail.min_rows}"
+    if len(frame) < rules.min_rows:
+        why = f"{len(frame)} rows < guardrail.min_rows = {rules.min_rows}"
         return GuardOutcome(names, len(frame), champion, "unjudged", champion, why, [first])
     if first.passed:
         detail = f"v{champion} holds on every rule ({len(first.checks)} checks)"
         return GuardOutcome(names, len(frame), champion, "held", champion, detail, [first])
     broke = f"v{champion} broke {first.failures()}"
-    if settings.guardrail.policy == "review":
+    if rules.policy == "review":
         return GuardOutcome(
             names,
             len(frame),
@@ -214,28 +217,37 @@ def guard(settings: Settings, frames: dict[str, pd.DataFrame]) -> GuardOutcome:
             f"{broke}; policy review: a reviewer decides",
             [first],
         )
-    return _fall_back(settings, names, frame, champion, first, broke)
+    return _fall_back(store, promotion, rules, label, names, frame, champion, first, broke)
 
 
 def _fall_back(
-    settings: Settings, names: list[str], frame: pd.DataFrame, champion: str, first: Score, broke: str
+    store: MlflowStore,
+    promotion: PromotionConfig,
+    rules: GuardrailConfig,
+    label: str,
+    names: list[str],
+    frame: pd.DataFrame,
+    champion: str,
+    first: Score,
+    broke: str,
 ) -> GuardOutcome:
     from keel.registry.promotion import rollback
 
-    candidates, problem = attested_champions(settings)
+    candidates, problem = attested_champions(store, promotion)
     if problem:
         detail = f"{broke}; the ledger does not verify ({problem}), so nothing is restored automatically"
         return GuardOutcome(names, len(frame), champion, "review", champion, detail, [first])
     scores = [first]
     for version in (v for v in candidates if v != champion):
-        score = judge(settings, version, score_version(settings, version, frame))
+        score = judge(store, rules, version, score_version(store, label, version, frame))
         scores.append(score)
-        if not (score.passed and no_worse(settings, score, first)):
+        if not (score.passed and no_worse(rules, score, first)):
             continue
         reason = f"guardrail on {', '.join(names)}: {broke}; v{version} holds there"
         evidence = {"batches": names, "rows": len(frame), "scores": [s.to_json() for s in scores]}
         rollback(
-            settings,
+            store,
+            promotion,
             reason=reason,
             actor=ACTOR,
             to=version,
@@ -249,7 +261,7 @@ def _fall_back(
     return GuardOutcome(names, len(frame), champion, "review", champion, detail, scores)
 
 
-def log(settings: Settings, outcome: GuardOutcome) -> str | None:
+def log(store: MlflowStore, rules: GuardrailConfig, outcome: GuardOutcome) -> str | None:
     """The outcome into the model's guardrail run: metrics with a step per check, the
     outcome's JSON and the history plot. None when there was nothing scored."""
     import time
@@ -260,9 +272,9 @@ def log(settings: Settings, outcome: GuardOutcome) -> str | None:
 
     if not outcome.scores:
         return None
-    client = tracking.client(settings)
-    model = settings.mlflow.model_name
-    run_id = tracking.tagged_run(settings, "-guardrail", GUARDRAIL_RUN_TAG, model, f"guardrail of {model}")
+    client = tracking.client(store)
+    model = store.mlflow.model_name
+    run_id = tracking.tagged_run(store, "-guardrail", GUARDRAIL_RUN_TAG, model, f"guardrail of {model}")
     assert run_id is not None
     step = len(client.get_metric_history(run_id, "guardrail/rows"))
     now = int(time.time() * 1000)
@@ -273,20 +285,20 @@ def log(settings: Settings, outcome: GuardOutcome) -> str | None:
     client.log_text(run_id, json.dumps(outcome.to_json(), indent=1), f"guardrail/{step + 1:06d}.json")
     import matplotlib.pyplot as plt
 
-    figure = _history_plot(settings, client, run_id)
+    figure = _history_plot(rules, client, run_id)
     client.log_figure(run_id, figure, "guardrail/history.png")
     plt.close(figure)
     return run_id
 
 
-def _history_plot(settings: Settings, client, run_id: str):
+def _history_plot(rules: GuardrailConfig, client, run_id: str):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
-    for key, rule in settings.guardrail.metrics.items():
+    for key, rule in rules.metrics.items():
         history = sorted(
             client.get_metric_history(run_id, f"guardrail/{key.removeprefix('test/')}"), key=lambda m: m.step
         )
@@ -296,7 +308,7 @@ def _history_plot(settings: Settings, client, run_id: str):
                 ax.axhline(limit, color="tab:red", lw=0.8, ls="--")
     ax.set_xlabel("guardrail check (labelled batch)")
     ax.set_ylabel("champion's score")
-    if settings.guardrail.metrics:  # no rules, no lines: a legend of nothing only warns
+    if rules.metrics:  # no rules, no lines: a legend of nothing only warns
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -14,7 +14,7 @@ import getpass
 import os
 from dataclasses import dataclass
 
-from keel.config.settings import Settings
+from keel.config.settings import MlflowStore, PromotionConfig
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,12 @@ def _auth_status(uri: str, user: str, password: str) -> int:
         return int(exc.code)
 
 
-def current_actor(settings: Settings, claimed: str | None = None) -> Actor:
+def current_actor(store: MlflowStore, claimed: str | None = None) -> Actor:
     """The authenticated user when the tracking server can tell; else ``claimed`` or the OS user.
     A claimed name that differs from the authenticated one is refused."""
     from keel.errors import PromotionError
 
-    uri = settings.mlflow.tracking_uri
+    uri = store.mlflow.tracking_uri
     user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
     if uri.startswith(("http://", "https://")) and user:
         status = _auth_status(uri, user, os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
@@ -71,11 +71,11 @@ def current_actor(settings: Settings, claimed: str | None = None) -> Actor:
     return Actor(claimed or getpass.getuser(), False)
 
 
-def require_reviewer(settings: Settings, actor: Actor, what: str) -> None:
+def require_reviewer(promotion: PromotionConfig, actor: Actor, what: str) -> None:
     """Refuse a champion move by anyone not in ``[promotion] reviewers`` (empty: anyone)."""
     from keel.errors import PromotionError
 
-    allowed = settings.promotion.reviewers
+    allowed = promotion.reviewers
     if allowed and actor.name not in allowed:
         raise PromotionError(
             f"{actor.label()} may not {what}: only [promotion] reviewers = {allowed} may move 'champion'; "
@@ -83,11 +83,11 @@ def require_reviewer(settings: Settings, actor: Actor, what: str) -> None:
         )
 
 
-def authenticated_store(settings: Settings) -> bool:
+def authenticated_store(store: MlflowStore) -> bool:
     """Whether champion moves here carry an authenticated identity."""
     from keel.errors import PromotionError
 
     try:
-        return current_actor(settings).authenticated
+        return current_actor(store).authenticated
     except PromotionError:  # credentials the server rejects authenticate no one
         return False

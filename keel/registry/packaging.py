@@ -18,6 +18,7 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
+from keel.config.settings import MlflowStore
 from keel.registry import tracking
 
 RUNTIME = "keel.model.runtime"
@@ -97,7 +98,7 @@ def stage_code(directory: Path) -> Path:
 
 
 def log_pyfunc(
-    settings: Any,
+    store: MlflowStore,
     run_id: str,
     entry: str,
     artifacts: dict[str, str],
@@ -119,7 +120,7 @@ def log_pyfunc(
         warnings.filterwarnings("ignore", message=".*integer column")
         signature = infer_signature(example, output)
     needed = (*RUNTIME_DISTRIBUTIONS, *extra_requirements)
-    tracking.use_tracking(settings)
+    tracking.use_tracking(store)
     entry_file = _keel_root().joinpath(*RUNTIME.split(".")[1:], entry)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         return mlflow.pyfunc.log_model(

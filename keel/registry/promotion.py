@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from keel.config.settings import Settings
+from keel.config.settings import MlflowStore, PromotionConfig
 from keel.errors import PromotionError
 
 LEDGER_TAG = "keel.ledger."
@@ -80,18 +80,18 @@ def _now() -> str:
 
 
 class Registry:
-    def __init__(self, settings: Settings):
+    def __init__(self, store: MlflowStore, promotion: PromotionConfig):
         from keel.registry import tracking
 
-        self.settings = settings
-        self.name = settings.mlflow.model_name
-        self.client = tracking.client(settings)
+        self.store, self.promotion = store, promotion
+        self.name = store.mlflow.model_name
+        self.client = tracking.client(store)
         self._ledger_run: str | None = None  # found once per Registry: every append logs to it
 
     # ------------------------------------------------------------ lookups
     def check_reachable(self) -> None:
         """Fail fast, naming the setting and the address, when a tracking server is down."""
-        uri = self.settings.mlflow.tracking_uri
+        uri = self.store.mlflow.tracking_uri
         if not uri.startswith(("http://", "https://")):
             return
         import urllib.error
@@ -114,7 +114,7 @@ class Registry:
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 raise PromotionError(
-                    f"registered model '{self.name}' does not exist in {self.settings.mlflow.registry_uri}"
+                    f"registered model '{self.name}' does not exist in {self.store.mlflow.registry_uri}"
                 ) from exc
             raise
 
@@ -162,7 +162,12 @@ class Registry:
 
         if self._ledger_run is None:
             self._ledger_run = tagged_run(
-                self.settings, "-ledger", LEDGER_RUN_TAG, self.name, f"ledger of {self.name}", create
+                self.store,
+                "-ledger",
+                LEDGER_RUN_TAG,
+                self.name,
+                f"ledger of {self.name}",
+                create,
             )
         return self._ledger_run
 
@@ -216,7 +221,7 @@ class Registry:
             to_version=actual,
             reason="the champion alias was moved outside keel (e.g. the MLflow UI)",
         )
-        if not self.settings.promotion.enforce or recorded is None:
+        if not self.promotion.enforce or recorded is None:
             return entry
         self.client.set_registered_model_alias(self.name, "champion", recorded)
         return self._append(
@@ -236,7 +241,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         lock = f"{LOCK_PREFIX}{self.name}"
-        deadline = time.monotonic() + self.settings.promotion.lock_timeout_s
+        deadline = time.monotonic() + self.promotion.lock_timeout_s
         while True:
             try:
                 self.client.create_registered_model(
@@ -370,11 +375,11 @@ def verify_ledger(reg: Registry) -> Verification:
     return Verification(len(entries), chained, [p for _, p in problems], alias_problem, attested)
 
 
-def attested_champion(settings: Settings) -> tuple[str | None, str]:
+def attested_champion(store: MlflowStore, promotion: PromotionConfig) -> tuple[str | None, str]:
     """(the champion the verified ledger attests, or None; why not). With ``[promotion]
     enforce`` an out-of-band move is reverted first. What ``keel serve`` serves under enforce."""
-    reg = Registry(settings)
-    if settings.promotion.enforce and reg.alias("champion") != reg.recorded_champion():
+    reg = Registry(store, promotion)
+    if promotion.enforce and reg.alias("champion") != reg.recorded_champion():
         with reg.lock():
             reg.reconcile()
     checked = verify_ledger(reg)
@@ -385,7 +390,7 @@ def attested_champion(settings: Settings) -> tuple[str | None, str]:
     return checked.attested, ""
 
 
-def servability(settings: Settings, version: str) -> dict[str, Any]:
+def servability(store: MlflowStore, promotion: PromotionConfig, version: str) -> dict[str, Any]:
     """Fetch ``models:/<name>/<version>`` from the registry, then load it in a fresh process
     and predict on sample rows, with pickle deserialization off, as ``keel serve`` loads it.
     The fetch happens here, where the store is already open: the fresh process proves the
@@ -397,27 +402,27 @@ def servability(settings: Settings, version: str) -> dict[str, Any]:
 
     from keel.registry.servability import SAFE_LOADING, run_fresh
 
-    uri = f"models:/{settings.mlflow.model_name}/{version}"
+    uri = f"models:/{store.mlflow.model_name}/{version}"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="keel-servability-") as tmp:
         try:
-            source = Registry(settings).client.get_model_version_download_uri(
-                settings.mlflow.model_name, version
+            source = Registry(store, promotion).client.get_model_version_download_uri(
+                store.mlflow.model_name, version
             )
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=tmp, tracking_uri=settings.mlflow.tracking_uri
+                artifact_uri=source, dst_path=tmp, tracking_uri=store.mlflow.tracking_uri
             )
         except Exception as exc:  # a version whose files cannot be fetched is not servable
             return {"ok": False, "uri": uri, "error": f"{type(exc).__name__}: {exc}"[:2000]}
         env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **SAFE_LOADING}
-        result = run_fresh(local, settings.promotion.servability_rows, env, Path(tmp) / "check.log")
+        result = run_fresh(local, promotion.servability_rows, env, Path(tmp) / "check.log")
     result["uri"] = uri
     result["wall_seconds"] = round(time.perf_counter() - start, 3)
     return result
 
 
-def _require_servable(settings: Settings, version: str) -> dict[str, Any]:
-    result = servability(settings, version)
+def _require_servable(store: MlflowStore, promotion: PromotionConfig, version: str) -> dict[str, Any]:
+    result = servability(store, promotion, version)
     if not result["ok"]:
         raise PromotionError(
             f"v{version} failed the servability check (loaded from the registry "
@@ -427,7 +432,8 @@ def _require_servable(settings: Settings, version: str) -> dict[str, Any]:
 
 
 def promote(
-    settings: Settings,
+    store: MlflowStore,
+    promotion: PromotionConfig,
     version: str,
     *,
     reviewer: str,
@@ -440,13 +446,13 @@ def promote(
 
     if not reason.strip():
         raise PromotionError("a promotion needs a reason (--reason)")
-    reg = Registry(settings)
+    reg = Registry(store, promotion)
     reg.check_reachable()
     automatic = action in ("initial", "auto-promote")  # by policy: the reviewer is a label, not a claim
-    who = current_actor(settings, None if automatic else (reviewer.strip() or None))
+    who = current_actor(store, None if automatic else (reviewer.strip() or None))
     if not automatic and not who.authenticated and not reviewer.strip():
         raise PromotionError("a promotion needs a reviewer (--reviewer)")
-    require_reviewer(settings, who, f"promote v{version}")
+    require_reviewer(promotion, who, f"promote v{version}")
     reviewer = reviewer if automatic else who.name
     mv = reg.version(version)
     version = str(mv.version)
@@ -467,7 +473,7 @@ def promote(
                 f"v{version} was blessed against champion {tags.get('gate.baseline')}, but the champion "
                 f"is now {current}: the blessing is stale. Retrain/re-gate, or --force with a --reason."
             )
-        serv = _require_servable(settings, version)
+        serv = _require_servable(store, promotion, version)
         evidence = {
             "gate": gate,
             "gate_summary": (mv.tags or {}).get("gate.summary", ""),
@@ -482,7 +488,8 @@ def promote(
 
 
 def rollback(
-    settings: Settings,
+    store: MlflowStore,
+    promotion: PromotionConfig,
     *,
     reason: str,
     actor: str,
@@ -498,12 +505,12 @@ def rollback(
 
     if not reason.strip():
         raise PromotionError("a rollback needs a reason (--reason)")
-    reg = Registry(settings)
+    reg = Registry(store, promotion)
     reg.check_reachable()
     human = action == "rollback"
-    who = current_actor(settings, (actor.strip() or None) if human else None)
+    who = current_actor(store, (actor.strip() or None) if human else None)
     if human:
-        require_reviewer(settings, who, "roll back the champion")
+        require_reviewer(promotion, who, "roll back the champion")
         actor = who.name
     target = str(reg.version(to).version) if to else None
     with reg.lock():
@@ -521,7 +528,7 @@ def rollback(
                 )
         if target == current:
             raise PromotionError(f"v{target} is already the champion")
-        serv = _require_servable(settings, target)
+        serv = _require_servable(store, promotion, target)
         return reg.move_champion(
             target,
             actor=actor,
@@ -536,15 +543,15 @@ def rollback(
         )
 
 
-def status(settings: Settings) -> dict[str, Any]:
+def status(store: MlflowStore, promotion: PromotionConfig) -> dict[str, Any]:
     """champion, challenger and previous: version, metrics, data version, who promoted."""
-    reg = Registry(settings)
+    reg = Registry(store, promotion)
     reg.check_reachable()
     ledger = reg.ledger()
 
     out: dict[str, Any] = {"model": reg.name, "out_of_band": None, "ledger_problem": None, "enforced": None}
     actual, recorded = reg.alias("champion"), reg.recorded_champion()
-    if actual != recorded and settings.promotion.enforce and recorded is not None:
+    if actual != recorded and promotion.enforce and recorded is not None:
         with reg.lock():
             reverted = reg.reconcile()
         out["enforced"] = reverted.reason if reverted else None

@@ -1,4 +1,6 @@
-"""The MLflow edge: clients and experiments from settings, never from globals set at import.
+"""The MLflow edge: clients and experiments from a workspace's ``MlflowStore``
+(keel.config.settings: its stores, experiment, model name and workspace), never from globals
+set at import.
 
 Every run keel opens carries the host, PID and process start time of its process
 (``process_tags``). The first time a process opens a workspace's store, keel marks that
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keel.config.settings import Settings
+from keel.config.settings import DataStore, MlflowStore
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -47,7 +49,7 @@ _reaped: set[tuple[str, str]] = set()
 _opened: set[Path] = set()
 
 
-def client(settings: Settings) -> MlflowClient:
+def client(store: MlflowStore) -> MlflowClient:
     """A client of the workspace's tracking and registry stores.
 
     MLflow creates and migrates a sqlite store when a process first opens it, and two
@@ -58,7 +60,7 @@ def client(settings: Settings) -> MlflowClient:
     MLflow's own store cache. Server-backed stores take no lock."""
     from mlflow import MlflowClient
 
-    ml = settings.mlflow
+    ml = store.mlflow
     dbs = {db for db in map(_sqlite_path, (ml.tracking_uri, ml.registry_uri)) if db and db not in _opened}
     if not dbs:
         return MlflowClient(tracking_uri=ml.tracking_uri, registry_uri=ml.registry_uri)
@@ -90,14 +92,14 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def reap_once(settings: Settings) -> list[str]:
+def reap_once(store: MlflowStore) -> list[str]:
     """``reap_orphaned_runs`` the first time this process opens a workspace's store (the
     CLI after its pre-flight check, and the tasks that open runs); later calls do nothing."""
-    key = (settings.mlflow.tracking_uri, str(settings.workspace))
+    key = (store.mlflow.tracking_uri, str(store.workspace))
     if key in _reaped:
         return []
     _reaped.add(key)
-    return reap_orphaned_runs(settings, client(settings))
+    return reap_orphaned_runs(store, client(store))
 
 
 def _process_started(pid: int) -> float | None:
@@ -111,19 +113,19 @@ def _process_started(pid: int) -> float | None:
         return None
 
 
-def process_tags(settings: Settings) -> dict[str, str]:
+def process_tags(store: MlflowStore) -> dict[str, str]:
     """Who holds a run open: host, PID and the PID's start time (guards against PID reuse)."""
     started = _process_started(os.getpid())
     return {
         HOST_TAG: socket.gethostname(),
         PID_TAG: str(os.getpid()),
         PID_STARTED_TAG: f"{started:.3f}" if started is not None else "",
-        WORKSPACE_TAG: str(settings.workspace),
+        WORKSPACE_TAG: str(store.workspace),
     }
 
 
-def workspace_experiments(settings: Settings, c: MlflowClient) -> list[str]:
-    names = (settings.mlflow.experiment, settings.mlflow.experiment + settings.drift.experiment_suffix)
+def workspace_experiments(store: MlflowStore, c: MlflowClient) -> list[str]:
+    names = (store.mlflow.experiment, store.mlflow.experiment + store.monitoring_suffix)
     return [e.experiment_id for e in (c.get_experiment_by_name(n) for n in names) if e is not None]
 
 
@@ -136,9 +138,9 @@ def _holder_alive(tags: Mapping[str, str]) -> bool:
     return now is not None and abs(now - started) < 1.0
 
 
-def reap_orphaned_runs(settings: Settings, c: MlflowClient) -> list[str]:
+def reap_orphaned_runs(store: MlflowStore, c: MlflowClient) -> list[str]:
     """Mark this workspace's RUNNING runs whose process on this host is gone as KILLED."""
-    exp_ids = workspace_experiments(settings, c)
+    exp_ids = workspace_experiments(store, c)
     if not exp_ids:
         return []
     host = socket.gethostname()
@@ -150,7 +152,7 @@ def reap_orphaned_runs(settings: Settings, c: MlflowClient) -> list[str]:
     killed = []
     for run in runs:
         tags = run.data.tags
-        if tags.get(WORKSPACE_TAG) != str(settings.workspace) or _holder_alive(tags):
+        if tags.get(WORKSPACE_TAG) != str(store.workspace) or _holder_alive(tags):
             continue
         when = datetime.now(UTC).isoformat(timespec="seconds")
         c.set_tag(
@@ -164,15 +166,15 @@ def reap_orphaned_runs(settings: Settings, c: MlflowClient) -> list[str]:
     return killed
 
 
-def killed_runs(settings: Settings, max_results: int = 5) -> list[dict[str, str]]:
+def killed_runs(store: MlflowStore, max_results: int = 5) -> list[dict[str, str]]:
     """The newest runs of this workspace that keel marked KILLED: name, id and why."""
-    c = client(settings)
-    exp_ids = workspace_experiments(settings, c)
+    c = client(store)
+    exp_ids = workspace_experiments(store, c)
     if not exp_ids:
         return []
     runs = c.search_runs(
         exp_ids,
-        filter_string=f"attributes.status = 'KILLED' and tags.`{WORKSPACE_TAG}` = '{settings.workspace}'",
+        filter_string=f"attributes.status = 'KILLED' and tags.`{WORKSPACE_TAG}` = '{store.workspace}'",
         max_results=max_results,
         order_by=["attributes.start_time DESC"],
     )
@@ -187,23 +189,21 @@ def killed_runs(settings: Settings, max_results: int = 5) -> list[dict[str, str]
     ]
 
 
-def dataset_input(
-    settings: Settings, md5: str, rows: int, partitions: list[str], commit: str
-) -> DatasetInput:
+def dataset_input(data: DataStore, md5: str, rows: int, partitions: list[str], commit: str) -> DatasetInput:
     """The data version as an MLflow dataset input: DVC md5 as the digest, the DVC remote
     (and the git commit of data.dvc) as the source, so the runs table's Dataset column and
     MLflow's lineage show which version a run trained on."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     source = {
-        "dvc_remote": settings.dvc.remote,
-        "url": settings.dvc.remote_url,
-        "path": settings.data.dir.name,
+        "dvc_remote": data.dvc.remote,
+        "url": data.dvc.remote_url,
+        "path": data.dir.name,
         "md5": md5,
         "git_commit": commit,
     }
     dataset = Dataset(
-        name=f"{settings.data.dir.name}@{md5.removesuffix('.dir')[:10]}",
+        name=f"{data.dir.name}@{md5.removesuffix('.dir')[:10]}",
         digest=md5.removesuffix(".dir")[:36],
         source_type="dvc",
         source=json.dumps(source),
@@ -212,35 +212,53 @@ def dataset_input(
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
 
 
-def use_tracking(settings: Settings) -> None:
+def use_tracking(store: MlflowStore) -> None:
     """Point MLflow's fluent API (needed by log_model) at the workspace's store."""
     import mlflow
 
-    client(settings)  # a sqlite store is created under its lock before the fluent API opens it
+    client(store)  # a sqlite store is created under its lock before the fluent API opens it
 
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow.registry_uri)
+    mlflow.set_tracking_uri(store.mlflow.tracking_uri)
+    mlflow.set_registry_uri(store.mlflow.registry_uri)
 
 
-def ensure_experiment(settings: Settings, suffix: str = "") -> str:
+def load_pyfunc(store: MlflowStore, uri: str) -> Any:
+    """``mlflow.pyfunc.load_model(uri)`` in a keel process. MLflow puts the model's code
+    directory (keel's slim model runtime, keel.registry.packaging) first on ``sys.path``; a
+    process this one starts later (a DDP rank, Prefect's process pool) would import keel from
+    there and miss the platform. The directory moves to the end of ``sys.path``, where what
+    only the model carries is still found, behind the keel this process runs."""
+    import sys
+
+    import mlflow
+
+    use_tracking(store)
+    before = list(sys.path)
+    model = mlflow.pyfunc.load_model(uri)
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = [p for p in sys.path if p not in added] + added
+    return model
+
+
+def ensure_experiment(store: MlflowStore, suffix: str = "") -> str:
     """The training experiment, or ``<experiment><suffix>`` (``-monitoring``, ``-ledger``,
     ``-guardrail``, ``-shadow``: keel's own runs kept apart from the training runs);
     created on first use, its artifacts beside the training experiment's."""
-    c = client(settings)
-    name = settings.mlflow.experiment + suffix
+    c = client(store)
+    name = store.mlflow.experiment + suffix
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older keel: the UI guessed its kind
             c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return str(exp.experiment_id)
-    root = settings.mlflow.artifact_root
+    root = store.mlflow.artifact_root
     location = f"{root.rstrip('/')}/{name}" if root else None
     tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING}
     return str(c.create_experiment(name, artifact_location=location, tags=tags))
 
 
 def tagged_run(
-    settings: Settings,
+    store: MlflowStore,
     suffix: str,
     tag: str,
     value: str,
@@ -250,8 +268,8 @@ def tagged_run(
 ) -> str | None:
     """The one run of ``<experiment><suffix>`` tagged ``tag = value`` (a model's ledger, its
     guardrail history, a shadow pair), created finished on first use (None: absent, not created)."""
-    c = client(settings)
-    experiment_id = ensure_experiment(settings, suffix)
+    c = client(store)
+    experiment_id = ensure_experiment(store, suffix)
     runs = c.search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'", max_results=1)
     if runs:
         return str(runs[0].info.run_id)
@@ -274,22 +292,22 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)}
 
 
-def current_alias_version(settings: Settings, alias: str) -> str | None:
+def current_alias_version(store: MlflowStore, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
-    db = _sqlite_path(settings.mlflow.registry_uri)
+    db = _sqlite_path(store.mlflow.registry_uri)
     if db is not None and not db.exists():
         return None  # no registry store yet, so nothing registered: not worth creating one to ask
     try:
-        mv = client(settings).get_model_version_by_alias(settings.mlflow.model_name, alias)
+        mv = client(store).get_model_version_by_alias(store.mlflow.model_name, alias)
         return str(mv.version)
     except MlflowException as exc:
         # "no such model" / "no such alias" mean none yet; anything else (server down) is raised
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         # MLflow's basic-auth app answers 403 for a model that does not exist (yet): look it up
-        name = settings.mlflow.model_name
-        if exc.error_code == "PERMISSION_DENIED" and not client(settings).search_registered_models(
+        name = store.mlflow.model_name
+        if exc.error_code == "PERMISSION_DENIED" and not client(store).search_registered_models(
             f"name = '{name}'"
         ):
             return None

@@ -19,7 +19,7 @@ import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from keel.config.settings import Settings
+from keel.config.settings import MlflowStore, Settings
 
 log = logging.getLogger("keel.serve")
 
@@ -54,16 +54,16 @@ class LoadedModel:
         return self.model.predict(None, frame)
 
 
-def load_version(settings: Settings, version: str) -> LoadedModel:
+def load_version(store: MlflowStore, version: str) -> LoadedModel:
     """Load ``models:/<name>/<version>`` and prove it predicts on its input example."""
     import mlflow
     from mlflow.models import Model
 
     from keel.registry import tracking
 
-    tracking.use_tracking(settings)
-    local = mlflow.artifacts.download_artifacts(f"models:/{settings.mlflow.model_name}/{version}")
-    pyfunc = mlflow.pyfunc.load_model(local)
+    tracking.use_tracking(store)
+    local = mlflow.artifacts.download_artifacts(f"models:/{store.mlflow.model_name}/{version}")
+    pyfunc = tracking.load_pyfunc(store, local)
     schema = pyfunc.metadata.get_input_schema()
     columns = {c.name: str(c.type.name if hasattr(c.type, "name") else c.type) for c in schema.inputs}
     required = frozenset(c.name for c in schema.inputs if c.required)
@@ -93,7 +93,7 @@ def load_version(settings: Settings, version: str) -> LoadedModel:
             f"v{version} predicted {len(out)} rows with columns {list(out.columns)} for its input "
             f"example; its signature says {list(outputs)}"
         )
-    mv = tracking.client(settings).get_model_version(settings.mlflow.model_name, str(version))
+    mv = tracking.client(store).get_model_version(store.mlflow.model_name, str(version))
     return LoadedModel(**{**loaded.__dict__, "data_version": (mv.tags or {}).get("data_version", "")})
 
 
@@ -198,17 +198,19 @@ class AliasWatcher(threading.Thread):
         from keel.registry import tracking
 
         if not self.settings.promotion.enforce:
-            return tracking.current_alias_version(self.settings, "champion")
+            return tracking.current_alias_version(self.settings.mlflow_store, "champion")
         from keel.registry.promotion import LEDGER_TAG, attested_champion
 
-        model = tracking.client(self.settings).get_registered_model(self.settings.mlflow.model_name)
+        model = tracking.client(self.settings.mlflow_store).get_registered_model(
+            self.settings.mlflow.model_name
+        )
         seen = (
             str((model.aliases or {}).get("champion")),
             sum(k.startswith(LEDGER_TAG) for k in model.tags or {}),
         )
         if seen == self._seen:  # neither the alias nor the ledger changed: nothing to verify
             return self.holder.current.version
-        version, why = attested_champion(self.settings)
+        version, why = attested_champion(self.settings.mlflow_store, self.settings.promotion)
         self._seen = seen if version else None
         if version is None:
             raise RuntimeError(f"not swapping: {why}")
@@ -218,12 +220,12 @@ class AliasWatcher(threading.Thread):
         """Shadow scoring: load the version @challenger points at, when it changes."""
         from keel.registry import tracking
 
-        version = tracking.current_alias_version(self.settings, "challenger")
+        version = tracking.current_alias_version(self.settings.mlflow_store, "challenger")
         current = self.shadow.challenger
         if version is None or (current is not None and current.version == version) or version in self.failed:
             return
         try:
-            self.shadow.set_challenger(load_version(self.settings, version))
+            self.shadow.set_challenger(load_version(self.settings.mlflow_store, version))
             log.warning("shadow: scoring challenger v%s beside the champion", version)
         except Exception as exc:
             self.failed[version] = f"{type(exc).__name__}: {exc}"
@@ -244,7 +246,7 @@ class AliasWatcher(threading.Thread):
             if version is None or version == self.holder.current.version or version in self.failed:
                 continue
             try:
-                loaded = load_version(self.settings, version)
+                loaded = load_version(self.settings.mlflow_store, version)
             except Exception as exc:
                 self.failed[version] = f"{type(exc).__name__}: {exc}"
                 self.holder.last_error = (

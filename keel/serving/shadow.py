@@ -157,9 +157,9 @@ def log_pair(settings: Settings, pair: PairStats, values: dict[str, float]) -> s
     key = f"{settings.mlflow.model_name}:v{pair.champion}:v{pair.challenger}"
     name = f"shadow v{pair.challenger} beside champion v{pair.champion}"
     tags = {"champion": pair.champion, "challenger": pair.challenger}
-    run_id = tracking.tagged_run(settings, "-shadow", SHADOW_RUN_TAG, key, name, tags=tags)
+    run_id = tracking.tagged_run(settings.mlflow_store, "-shadow", SHADOW_RUN_TAG, key, name, tags=tags)
     assert run_id is not None
-    client = tracking.client(settings)
+    client = tracking.client(settings.mlflow_store)
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, pair.requests) for k, v in sorted(values.items())])
     return str(run_id)

@@ -23,14 +23,21 @@ def _md5(path):
 
 
 def test_batches_are_built_in_memory_then_committed_as_deterministic_files(workspace):
-    batches = build_batches.fn(workspace, ["2013-01", "2013-02"], {})
+    batches = build_batches.fn(
+        workspace.workload, workspace.data_store, workspace.data.sample_rows, ["2013-01", "2013-02"], {}
+    )
     assert [b.name for b in batches] == ["2013-01", "2013-02"]
     assert all(len(b.frame) == workspace.data.sample_rows for b in batches)
     assert not workspace.data.dir.exists()  # building writes nothing
-    commit_batches.fn(workspace, batches)
+    commit_batches.fn(workspace.data_store, batches)
     first = workspace.data.dir / "2013-01.parquet"
     digest = _md5(first)
-    commit_batches.fn(workspace, build_batches.fn(workspace, ["2013-01"], {}))
+    commit_batches.fn(
+        workspace.data_store,
+        build_batches.fn(
+            workspace.workload, workspace.data_store, workspace.data.sample_rows, ["2013-01"], {}
+        ),
+    )
     assert _md5(first) == digest
     frame = pd.read_parquet(first)
     assert list(frame.columns) == ds.COLUMNS and set(frame["month"]) == {1}
@@ -51,7 +58,12 @@ def test_commit_adds_pushes_and_records_the_version(workspace):
     import json
     from pathlib import Path
 
-    version = commit_batches.fn(workspace, build_batches.fn(workspace, ["2013-01"], {}))
+    version = commit_batches.fn(
+        workspace.data_store,
+        build_batches.fn(
+            workspace.workload, workspace.data_store, workspace.data.sample_rows, ["2013-01"], {}
+        ),
+    )
     assert version == read_data_version(workspace.dvc_file)
     assert version.md5.endswith(".dir") and version.files == 1
     objects = {p.parent.name + p.name for p in Path(workspace.dvc.remote_url).rglob("*") if p.is_file()}
@@ -67,7 +79,9 @@ def test_validate_batches_checks_a_batch_alone(workspace, month_frame, tmp_path)
     bad = month_frame.assign(carrier="ZZ")
     path = tmp_path / "bad-batch.parquet"
     bad.to_parquet(path)
-    batches = build_batches.fn(workspace, ["2013-01"], {"bad-batch": path})
+    batches = build_batches.fn(
+        workspace.workload, workspace.data_store, workspace.data.sample_rows, ["2013-01"], {"bad-batch": path}
+    )
     report = validate_batches.fn(workspace, batches)
     assert not report.success
     assert {f.file for f in report.failures} == {str(path)}  # names the user's file
@@ -75,7 +89,7 @@ def test_validate_batches_checks_a_batch_alone(workspace, month_frame, tmp_path)
 
 
 def test_resolve_dataset_reports_partitions_and_rows(ingested):
-    ref = resolve_dataset.fn(ingested)
+    ref = resolve_dataset.fn(ingested.data_store)
     assert ref.partition_names == ["2013-01", "2013-02"]
     assert ref.rows == 2 * ingested.data.sample_rows
     assert ref.version == read_data_version(ingested.dvc_file)
@@ -85,7 +99,7 @@ def test_resolve_dataset_pulls_a_missing_data_dir_from_the_remote(ingested):
     import shutil
 
     shutil.rmtree(ingested.data.dir)
-    ref = resolve_dataset.fn(ingested)
+    ref = resolve_dataset.fn(ingested.data_store)
     assert ref.rows == 2 * ingested.data.sample_rows
 
 
@@ -93,16 +107,16 @@ def test_resolve_dataset_refuses_unrecorded_changes(ingested):
     path = ingested.data.dir / "2013-01.parquet"
     partitions.write_partition(pd.read_parquet(path).head(100), path)
     with pytest.raises(DataVersionError, match=r"differs from data\.dvc"):
-        resolve_dataset.fn(ingested)
+        resolve_dataset.fn(ingested.data_store)
 
 
 def test_resolve_dataset_without_any_version(workspace):
     with pytest.raises(DataVersionError, match="no dataset version yet"):
-        resolve_dataset.fn(workspace)
+        resolve_dataset.fn(workspace.data_store)
 
 
 def test_validate_data_passes_and_keeps_the_report(ingested):
-    report = validate_data.fn(ingested, resolve_dataset.fn(ingested))
+    report = validate_data.fn(ingested, resolve_dataset.fn(ingested.data_store))
     assert report.success and report.status == "passed"
     assert report.evaluated == 2 * 59
     assert all(p.exists() for p in report.paths)
@@ -111,8 +125,8 @@ def test_validate_data_passes_and_keeps_the_report(ingested):
 
 def test_load_splits_are_disjoint_and_stable(ingested):
     ingested = ingested.with_overrides({"split.holdout": "random"})
-    ref = resolve_dataset.fn(ingested)
-    splits = load_splits.fn(ingested, ref)
+    ref = resolve_dataset.fn(ingested.data_store)
+    splits = load_splits.fn(ingested.workload, ingested.split, ref)
     assert splits.holdout.scheme == "random" and splits.refit is None
     sizes = splits.sizes()
     assert sum(sizes.values()) == ref.rows
@@ -130,10 +144,10 @@ def test_load_splits_are_disjoint_and_stable(ingested):
 
 
 def test_newest_holdout_trains_on_older_batches_gates_on_the_newest_and_refits_on_all(ingested):
-    ref = resolve_dataset.fn(ingested)
+    ref = resolve_dataset.fn(ingested.data_store)
     assert ingested.split.holdout == "newest" and not ingested.split.refit  # the defaults
     ingested = ingested.with_overrides({"split.refit": True})
-    splits = load_splits.fn(ingested, ref)
+    splits = load_splits.fn(ingested.workload, ingested.split, ref)
     assert splits.holdout.scheme == "newest" and splits.holdout.batches == ("2013-02",)
     assert (
         splits.holdout.rows
@@ -152,12 +166,19 @@ def test_newest_holdout_trains_on_older_batches_gates_on_the_newest_and_refits_o
     refit_val = set(map(tuple, val_all[ds.KEY_COLUMNS].to_numpy().tolist()))
     assert older_val <= refit_val and refit_val - older_val  # plus the newest batch's val rows
     # no refit asked: none prepared
-    assert load_splits.fn(ingested.with_overrides({"split.refit": False}), ref).refit is None
+    assert (
+        load_splits.fn(
+            ingested.with_overrides({"split.refit": False}).workload,
+            ingested.with_overrides({"split.refit": False}).split,
+            ref,
+        ).refit
+        is None
+    )
     # one batch: the random split of it, and the holdout says why
-    from tasks.data import make_splits
+    from keel.data.partitions import make_splits
 
     jan = {"2013-01": partitions.read_partition(ingested.data.dir / "2013-01.parquet")}
-    one = make_splits(ingested, jan, ds.KEY_COLUMNS)
+    one = make_splits(ingested.split, jan, ds.KEY_COLUMNS)
     assert one.holdout.scheme == "random" and "one batch only" in one.holdout.note and one.refit is None
 
 

@@ -18,12 +18,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def trained(ingested):
-    dataset = resolve_dataset.fn(ingested)
+    dataset = resolve_dataset.fn(ingested.data_store)
     validation = validate_data.fn(ingested, dataset)
-    splits = load_splits.fn(ingested, dataset)
+    splits = load_splits.fn(ingested.workload, ingested.split, dataset)
     run_id = start_run.fn(ingested, dataset, validation, splits)
-    model = train_model.fn(ingested, splits, run_id)
-    evaluation = evaluate_model.fn(ingested, model, splits)
+    model = train_model.fn(
+        ingested.workload, ingested.features, ingested.train, ingested.mlflow_store, splits, run_id
+    )
+    evaluation = evaluate_model.fn(ingested.features, model, splits)
     return dict(
         settings=ingested,
         dataset=dataset,
@@ -38,7 +40,7 @@ def trained(ingested):
 def _client(settings):
     from keel.registry.tracking import client
 
-    return client(settings)
+    return client(settings.mlflow_store)
 
 
 def test_start_run_records_data_version_config_and_commit(trained):
@@ -85,7 +87,7 @@ def test_evaluate_and_log_evaluation(trained):
         assert 0 <= ev.metrics[f"test/{key}"] < 10
     assert ev.metrics["test/rows"] == len(trained["splits"].test)
     assert set(ev.slices["slice"]) == {"origin", "carrier"}
-    paths = log_evaluation.fn(s, ev, run_id)
+    paths = log_evaluation.fn(s.mlflow_store, ev, run_id)
     c = _client(s)
     logged = {a.path for a in c.list_artifacts(run_id, "evaluation/plots")}
     assert logged == {
@@ -119,7 +121,9 @@ def test_register_sets_challenger_only(trained):
     assert str(c.get_model_version_by_alias(s.mlflow.model_name, "challenger").version) == second.version
     with pytest.raises(MlflowException, match="champion"):
         c.get_model_version_by_alias(s.mlflow.model_name, "champion")  # promotion is the policy's job
-    end_run.fn(s, trained["run_id"])
+    end_run.fn(s.mlflow_store, trained["run_id"])
     assert c.get_run(trained["run_id"]).info.status == "FINISHED"
-    md = summary_markdown(s, trained["dataset"], trained["validation"], trained["evaluation"], second)
+    md = summary_markdown(
+        s.mlflow_store, trained["dataset"], trained["validation"], trained["evaluation"], second
+    )
     assert f"v{second.version}" in md and trained["dataset"].version.md5 in md and "test/f1" in md

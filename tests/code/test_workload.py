@@ -112,10 +112,14 @@ def test_the_ingest_and_schedule_tasks_take_batches_from_the_workload(workspace,
     from tasks.retrain import pending_months
 
     settings = workspace.with_overrides({"workload.target": tiny_target})
-    batches = build_batches.fn(settings, ["w1", "w2"], {})
+    batches = build_batches.fn(
+        settings.workload, settings.data_store, settings.data.sample_rows, ["w1", "w2"], {}
+    )
     assert [b.name for b in batches] == ["w1", "w2"]
     assert list(batches[1].frame["week"].unique()) == ["w2"]
-    assert pending_months.fn(settings, None, None) == ["w1"]  # nothing ingested yet
+    assert pending_months.fn(settings.workload, settings.data_store, None, None) == [
+        "w1"
+    ]  # nothing ingested yet
 
 
 def test_the_split_hashes_the_workloads_key_and_names_a_missing_column():

@@ -25,7 +25,7 @@ def test_compress_auto_registers_a_servable_variant_through_the_same_policy(synt
     ingest_flow(settings, ["b01"])
     trained = train_flow(settings)
     assert (trained.version, trained.variant) == ("1", "2"), trained
-    c = client(settings)
+    c = client(settings.mlflow_store)
     variant = c.get_model_version(settings.mlflow.model_name, "2")
     assert variant.tags["derived_from"] == "1" and variant.tags["compression"] == "onnx-int8"
     assert variant.tags["gate.status"] == "blessed", variant.tags.get("gate.summary")
@@ -37,7 +37,7 @@ def test_compress_auto_registers_a_servable_variant_through_the_same_policy(synt
         parity["sizes"]["variant"] / parity["sizes"]["source"]
     )
     # policy auto: the blessed variant became champion, through the servability check
-    assert current_alias_version(settings, "champion") == "2"
+    assert current_alias_version(settings.mlflow_store, "champion") == "2"
     assert trained.variant_decision == "promoted to champion"
 
     workload = load_workload(settings)
@@ -50,5 +50,5 @@ def test_compress_auto_registers_a_servable_variant_through_the_same_policy(synt
     assert (a[label] == b[label]).mean() >= 0.95
 
     # one command back to the source
-    rollback(settings, reason="variant rolled back in a test", actor="tests")
-    assert current_alias_version(settings, "champion") == "1"
+    rollback(settings.mlflow_store, settings.promotion, reason="variant rolled back in a test", actor="tests")
+    assert current_alias_version(settings.mlflow_store, "champion") == "1"

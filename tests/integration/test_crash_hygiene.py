@@ -24,7 +24,9 @@ def _cli(settings, *args, env=None, **kw):
 
 
 def _running_runs(settings):
-    c = tracking.client(settings)  # no reaping from the test's side; the store opens under its lock
+    c = tracking.client(
+        settings.mlflow_store
+    )  # no reaping from the test's side; the store opens under its lock
     exp = c.get_experiment_by_name(settings.mlflow.experiment)
     if exp is None:
         return []
@@ -70,7 +72,7 @@ def test_sigkill_mid_training_leaves_no_prefect_server_and_the_run_is_marked_kil
     out, err = status.communicate(timeout=300)
     # no model was ever registered: status says so (exit 1), after the killed run
     assert status.returncode == 1 and "registered model 'flight-delay' does not exist" in err, err
-    c = tracking.client(ingested)
+    c = tracking.client(ingested.mlflow_store)
     marked = c.get_run(run.info.run_id)
     assert marked.info.status == "KILLED"
     reason = marked.data.tags[tracking.KILLED_TAG]
@@ -82,11 +84,11 @@ def test_sigkill_mid_training_leaves_no_prefect_server_and_the_run_is_marked_kil
 def test_a_run_is_marked_killed_only_when_its_process_on_this_host_is_gone(synthetic):
     from mlflow import MlflowClient
 
-    exp_id = tracking.ensure_experiment(synthetic)
+    exp_id = tracking.ensure_experiment(synthetic.mlflow_store)
     raw = MlflowClient(tracking_uri=synthetic.mlflow.tracking_uri)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    mine = tracking.process_tags(synthetic)
+    mine = tracking.process_tags(synthetic.mlflow_store)
     dead = {**mine, tracking.PID_TAG: str(gone.pid)}
     reused = {**mine, tracking.PID_STARTED_TAG: "1.0"}  # this PID, but not the process that opened it
     other_host = {**dead, tracking.HOST_TAG: "another-machine"}
@@ -103,7 +105,7 @@ def test_a_run_is_marked_killed_only_when_its_process_on_this_host_is_gone(synth
         }.items()
     }
 
-    killed = tracking.reap_orphaned_runs(synthetic, raw)
+    killed = tracking.reap_orphaned_runs(synthetic.mlflow_store, raw)
     assert sorted(killed) == sorted([runs["dead"], runs["reused"]])
     status = {name: raw.get_run(run_id).info.status for name, run_id in runs.items()}
     assert status == {
@@ -114,7 +116,7 @@ def test_a_run_is_marked_killed_only_when_its_process_on_this_host_is_gone(synth
         "other-ws": "RUNNING",
         "untagged": "RUNNING",
     }
-    assert [r["run_name"] for r in tracking.killed_runs(synthetic)] == ["reused", "dead"]
+    assert [r["run_name"] for r in tracking.killed_runs(synthetic.mlflow_store)] == ["reused", "dead"]
 
 
 def test_lineage_reports_a_missing_version_as_not_found_and_a_dead_server_as_an_error(synthetic, monkeypatch):
@@ -123,9 +125,9 @@ def test_lineage_reports_a_missing_version_as_not_found_and_a_dead_server_as_an_
     from keel.errors import NotFoundError, is_transient
     from tasks.lineage import load_lineage
 
-    tracking.ensure_experiment(synthetic)
+    tracking.ensure_experiment(synthetic.mlflow_store)
     with pytest.raises(NotFoundError, match="has no version '9'"):
-        load_lineage.fn(synthetic, "9")
+        load_lineage.fn(synthetic.mlflow_store, synthetic.data_store, "9")
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -134,6 +136,6 @@ def test_lineage_reports_a_missing_version_as_not_found_and_a_dead_server_as_an_
     url = f"http://127.0.0.1:{port}"
     down = synthetic.with_overrides({"mlflow.tracking_uri": url, "mlflow.registry_uri": url})
     with pytest.raises(MlflowException) as err:
-        load_lineage.fn(down, "1")
+        load_lineage.fn(down.mlflow_store, down.data_store, "1")
     assert not isinstance(err.value, NotFoundError) and "no version" not in str(err.value)
     assert is_transient(err.value)

@@ -98,8 +98,8 @@ CONCURRENT = textwrap.dedent(
     from keel.config.settings import load_settings
     from tasks.data import build_batches, commit_batches
     s = load_settings(sys.argv[1], profile="test", environ={})
-    batches = build_batches.fn(s, [sys.argv[2]], {})
-    print(commit_batches.fn(s, batches).md5)
+    batches = build_batches.fn(s.workload, s.data_store, s.data.sample_rows, [sys.argv[2]], {})
+    print(commit_batches.fn(s.data_store, batches).md5)
     """
 )
 
@@ -151,8 +151,8 @@ def test_a_workspace_below_its_repositorys_top_commits_and_replays_by_its_prefix
         ["git", "show", "--name-only", "--format=%s", "HEAD"], cwd=mono, capture_output=True, text=True
     ).stdout.split()
     assert shown[-2:] == ["ml/data-versions.jsonl", "ml/data.dvc"]
-    commit = data_commit(settings, version.md5)
+    commit = data_commit(settings.data_store, version.md5)
     assert commit == _git(settings, "rev-parse", "HEAD")
-    root = materialise(settings, settings.dvc_file.read_text(), tmp_path / "scratch", commit)
+    root = materialise(settings.data_store, settings.dvc_file.read_text(), tmp_path / "scratch", commit)
     assert root.name == "ml" and read_data_version(root / "data.dvc").md5 == version.md5
     assert (root / "data" / "b01.parquet").read_bytes() == (settings.data.dir / "b01.parquet").read_bytes()

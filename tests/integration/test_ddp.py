@@ -17,13 +17,13 @@ def test_ddp_on_two_cpu_processes_registers_the_same_model_format(ingested):
     s = ingested.with_overrides({"train.max_epochs": 2, "train.limit_train_batches": 1.0})
     single = train_flow(s)
     ddp = train_flow(s.with_overrides({"train.strategy": "ddp", "train.devices": 2}))
-    c = client(s)
+    c = client(s.mlflow_store)
     m1, m2 = (c.get_run(v.run_id).data.metrics for v in (single, ddp))
     for metric in ("test/roc_auc", "test/f1"):
         assert abs(m1[metric] - m2[metric]) <= TOLERANCE, (metric, m1[metric], m2[metric])
     assert m2["train/epochs_run"] == 2 and c.get_run(ddp.run_id).data.params["train.strategy"] == "ddp"
 
-    use_tracking(s)
+    use_tracking(s.mlflow_store)
     a, b = (mlflow.pyfunc.load_model(f"models:/{s.mlflow.model_name}/{v.version}") for v in (single, ddp))
     assert a.metadata.flavors.keys() == b.metadata.flavors.keys()
     assert a.metadata.get_input_schema() == b.metadata.get_input_schema()
@@ -79,7 +79,7 @@ def test_torchrun_starts_two_ranks_and_only_rank_0_logs_and_registers(ingested):
         "rank 1: trained as a DDP worker" in proc.stdout
         and "registered models:/flight-delay/1" in proc.stdout
     )
-    c = client(s)
+    c = client(s.mlflow_store)
     runs = c.search_runs([c.get_experiment_by_name(s.mlflow.experiment).experiment_id])
     assert len(runs) == 1 and len(c.search_model_versions(f"name='{s.mlflow.model_name}'")) == 1
     params = runs[0].data.params

@@ -20,7 +20,7 @@ def test_shifted_batch_drifts_unshifted_does_not_and_scores_are_logged(ws, tmp_p
     shifted = drift_flow(ws, [], {"heatwave": path})
     assert shifted.drifted and shifted.share >= ws.drift.share_threshold
     assert {f.feature for f in shifted.features if f.drifted} == {"x1", "x3"}
-    c = client(ws)
+    c = client(ws.mlflow_store)
     exp = c.get_experiment_by_name(ws.mlflow.experiment + ws.drift.experiment_suffix)
     runs = c.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
     assert [r.data.tags["drifted"] for r in runs] == ["false", "true"]

@@ -25,7 +25,7 @@ def test_token_classification_end_to_end_with_its_onnx_variant(tmp_path, matches
     settings = load_settings(ws, profile="test", environ={}).with_overrides({"compress.latency_rounds": 3})
     ingest_flow(settings, load_workload(settings).demo_batches())
     registered = train_flow(settings)
-    c = client(settings)
+    c = client(settings.mlflow_store)
     metrics = c.get_run(registered.run_id).data.metrics
     for name in ("test/entity_f1", "test/entity_precision", "test/entity_recall", "test/token_accuracy"):
         assert 0.0 <= metrics[name] <= 1.0, (name, metrics)

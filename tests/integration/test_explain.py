@@ -43,7 +43,7 @@ def test_every_training_logs_what_the_model_relies_on_and_noise_ranks_last(noisy
     s = noisy
     ingest_flow(s, ["b01", "b02"])
     v1 = train_flow(s)
-    c = client(s)
+    c = client(s.mlflow_store)
     names = {f.path for f in c.list_artifacts(v1.run_id, "explain")}
     assert names == {"explain/importance.csv", "explain/importance.png", "explain/method.json"}
     meta = json.loads(Path(c.download_artifacts(v1.run_id, "explain/method.json")).read_text())
@@ -63,7 +63,7 @@ def test_every_training_logs_what_the_model_relies_on_and_noise_ranks_last(noisy
     assert x1_row.endswith("| 1 |")  # v1 ranked x1 first too
 
     # POST /explain: per record, beside the predictions; validated like /predict
-    app = create_app(s, ModelHolder(load_version(s, v1.version)))
+    app = create_app(s, ModelHolder(load_version(s.mlflow_store, v1.version)))
     rows = pd.read_parquet(s.data.dir / "b02.parquet").drop(columns=["target", "id"]).head(3)
     with TestClient(app) as http:
         ok = http.post("/explain", json={"records": json.loads(rows.to_json(orient="records"))})

@@ -27,7 +27,7 @@ def stream(tmp_path):
 def _gate(s, run_id: str) -> dict:
     from keel.registry.tracking import client
 
-    return json.loads(Path(client(s).download_artifacts(run_id, "gate/gate.json")).read_text())
+    return json.loads(Path(client(s.mlflow_store).download_artifacts(run_id, "gate/gate.json")).read_text())
 
 
 def test_the_gate_compares_on_the_newest_batch_and_only_a_blessed_model_is_refit_on_all(stream):
@@ -46,7 +46,7 @@ def test_the_gate_compares_on_the_newest_batch_and_only_a_blessed_model_is_refit
         "note": "",
         "champion_trained_on_it": False,
     }
-    c = client(s)
+    c = client(s.mlflow_store)
     run = c.get_run(v1.run_id)
     # the gated fit saw b01 + b02 only (its val share included); the refit saw every batch
     assert int(run.data.params["data.rows_test"]) == 800

@@ -85,15 +85,15 @@ def test_a_breach_on_a_real_month_is_held_for_review_or_rolled_back_and_served(w
         )
         assert review.returncode == 1, review.stdout + review.stderr
         assert "guardrail breached on 2013-03" in review.stderr and "test/roc_auc >= 0.55" in review.stderr
-        assert Registry(s).alias("champion") == "2"
+        assert Registry(s.mlflow_store, s.promotion).alias("champion") == "2"
 
         # policy auto: v2 breaks the rule, v1 (attested by the ledger) holds: rolled back
-        ledger_before = len(Registry(s).ledger())
+        ledger_before = len(Registry(s.mlflow_store, s.promotion).ledger())
         out = guard_flow(s.with_overrides({"guardrail.metrics": RULE}), ["2013-03"])
         assert out.status == "rolled-back" and (out.champion, out.champion_after) == ("2", "1")
         assert [(sc.version, sc.passed) for sc in out.scores] == [("2", False), ("1", True)]
         assert out.scores[0].metrics["test/roc_auc"] < 0.55 <= out.scores[1].metrics["test/roc_auc"]
-        reg = Registry(s)
+        reg = Registry(s.mlflow_store, s.promotion)
         entry = reg.ledger()[-1]
         assert len(reg.ledger()) == ledger_before + 1
         assert (entry.action, entry.actor, entry.from_version, entry.to_version) == (
@@ -115,7 +115,7 @@ def test_a_breach_on_a_real_month_is_held_for_review_or_rolled_back_and_served(w
         server.wait(timeout=30)
 
     # the scores are logged every time, as a history, with a plot; the month was not ingested
-    c = client(s)
+    c = client(s.mlflow_store)
     exp = c.get_experiment_by_name(f"{s.mlflow.experiment}-guardrail")
     (run,) = c.search_runs([exp.experiment_id])
     history = c.get_metric_history(run.info.run_id, "guardrail/roc_auc")

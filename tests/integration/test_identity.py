@@ -51,24 +51,27 @@ def test_on_an_authenticated_server_only_a_listed_reviewer_moves_the_champion(
     assert v1.version == "1" and "champion" not in v1.aliases
     assert v1.decision.startswith("blocked") and "trainer may not promote v1" in v1.decision
     with pytest.raises(PromotionError, match="authenticated you as 'trainer', not 'alice'"):
-        promote(s, "1", reviewer="alice", reason="claims to be alice")
+        promote(s.mlflow_store, s.promotion, "1", reviewer="alice", reason="claims to be alice")
     with pytest.raises(PromotionError, match=r"trainer may not promote v1.*reviewers = \['alice'\]"):
-        promote(s, "1", reviewer="", reason="a trainer promoting")
-    assert Registry(s).alias("champion") is None
+        promote(s.mlflow_store, s.promotion, "1", reviewer="", reason="a trainer promoting")
+    assert Registry(s.mlflow_store, s.promotion).alias("champion") is None
 
     _as(monkeypatch, "alice", "wrong")
     with pytest.raises(PromotionError, match="rejected the credentials of 'alice'"):
-        promote(s, "1", reviewer="", reason="bad password")
+        promote(s.mlflow_store, s.promotion, "1", reviewer="", reason="bad password")
 
     # alice, authenticated, promotes; the ledger names her and says she was authenticated
     _as(monkeypatch, "alice", "alice-password-1")
-    entry = promote(s, "1", reviewer="", reason="reviewed the diff card")
+    entry = promote(s.mlflow_store, s.promotion, "1", reviewer="", reason="reviewed the diff card")
     assert entry.actor == "alice" and entry.evidence["identity"] == {"user": "alice", "authenticated": True}
 
     _as(monkeypatch, "trainer", "trainer-password-1")  # nor may the trainer roll back
     with pytest.raises(PromotionError, match="trainer may not roll back"):
-        rollback(s, reason="trainer", actor="")
-    assert Registry(s).alias("champion") == "1" and verify_ledger(Registry(s)).ok
+        rollback(s.mlflow_store, s.promotion, reason="trainer", actor="")
+    assert (
+        Registry(s.mlflow_store, s.promotion).alias("champion") == "1"
+        and verify_ledger(Registry(s.mlflow_store, s.promotion)).ok
+    )
 
     proc = subprocess.run(
         [sys.executable, "-m", "keel.cli", "-w", str(s.workspace), "-p", "test", "history"],
@@ -86,16 +89,18 @@ def test_on_an_authenticated_server_only_a_listed_reviewer_moves_the_champion(
 def test_an_out_of_band_move_is_reverted_under_enforce_and_only_the_attested_champion_serves(ws):
     from keel.registry.promotion import Registry, attested_champion, status, verify_ledger
 
-    reg = Registry(ws)
+    reg = Registry(ws.mlflow_store, ws.promotion)
     assert reg.alias("champion") == "1"
     reg.client.set_registered_model_alias(reg.name, "champion", "3")  # the MLflow UI/API, not keel
 
     # without enforce: reported, the alias stays where it was put, and the ledger attests v1 only
-    assert attested_champion(ws) == ("1", "") and reg.alias("champion") == "3"
-    assert status(ws)["out_of_band"] == "champion is v3 but keel's ledger last set v1"
+    assert attested_champion(ws.mlflow_store, ws.promotion) == ("1", "") and reg.alias("champion") == "3"
+    assert (
+        status(ws.mlflow_store, ws.promotion)["out_of_band"] == "champion is v3 but keel's ledger last set v1"
+    )
 
     enforced = ws.with_overrides({"promotion.enforce": True})
-    state = status(enforced)
+    state = status(enforced.mlflow_store, enforced.promotion)
     assert "moved back to v1" in state["enforced"] and state["out_of_band"] is None
     assert reg.alias("champion") == "1"
     last_two = reg.ledger()[-2:]
@@ -103,8 +108,11 @@ def test_an_out_of_band_move_is_reverted_under_enforce_and_only_the_attested_cha
         ("out-of-band", "1", "3"),
         ("enforce-revert", "3", "1"),
     ]
-    assert verify_ledger(reg).ok and attested_champion(enforced) == ("1", "")
+    assert verify_ledger(reg).ok and attested_champion(enforced.mlflow_store, enforced.promotion) == ("1", "")
 
     # keel serve under enforce starts on the attested champion, not on an alias moved again
     reg.client.set_registered_model_alias(reg.name, "champion", "2")
-    assert attested_champion(enforced) == ("1", "") and reg.alias("champion") == "1"
+    assert (
+        attested_champion(enforced.mlflow_store, enforced.promotion) == ("1", "")
+        and reg.alias("champion") == "1"
+    )

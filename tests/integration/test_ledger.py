@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def ledger(synthetic):
     """A registered model with v1..v3 and three champion moves in its ledger (no training:
     the ledger does not care what the versions hold)."""
-    reg = Registry(synthetic)
+    reg = Registry(synthetic.mlflow_store, synthetic.promotion)
     reg.client.create_registered_model(reg.name)
     for _ in range(3):
         reg.client.create_model_version(reg.name, source=str(synthetic.workspace / "no-model"))
@@ -54,14 +54,14 @@ def _verify_cli(settings):
     )
 
 
-def test_an_intact_ledger_verifies_and_each_entry_chains_to_the_one_before(ledger):
+def test_an_intact_ledger_verifies_and_each_entry_chains_to_the_one_before(ledger, synthetic):
     checked = verify_ledger(ledger)
     assert checked.ok and checked.entries == checked.chained == 3, checked.problems
     entries = ledger.ledger()
     assert entries[0].prev == "genesis" and entries[1].prev == entries[0].hash != ""
     copies = ledger.anchored()
     assert sorted(copies) == [1, 2, 3] and json.loads(copies[2]) == _tag(ledger, 2)
-    proc = _verify_cli(ledger.settings)
+    proc = _verify_cli(synthetic)
     assert proc.returncode == 0, proc.stderr
     assert (
         "ledger verified: 3 entries" in proc.stdout
@@ -69,12 +69,12 @@ def test_an_intact_ledger_verifies_and_each_entry_chains_to_the_one_before(ledge
     )
 
 
-def test_an_edited_entry_is_named(ledger):
+def test_an_edited_entry_is_named(ledger, synthetic):
     edited = {**_tag(ledger, 2), "reason": "nothing to see here"}
     ledger.client.set_registered_model_tag(ledger.name, f"{LEDGER_TAG}000002", json.dumps(edited))
     checked = verify_ledger(ledger)
     assert checked.problems[0] == "entry #2 was edited: its content no longer matches its hash"
-    proc = _verify_cli(ledger.settings)
+    proc = _verify_cli(synthetic)
     assert proc.returncode == 1 and "entry #2 was edited" in proc.stderr
     # the editor who also fixes the hash breaks the link to the next entry and the anchored copy
     from keel.registry.promotion import LedgerEntry, digest
@@ -102,7 +102,7 @@ def test_reordered_entries_are_named(ledger):
     assert verify_ledger(ledger).problems[0] == "entry #2 holds entry #3's content (reordered or edited)"
 
 
-def test_a_champion_moved_outside_keel_fails_verification_and_status_warns(ledger):
+def test_a_champion_moved_outside_keel_fails_verification_and_status_warns(ledger, synthetic):
     ledger.client.set_registered_model_alias(ledger.name, "champion", "1")
     assert verify_ledger(ledger).problems == ["the champion alias is v1, but the ledger's last move set v3"]
     # an entry slipped in as a tag alone (no anchored copy) is caught too, and status warns
@@ -115,11 +115,13 @@ def test_a_champion_moved_outside_keel_fails_verification_and_status_warns(ledge
     assert verify_ledger(ledger).problems == [
         "entry #4 has no anchored copy (ledger/000004.json): inserted outside keel"
     ]
-    assert status(ledger.settings)["ledger_problem"].startswith("entry #4 has no anchored copy")
+    assert status(synthetic.mlflow_store, synthetic.promotion)["ledger_problem"].startswith(
+        "entry #4 has no anchored copy"
+    )
 
 
 def test_entries_written_before_the_chain_are_reported_not_failed(synthetic):
-    reg = Registry(synthetic)
+    reg = Registry(synthetic.mlflow_store, synthetic.promotion)
     reg.client.create_registered_model(reg.name)
     reg.client.create_model_version(reg.name, source=str(synthetic.workspace / "no-model"))
     old = dict(seq=1, at="2026-11-01T00:00:00Z", actor="keel (policy auto)", action="initial")

@@ -67,9 +67,9 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace, matches_schema
     ]
     assert _git(workspace, "status", "--porcelain", "--untracked-files=no") == ""
 
-    lineage = load_lineage.fn(workspace, model_v1.version)
+    lineage = load_lineage.fn(workspace.mlflow_store, workspace.data_store, model_v1.version)
     assert lineage.data_commit == v1_commit
-    run = client(workspace).get_run(lineage.run_id)
+    run = client(workspace.mlflow_store).get_run(lineage.run_id)
     assert run.data.tags["mlflow.source.git.commit"] == lineage.data_commit == run.data.tags["data_commit"]
     assert f"git checkout {lineage.data_commit} && dvc pull" in lineage.describe()
 
@@ -88,7 +88,9 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace, matches_schema
     assert any(p.startswith("torch==") for p in lineage.packages)
     text = lineage.describe()
     assert v1.md5 in text and "2013-01" in text and lineage.weights_sha256 in text
-    assert load_lineage.fn(workspace, model_v3.version).data_version == v3.md5
+    assert (
+        load_lineage.fn(workspace.mlflow_store, workspace.data_store, model_v3.version).data_version == v3.md5
+    )
 
     before, head = _snapshot(workspace), _git(workspace, "rev-parse", "HEAD")
     report = replay_flow(workspace, model_v1.version)
@@ -152,7 +154,7 @@ def test_missing_remote_object_is_caught_before_registration_and_by_replay(works
 
     with pytest.raises(DataVersionError, match=r"incomplete in DVC remote.*2013-02\.parquet"):
         train_flow(workspace)
-    c = client(workspace)
+    c = client(workspace.mlflow_store)
     versions = c.search_model_versions(f"name='{workspace.mlflow.model_name}'")
     assert [str(v.version) for v in versions] == [registered.version]
     exp = c.get_experiment_by_name(workspace.mlflow.experiment).experiment_id
@@ -176,14 +178,16 @@ def test_an_ingest_killed_halfway_leaves_the_previous_version_usable(workspace):
     v1_pointer = workspace.dvc_file.read_text()
     # what a kill leaves behind after the new partition was written and `dvc add` ran,
     # but before push and the end of the ingest
-    begin_ingest(workspace)
-    (batch,) = build_batches.fn(workspace, ["2013-02"], {})
+    begin_ingest(workspace.data_store)
+    (batch,) = build_batches.fn(
+        workspace.workload, workspace.data_store, workspace.data.sample_rows, ["2013-02"], {}
+    )
     partitions.write_partition(batch.frame, partitions.partition_path(workspace.data.dir, "2013-02"))
     with Repo(str(workspace.workspace)) as repo:
         repo.add(str(workspace.data.dir))
     assert workspace.dvc_file.read_text() != v1_pointer
 
-    ref = resolve_dataset.fn(workspace)
+    ref = resolve_dataset.fn(workspace.data_store)
     assert ref.version == v1 and ref.partition_names == ["2013-01"]
     assert workspace.dvc_file.read_text() == v1_pointer
     assert sorted(p.name for p in workspace.data.dir.iterdir()) == ["2013-01.parquet"]
@@ -209,12 +213,12 @@ def test_a_version_recorded_in_the_layout_before_workloads_replays_identically(w
     fixture = Path(__file__).parents[1] / "fixtures" / "resolved-config-v1.json"
     old = fixture.read_text().replace("/WORKSPACE", str(workspace.workspace))
     assert "workload" not in json.loads(old) and "config_version" not in json.loads(old)
-    run = client(workspace).get_run(registered.run_id)
+    run = client(workspace.mlflow_store).get_run(registered.run_id)
     recorded = Path(run.info.artifact_uri.removeprefix("file://")) / "config" / "resolved.json"
     assert recorded.is_file()
     recorded.write_text(old)  # the artifact as the previous layout wrote it
 
-    lineage = load_lineage.fn(workspace, registered.version)
+    lineage = load_lineage.fn(workspace.mlflow_store, workspace.data_store, registered.version)
     assert lineage.config["config_version"] == 2 and lineage.config["workload"]["name"] == "flights"
     assert lineage.config_hash == workspace.config_hash()
     report = replay_flow(workspace, registered.version)

@@ -51,7 +51,7 @@ def test_a_version_registered_before_predicts_as_it_did_with_this_keel(before, v
     from keel.registry import tracking
 
     settings, manifest = before
-    tracking.use_tracking(settings)
+    tracking.use_tracking(settings.mlflow_store)
     model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{version}")
     recorded = manifest["predictions"][version]
     out = model.predict(_frame(recorded["input"]))
@@ -107,8 +107,8 @@ def test_versions_registered_before_pass_the_servability_check_and_serve(before)
 
     settings, manifest = before
     for version in ("1", "2"):
-        assert servability(settings, version)["ok"]
-        app = create_app(settings, ModelHolder(load_version(settings, version)))
+        assert servability(settings.mlflow_store, settings.promotion, version)["ok"]
+        app = create_app(settings, ModelHolder(load_version(settings.mlflow_store, version)))
         recorded = manifest["predictions"][version]
         records = _frame(recorded["input"]).to_dict(orient="records")
         with TestClient(app) as client:
@@ -135,7 +135,7 @@ def test_a_model_carries_the_runtime_and_what_it_imports_and_loads_without_keel(
     from keel.registry import tracking
     from keel.registry.packaging import runtime_modules
 
-    tracking.use_tracking(trained_registry)
+    tracking.use_tracking(trained_registry.mlflow_store)
     uri = f"models:/{trained_registry.mlflow.model_name}/1"
     local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "model")))
     code = local / "code" / "keel"

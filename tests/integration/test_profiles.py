@@ -18,7 +18,7 @@ def test_debug_profile_yields_a_blessed_champion_on_one_month(tmp_path):
     ingest_flow(settings, settings.data.demo_batches)
     registered = train_flow(settings)
 
-    reg = Registry(settings)
+    reg = Registry(settings.mlflow_store, settings.promotion)
     tags = reg.client.get_model_version(settings.mlflow.model_name, registered.version).tags
     assert tags["gate.status"] == "blessed", tags["gate.summary"]
     assert reg.alias("champion") == registered.version

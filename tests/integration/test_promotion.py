@@ -18,11 +18,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def _champion(s):
-    return Registry(s).alias("champion")
+    return Registry(s.mlflow_store, s.promotion).alias("champion")
 
 
 def test_first_champion_gate_tags_and_diff_card(ws):
-    reg = Registry(ws)
+    reg = Registry(ws.mlflow_store, ws.promotion)
     assert reg.alias("champion") == "1" and reg.alias("challenger") == "3"
     (initial,) = reg.ledger()
     assert (initial.action, initial.to_version, initial.from_version) == ("initial", "1", None)
@@ -37,10 +37,10 @@ def test_first_champion_gate_tags_and_diff_card(ws):
 
 
 def test_reviewer_promotes_a_blessed_version_and_status_shows_it(ws):
-    entry = promote(ws, "3", reviewer="alice", reason="better AUC on January")
+    entry = promote(ws.mlflow_store, ws.promotion, "3", reviewer="alice", reason="better AUC on January")
     assert (entry.action, entry.actor, entry.from_version, entry.to_version) == ("promote", "alice", "1", "3")
     assert entry.evidence["servability"]["ok"] and entry.evidence["servability"]["rows"] == 5
-    state = status(ws)
+    state = status(ws.mlflow_store, ws.promotion)
     assert state["champion"]["version"] == "3" and state["previous"]["version"] == "1"
     assert state["champion"]["promoted_by"].startswith("alice (promote")
     assert (
@@ -49,35 +49,39 @@ def test_reviewer_promotes_a_blessed_version_and_status_shows_it(ws):
 
 
 def test_stale_blessing_and_unblessed_versions_need_force(ws):
-    promote(ws, "3", reviewer="alice", reason="r")
+    promote(ws.mlflow_store, ws.promotion, "3", reviewer="alice", reason="r")
     with pytest.raises(PromotionError, match="blessed against champion 1, but the champion is now 3"):
-        promote(ws, "2", reviewer="bob", reason="r")
-    reg = Registry(ws)
+        promote(ws.mlflow_store, ws.promotion, "2", reviewer="bob", reason="r")
+    reg = Registry(ws.mlflow_store, ws.promotion)
     reg.client.set_model_version_tag(reg.name, "2", "gate.status", "rejected")
     with pytest.raises(PromotionError, match="not blessed"):
-        promote(ws, "2", reviewer="bob", reason="r")
+        promote(ws.mlflow_store, ws.promotion, "2", reviewer="bob", reason="r")
     assert _champion(ws) == "3"
-    entry = promote(ws, "2", reviewer="bob", reason="hotfix, gate known-flaky", force=True)
+    entry = promote(
+        ws.mlflow_store, ws.promotion, "2", reviewer="bob", reason="hotfix, gate known-flaky", force=True
+    )
     assert entry.evidence["forced"] is True and _champion(ws) == "2"
 
 
 def test_rollback_restores_the_previous_or_named_champion(ws):
-    promote(ws, "3", reviewer="alice", reason="r")
-    back = rollback(ws, reason="v3 misbehaves on weekends", actor="oncall")
+    promote(ws.mlflow_store, ws.promotion, "3", reviewer="alice", reason="r")
+    back = rollback(ws.mlflow_store, ws.promotion, reason="v3 misbehaves on weekends", actor="oncall")
     assert (back.action, back.from_version, back.to_version) == ("rollback", "3", "1")
-    assert _champion(ws) == "1" and Registry(ws).alias("previous") == "3"
-    to = rollback(ws, reason="try v2", actor="oncall", to="2")
+    assert _champion(ws) == "1" and Registry(ws.mlflow_store, ws.promotion).alias("previous") == "3"
+    to = rollback(ws.mlflow_store, ws.promotion, reason="try v2", actor="oncall", to="2")
     assert to.to_version == "2" and _champion(ws) == "2"
-    actions = [e.action for e in Registry(ws).ledger()]
+    actions = [e.action for e in Registry(ws.mlflow_store, ws.promotion).ledger()]
     assert actions == ["initial", "promote", "rollback", "rollback"]
 
 
 def test_out_of_band_move_is_detected_and_recorded(ws):
-    reg = Registry(ws)
+    reg = Registry(ws.mlflow_store, ws.promotion)
     reg.client.set_registered_model_alias(reg.name, "champion", "2")  # as in the MLflow UI
-    assert status(ws)["out_of_band"] == "champion is v2 but keel's ledger last set v1"
-    entry = promote(ws, "3", reviewer="alice", reason="r", force=True)
-    ledger = Registry(ws).ledger()
+    assert (
+        status(ws.mlflow_store, ws.promotion)["out_of_band"] == "champion is v2 but keel's ledger last set v1"
+    )
+    entry = promote(ws.mlflow_store, ws.promotion, "3", reviewer="alice", reason="r", force=True)
+    ledger = Registry(ws.mlflow_store, ws.promotion).ledger()
     oob = [e for e in ledger if e.action == "out-of-band"]
     assert len(oob) == 1 and (oob[0].from_version, oob[0].to_version) == ("1", "2")
     assert oob[0].seq < entry.seq and entry.from_version == "2"
@@ -92,10 +96,10 @@ def test_out_of_band_move_is_detected_and_recorded(ws):
     ],
 )
 def test_bad_versions_are_refused_and_aliases_untouched(ws, version, needle):
-    before = Registry(ws).ledger()
+    before = Registry(ws.mlflow_store, ws.promotion).ledger()
     with pytest.raises(PromotionError, match=needle):
-        promote(ws, version, reviewer="alice", reason="r")
-    assert _champion(ws) == "1" and Registry(ws).ledger() == before
+        promote(ws.mlflow_store, ws.promotion, version, reviewer="alice", reason="r")
+    assert _champion(ws) == "1" and Registry(ws.mlflow_store, ws.promotion).ledger() == before
 
 
 def test_unknown_model_and_unreachable_server(ws):
@@ -110,16 +114,16 @@ def test_unknown_model_and_unreachable_server(ws):
         {"mlflow.tracking_uri": f"http://127.0.0.1:{port}", "mlflow.registry_uri": f"http://127.0.0.1:{port}"}
     )
     with pytest.raises(PromotionError, match=rf"127.0.0.1:{port}.*not reachable"):
-        promote(down, "3", reviewer="a", reason="r")
+        promote(down.mlflow_store, down.promotion, "3", reviewer="a", reason="r")
     with pytest.raises(PromotionError, match="not reachable"):
-        rollback(down, reason="r", actor="a")
+        rollback(down.mlflow_store, down.promotion, reason="r", actor="a")
     assert _champion(ws) == "1"
 
 
 def test_a_version_that_cannot_load_is_never_promoted(ws):
     from pathlib import Path
 
-    reg = Registry(ws)
+    reg = Registry(ws.mlflow_store, ws.promotion)
     mv = reg.client.get_model_version(reg.name, "3")
     # break this copy's artifacts of v3: point its source at an empty directory
     src = ws.workspace / "broken-model"
@@ -133,8 +137,8 @@ def test_a_version_that_cannot_load_is_never_promoted(ws):
             (src.as_uri(), src.as_uri(), reg.name),
         )
     with pytest.raises(PromotionError, match="failed the servability check"):
-        promote(ws, "3", reviewer="alice", reason="r")
-    assert _champion(ws) == "1" and len(Registry(ws).ledger()) == 1
+        promote(ws.mlflow_store, ws.promotion, "3", reviewer="alice", reason="r")
+    assert _champion(ws) == "1" and len(Registry(ws.mlflow_store, ws.promotion).ledger()) == 1
     assert Path(mv.source) != src
 
 
@@ -160,7 +164,7 @@ def test_two_concurrent_promotions_do_not_interleave(ws):
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    ledger = Registry(ws).ledger()
+    ledger = Registry(ws.mlflow_store, ws.promotion).ledger()
     moves = [e for e in ledger if e.action == "promote"]
     assert len(moves) == 2 and [e.seq for e in ledger] == [1, 2, 3]
     # serialised: the second move starts from where the first one ended
@@ -171,7 +175,9 @@ def test_two_concurrent_promotions_do_not_interleave(ws):
     printed = json.loads(outs[1][0])
     jsonschema.validate(printed, schema)
     assert printed["entry"] == dataclasses.asdict(next(e for e in moves if e.to_version == "3"))
-    assert "keel-lock-" not in " ".join(m.name for m in Registry(ws).client.search_registered_models())
+    assert "keel-lock-" not in " ".join(
+        m.name for m in Registry(ws.mlflow_store, ws.promotion).client.search_registered_models()
+    )
 
 
 def test_reviewer_approves_in_a_paused_prefect_flow_run(ws, matches_schema):
@@ -207,7 +213,7 @@ def test_reviewer_approves_in_a_paused_prefect_flow_run(ws, matches_schema):
     runner.join(timeout=120)
     outcome = result["out"]
     assert outcome.approved and outcome.reviewer == "carol" and _champion(ws) == "3"
-    last = Registry(ws).ledger()[-1]
+    last = Registry(ws.mlflow_store, ws.promotion).ledger()[-1]
     assert (last.actor, last.reason, last.to_version) == ("carol", "looked at the diff card", "3")
     # what keel review prints (and --json, by its schema): the decision and its ledger entry
     from keel.cli import summary

@@ -33,13 +33,17 @@ def test_pipeline_promotion_and_ledger_over_http(tmp_path, mlflow_server):
     assert not (ws / "mlflow" / "artifacts").exists()
     assert any((mlflow_server.root / "artifacts").rglob("MLmodel"))
 
-    entry = promote(s, "2", reviewer="dana", reason="reviewed over HTTP")
+    entry = promote(s.mlflow_store, s.promotion, "2", reviewer="dana", reason="reviewed over HTTP")
     assert entry.to_version == "2" and entry.evidence["servability"]["ok"]
-    back = rollback(s, reason="back to v1", actor="dana")
+    back = rollback(s.mlflow_store, s.promotion, reason="back to v1", actor="dana")
     assert back.to_version == "1"
-    assert [e.action for e in Registry(s).ledger()] == ["initial", "promote", "rollback"]
-    assert status(s)["champion"]["version"] == "1"
-    assert load_lineage.fn(s, "2").data_version == v1_data(s)
+    assert [e.action for e in Registry(s.mlflow_store, s.promotion).ledger()] == [
+        "initial",
+        "promote",
+        "rollback",
+    ]
+    assert status(s.mlflow_store, s.promotion)["champion"]["version"] == "1"
+    assert load_lineage.fn(s.mlflow_store, s.data_store, "2").data_version == v1_data(s)
 
     # another machine sharing the server sees the same history, through the CLI
     proc = subprocess.run(
@@ -54,7 +58,7 @@ def test_pipeline_promotion_and_ledger_over_http(tmp_path, mlflow_server):
 
     mlflow_server.stop()  # the server goes down: clear error, nothing moves
     with pytest.raises(PromotionError, match=rf"{mlflow_server.url}.*not reachable"):
-        promote(s, "2", reviewer="dana", reason="r")
+        promote(s.mlflow_store, s.promotion, "2", reviewer="dana", reason="r")
     proc = subprocess.run(
         [sys.executable, "-m", "keel.cli", "-w", str(ws), "-p", "test", "rollback", "--reason", "x"],
         capture_output=True,
@@ -66,7 +70,7 @@ def test_pipeline_promotion_and_ledger_over_http(tmp_path, mlflow_server):
     assert proc.returncode == 2, proc.stderr
     assert f"mlflow.tracking_uri = {mlflow_server.url}: cannot reach the MLflow server" in proc.stderr
     mlflow_server.start()
-    assert Registry(s).alias("champion") == "1"
+    assert Registry(s.mlflow_store, s.promotion).alias("champion") == "1"
 
 
 def v1_data(settings) -> str:

@@ -14,7 +14,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def _versions(ws) -> list[str]:
     from keel.registry.tracking import client
 
-    return sorted(str(v.version) for v in client(ws).search_model_versions(f"name='{ws.mlflow.model_name}'"))
+    return sorted(
+        str(v.version)
+        for v in client(ws.mlflow_store).search_model_versions(f"name='{ws.mlflow.model_name}'")
+    )
 
 
 def test_retrain_takes_the_next_batch_and_a_rejected_batch_trains_nothing(ws, tmp_path):
@@ -23,7 +26,9 @@ def test_retrain_takes_the_next_batch_and_a_rejected_batch_trains_nothing(ws, tm
 
     out = retrain_flow(ws)  # data/ holds b01: the workload's next batch is b02
     assert out.status == "promoted" and out.batches == ["b02"] and out.model_version == "4"
-    assert (ws.data.dir / "b02.parquet").exists() and current_alias_version(ws, "champion") == "4"
+    assert (ws.data.dir / "b02.parquet").exists() and current_alias_version(
+        ws.mlflow_store, "champion"
+    ) == "4"
     assert json.loads((ws.workspace / "data-versions.jsonl").read_text().splitlines()[-1])["added"] == ["b02"]
 
     bad = pd.read_parquet(ws.data.dir / "b01.parquet")
@@ -35,7 +40,7 @@ def test_retrain_takes_the_next_batch_and_a_rejected_batch_trains_nothing(ws, tm
     out = retrain_flow(ws, files={"late-feed": path})
     assert out.status == "rejected" and out.model_version is None
     assert str(path) in out.detail and "column 'target'" in out.detail and "label present" in out.detail
-    assert _versions(ws) == ["1", "2", "3", "4"] and current_alias_version(ws, "champion") == "4"
+    assert _versions(ws) == ["1", "2", "3", "4"] and current_alias_version(ws.mlflow_store, "champion") == "4"
     assert ws.dvc_file.read_text() == dvc_before and not (ws.data.dir / "late-feed.parquet").exists()
     record = json.loads((ws.reports.dir / "ingest" / "rejections.jsonl").read_text().splitlines()[-1])
     assert record["batches"] == ["late-feed"] and record["sources"] == [str(path)]

@@ -27,18 +27,25 @@ def test_a_pickled_model_fails_the_servability_check_and_is_never_promoted(synth
     class Model(Pickled, PythonModel):
         pass
 
-    tracking.use_tracking(synthetic)
-    experiment = tracking.ensure_experiment(synthetic)
+    tracking.use_tracking(synthetic.mlflow_store)
+    experiment = tracking.ensure_experiment(synthetic.mlflow_store)
     with mlflow.start_run(experiment_id=experiment):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=Model(), input_example=pd.DataFrame({"x": [1.0]}), pip_requirements=[]
         )
-    reg = Registry(synthetic)
+    reg = Registry(synthetic.mlflow_store, synthetic.promotion)
     reg.client.create_registered_model(reg.name)
     reg.client.create_model_version(reg.name, source=info.model_uri, model_id=info.model_id)
 
-    result = servability(synthetic, "1")
+    result = servability(synthetic.mlflow_store, synthetic.promotion, "1")
     assert not result["ok"] and "pickle" in result["error"].lower(), result
     with pytest.raises(PromotionError, match="failed the servability check"):
-        promote(synthetic, "1", reviewer="tests", reason="a pickled model", force=True)
+        promote(
+            synthetic.mlflow_store,
+            synthetic.promotion,
+            "1",
+            reviewer="tests",
+            reason="a pickled model",
+            force=True,
+        )
     assert reg.alias("champion") is None and reg.ledger() == []

@@ -85,7 +85,7 @@ def test_pipeline_on_postgres_and_s3_and_the_model_loads_from_s3(scaled, tmp_pat
     from keel.registry.tracking import client
 
     settings = load_settings(ws, profile="test", environ=env)
-    c = client(settings)
+    c = client(settings.mlflow_store)
     run = c.search_runs([c.get_experiment_by_name(settings.mlflow.experiment).experiment_id])[0]
     config = c.download_artifacts(run.info.run_id, "config/resolved.json", str(tmp_path))
     logs = "\n".join(m for (m,) in scaled.pg.sql("SELECT message FROM log", "prefect"))
@@ -215,8 +215,9 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
                 time.sleep(2)
         assert flow_run.state.is_completed(), (flow_run.state, log.read_text()[-3000:])
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        from keel.ops.localstack import stop_process
+
+        stop_process(worker)  # SIGTERM; SIGKILL when a loaded machine keeps it past 20 s
     from keel.data.workspace import read_data_version
 
     assert (ws / "data" / "b02.parquet").exists()

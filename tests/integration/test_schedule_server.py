@@ -89,7 +89,10 @@ def _wait_final(client, run_id, timeout=420):
 def _versions(ws) -> list[str]:
     from keel.registry.tracking import client
 
-    return sorted(str(v.version) for v in client(ws).search_model_versions(f"name='{ws.mlflow.model_name}'"))
+    return sorted(
+        str(v.version)
+        for v in client(ws.mlflow_store).search_model_versions(f"name='{ws.mlflow.model_name}'")
+    )
 
 
 def test_the_deployments_exist_with_their_schedules(served, api):

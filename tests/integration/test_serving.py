@@ -93,10 +93,10 @@ def test_promote_and_rollback_switch_the_served_version(ws, server):
     assert info["model_version"] == "1" and info["data_version"].endswith(".dir")
     status, body = post(server, {"records": records(ws)})
     assert status == 200 and body["model_version"] == "1" and len(body["predictions"]) == 3
-    promote(ws, "3", reviewer="alice", reason="serve it")
+    promote(ws.mlflow_store, ws.promotion, "3", reviewer="alice", reason="serve it")
     took = wait_for_version(server, "3", POLL_S + 30)  # one poll plus the load-and-check
     assert post(server, {"records": records(ws)})[1]["model_version"] == "3"
-    rollback(ws, reason="back", actor="alice")
+    rollback(ws.mlflow_store, ws.promotion, reason="back", actor="alice")
     back = wait_for_version(server, "1", POLL_S + 30)
     print(f"swap after promote: {took:.2f}s, after rollback: {back:.2f}s (poll {POLL_S}s)")
 
@@ -115,7 +115,7 @@ def test_requests_through_a_swap_never_fail(ws, server):
     for t in threads:
         t.start()
     time.sleep(0.5)
-    promote(ws, "3", reviewer="alice", reason="swap under load")
+    promote(ws.mlflow_store, ws.promotion, "3", reviewer="alice", reason="swap under load")
     wait_for_version(server, "3", POLL_S + 30)
     time.sleep(0.5)
     stop.set()
@@ -151,7 +151,7 @@ def test_malformed_payloads_get_4xx_and_the_server_stays_up(ws, server):
 def test_a_version_that_fails_to_load_leaves_the_old_one_serving(ws, server):
     import sqlite3
 
-    reg = Registry(ws)
+    reg = Registry(ws.mlflow_store, ws.promotion)
     broken = ws.workspace / "broken-model"
     broken.mkdir()
     with sqlite3.connect(ws.mlflow.tracking_uri.removeprefix("sqlite:///")) as con:
@@ -228,7 +228,7 @@ def test_batch_predict_scores_in_chunks_and_reports_bad_rows(ws, tmp_path):
 def test_shadow_scores_the_challenger_off_the_response_path_and_logs_agreement(ws, free_tcp_port):
     from keel.registry import tracking
 
-    challenger = Registry(ws).alias("challenger")
+    challenger = Registry(ws.mlflow_store, ws.promotion).alias("challenger")
     assert challenger not in (None, "1")
     args = ["serve", "--port", str(free_tcp_port), "--poll", str(POLL_S), "--shadow"]
     proc = subprocess.Popen(
@@ -260,7 +260,7 @@ def test_shadow_scores_the_challenger_off_the_response_path_and_logs_agreement(w
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    c = tracking.client(ws)
+    c = tracking.client(ws.mlflow_store)
     exp = c.get_experiment_by_name(f"{ws.mlflow.experiment}-shadow")
     (run,) = c.search_runs([exp.experiment_id])
     assert run.data.tags["challenger"] == challenger and run.data.metrics["shadow/requests"] == 25

@@ -15,8 +15,8 @@ import pytest
 from keel.config.settings import load_settings
 from keel.registry import tracking
 s = load_settings(sys.argv[1], profile="test", environ={})
-tracking.ensure_experiment(s)
-print(tracking.client(s).search_registered_models())
+tracking.ensure_experiment(s.mlflow_store)
+print(tracking.client(s.mlflow_store).search_registered_models())
 """
 
 
@@ -37,6 +37,6 @@ def test_concurrent_first_opens_of_a_new_sqlite_store_both_succeed(synthetic):
     results = [(p.wait(timeout=300), p.communicate()) for p in procs]
     assert [rc for rc, _ in results] == [0, 0, 0, 0], [err[-2000:] for _, (_, err) in results]
     assert db.exists() and (db.parent / f"{db.name}.lock").exists()
-    assert [exp.name for exp in tracking.client(workspace).search_experiments()].count(
+    assert [exp.name for exp in tracking.client(workspace.mlflow_store).search_experiments()].count(
         workspace.mlflow.experiment
     ) == 1

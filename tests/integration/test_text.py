@@ -40,7 +40,7 @@ def test_the_fine_tune_is_recorded_with_its_encoder_and_needs(text_ws):
 
     from keel.registry.tracking import client
 
-    c = client(text_ws)
+    c = client(text_ws.mlflow_store)
     run = c.get_run(c.get_model_version("text", "1").run_id)
     assert run.data.params["workload.params.layers"] == "2" and run.data.params["features.text"] == '["text"]'
     assert run.data.params["data.rows"] == "120"
@@ -88,7 +88,7 @@ def test_the_pyfunc_answers_raw_strings_in_a_fresh_process(text_ws, tmp_path):
 def test_serving_refuses_bad_text_naming_the_field(text_ws, value, message):
     from keel.serving.server import RequestError, frame_from_records, load_version
 
-    loaded = load_version(text_ws, "1")
+    loaded = load_version(text_ws.mlflow_store, "1")
     assert loaded.text == {"text": 2000}
     assert list(frame_from_records(loaded, [{"text": RAW[0]}])["text"]) == [RAW[0]]
     with pytest.raises(RequestError, match=message) as refused:
@@ -125,7 +125,7 @@ def test_compress_registers_a_variant_with_parity_and_replays_exactly(text_ws):
 
     registered = compress_flow(text_ws, "1", "onnx-int8")
     assert registered.version == "2"
-    c = client(text_ws)
+    c = client(text_ws.mlflow_store)
     mv = c.get_model_version("text", "2")
     source = c.get_model_version("text", "1")
     assert mv.tags["derived_from"] == "1" and mv.tags["compression"] == "onnx-int8"
@@ -151,7 +151,7 @@ def test_compress_registers_a_variant_with_parity_and_replays_exactly(text_ws):
     # the variant is served like any version: it loads and answers its input example
     from keel.serving.server import load_version
 
-    assert list(load_version(text_ws, "2").outputs) == [*cols, "device"]
+    assert list(load_version(text_ws.mlflow_store, "2").outputs) == [*cols, "device"]
 
     # replay: v1's fine-tune rebuilt bit for bit, and the variant from it
     for version in ("1", "2"):

@@ -22,7 +22,7 @@ def test_ingest_then_train_registers_a_champion_that_predicts_raw_rows(workspace
     registered = train_flow(workspace)
     assert registered.version == "1" and registered.aliases == ["challenger", "champion"]
 
-    c = client(workspace)
+    c = client(workspace.mlflow_store)
     run = c.get_run(registered.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["data_version"] == version.md5
 
@@ -96,7 +96,7 @@ def test_invalid_data_stops_before_training_and_registers_nothing(workspace):
     bad = pd.read_parquet(path)
     bad.loc[bad.index[:4], "origin"] = "XXX"
     write_partition(bad, path)
-    add_and_push(workspace)  # a recorded (DVC) but invalid version
+    add_and_push(workspace.data_store)  # a recorded (DVC) but invalid version
 
     with pytest.raises(DataValidationError) as err:
         train_flow(workspace)
@@ -106,7 +106,7 @@ def test_invalid_data_stops_before_training_and_registers_nothing(workspace):
     assert all(p.exists() for p in err.value.report_paths)
     assert "origin" in err.value.report_paths[1].read_text()
 
-    c = client(workspace)
+    c = client(workspace.mlflow_store)
     versions = c.search_model_versions(f"name='{workspace.mlflow.model_name}'")
     assert [str(v.version) for v in versions] == [good.version]
     assert str(c.get_model_version_by_alias(workspace.mlflow.model_name, "champion").version) == good.version

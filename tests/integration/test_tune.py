@@ -26,7 +26,7 @@ def _study(s, name):
 
     from tasks.tune import storage_url
 
-    return optuna.load_study(study_name=name, storage=storage_url(s))
+    return optuna.load_study(study_name=name, storage=storage_url(s.tune, s.mlflow_store))
 
 
 def test_a_study_fans_out_registers_its_best_config_and_resumes(tunable, matches_schema):
@@ -37,7 +37,7 @@ def test_a_study_fans_out_registers_its_best_config_and_resumes(tunable, matches
     from tasks.tune import task_runner
 
     s = tunable
-    out = tune_flow.with_options(task_runner=task_runner(s))(s)
+    out = tune_flow.with_options(task_runner=task_runner(s.tune))(s)
     # what keel tune prints (and --json, by its schema): the study, then the best config's training
     said = matches_schema(summary.tune(s, out, {"champion": None, "challenger": None}), "tune")
     assert said["trials"] == out.summary["trials"] and said["best"]["trial"] == out.summary["best_trial"]
@@ -52,7 +52,7 @@ def test_a_study_fans_out_registers_its_best_config_and_resumes(tunable, matches
     assert (s.workspace / "mlflow" / "optuna.db").is_file()  # beside the embedded MLflow store
     assert len({r.run_id for r in out.trials}) == 4
 
-    c = client(s)
+    c = client(s.mlflow_store)
     exp = c.get_experiment_by_name(s.mlflow.experiment)
     children = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{out.run_id}'")
     assert len(children) == 4 and all("train.lr" in r.data.params for r in children)
@@ -75,14 +75,16 @@ def test_a_study_fans_out_registers_its_best_config_and_resumes(tunable, matches
 
     # a new study under the same name is refused; --resume continues it, here on Dask
     with pytest.raises(InputError, match="exists"):
-        tune_flow.with_options(task_runner=task_runner(s))(s)
+        tune_flow.with_options(task_runner=task_runner(s.tune))(s)
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         more = s.with_overrides(
             {"tune.trials": 1, "tune.runner": "dask", "tune.dask_address": cluster.scheduler_address}
         )
-        again = tune_flow.with_options(task_runner=task_runner(more))(more, resume=True, train_best=False)
+        again = tune_flow.with_options(task_runner=task_runner(more.tune))(
+            more, resume=True, train_best=False
+        )
     assert len(_study(s, again.study).trials) == 5 and again.summary["this_session"] == [4]
     assert again.registered is None and again.summary["trials"].get("complete", 0) >= 1
     searched = matches_schema(summary.tune(more, again, {}), "tune")
@@ -95,10 +97,10 @@ def test_the_same_study_twice_draws_the_same_configs(tunable):
     from tasks.tune import task_runner
 
     one = tunable.with_overrides({"tune.trials": 2, "tune.concurrency": 1, "tune.runner": "thread"})
-    a = tune_flow.with_options(task_runner=task_runner(one))(
+    a = tune_flow.with_options(task_runner=task_runner(one.tune))(
         one.with_overrides({"tune.study": "a"}), train_best=False
     )
-    b = tune_flow.with_options(task_runner=task_runner(one))(
+    b = tune_flow.with_options(task_runner=task_runner(one.tune))(
         one.with_overrides({"tune.study": "b"}), train_best=False
     )
     pa, pb = _study(one, "a").trials, _study(one, "b").trials

@@ -88,13 +88,13 @@ def _workspace(tmp_path, toml: str):
 def _columns(settings, version: str) -> list[str]:
     from keel.serving.server import load_version
 
-    return list(load_version(settings, version).outputs)
+    return list(load_version(settings.mlflow_store, version).outputs)
 
 
 def _serving_refuses_a_missing_feature(settings, frame: pd.DataFrame) -> None:
     from keel.serving.server import RequestError, frame_from_records, load_version
 
-    loaded = load_version(settings, "1")
+    loaded = load_version(settings.mlflow_store, "1")
     column = [*settings.features.categorical, *settings.features.numeric][0]
     records = json.loads(frame.drop(columns=[column]).head(2).to_json(orient="records"))
     with pytest.raises(RequestError, match=column) as refused:
@@ -120,7 +120,7 @@ def test_a_table_trains_by_config_alone(tmp_path, objective):
     ingest_flow(settings, demo)
     registered = train_flow(settings)
     assert registered.aliases == ["challenger", "champion"]
-    metrics = client(settings).get_run(registered.run_id).data.metrics
+    metrics = client(settings.mlflow_store).get_run(registered.run_id).data.metrics
     assert metrics[metric] >= floor, metrics  # a real model of the table, not a pass-through
 
     # the registered pyfunc scores raw rows of a batch it never saw, columns from its signature
@@ -162,7 +162,7 @@ def test_digits_conv_net_reaches_95_percent_and_serves_raw_pixels(tmp_path):
     demo = workload.demo_batches()
     ingest_flow(settings, demo)
     registered = train_flow(settings)
-    metrics = client(settings).get_run(registered.run_id).data.metrics
+    metrics = client(settings.mlflow_store).get_run(registered.run_id).data.metrics
     assert metrics["test/accuracy"] >= 0.95, metrics
     assert registered.aliases == ["challenger", "champion"]
 
