@@ -29,7 +29,8 @@ def main() -> None:
     ws = init_workspace(
         Path(tempfile.mkdtemp(prefix="bench-ledger-")) / "ws", '[workload]\nname = "synthetic"\n'
     )
-    reg = Registry(load_settings(ws, environ={}))
+    settings = load_settings(ws, environ={})
+    reg = Registry(settings.mlflow_store, settings.promotion)
     reg.client.create_registered_model(reg.name)
     for _ in range(2):
         reg.client.create_model_version(reg.name, source=str(ws / "no-model"))

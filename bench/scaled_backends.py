@@ -5,7 +5,7 @@ alternating rounds:
 - embedded: MLflow on sqlite under mlflow/, Prefect ephemeral, a local DVC remote;
 - scaled: an MLflow server on PostgreSQL with S3 artifacts (proxied), a Prefect server
   on PostgreSQL, the DVC remote on S3 (moto's server), all on loopback
-  (keel.localstack), switched by KEEL_* environment variables only.
+  (keel.ops.localstack), switched by KEEL_* environment variables only.
 The servers are started once, before the rounds (their start-up is reported apart).
 Ratio = scaled time / embedded time (1.0 = no cost for the servers).
 

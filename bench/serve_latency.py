@@ -5,7 +5,7 @@ Builds a throw-away workspace (2013-01, full month; a short training), starts
 POST /predict requests over persistent HTTP connections from 1 and 8 client
 processes. Baselines in the same run: the served model's own predict() on a one-row
 frame in-process (what the HTTP layer wraps), and the bare torch forward. Batch
-scoring: keel.batch.score_file over the whole 2013 year (336,776 rows).
+scoring: keel.serving.batch.score_file over the whole 2013 year (336,776 rows).
 
     python bench/serve_latency.py [--requests 2000] [--per-client 400]
 """

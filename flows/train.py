@@ -1,5 +1,5 @@
 """keel-train: data version -> validate -> train (on the older batches) -> evaluate -> explain
-(explain/: what the model relies on, keel.explain) -> gate
+(explain/: what the model relies on, keel.model.explain) -> gate
 against the champion (on the newest batch) -> refit on every batch when blessed -> verify
 the remote -> register -> promote or hold (policy) -> with [compress] auto, a compressed
 variant of a blessed version (flows/compress.py)."""

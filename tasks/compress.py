@@ -54,7 +54,7 @@ class Parity:
 )
 def load_source_model(store: MlflowStore, lineage: Lineage, directory: Path) -> tuple[Any, Path]:
     """Version N's preprocessor, net, threshold and objective from the registry, as a
-    keel.training.TrainedModel, and the directory its artifacts were downloaded to (the
+    keel.model.training.TrainedModel, and the directory its artifacts were downloaded to (the
     source's latency is measured on those very files)."""
     import mlflow
 

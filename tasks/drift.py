@@ -67,7 +67,7 @@ def load_champion_model(store: MlflowStore, drift: DriftConfig, features: Featur
 def compute_drift(
     drift: DriftConfig, features: FeatureConfig, reference: pd.DataFrame, batches: list[Batch], model=None
 ) -> DriftReport:
-    """Feature columns as they are; text and predictions through keel.drift.project."""
+    """Feature columns as they are; text and predictions through keel.data.drift.project."""
     from keel.data.drift import compare, project
 
     current = pd.concat([b.frame for b in batches], ignore_index=True)

@@ -1,5 +1,5 @@
 """Explanation tasks: the trained model's global explanation on held-out rows (pure) and
-its MLflow artifacts under ``explain/`` (edge). keel.explain chooses the method."""
+its MLflow artifacts under ``explain/`` (edge). keel.model.explain chooses the method."""
 
 from __future__ import annotations
 

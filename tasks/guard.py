@@ -1,5 +1,5 @@
 """Guardrail tasks: the champion judged on a labelled batch before anything else uses it
-(keel.guardrail), the outcome logged and published, and a breach that stays for a reviewer
+(keel.registry.guardrail), the outcome logged and published, and a breach that stays for a reviewer
 turned into a failed run (exit 1)."""
 
 from __future__ import annotations

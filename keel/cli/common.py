@@ -34,14 +34,14 @@ JsonOpt = Annotated[
 
 
 # Commands that run Prefect flows: with no Prefect server set or up, each starts its own
-# (keel.prefect_server) as early as it can, and it dies with the command.
+# (keel.ops.prefect_server) as early as it can, and it dies with the command.
 FLOW_COMMANDS = frozenset(
     {"ingest", "train", "drift", "simulate", "retrain", "monitor", "replay", "review", "predict", "guard"}
 )
 
 
 # Commands that open the MLflow store: each first marks the runs a killed command left
-# RUNNING (keel.tracking.reap_once), after the pre-flight check proved the store answers.
+# RUNNING (keel.registry.tracking.reap_once), after the pre-flight check proved the store answers.
 TRACKING_COMMANDS = (FLOW_COMMANDS - {"ingest"}) | {"lineage", "promote", "rollback", "history", "status"}
 
 
@@ -98,7 +98,7 @@ def use_prefect(ctx: typer.Context, settings) -> None:
         os.environ["PREFECT_API_URL"] = server.api_url
 
 
-# Commands whose engines' output goes to a log file (keel.console): the flows, and the
+# Commands whose engines' output goes to a log file (keel.cli.console): the flows, and the
 # registry moves that load models.
 LIFECYCLE_COMMANDS = FLOW_COMMANDS | {"compress", "tune", "promote", "rollback"}
 

@@ -268,7 +268,7 @@ def tune_text(settings: Settings, t: dict[str, Any]) -> list[str]:
 
 def replay(settings: Settings, report: Any) -> dict[str, Any]:
     """``keel replay``: ``identical`` (metrics and weights), the report's fields
-    (keel.lineage.ReplayReport.to_json) and where the report was written."""
+    (keel.registry.lineage.ReplayReport.to_json) and where the report was written."""
     md, js = report.paths(settings.reports.dir)
     return {
         "command": "replay",

@@ -32,7 +32,7 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     dir: Path
-    suite: Path | None  # None: the workload's default suite (keel.workload.suite_path)
+    suite: Path | None  # None: the workload's default suite (keel.workloads.load_suite_for)
     demo_batches: list[str]  # []: the workload's own demo batches
     sample_rows: int = Field(ge=0)
 
@@ -54,7 +54,9 @@ class FeatureConfig(_Section):
     numeric: list[str]
     slices: list[str]
     slice_min_rows: int = Field(default=30, ge=1)  # smaller slices are left out of test/slice_gap/*
-    text: list[str] = Field(default_factory=list)  # one free-text column, read by a bert net (keel.text)
+    text: list[str] = Field(
+        default_factory=list
+    )  # one free-text column, read by a bert net (keel.model.families.bert)
 
 
 class TrainConfig(_Section):
@@ -89,7 +91,7 @@ class MlflowConfig(_Section):
 
 
 class WorkloadConfig(_Section):
-    """``[workload]``: what is learnt (keel.workload). ``params`` is validated by the
+    """``[workload]``: what is learnt (keel.workloads). ``params`` is validated by the
     chosen workload's own Params model when it is loaded."""
 
     name: str = "flights"  # default: configs recorded before workloads existed were flights
@@ -196,7 +198,7 @@ class CompressConfig(_Section):
 
 
 class ExplainConfig(_Section):
-    """``[explain]``: the explanation logged with every training (keel.explain) and POST /explain."""
+    """``[explain]``: the explanation logged with every training (keel.model.explain) and POST /explain."""
 
     enabled: bool = True
     rows: int = Field(default=1000, ge=10)  # held-out rows the global explanation reads (ablation, saliency)

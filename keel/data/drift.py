@@ -92,7 +92,7 @@ def project(
     predictions: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
     """(reference view, current view, categorical columns, numeric columns) to compare.
-    ``model``: the champion's loaded pyfunc (keel.pyfunc), needed for text columns and
+    ``model``: the champion's loaded pyfunc (keel.model.runtime.pyfunc), needed for text columns and
     for ``predictions``."""
     views = [
         reference[[*categorical, *numeric]].reset_index(drop=True),

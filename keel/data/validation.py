@@ -104,7 +104,7 @@ def expectation(kind: str, rule: str, **kwargs: Any) -> dict[str, Any]:
 def generated_suite(
     name: str, features: Any, split_key: list[str], *, regression: bool = False
 ) -> dict[str, Any]:
-    """A suite made from the feature config (``features``: keel.settings.FeatureConfig):
+    """A suite made from the feature config (``features``: keel.config.settings.FeatureConfig):
     every named column present, the label never null (numeric for regression), the
     numeric features numeric, at least one row. A team that wants more rules writes
     this out (``keel init`` does) and edits it."""

@@ -37,7 +37,7 @@ GITIGNORE_LINES = [
 ]
 
 WORKSPACE_TEMPLATE = """\
-# keel workspace settings. Keys and defaults: keel/conf/defaults.toml, then the
+# keel workspace settings. Keys and defaults: keel/config/defaults.toml, then the
 # workload's own (`keel workloads`). KEEL_<SECTION>__<KEY> variables override this file.
 
 {workload}

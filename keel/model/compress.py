@@ -145,7 +145,7 @@ class CompressedModel:
 
 
 def compress(source: Any, method: str, sample: pd.DataFrame, directory: Path) -> CompressedModel:
-    """A variant of ``source`` (a keel.training.TrainedModel, or the parts of a registered
+    """A variant of ``source`` (a keel.model.training.TrainedModel, or the parts of a registered
     one: preprocessor, net, threshold, objective) built with ``method``: its pyfunc
     artifacts in ``directory``; ``sample``: a few raw rows to trace the net with."""
     from keel.model.runtime.pyfunc import write_meta

@@ -297,7 +297,7 @@ class Tokens(Objective):
         raise TypeError("a per-token objective encodes its tags against the tokens: encode_inputs")
 
     def encode_inputs(self, y: pd.Series, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """``b``: keel.text's word positions (k + 1 at word k's first piece, 0 padding,
+        """``b``: keel.model.families.bert's word positions (k + 1 at word k's first piece, 0 padding,
         -1 elsewhere) -> tag codes at those tokens, IGNORE elsewhere."""
         index = {t: i for i, t in enumerate(self.classes)}
         out = np.full(b.shape, IGNORE, dtype=np.int64)

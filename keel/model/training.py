@@ -313,7 +313,7 @@ def fit(
     callbacks: Sequence[Any] = (),
 ) -> TrainedModel:
     """Train deterministically on CPU; early stopping on val/loss; best weights kept.
-    ``objective``: binary, multiclass or regression (keel.objectives); ``net_options``:
+    ``objective``: binary, multiclass or regression (keel.model.objectives); ``net_options``:
     NetConfig fields beyond the MLP's (the workload's Workload.net_options)."""
     import logging
     import warnings

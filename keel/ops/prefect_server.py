@@ -13,7 +13,7 @@ leaves that server running for good. keel starts the same server itself instead
 - the command stops it on exit; its database is Prefect's own (``PREFECT_HOME``), so
   migrations run once per machine, as with Prefect's own temporary server.
 
-``python -m keel.prefect_server --port P --parent PID`` is the server side. Importing
+``python -m keel.ops.prefect_server --port P --parent PID`` is the server side. Importing
 this module starts nothing.
 """
 

@@ -139,7 +139,7 @@ def diff_card(
 ) -> str:
     """Markdown: params that differ, data versions, metric deltas, slice deltas, what the
     model relies on beside the champion (``relies_on``: method, the challenger's importance
-    table, the champion's or None; keel.explain), checks.
+    table, the champion's or None; keel.model.explain), checks.
     ``challenger``/``champion``: {"version", "data_version", "params", "metrics"}."""
     ch = challenger
     lines = [

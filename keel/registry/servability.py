@@ -2,13 +2,13 @@
 from the registry, or any MLflow model URI) and predict on rows of its own input example.
 
 ``run_fresh`` forks that process from a fork server: a clean interpreter
-(``python -m keel.servability --fork-server``) that has imported MLflow's loading API and
+(``python -m keel.registry.servability --fork-server``) that has imported MLflow's loading API and
 nothing of keel's training code, torch or any model's modules, then forks one child per
 check. The child loads the model's code, weights and dependencies from scratch, as before,
 but a long-lived process (tests, the guardrail, a scheduler) no longer pays MLflow's ~6 s
 import on every promotion. The server is single-threaded (so forking it is safe), answers
 one request at a time and exits when its parent closes its stdin or dies.
-``python -m keel.servability <path-or-uri> [rows]`` runs the same check in a new
+``python -m keel.registry.servability <path-or-uri> [rows]`` runs the same check in a new
 interpreter; prints one JSON line; exit 0 only when the model loaded and predicted."""
 
 from __future__ import annotations

@@ -224,10 +224,11 @@ def use_tracking(store: MlflowStore) -> None:
 
 def load_pyfunc(store: MlflowStore, uri: str) -> Any:
     """``mlflow.pyfunc.load_model(uri)`` in a keel process. MLflow puts the model's code
-    directory (keel's slim model runtime, keel.registry.packaging) first on ``sys.path``; a
+    directory (keel's slim model runtime, keel.registry.packaging) on ``sys.path``, where a
     process this one starts later (a DDP rank, Prefect's process pool) would import keel from
-    there and miss the platform. The directory moves to the end of ``sys.path``, where what
-    only the model carries is still found, behind the keel this process runs."""
+    it and miss the platform. This process runs its own keel, and the packages the model
+    imported while loading keep resolving their modules through their own ``__path__``, so
+    the directory is taken off ``sys.path`` again."""
     import sys
 
     import mlflow
@@ -235,8 +236,7 @@ def load_pyfunc(store: MlflowStore, uri: str) -> Any:
     use_tracking(store)
     before = list(sys.path)
     model = mlflow.pyfunc.load_model(uri)
-    added = [p for p in sys.path if p not in before]
-    sys.path[:] = [p for p in sys.path if p not in added] + added
+    sys.path[:] = [p for p in sys.path if p in before]
     return model
 
 

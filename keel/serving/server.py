@@ -36,7 +36,7 @@ class RequestError(ValueError):
 class LoadedModel:
     version: str
     data_version: str
-    model: Any  # keel.pyfunc.TabularModel, context loaded
+    model: Any  # keel.model.runtime.pyfunc.TabularModel, context loaded
     columns: dict[str, str]  # input name -> MLflow type ("string", "long", "double")
     required: frozenset[str]
     vocab: dict[str, frozenset[str]]  # known categories per categorical input
@@ -181,7 +181,7 @@ class AliasWatcher(threading.Thread):
     def __init__(self, settings: Settings, holder: ModelHolder, poll_s: float, shadow: Any = None):
         super().__init__(name="keel-alias-watcher", daemon=True)
         self.settings, self.holder, self.poll_s = settings, holder, poll_s
-        self.shadow = shadow  # keel.shadow.Shadow: also follow @challenger for it
+        self.shadow = shadow  # keel.serving.shadow.Shadow: also follow @challenger for it
         self.stopped = threading.Event()
         self.failed: dict[str, str] = {}
         self._seen: tuple[str, int] | None = None  # (champion alias, ledger entries) last verified
@@ -347,7 +347,7 @@ def create_app(settings: Settings, holder: ModelHolder, shadow: Any = None) -> F
 
     @app.post("/explain")
     async def explain(request: Request):
-        """Per-record attributions (keel.explain) for records validated as /predict validates
+        """Per-record attributions (keel.model.explain) for records validated as /predict validates
         them, beside their predictions; at most [explain] max_records per request."""
         from starlette.concurrency import run_in_threadpool
 

@@ -78,7 +78,7 @@ class Shadow(threading.Thread):
         self.settings = settings
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.flush_every = flush_every
-        self.challenger: Any = None  # keel.serving.LoadedModel
+        self.challenger: Any = None  # keel.serving.server.LoadedModel
         self.stats: dict[tuple[str, str], PairStats] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()

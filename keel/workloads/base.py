@@ -8,10 +8,10 @@ It answers:
 - its settings (``defaults``): the ``[features]`` (label, categorical, numeric,
   slices), the gate rules, names and profiles it brings, layered just above keel's
   own defaults and below keel.toml;
-- its objective (binary, multiclass, regression: keel.objectives owns the loss,
+- its objective (binary, multiclass, regression: keel.model.objectives owns the loss,
   output columns, metrics and their direction) and its network (``net_options``:
   the tabular MLP, a conv net over image pixels, or a pre-trained BERT encoder for a
-  text column; keel.net, keel.text);
+  text column; keel.model.families, keel.model.families.bert);
 - its data source: which batches exist and which one is "next" for the schedules,
   how a batch is built or read from a file, the demo batches, and the columns that
   pin a row to its train/val/test split;
@@ -73,7 +73,7 @@ class Workload(ABC):
     # ---------------------------------------------------------------- settings
     def defaults(self) -> dict[str, Any]:
         """Settings this workload brings (a nested dict in keel.toml's shape, with
-        ``profiles`` allowed): above keel/conf/defaults.toml, below keel.toml."""
+        ``profiles`` allowed): above keel/config/defaults.toml, below keel.toml."""
         return {}
 
     def check(self, settings: Settings) -> None:
@@ -93,7 +93,7 @@ class Workload(ABC):
 
     # ---------------------------------------------------------------- model
     def objective(self) -> str:
-        """``binary``, ``multiclass`` or ``regression`` (keel.objectives): the loss, the
+        """``binary``, ``multiclass`` or ``regression`` (keel.model.objectives): the loss, the
         output columns of a prediction and the metrics follow from it."""
         return "binary"
 
@@ -101,14 +101,14 @@ class Workload(ABC):
         """keel.net.NetConfig fields beyond the tabular MLP's ({}: the MLP). An image
         workload returns ``{"arch": "conv", "image": [C, H, W], "channels": [...]}``:
         its numeric feature columns, in order, are the pixels. A text workload returns
-        ``keel.text.encoder_options(<BERT checkpoint dir>, layers, max_length)`` and names
+        ``keel.model.families.bert.encoder_options(<BERT checkpoint dir>, layers, max_length)`` and names
         its text column in ``features.text``."""
         return {}
 
     def default_suite(self, settings: Settings) -> dict[str, Any]:
-        """The GX suite (keel.validation's JSON shape) that validates this workload's
+        """The GX suite (keel.data.validation's JSON shape) that validates this workload's
         batches when ``data.suite`` names none. Default: generated from the settings'
-        feature columns (keel.validation.generated_suite)."""
+        feature columns (keel.data.validation.generated_suite)."""
         from keel.data.validation import generated_suite
 
         return generated_suite(

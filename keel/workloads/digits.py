@@ -4,7 +4,7 @@ Ten classes (multiclass). A row is one image: ``image_id`` (its index in the
 bundled set, the split key), the 64 pixel intensities ``p00``..``p63`` (0..16, row
 by row) and the label ``digit``. Batches are ordered chunks of the images
 (``chunk-1``..), so the scheduled retraining takes the next chunk. The network is
-keel.net.ConvNet over the pixels reshaped to 1x8x8; served predictions take raw
+keel.model.families.conv over the pixels reshaped to 1x8x8; served predictions take raw
 pixel rows.
 """
 

