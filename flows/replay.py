@@ -31,8 +31,10 @@ def replay_flow(settings: Settings, version: str) -> ReplayReport:
     try:
         r, dataset = materialise_dataset(store, settings.data_store, lineage, scratch)  # r: as recorded
         splits = load_splits(r.workload, r.split, dataset)
-        gated = train_model(r.workload, r.features, r.train, store, splits, None)
-        built = refit_model(r.workload, r.features, r.train, store, gated, splits, lineage.refit, None)
+        gated = train_model(r.workload, r.model, r.features, r.train, store, splits, None)
+        built = refit_model(
+            r.workload, r.model, r.features, r.train, store, gated, splits, lineage.refit, None
+        )
         model = recompress(lineage, built, splits, scratch)
         evaluation = evaluate_model(r.features, recorded_model(lineage, gated, model), splits)
         report = compare_replay(lineage, model, evaluation)

@@ -30,7 +30,7 @@ def train_flow(settings: Settings) -> RegisteredVersion:
     splits = load_splits(s.workload, s.split, dataset)
     run_id = start_run(s, dataset, validation, splits)
     try:
-        model = train_model(s.workload, s.features, s.train, store, splits, run_id)
+        model = train_model(s.workload, s.model, s.features, s.train, store, splits, run_id)
         evaluation = evaluate_model(s.features, model, splits)
         log_evaluation(store, evaluation, run_id)
         explanation = explain_model(s.explain, s.features.label, s.train.seed, model, splits)
@@ -38,7 +38,9 @@ def train_flow(settings: Settings) -> RegisteredVersion:
         baseline = evaluate_champion(store, s.features, splits)  # same held-out rows
         gate = apply_gate(s.gate, store, evaluation, baseline, splits.holdout)
         # newest-batch holdout: a blessed model is fit again on every batch
-        model = refit_model(s.workload, s.features, s.train, store, model, splits, gate.passed, run_id)
+        model = refit_model(
+            s.workload, s.model, s.features, s.train, store, model, splits, gate.passed, run_id
+        )
         verified = verify_remote(data, dataset)  # the data version is in the DVC remote
         registered = register_model(s, model, splits, run_id, verified, validation, evaluation)
         record_gate(store, s.gate.slice_metric, registered, dataset, evaluation, baseline, gate, explanation)

@@ -79,8 +79,9 @@ def load_source_model(store: MlflowStore, lineage: Lineage, directory: Path) -> 
         raise KeelError(
             f"v{lineage.version} is not a keel net model (no {', '.join(missing)}): cannot compress"
         )
-    preprocessor, net, threshold, objective = load_parts(artifacts)
-    return TrainedModel(preprocessor, net, threshold, 0, None, None, objective), local / "artifacts"
+    family, preprocessor, net, threshold, objective = load_parts(artifacts)
+    source = TrainedModel(preprocessor, net, threshold, 0, None, None, objective, family)
+    return source, local / "artifacts"
 
 
 @task(name="build-variant", cache_policy=NONE)

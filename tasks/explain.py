@@ -23,7 +23,7 @@ def explain_model(explain: ExplainConfig, label: str, seed: int, model, splits: 
     column); seeded by ``seed`` (train.seed)."""
     from keel.model.explain import WHY, global_importance, method_for
 
-    method = method_for(model.net)
+    method = method_for(model.family, model.net)
     if method is None or not explain.enabled:
         why = (
             "disabled ([explain] enabled = false)"
@@ -34,6 +34,7 @@ def explain_model(explain: ExplainConfig, label: str, seed: int, model, splits: 
     limit = explain.token_rows if method == "tokens" else explain.rows
     test = splits.test.head(limit)
     table = global_importance(
+        model.family,
         model.preprocessor,
         model.net,
         model.objective,
@@ -44,10 +45,9 @@ def explain_model(explain: ExplainConfig, label: str, seed: int, model, splits: 
         seed=seed,
         top=explain.top,
     )
-    cfg = model.net.cfg
-    return Explanation(
-        method, WHY[method], len(test), table, list(model.preprocessor.numeric), list(cfg.image)
-    )
+    image = list(getattr(getattr(model.net, "cfg", None), "image", []))  # the conv family's pixels
+    pixels = list(getattr(model.preprocessor, "numeric", []))
+    return Explanation(method, WHY[method], len(test), table, pixels, image)
 
 
 @task(

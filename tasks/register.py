@@ -72,7 +72,9 @@ def register_model(
 
     example = splits.test[model.preprocessor.columns].head(5).reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = save_artifacts(model.preprocessor, model.net, model.threshold, Path(tmp), model.objective)
+        artifacts = save_artifacts(
+            model.family, model.preprocessor, model.net, model.threshold, Path(tmp), model.objective
+        )
         info = packaging.log_pyfunc(
             settings.mlflow_store,
             run_id,

@@ -7,7 +7,14 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import FeatureConfig, MlflowStore, Settings, TrainConfig, WorkloadConfig
+from keel.config.settings import (
+    FeatureConfig,
+    MlflowStore,
+    ModelConfig,
+    Settings,
+    TrainConfig,
+    WorkloadConfig,
+)
 from keel.data.types import DatasetRef, Splits
 from keel.data.validation import ValidationReport
 from keel.errors import retry_transient
@@ -89,6 +96,7 @@ def start_run(settings: Settings, dataset: DatasetRef, validation: ValidationRep
 
 def _fit(
     workload: WorkloadConfig,
+    model: ModelConfig,
     features: FeatureConfig,
     train: TrainConfig,
     store: MlflowStore,
@@ -103,10 +111,12 @@ def _fit(
     ``callbacks``: more Lightning callbacks (keel tune's pruning)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
+    from keel.model import families
     from keel.model.training import fit
     from keel.workloads import build
 
     chosen = build(workload.name, workload.target, workload.params)
+    family = families.chosen(model, chosen.net_options())
     logger = (
         MLFlowLogger(
             experiment_name=store.mlflow.experiment,
@@ -123,7 +133,7 @@ def _fit(
         features,
         train,
         objective=chosen.objective(),
-        net_options=chosen.net_options(),
+        family=family,
         logger=logger,
         callbacks=callbacks,
     )
@@ -132,6 +142,7 @@ def _fit(
 @task(name="train-model", cache_policy=NONE)
 def train_model(
     workload: WorkloadConfig,
+    model: ModelConfig,
     features: FeatureConfig,
     train: TrainConfig,
     store: MlflowStore,
@@ -141,24 +152,25 @@ def train_model(
     """Fit the Lightning model; per-epoch metrics go to the MLflow run (none: no logging)."""
     from keel.registry import tracking
 
-    model = _fit(workload, features, train, store, splits.train, splits.val, run_id)
+    trained = _fit(workload, model, features, train, store, splits.train, splits.val, run_id)
     if run_id is None:
-        return model
+        return trained
     client = tracking.client(store)
-    client.log_metric(run_id, "train/epochs_run", model.epochs_run)
-    if model.best_epoch is not None and model.best_val_loss is not None:
-        client.log_metric(run_id, "val/best_epoch", model.best_epoch)
-        client.log_metric(run_id, "val/best_loss", model.best_val_loss)
-    return model
+    client.log_metric(run_id, "train/epochs_run", trained.epochs_run)
+    if trained.best_epoch is not None and trained.best_val_loss is not None:
+        client.log_metric(run_id, "val/best_epoch", trained.best_epoch)
+        client.log_metric(run_id, "val/best_loss", trained.best_val_loss)
+    return trained
 
 
 @task(name="refit-model", cache_policy=NONE)
 def refit_model(
     workload: WorkloadConfig,
+    model: ModelConfig,
     features: FeatureConfig,
     train: TrainConfig,
     store: MlflowStore,
-    model,
+    gated,
     splits: Splits,
     blessed: bool,
     run_id: str | None,
@@ -168,12 +180,12 @@ def refit_model(
     data; its ``test/*`` metrics stay those of the gated fit, on rows it had never seen.
     A rejected one, or one gated on a random split, is registered as it was gated."""
     if splits.refit is None or not blessed:
-        return model
+        return gated
     from keel.registry import tracking
 
     rows, val = splits.refit
     # its curves beside the gated fit's: refit-train/loss, refit-val/loss
-    refit = _fit(workload, features, train, store, rows, val, run_id, prefix="refit")
+    refit = _fit(workload, model, features, train, store, rows, val, run_id, prefix="refit")
     if run_id is not None:
         client = tracking.client(store)
         client.log_metric(run_id, "refit/epochs_run", refit.epochs_run)
@@ -209,4 +221,4 @@ def train_as_worker(settings: Settings) -> None:
     frames = {p.stem: partitions.read_partition(p) for p in partitions.list_partitions(settings.data.dir)}
     splits = partitions.make_splits(settings.split, frames, load_workload(settings).split_key())
     s = settings
-    _fit(s.workload, s.features, s.train, s.mlflow_store, splits.train, splits.val, None)
+    _fit(s.workload, s.model, s.features, s.train, s.mlflow_store, splits.train, splits.val, None)

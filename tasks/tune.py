@@ -199,7 +199,15 @@ def run_trial(
     pruning = PyTorchLightningPruningCallback(trial, monitor=OBJECTIVE)
     try:
         model = _fit(
-            s.workload, s.features, s.train, store, splits.train, splits.val, run_id, callbacks=[pruning]
+            s.workload,
+            s.model,
+            s.features,
+            s.train,
+            store,
+            splits.train,
+            splits.val,
+            run_id,
+            callbacks=[pruning],
         )
     except optuna.TrialPruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)

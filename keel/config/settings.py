@@ -102,6 +102,20 @@ class WorkloadConfig(_Section):
         return self.name == "flights" and not self.target and not self.params
 
 
+class ModelConfig(_Section):
+    """``[model]``: the network family (keel.model.families). All empty: the workload's
+    choice (``Workload.net_options``). ``name``: one of keel's (mlp, conv, bert) with its
+    ``params``; ``target``: a team's own ``module:Class``, its ``params`` validated by the
+    class's own Params model when it is loaded."""
+
+    name: str = ""
+    target: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def is_default(self) -> bool:
+        return not (self.name or self.target or self.params)
+
+
 class DvcConfig(_Section):
     remote: str
     remote_url: str
@@ -285,6 +299,7 @@ class Settings(_Section):
     workspace: Path
     profile: str | None = None
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
     split: SplitConfig
     features: FeatureConfig
@@ -342,6 +357,7 @@ class Settings(_Section):
         only when it is not the default one, so a default config hashes as it did before
         workloads existed (and versions registered then replay unchanged)."""
         include = {"split", "features", "train"} | (set() if self.workload.is_default() else {"workload"})
+        include |= set() if self.model.is_default() else {"model"}  # the workload's choice: as before
         inputs = self.model_dump(mode="json", include=include)
         for dotted, neutral in NEUTRAL_INPUTS.items():  # keys added later count only when set
             section, key = dotted.split(".")
@@ -392,10 +408,10 @@ def _workload_defaults(
     base: Mapping[str, Any], layers: list[dict[str, Any]]
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(name, settings, profiles) the chosen workload brings (keel.workloads.Workload.defaults),
-    the workload resolved through keel.config.targets."""
+    the workload resolved through keel.targets."""
     import copy
 
-    from keel.config import targets
+    from keel import targets
 
     choice: dict[str, Any] = copy.deepcopy(dict(base.get("workload", {})))
     for layer in layers:

@@ -35,7 +35,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from keel.model import families
+from keel.errors import KeelError
+from keel.model.families import Family
 from keel.model.net import Net
 from keel.model.runtime.onnx import OnnxRunner
 
@@ -45,6 +46,12 @@ if TYPE_CHECKING:
     from keel.model.objectives import Objective
 
 METHODS = ("onnx-int8", "onnx")
+
+
+class CompressError(KeelError):
+    """A model keel cannot compress (its net does not export): the user's to fix, exit 1."""
+
+
 OPSET = 17
 
 
@@ -59,28 +66,33 @@ class _Exported(nn.Module):
         return self.net(a, b)
 
 
-def export_onnx(net: Net, a: np.ndarray, b: np.ndarray, path: Path) -> Path:
+def export_onnx(family: Family, net: Net, a: np.ndarray, b: np.ndarray, path: Path) -> Path:
     """The net as an ONNX graph, with its family's input names and dynamic axes (rows, and
     tokens for text). Uses torch's TorchScript exporter: deterministic bytes for the same
     weights, and no onnxscript dependency."""
     import warnings
 
-    family = families.of(net)
     names = family.onnx_inputs
     axes = family.onnx_axes(net)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
-        torch.onnx.export(
-            _Exported(net).eval(),
-            (torch.from_numpy(a), torch.from_numpy(b)),
-            str(path),
-            input_names=list(names),
-            output_names=["raw"],
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                _Exported(net).eval(),
+                (torch.from_numpy(a), torch.from_numpy(b)),
+                str(path),
+                input_names=list(names),
+                output_names=["raw"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        except Exception as exc:  # a team's net that the exporter cannot trace
+            raise CompressError(
+                f"net family {family.name!r}: its network does not export to ONNX "
+                f"({type(exc).__name__}: {str(exc)[:300]}); keel compress needs an ONNX graph"
+            ) from exc
     return path
 
 
@@ -95,11 +107,13 @@ def quantize_int8(source: Path, target: Path) -> Path:
     return target
 
 
-def build_variant(net: Net, a: np.ndarray, b: np.ndarray, method: str, directory: Path) -> Path:
+def build_variant(
+    family: Family, net: Net, a: np.ndarray, b: np.ndarray, method: str, directory: Path
+) -> Path:
     """``directory``/model.onnx for ``method`` (METHODS)."""
     if method not in METHODS:
         raise ValueError(f"compression method {method!r}: known {', '.join(METHODS)}")
-    exported = export_onnx(net, a, b, directory / ("model.onnx" if method == "onnx" else "fp32.onnx"))
+    exported = export_onnx(family, net, a, b, directory / ("model.onnx" if method == "onnx" else "fp32.onnx"))
     if method == "onnx":
         return exported
     out = quantize_int8(exported, directory / "model.onnx")
@@ -120,7 +134,7 @@ class CompressedModel:
     preprocessor: Preprocessor | TextPreprocessor
     objective: Objective
     threshold: float
-    arch: str
+    family: Family
     method: str
     path: Path  # model.onnx
     runner: OnnxRunner
@@ -150,14 +164,26 @@ def compress(source: Any, method: str, sample: pd.DataFrame, directory: Path) ->
     artifacts in ``directory``; ``sample``: a few raw rows to trace the net with."""
     from keel.model.runtime.pyfunc import write_meta
 
-    arch = source.net.cfg.arch
+    family = source.family
     a, b = source.preprocessor.transform(sample)
     write_meta(
-        source.preprocessor, source.net, source.threshold, directory, source.objective, compression=method
+        family,
+        source.preprocessor,
+        source.net,
+        source.threshold,
+        directory,
+        source.objective,
+        compression=method,
     )
-    path = build_variant(source.net, a, b, method, directory)
+    path = build_variant(family, source.net, a, b, method, directory)
     return CompressedModel(
-        source.preprocessor, source.objective, source.threshold, arch, method, path, OnnxRunner(path, arch)
+        source.preprocessor,
+        source.objective,
+        source.threshold,
+        family,
+        method,
+        path,
+        OnnxRunner(path, family),
     )
 
 

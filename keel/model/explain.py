@@ -16,6 +16,10 @@ workload gets the one that fits its inputs, never by a workload's name:
   layer against a baseline of [PAD] tokens (specials kept): per token; global = the mean
   attribution of each token across held-out rows.
 
+- ``permutation`` (a team's family that declares no method of its own): the global
+  explanation of ``ablation``, model-agnostic through the model's predictions on raw rows,
+  honestly named so in ``explain/method.json``; no per-record explanation.
+
 A model whose output is one tag per token (token classification) has no single target
 per record: ``method_for`` returns None and nothing is computed (said so in the run).
 
@@ -37,8 +41,11 @@ if TYPE_CHECKING:
 
     from keel.model.objectives import Objective
 
-METHODS = ("ablation", "saliency", "tokens")
+METHODS = ("ablation", "saliency", "tokens", "permutation")
 WHY = {
+    "permutation": "model-agnostic: permutation importance of the headline metric over the raw "
+    "feature columns (the network's family declares no method of its own); no per-record "
+    "explanation",
     "ablation": "table MLP: permutation importance of the headline metric (global), "
     "feature ablation against each column's reference (per record)",
     "saliency": "conv net over pixels: gradient saliency per pixel",
@@ -56,11 +63,9 @@ class Explanation:
     image: list[int]  # saliency: [C, H, W]
 
 
-def method_for(net: Any) -> str | None:
-    """The explanation method a network's family declares (keel.model.families)."""
-    from keel.model import families
-
-    return families.of(net).explanation(net)
+def method_for(family: Any, net: Any) -> str | None:
+    """The explanation method ``net``'s family declares (keel.model.families)."""
+    return family.explanation(net)
 
 
 def _targets(objective: Objective, raw: torch.Tensor) -> tuple[Any, list[str]]:
@@ -73,15 +78,17 @@ def _targets(objective: Objective, raw: torch.Tensor) -> tuple[Any, list[str]]:
     return index, [f"logit of {objective.label}={objective.classes[int(i)]}" for i in index]
 
 
-def attribute(preprocessor: Any, net: Any, objective: Objective, frame: pd.DataFrame) -> list[dict[str, Any]]:
+def attribute(
+    family: Any, preprocessor: Any, net: Any, objective: Objective, frame: pd.DataFrame
+) -> list[dict[str, Any]]:
     """Per record: ``{"explains": <what>, "attributions": {feature: score}}`` (ablation,
     saliency) or ``{"explains", "tokens": [...], "attributions": [...]}`` (tokens)."""
-    method = method_for(net)
-    if method is None:
-        raise ValueError("this model predicts one tag per token: no per-record explanation")
-    return {"ablation": _ablation, "saliency": _saliency, "tokens": _tokens}[method](
-        preprocessor, net, objective, frame
-    )
+    method = method_for(family, net)
+    per_record = {"ablation": _ablation, "saliency": _saliency, "tokens": _tokens}
+    if method not in per_record:
+        why = "one tag per token" if method is None else WHY[method]
+        raise ValueError(f"no per-record explanation for this model ({why})")
+    return per_record[method](preprocessor, net, objective, frame)
 
 
 def _ablation(preprocessor: Any, net: Any, objective: Objective, frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -182,6 +189,7 @@ def token_attributions(
 
 
 def global_importance(
+    family: Any,
     preprocessor: Any,
     net: Any,
     objective: Objective,
@@ -198,8 +206,8 @@ def global_importance(
     fall when the column is shuffled (``spread`` its std over ``repeats``), saliency = mean
     |gradient| (std across rows), tokens = mean attribution of the token (std across its
     occurrences; only tokens seen at least twice, the ``top`` by |mean|)."""
-    method = method_for(net)
-    if method == "ablation":
+    method = method_for(family, net)
+    if method in ("ablation", "permutation"):  # permutation: model-agnostic, through predict
         return _permutation(objective, predict, frame[preprocessor.columns], y, repeats, seed)
     if method == "saliency":
         scores, _ = saliency_matrix(preprocessor, net, objective, frame)

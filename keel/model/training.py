@@ -16,8 +16,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics.classification import BinaryAUROC
 
+from keel.errors import ConfigError
 from keel.model import families
-from keel.model.net import Net, NetConfig, forward_rows
+from keel.model.families import Family
+from keel.model.net import Net, forward_rows
 from keel.model.objectives import KINDS, Binary, Objective
 
 if TYPE_CHECKING:
@@ -135,20 +137,19 @@ class TabularDataModule(pl.LightningDataModule):
 # ---------------------------------------------------------------- model
 class TabularModule(pl.LightningModule):
     """A family's net (keel.model.families: the MLP, a conv net for images, a BERT encoder for
-    text) trained with its objective's loss; a binary objective also tracks val/auc.
-    ``pretrained``: the net starts from its family's checkpoint weights (text)."""
+    text, or a team's own plain module) trained with its objective's loss and AdamW; a binary
+    objective also tracks val/auc."""
 
     def __init__(
         self,
-        net_cfg: NetConfig,
+        net: Net,
         lr: float,
         weight_decay: float,
         objective: Objective | None = None,
-        pretrained: bool = False,
     ):
         super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["objective"])
-        self.net = families.build(net_cfg, pretrained=pretrained)
+        self.save_hyperparameters(logger=False, ignore=["objective", "net"])
+        self.net = net
         self.lr, self.weight_decay = lr, weight_decay
         self.objective = objective or Binary("label", [0, 1])
         self.loss: nn.Module = self.objective.loss()
@@ -203,13 +204,13 @@ class KeepBestWeights(pl.Callback):
         value = trainer.callback_metrics.get(self.monitor)
         if value is not None and (self.best is None or float(value) < self.best):
             self.best, self.best_epoch = float(value), trainer.current_epoch
-            self.state = copy.deepcopy(module.net.state_dict())
+            self.state = copy.deepcopy(trained_net(module).state_dict())
 
     def on_fit_end(self, trainer: pl.Trainer, module: TabularModule) -> None:  # type: ignore[override]
         """Put the best weights into the module and the summary into callback_metrics:
         both travel back to the launching process when DDP ran in spawned processes."""
         if self.state is not None:
-            module.net.load_state_dict(self.state)
+            trained_net(module).load_state_dict(self.state)
         trainer.callback_metrics["keel/epochs_run"] = torch.tensor(float(trainer.current_epoch))
         if self.best is not None and self.best_epoch is not None:
             trainer.callback_metrics["keel/best_epoch"] = torch.tensor(float(self.best_epoch))
@@ -271,15 +272,22 @@ def distributed(cfg: TrainConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- fit
+def trained_net(module: pl.LightningModule) -> Net:
+    """The network a training registers: keel's module trains ``.net``; a team's own
+    LightningModule is the network itself."""
+    return module.net if isinstance(module, TabularModule) else module
+
+
 @dataclass
 class TrainedModel:
-    preprocessor: Preprocessor | TextPreprocessor
+    preprocessor: Any  # the family's preprocessing (keel.model.features.Preprocessor, a tokenizer...)
     net: Net
     threshold: float
     epochs_run: int
     best_epoch: int | None
     best_val_loss: float | None
     objective: Objective
+    family: Family
 
     @torch.no_grad()
     def raw(self, frame: pd.DataFrame) -> torch.Tensor:
@@ -308,13 +316,14 @@ def fit(
     cfg: TrainConfig,
     *,
     objective: str = "binary",
-    net_options: dict[str, Any] | None = None,
+    family: Family | None = None,
     logger: Any = False,
     callbacks: Sequence[Any] = (),
 ) -> TrainedModel:
     """Train deterministically on CPU; early stopping on val/loss; best weights kept.
-    ``objective``: binary, multiclass or regression (keel.model.objectives); ``net_options``:
-    NetConfig fields beyond the MLP's (the workload's Workload.net_options)."""
+    ``objective``: binary, multiclass or regression (keel.model.objectives); ``family``: the
+    network family (keel.model.families; default keel's MLP). A family whose network is a
+    LightningModule of its own is trained as it is; any other net by keel's module."""
     import logging
     import warnings
 
@@ -325,20 +334,11 @@ def fit(
     torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     obj = KINDS[objective].fit_labels(features.label, train[features.label])
-    options = dict(net_options or {})
-    family = families.chosen(options)
-    family.check(features, options)
-    pre = family.fit_preprocessor(train, features, options)
-    net_cfg = NetConfig(
-        pre.cardinalities,
-        pre.numeric_width,
-        list(cfg.hidden),
-        cfg.dropout,
-        cfg.emb_dim_max,
-        obj.width,
-        **options,
-    )
-    module = TabularModule(net_cfg, cfg.lr, cfg.weight_decay, obj, pretrained=family.pretrained)
+    family = family or families.family(families.DEFAULT)
+    family.check(features)
+    pre = family.fit_preprocessor(train, features)
+    net = family.build(obj.width, pre, cfg, pretrained=family.pretrained)
+    module = net if isinstance(net, pl.LightningModule) else TabularModule(net, cfg.lr, cfg.weight_decay, obj)
     data = TabularDataModule(
         EncodedSplit.encode(pre, train, obj),
         EncodedSplit.encode(pre, val, obj),
@@ -350,17 +350,28 @@ def fit(
     best = KeepBestWeights("val/loss")
     stop = pl.callbacks.EarlyStopping("val/loss", patience=cfg.patience, mode="min")
     trainer = build_trainer(cfg, logger=logger, callbacks=[best, stop, *callbacks])
-    trainer.fit(module, datamodule=data)  # the best weights are in module.net afterwards
-    module.net.cpu().eval()  # predictions, evaluation and the saved weights: CPU
+    try:
+        trainer.fit(module, datamodule=data)  # the best weights are in the net afterwards
+    except RuntimeError as exc:
+        if module is net and "val/loss" in str(exc):  # a team's own LightningModule
+            raise ConfigError(
+                f"net family {family.name!r} ({type(net).__module__}.{type(net).__qualname__}): its "
+                "LightningModule logs no 'val/loss'; keel keeps the epoch with the lowest one "
+                "(self.log('val/loss', ...) in validation_step)"
+            ) from exc
+        raise
+    trained = trained_net(module)
+    trained.cpu().eval()  # predictions, evaluation and the saved weights: CPU
     done = trainer.callback_metrics
     model = TrainedModel(
         pre,
-        module.net,
+        trained,
         cfg.threshold,
         int(done["keel/epochs_run"]),
         int(done["keel/best_epoch"]) if "keel/best_epoch" in done else None,
         float(done["keel/best_val_loss"]) if "keel/best_val_loss" in done else None,
         obj,
+        family,
     )
     if isinstance(obj, Binary) and cfg.threshold_policy == "max_f1" and len(val):
         model.threshold = max_f1_threshold(obj.encode(val[features.label]), model.predict_proba(val))

@@ -72,7 +72,7 @@ def load_version(store: MlflowStore, version: str) -> LoadedModel:
         raise RuntimeError(f"v{version} has no output signature: keel reads its output columns from it")
     outputs = {c.name: str(c.type.name if hasattr(c.type, "name") else c.type) for c in out_schema.inputs}
     inner = pyfunc.unwrap_python_model()
-    vocab = {k: frozenset(v) for k, v in inner.preprocessor.vocab.items()}
+    vocab = {k: frozenset(v) for k, v in getattr(inner.preprocessor, "vocab", {}).items()}
     loaded = LoadedModel(
         version=str(version),
         data_version="",
@@ -355,19 +355,24 @@ def create_app(settings: Settings, holder: ModelHolder, shadow: Any = None) -> F
 
         model = holder.current
         inner = model.model
-        method = method_for(inner.net) if hasattr(inner, "net") else None
-        if method is None:
-            what = (
-                "a compressed variant (an ONNX graph)" if not hasattr(inner, "net") else "a per-token tagger"
-            )
-            error = f"v{model.version} is {what}: no per-record explanation (explain its source version)"
+        method = method_for(inner.family, inner.net) if hasattr(inner, "net") else None
+        if method not in ("ablation", "saliency", "tokens"):
+            if not hasattr(inner, "net"):
+                what = "a compressed variant (an ONNX graph): explain its source version"
+            elif method is None:
+                what = "a per-token tagger"
+            else:
+                what = f"explained by {method} only ({WHY[method]})"
+            error = f"v{model.version} is {what}: no per-record explanation"
             return JSONResponse({"error": error}, status_code=409)
         frame = await read_frame(request, model, settings.explain.max_records)
         if isinstance(frame, JSONResponse):
             return frame
         out = model.predict(frame)
         # gradients and ablations take a while: off the event loop, so /predict keeps answering
-        explained = await run_in_threadpool(attribute, inner.preprocessor, inner.net, inner.objective, frame)
+        explained = await run_in_threadpool(
+            attribute, inner.family, inner.preprocessor, inner.net, inner.objective, frame
+        )
         return {
             "model_version": model.version,
             "method": method,

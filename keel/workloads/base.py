@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from keel.config import targets
+from keel import targets
 from keel.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def unfailable(rules: dict[str, dict[str, float]]) -> dict[str, dict[str, float]
 
 
 # ---------------------------------------------------------------- choosing one
-SHIPPED: dict[str, str] = targets.WORKLOADS.shipped  # name -> module:Class (keel.config.targets)
+SHIPPED: dict[str, str] = targets.WORKLOADS.shipped  # name -> module:Class (keel.targets)
 
 
 def workload_class(name: str, target: str = "") -> type[Workload]:
@@ -237,11 +237,14 @@ def checked_workload(settings: Settings) -> Workload:
 
     workload = load_workload(settings)
     workload.check(settings)
-    options = workload.net_options()
     try:
-        families.chosen(options).check(settings.features, options)
+        family = families.chosen(settings.model, workload.net_options())
     except ConfigError as exc:
         raise ConfigError(f"workload {workload.name!r}: {exc}") from exc
+    try:
+        family.check(settings.features)
+    except ConfigError as exc:
+        raise ConfigError(f"workload {workload.name!r}, net family {family.name!r}: {exc}") from exc
     return workload
 
 

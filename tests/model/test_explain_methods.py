@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from keel.model import explain
-from keel.model.families import build
+from keel.model.families import build, family
 from keel.model.features import Preprocessor
 from keel.model.net import NetConfig
 from keel.model.objectives import Binary, Multiclass, Regression
@@ -29,13 +29,13 @@ def test_conv_saliency_is_per_pixel_and_the_image_map_is_drawn(tmp_path):
     torch.manual_seed(0)
     net = build(NetConfig([], pre.numeric_width, [8], 0.0, 4, 3, "conv", [1, 4, 4], [4, 4])).eval()
     objective = Multiclass("digit", ["0", "1", "2"])
-    assert explain.method_for(net) == "saliency"
-    per_record = explain.attribute(pre, net, objective, frame.head(2))
+    assert explain.method_for(family("conv"), net) == "saliency"
+    per_record = explain.attribute(family("conv"), pre, net, objective, frame.head(2))
     assert len(per_record) == 2 and list(per_record[0]["attributions"]) == PIXELS
     assert per_record[0]["explains"].startswith("logit of digit=")
     assert all(v >= 0 for v in per_record[0]["attributions"].values())  # |gradient|
     table = explain.global_importance(
-        pre, net, objective, lambda f: f, frame, frame["p0"], repeats=1, seed=0, top=20
+        family("conv"), pre, net, objective, lambda f: f, frame, frame["p0"], repeats=1, seed=0, top=20
     )
     assert sorted(table["feature"]) == sorted(PIXELS) and table["importance"].is_monotonic_decreasing
     explain.plot(table, "saliency", "t", tmp_path / "s.png", PIXELS, [1, 4, 4])
@@ -53,8 +53,8 @@ def test_feature_ablation_credits_the_only_column_the_output_reads():
         layer.bias.zero_()
         emb_width = layer.in_features - pre.numeric_width
         layer.weight[0, emb_width + 1] = 2.0  # numeric block: [z_a, z_b, missing_a, missing_b]
-    assert explain.method_for(net) == "ablation"
-    out = explain.attribute(pre, net.eval(), Regression("y"), frame)
+    assert explain.method_for(family("mlp"), net) == "ablation"
+    out = explain.attribute(family("mlp"), pre, net.eval(), Regression("y"), frame)
     z_b = (frame["b"] - frame["b"].mean()) / frame["b"].std(ddof=0)
     for row, z in zip(out, z_b, strict=True):
         assert row["explains"] == "prediction"
@@ -70,14 +70,23 @@ def test_token_attributions_cover_each_token_with_unit_norm():
     pre = TextPreprocessor.fit("text", encoder["encoder"])
     torch.manual_seed(0)
     net = build(NetConfig([], 0, [], 0.0, 16, 1, **encoder), pretrained=True).eval()
-    assert explain.method_for(net) == "tokens"
+    assert explain.method_for(family("bert"), net) == "tokens"
     frame = pd.DataFrame({"text": ["great rally tonight", "great crowd, great night", "fake news"]})
-    out = explain.attribute(pre, net, Binary("label", [0, 1]), frame)
+    out = explain.attribute(family("bert"), pre, net, Binary("label", [0, 1]), frame)
     first = out[0]
     assert first["tokens"][0] == "[CLS]" and first["tokens"][-1] == "[SEP]"
     assert "great" in first["tokens"] and len(first["tokens"]) == len(first["attributions"])
     assert np.linalg.norm(first["attributions"]) == pytest.approx(1.0, abs=1e-4)
     table = explain.global_importance(
-        pre, net, Binary("label", [0, 1]), lambda f: f, frame, frame["text"], repeats=1, seed=0, top=5
+        family("bert"),
+        pre,
+        net,
+        Binary("label", [0, 1]),
+        lambda f: f,
+        frame,
+        frame["text"],
+        repeats=1,
+        seed=0,
+        top=5,
     )
     assert table["feature"].tolist() == ["great"] and table["count"].tolist() == [3]  # seen >= 2 times

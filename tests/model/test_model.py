@@ -68,7 +68,7 @@ def test_pyfunc_round_trip_predicts_from_raw_rows(splits, settings, tmp_path):
     train, val, test = splits
     model = fit(train, val, settings.features, settings.train)
     artifacts = save_artifacts(
-        model.preprocessor, model.net, model.threshold, tmp_path / "a", model.objective
+        model.family, model.preprocessor, model.net, model.threshold, tmp_path / "a", model.objective
     )
     mlflow.pyfunc.save_model(
         str(tmp_path / "m"), python_model=TabularModel(), artifacts=artifacts, pip_requirements=["mlflow"]

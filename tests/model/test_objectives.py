@@ -101,7 +101,7 @@ def test_fit_and_the_registered_model_serve_each_objective(
     assert model.objective.metrics(test[label], out)[metric] > bound
 
     artifacts = save_artifacts(
-        model.preprocessor, model.net, model.threshold, tmp_path / "a", model.objective
+        model.family, model.preprocessor, model.net, model.threshold, tmp_path / "a", model.objective
     )
     mlflow.pyfunc.save_model(str(tmp_path / "m"), python_model=TabularModel(), artifacts=artifacts)
     served = mlflow.pyfunc.load_model(str(tmp_path / "m")).predict(test[["x1", "x2", "colour"]])

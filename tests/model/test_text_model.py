@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from keel.model.families import build
+from keel.model.families import build, family
 from keel.model.net import NetConfig, forward_rows
 
 TEXTS = ["Make America Great Again!", "Thank you Iowa, see you tomorrow at 7pm", "", None]
@@ -28,7 +28,6 @@ def _net(encoder, outputs=3, pretrained=True):
 
 
 def test_the_tokenizer_travels_as_json_pads_to_the_longest_and_cuts_at_max_length(encoder):
-    from keel.model.families import family
     from keel.model.families.bert import TextPreprocessor
 
     pre = TextPreprocessor.fit("text", encoder["encoder"])
@@ -92,7 +91,9 @@ def test_the_onnx_variants_answer_like_the_eager_net(encoder, tmp_path, method, 
     from keel.model.training import TrainedModel
 
     pre = TextPreprocessor.fit("text", encoder["encoder"])
-    source = TrainedModel(pre, _net(encoder), 0.5, 0, None, None, Multiclass("device", ["a", "b", "c"]))
+    source = TrainedModel(
+        pre, _net(encoder), 0.5, 0, None, None, Multiclass("device", ["a", "b", "c"]), family("bert")
+    )
     frame = pd.DataFrame({"text": TEXTS[:2] * 40})  # 80 rows: the runner's 64-row chunks too
     variant = compress(source, method, frame.head(8), tmp_path)
     expected, got = source.predict(frame), variant.predict(frame)
@@ -128,7 +129,9 @@ def test_text_drift_compares_length_vocabulary_embeddings_and_predictions(encode
     from keel.model.training import TrainedModel
 
     pre = TextPreprocessor.fit("text", encoder["encoder"])
-    trained = TrainedModel(pre, _net(encoder), 0.5, 0, None, None, Multiclass("device", ["a", "b", "c"]))
+    trained = TrainedModel(
+        pre, _net(encoder), 0.5, 0, None, None, Multiclass("device", ["a", "b", "c"]), family("bert")
+    )
     champion = SimpleNamespace(
         preprocessor=pre,
         net=trained.net,

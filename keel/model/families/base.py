@@ -1,11 +1,37 @@
-"""What a network family declares, in one place: its network class, how its preprocessing is
-fitted on the train split, saved (JSON) and rebuilt at load, whether training starts from
-pre-trained weights, its explanation method and its ONNX signature. keel.model.families lists
-the families; nothing outside a family's own file branches on its name."""
+"""The model seam: what a network family declares, in one place. keel's own families (mlp,
+conv, bert: one file each, listed in keel.model.families) and a team's own (``[model] target
+= "module:Class"``) implement the same class.
+
+A family answers, with working defaults where keel has them:
+
+- ``check(features)``: can the configured features feed it (a ConfigError naming the key,
+  at start-up);
+- its preprocessing: ``fit_preprocessor(frame, features)`` fitted on the train split, an
+  object with ``transform(frame) -> (a, b)`` (two arrays, rows first: the net's two inputs),
+  ``columns`` (the raw feature columns it reads) and ``to_dict()`` (JSON: it travels inside
+  the registered model, never pickled); ``load_preprocessor(data)`` rebuilds it at load.
+  Default: keel's table preprocessing (category codes; scaled numerics + missing flags);
+- its network: ``network(outputs, preprocessor)``, a ``torch.nn.Module`` whose
+  ``forward(a, b)`` returns the objective's raw outputs (``outputs`` wide: shape (rows,) for
+  one, (rows, outputs) for more). It may be a whole ``lightning.LightningModule`` with its
+  own ``training_step`` / ``configure_optimizers``: keel then trains it as it is (its batches
+  are ``(a, b, y)``, y as the objective encodes the labels) and keeps the epoch with the
+  lowest ``val/loss``, which its ``validation_step`` logs. Otherwise keel trains the net with
+  the objective's loss and AdamW (``[train] lr``, ``weight_decay``);
+- optionally its explanation method (``explanation_method``: keel.model.explain; default
+  ``permutation``: model-agnostic, over the raw columns) and its ONNX inputs
+  (``onnx_inputs``, ``onnx_axes``) for ``keel compress``.
+
+keel's families build their nets from a ``NetConfig`` (``NetFamily``); a team's family is
+recorded in the model's net.json as its target and params, and rebuilt from them.
+Importing this module loads nothing but torch's module types (and pydantic).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
 
 from keel.errors import ConfigError
 from keel.model.features import Preprocessor
@@ -14,22 +40,33 @@ if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
-    from keel.config.settings import FeatureConfig
-    from keel.model.net import Net, NetConfig
+    from keel.config.settings import FeatureConfig, TrainConfig
+    from keel.model.net import Net
+
+
+class FamilyParams(BaseModel):
+    """A family's ``[model] params``; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Family:
-    """A family of keel networks; the defaults are those of a network over a table's encoded
-    columns (category codes, scaled numerics + missing flags)."""
+    """A family of networks (see the module docstring). Subclass it, give it a ``name``, a
+    ``Params`` model when it takes settings, and a ``network``; override the preprocessing
+    when the table's default does not fit."""
 
     name: ClassVar[str]
-    net: ClassVar[type[nn.Module]]
+    Params: ClassVar[type[FamilyParams]] = FamilyParams
     pretrained: ClassVar[bool] = False  # training starts from a checkpoint's weights
     onnx_inputs: ClassVar[tuple[str, str]] = ("categories", "numerics")
-    explanation_method: ClassVar[str | None] = "ablation"  # keel.model.explain.METHODS
+    explanation_method: ClassVar[str | None] = "permutation"  # keel.model.explain.METHODS
+    chunk_rows: ClassVar[int] = 0  # rows per forward pass when predicting (0: all at once)
+
+    def __init__(self, params: FamilyParams | None = None) -> None:
+        self.params = params if params is not None else self.Params()
 
     # ---------------------------------------------------------------- settings
-    def check(self, features: FeatureConfig, options: dict[str, Any]) -> None:
+    def check(self, features: FeatureConfig) -> None:
         """Raise ConfigError, naming the key, when the features cannot feed this family (at
         start-up, before any run opens)."""
         if features.text:
@@ -39,7 +76,7 @@ class Family:
             )
 
     # ---------------------------------------------------------------- preprocessing
-    def fit_preprocessor(self, frame: pd.DataFrame, features: FeatureConfig, options: dict[str, Any]) -> Any:
+    def fit_preprocessor(self, frame: pd.DataFrame, features: FeatureConfig) -> Any:
         """The preprocessing fitted on the train split; it travels inside the model as JSON."""
         return Preprocessor.fit(frame, features.categorical, features.numeric)
 
@@ -48,10 +85,29 @@ class Family:
         return Preprocessor.from_dict(data)
 
     # ---------------------------------------------------------------- network
-    def build(self, cfg: NetConfig, pretrained: bool = False) -> Net:
-        """The network; ``pretrained``: from the checkpoint's weights (training only)."""
-        return self.net(cfg, pretrained=True) if pretrained else self.net(cfg)
+    def network(self, outputs: int, preprocessor: Any) -> nn.Module:
+        """The network for ``outputs`` raw outputs over what ``preprocessor`` gives."""
+        raise NotImplementedError(f"net family {self.name!r} defines no network(outputs, preprocessor)")
 
+    def build(
+        self, outputs: int, preprocessor: Any, train: TrainConfig | None = None, pretrained: bool = False
+    ) -> Net:
+        """The network to train (``pretrained``: from the family's checkpoint)."""
+        return self.network(outputs, preprocessor)
+
+    def describe(self, net: Net, outputs: int) -> dict[str, Any]:
+        """What the model's net.json records to rebuild ``net`` at load: the family's target
+        and params, and the output width."""
+        cls = type(self)
+        params = self.params.model_dump(mode="json")
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        return {"arch": self.name, "family": {"target": target, "params": params}, "outputs": outputs}
+
+    def rebuild(self, meta: dict[str, Any], preprocessor: Any) -> Net:
+        """The network as ``describe`` recorded it (its weights are loaded after)."""
+        return self.network(int(meta["outputs"]), preprocessor)
+
+    # ---------------------------------------------------------------- explanations, ONNX
     def explanation(self, net: Net) -> str | None:
         """The explanation method for ``net`` (None: nothing to explain per record)."""
         return self.explanation_method
@@ -60,7 +116,47 @@ class Family:
         """The ONNX graph's dynamic axes, by input name and ``raw`` (the output)."""
         return {**{n: {0: "rows"} for n in self.onnx_inputs}, "raw": {0: "rows"}}
 
-    @property
-    def chunk_rows(self) -> int:
-        """Rows per forward pass when predicting (0: all at once)."""
-        return int(getattr(self.net, "chunk_rows", 0))
+
+class NetFamily(Family):
+    """keel's own families: the net is built from, and rebuilt from, a ``NetConfig`` (the
+    preprocessing's widths, ``[train]`` hidden/dropout/emb_dim_max, the family's params),
+    which the model's net.json records as it always did."""
+
+    net: ClassVar[type[nn.Module]]
+    explanation_method = "ablation"
+
+    def network(self, outputs: int, preprocessor: Any) -> nn.Module:
+        raise TypeError(f"keel's {self.name!r} family builds its net from a NetConfig: use build()")
+
+    def net_config(self, outputs: int, preprocessor: Any, train: TrainConfig) -> Any:
+        from keel.model.net import NetConfig
+
+        return NetConfig(
+            preprocessor.cardinalities,
+            preprocessor.numeric_width,
+            list(train.hidden),
+            train.dropout,
+            train.emb_dim_max,
+            outputs,
+            arch=self.name,
+            **self.params.model_dump(),
+        )
+
+    def build(
+        self, outputs: int, preprocessor: Any, train: TrainConfig | None = None, pretrained: bool = False
+    ) -> Net:
+        if train is None:
+            raise TypeError(f"keel's {self.name!r} family needs [train] to size its net")
+        cfg = self.net_config(outputs, preprocessor, train)
+        net: Any = self.net
+        return net(cfg, pretrained=True) if pretrained else net(cfg)
+
+    def describe(self, net: Net, outputs: int) -> dict[str, Any]:
+        cfg: Any = getattr(net, "cfg")  # noqa: B009 (keel's nets keep their NetConfig)
+        return dict(cfg.to_dict())
+
+    def rebuild(self, meta: dict[str, Any], preprocessor: Any) -> Net:
+        from keel.model.net import NetConfig
+
+        fields = {k: v for k, v in meta.items() if k in NetConfig.__dataclass_fields__}
+        return self.net(NetConfig(**fields))

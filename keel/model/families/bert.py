@@ -26,10 +26,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 from torch import nn
 
 from keel.errors import ConfigError
-from keel.model.families.base import Family
+from keel.model.families.base import FamilyParams, NetFamily
 from keel.model.net import NetConfig, dense
 
 # Distributions a served text model needs beyond keel's own (keel.registry.packaging).
@@ -241,28 +242,33 @@ class BertNet(nn.Module):
         return out.squeeze(1) if self.cfg.outputs == 1 else out
 
 
-class Bert(Family):
+class BertParams(FamilyParams):
+    encoder: dict[str, Any] = Field(default_factory=dict)  # encoder_options(...)["encoder"]
+
+
+class Bert(NetFamily):
     name = "bert"
     net = BertNet
+    Params = BertParams
     pretrained = True
     onnx_inputs = ("input_ids", "attention_mask")
     explanation_method = "tokens"
+    chunk_rows = BertNet.chunk_rows
+    params: BertParams
 
-    def check(self, features: Any, options: dict[str, Any]) -> None:
+    def check(self, features: Any) -> None:
         if len(features.text) != 1:
             raise ConfigError(
                 f"features.text {features.text}: net family 'bert' reads exactly one text column"
             )
-        if "encoder" not in options:
+        if not self.params.encoder:
             raise ConfigError(
-                "net family 'bert' needs the encoder checkpoint in the workload's net options "
+                "net family 'bert' needs its encoder checkpoint in params "
                 "(keel.model.families.bert.encoder_options)"
             )
 
-    def fit_preprocessor(
-        self, frame: pd.DataFrame, features: Any, options: dict[str, Any]
-    ) -> TextPreprocessor:
-        return TextPreprocessor.fit(features.text[0], options["encoder"])
+    def fit_preprocessor(self, frame: pd.DataFrame, features: Any) -> TextPreprocessor:
+        return TextPreprocessor.fit(features.text[0], self.params.encoder)
 
     def load_preprocessor(self, data: dict[str, Any]) -> TextPreprocessor:
         return TextPreprocessor.from_dict(data)
@@ -274,6 +280,3 @@ class Bert(Family):
         axes = {n: {0: "rows", 1: "tokens"} for n in self.onnx_inputs}
         axes["raw"] = {0: "rows", 1: "tokens"} if getattr(net, "per_token", False) else {0: "rows"}
         return axes
-
-
-FAMILY = Bert()

@@ -8,10 +8,11 @@ import math
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from keel.errors import ConfigError
-from keel.model.families.base import Family
+from keel.model.families.base import FamilyParams, NetFamily
 from keel.model.net import NetConfig, dense, embedded_width, embeddings
 
 
@@ -54,24 +55,28 @@ class ConvNet(nn.Module):
         return out.squeeze(1) if self.cfg.outputs == 1 else out
 
 
-class Conv(Family):
+class ConvParams(FamilyParams):
+    image: list[int] = Field(default_factory=list)  # [C, H, W]: the numeric columns, in order, are its pixels
+    channels: list[int] = Field(default_factory=list)  # output channels per conv layer
+
+
+class Conv(NetFamily):
     name = "conv"
     net = ConvNet
+    Params = ConvParams
     explanation_method = "saliency"
+    params: ConvParams
 
-    def check(self, features: Any, options: dict[str, Any]) -> None:
-        super().check(features, options)
-        image = list(options.get("image") or [])
-        if len(image) != 3 or not options.get("channels"):
+    def check(self, features: Any) -> None:
+        super().check(features)
+        image, channels = list(self.params.image), list(self.params.channels)
+        if len(image) != 3 or not channels:
             raise ConfigError(
-                f"net family 'conv' needs image = [C, H, W] and channels in the workload's net options "
-                f"(got image={image}, channels={options.get('channels')})"
+                f"net family 'conv' needs image = [C, H, W] and channels in its params "
+                f"(got image={image}, channels={channels})"
             )
         if len(features.numeric) != math.prod(image):
             raise ConfigError(
                 f"net family 'conv': features.numeric has {len(features.numeric)} columns for a "
                 f"{'x'.join(map(str, image))} image ({math.prod(image)} pixels)"
             )
-
-
-FAMILY = Conv()

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from keel.model.families.base import Family
+from keel.model.families.base import NetFamily
 from keel.model.net import NetConfig, dense, embedded_width, embeddings
 
 
@@ -33,10 +33,7 @@ class TabularNet(nn.Module):
         return out.squeeze(1) if self.cfg.outputs == 1 else out
 
 
-class MLP(Family):
+class MLP(NetFamily):
     name = "mlp"
     net = TabularNet
     explanation_method = "ablation"
-
-
-FAMILY = MLP()

@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from keel.model import families
+from keel.model.families import Family
 
 
 class OnnxRunner:
     """(a, b) arrays -> raw outputs as a torch tensor."""
 
-    def __init__(self, path: Path, arch: str):
+    def __init__(self, path: Path, family: Family):
         import onnxruntime as ort
 
-        family = families.family(arch)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

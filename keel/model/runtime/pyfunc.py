@@ -2,8 +2,9 @@
 
 Preprocessing (vocabularies and scaling, or a text model's tokenizer) is part of the model,
 stored as JSON next to the weights, so ``mlflow.pyfunc.load_model("models:/<name>@champion")``
-needs only raw rows. The network is rebuilt by its family (net.json's ``arch``), its weights
-read with ``torch.load(weights_only=True)``: loading never unpickles a Python object.
+needs only raw rows. The network is rebuilt by its family (net.json's ``arch``, or a team's
+``family`` target, whose code travels in the model's code too), its weights read with
+``torch.load(weights_only=True)``: loading never unpickles a Python object.
 Imports only keel.model's core (families, features, objectives, net): this package and what
 it imports are the code every registered model carries.
 """
@@ -13,14 +14,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 
 from keel.model import families
-from keel.model.net import Net, NetConfig, forward_rows
+from keel.model.families import Family
+from keel.model.net import Net, forward_rows
 from keel.model.objectives import Objective, from_dict
 
 # Every model registered before objectives existed was this one: net.json without an
@@ -29,6 +31,7 @@ LEGACY_OBJECTIVE = {"kind": "binary", "label": "delayed", "classes": [0, 1]}
 
 
 def write_meta(
+    family: Family,
     preprocessor: Any,
     net: Net,
     threshold: float,
@@ -36,16 +39,22 @@ def write_meta(
     objective: Objective,
     **extra: str,
 ) -> dict[str, str]:
-    """preprocessor.json and net.json (architecture, threshold, objective, ``extra``)."""
+    """preprocessor.json and net.json (the family's record of the net, threshold, objective,
+    ``extra``)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "preprocessor.json").write_text(json.dumps(preprocessor.to_dict()))
-    cfg = cast(NetConfig, net.cfg)
-    meta = {**cfg.to_dict(), "threshold": threshold, "objective": objective.to_dict(), **extra}
+    meta = {
+        **family.describe(net, objective.width),
+        "threshold": threshold,
+        "objective": objective.to_dict(),
+        **extra,
+    }
     (directory / "net.json").write_text(json.dumps(meta))
     return {"preprocessor": str(directory / "preprocessor.json"), "net": str(directory / "net.json")}
 
 
 def save_artifacts(
+    family: Family,
     preprocessor: Any,
     net: Net,
     threshold: float,
@@ -53,28 +62,28 @@ def save_artifacts(
     objective: Objective,
 ) -> dict[str, str]:
     """The registered model's artifacts: write_meta's two files and weights.pt."""
-    artifacts = write_meta(preprocessor, net, threshold, directory, objective)
+    artifacts = write_meta(family, preprocessor, net, threshold, directory, objective)
     torch.save(net.state_dict(), directory / "weights.pt")
     return {**artifacts, "weights": str(directory / "weights.pt")}
 
 
-def read_meta(artifacts: Mapping[str, str]) -> tuple[Any, dict[str, Any], float, Objective]:
-    """(preprocessor, the net's config fields, threshold, objective) from a model's artifacts."""
+def read_meta(artifacts: Mapping[str, str]) -> tuple[Family, Any, dict[str, Any], float, Objective]:
+    """(family, preprocessor, the net's record, threshold, objective) from a model's artifacts."""
     meta = json.loads(Path(artifacts["net"]).read_text())
     threshold = float(meta.pop("threshold"))
     objective = from_dict(meta.pop("objective", LEGACY_OBJECTIVE))
-    family = families.family(str(meta.get("arch", families.DEFAULT)))
+    family = families.from_meta(meta)
     preprocessor = family.load_preprocessor(json.loads(Path(artifacts["preprocessor"]).read_text()))
-    return preprocessor, meta, threshold, objective
+    return family, preprocessor, meta, threshold, objective
 
 
-def load_parts(artifacts: Mapping[str, str]) -> tuple[Any, Net, float, Objective]:
-    """(preprocessor, net with its weights, threshold, objective) from a model's artifacts."""
-    preprocessor, meta, threshold, objective = read_meta(artifacts)
-    net = families.build(NetConfig(**meta))
+def load_parts(artifacts: Mapping[str, str]) -> tuple[Family, Any, Net, float, Objective]:
+    """(family, preprocessor, net with its weights, threshold, objective) from a model's artifacts."""
+    family, preprocessor, meta, threshold, objective = read_meta(artifacts)
+    net = family.rebuild(meta, preprocessor)
     net.load_state_dict(torch.load(artifacts["weights"], weights_only=True))
     net.eval()
-    return preprocessor, net, threshold, objective
+    return family, preprocessor, net, threshold, objective
 
 
 class TabularModel(PythonModel):
@@ -82,7 +91,8 @@ class TabularModel(PythonModel):
     label; multiclass: ``p_<class>`` per class and the label; regression: ``prediction``)."""
 
     def load_context(self, context) -> None:
-        self.preprocessor, self.net, self.threshold, self.objective = load_parts(context.artifacts)
+        parts = load_parts(context.artifacts)
+        self.family, self.preprocessor, self.net, self.threshold, self.objective = parts
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         cat, num = self.preprocessor.transform(model_input)
@@ -101,8 +111,8 @@ class OnnxModel(PythonModel):
     def load_context(self, context) -> None:
         from keel.model.runtime.onnx import OnnxRunner
 
-        self.preprocessor, meta, self.threshold, self.objective = read_meta(context.artifacts)
-        self.runner = OnnxRunner(Path(context.artifacts["onnx"]), str(meta.get("arch", families.DEFAULT)))
+        self.family, self.preprocessor, _, self.threshold, self.objective = read_meta(context.artifacts)
+        self.runner = OnnxRunner(Path(context.artifacts["onnx"]), self.family)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         a, b = self.preprocessor.transform(model_input)

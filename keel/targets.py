@@ -1,9 +1,11 @@
 """Classes that keel.toml chooses: by a shipped name from one of keel's tables, or by the
 team's own ``module:Class`` target, each validating its ``params`` with its own pydantic
-``Params`` model (as LightningCLI's ``class_path`` and Hydra's ``_target_`` do). Resolving
-imports the module named, nothing else; every error is a ConfigError naming the key
-(``workload.target``, ``workload.params.weeks``). The settings loader reads a workload's
-defaults through here, so the config layer never imports the workload layer."""
+``Params`` model (as LightningCLI's ``class_path`` and Hydra's ``_target_`` do): a workload
+(``[workload]``) and a network family (``[model]``). Resolving imports the module named,
+nothing else; every error is a ConfigError naming the key (``workload.target``,
+``model.params.width``). The settings loader reads a workload's defaults through here, so
+the config layer never imports the workload layer; a registered model's runtime rebuilds a
+team's family through here. Imports only keel.errors and pydantic."""
 
 from __future__ import annotations
 
@@ -39,6 +41,18 @@ WORKLOADS = Kind(
     },
     base="keel.workloads.Workload",
     required=("Params", "defaults", "build_batch"),
+)
+
+
+MODELS = Kind(
+    section="model",
+    shipped={
+        "mlp": "keel.model.families.mlp:MLP",
+        "conv": "keel.model.families.conv:Conv",
+        "bert": "keel.model.families.bert:Bert",
+    },
+    base="keel.model.families.Family",
+    required=("Params", "fit_preprocessor", "load_preprocessor", "build", "rebuild"),
 )
 
 
