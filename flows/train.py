@@ -19,7 +19,7 @@ from tasks.explain import explain_model, log_explanation
 from tasks.gate import apply_gate, apply_policy, evaluate_champion, record_gate
 from tasks.register import register_model
 from tasks.report import publish_summary
-from tasks.train import end_run, refit_model, start_run, train_model
+from tasks.train import check_model, end_run, refit_model, start_run, train_model
 
 
 @flow(name="keel-train", validate_parameters=False)
@@ -28,6 +28,7 @@ def train_flow(settings: Settings) -> RegisteredVersion:
     dataset = resolve_dataset(data)
     validation = require_valid(validate_data(s, dataset))  # stops before any run
     splits = load_splits(s.workload, s.split, dataset)
+    check_model(s.workload, s.model, s.features, splits)  # a team's own family: tried first
     run_id = start_run(s, dataset, validation, splits)
     try:
         model = train_model(s.workload, s.model, s.features, s.train, store, splits, run_id)
@@ -36,7 +37,9 @@ def train_flow(settings: Settings) -> RegisteredVersion:
         explanation = explain_model(s.explain, s.features.label, s.train.seed, model, splits)
         log_explanation(store, explanation, run_id)
         baseline = evaluate_champion(store, s.features, splits)  # same held-out rows
-        gate = apply_gate(s.gate, store, evaluation, baseline, splits.holdout)
+        gate = apply_gate(
+            s.gate, s.sources.get("gate.metrics", ""), store, evaluation, baseline, splits.holdout
+        )
         # newest-batch holdout: a blessed model is fit again on every batch
         model = refit_model(
             s.workload, s.model, s.features, s.train, store, model, splits, gate.passed, run_id

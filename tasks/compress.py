@@ -5,7 +5,7 @@ derived from the source."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ def parity_gate(
     c = compress
     rules = {
         name: MetricRule(max_drop=c.max_drop) if higher_is_better(name) else MetricRule(max_rise=c.max_rise)
-        for name in gate.metrics
+        for name in gate.metrics or [f"test/{evaluation.objective.headline}"]  # none: the headline
     }
     if "parity/agreement" in parity.metrics:
         rules["parity/agreement"] = MetricRule(min=c.min_agreement)
@@ -159,7 +159,7 @@ def parity_gate(
         slice_min_rows=gate.slice_min_rows,
         slice_max_drop=c.max_drop,
     )
-    return evaluate_gate(
+    result = evaluate_gate(
         cfg,
         {**evaluation.metrics, **parity.metrics},
         evaluation.slices,
@@ -168,6 +168,8 @@ def parity_gate(
         source_eval.slices,
         against=f"v{lineage.version}",
     )
+    why = f"the parity gate: [compress] limits against v{lineage.version} on the gate's metrics"
+    return replace(result, rules_from=why if gate.metrics else why + " (none set: the headline metric)")
 
 
 @task(name="register-variant", cache_policy=NONE)  # not retried: a retry could add a second version
@@ -207,6 +209,10 @@ def register_variant(
             "seed",
             "data_in_remote",
             "refit",
+            "model.family",
+            "model.target",
+            "model.code_sha256",
+            "model.code_git",
         )
     }
     tags = {
@@ -251,7 +257,8 @@ def register_variant(
             variant.artifacts,
             example,
             variant.predict(example),
-            (*variant.preprocessor.REQUIREMENTS, "onnxruntime"),
+            (*getattr(variant.preprocessor, "REQUIREMENTS", ()), "onnxruntime"),
+            family=variant.family,
         )
         version_tags = {
             **tags,

@@ -60,14 +60,22 @@ def evaluate_champion(store: MlflowStore, features: FeatureConfig, splits: Split
 
 @task(name="apply-gate", cache_policy=NONE)
 def apply_gate(
-    rules: GateConfig, store: MlflowStore, evaluation: Evaluation, baseline: Baseline | None, holdout: Holdout
+    rules: GateConfig,
+    rules_from: str,
+    store: MlflowStore,
+    evaluation: Evaluation,
+    baseline: Baseline | None,
+    holdout: Holdout,
 ) -> GateResult:
     """Bless or reject on the holdout's rows; refuse if ``champion`` no longer points at the
     baseline used. The verdict records the holdout, and whether the champion trained on it."""
     from keel.errors import PromotionError
     from keel.registry import tracking
-    from keel.registry.gate import evaluate_gate
+    from keel.registry.gate import default_rules_from, evaluate_gate, objective_default
 
+    if not rules.metrics:  # no layer brings rules: the objective's default, never no gate at all
+        rules = objective_default(evaluation.objective, rules)
+        rules_from = default_rules_from(evaluation.objective)
     result = evaluate_gate(
         rules,
         evaluation.metrics,
@@ -81,7 +89,9 @@ def apply_gate(
         and holdout.scheme == "newest"
         and bool(set(holdout.batches) & set(baseline.partitions))
     )
-    result = replace(result, holdout={**holdout.to_json(), "champion_trained_on_it": seen})
+    result = replace(
+        result, holdout={**holdout.to_json(), "champion_trained_on_it": seen}, rules_from=rules_from
+    )
     now = tracking.current_alias_version(store, "champion")
     if now != result.baseline_version:
         raise PromotionError(

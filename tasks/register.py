@@ -53,6 +53,27 @@ def version_tags(
     return tags
 
 
+def model_tags(family) -> dict[str, str]:
+    """The network family a version was built with; for a team's own, its target and the
+    identity of its code (keel.registry.packaging.code_identity), which replay compares."""
+    from keel.model.families import is_team
+    from keel.registry import packaging
+
+    tags = {"model.family": family.name}
+    code = packaging.family_code(family) if is_team(family) else None
+    if code is not None:
+        cls = type(family)
+        identity = packaging.code_identity(code)
+        tags.update(
+            {
+                "model.target": f"{cls.__module__}:{cls.__qualname__}",
+                "model.code_sha256": identity["sha256"],
+                "model.code_git": identity["git"],
+            }
+        )
+    return tags
+
+
 @task(name="register-model", cache_policy=NONE)  # not retried: a retry could add a second version
 def register_model(
     settings: Settings,
@@ -82,7 +103,8 @@ def register_model(
             artifacts,
             example,
             model.predict(example),
-            model.preprocessor.REQUIREMENTS,  # a text model: its tokenizer's too
+            getattr(model.preprocessor, "REQUIREMENTS", ()),  # a text model: its tokenizer's too
+            family=model.family,
         )
 
     client = tracking.client(settings.mlflow_store)
@@ -103,6 +125,7 @@ def register_model(
         weights_sha256(model.net.state_dict()),
         data_commit(settings.data_store, dataset.version.md5) or "",
     )
+    tags.update(model_tags(model.family))
     if client.get_run(run_id).data.tags.get("refit") == "true":  # tasks.train.refit_model
         tags["refit"] = "true"  # the weights are the refit on every batch, not the gated fit
     mv = client.create_model_version(

@@ -139,6 +139,22 @@ def _fit(
     )
 
 
+@task(name="check-model", cache_policy=NONE)
+def check_model(workload: WorkloadConfig, model: ModelConfig, features: FeatureConfig, splits: Splits) -> str:
+    """The network family that will train; a team's own is tried on a few train rows first
+    (keel.model.training.probe): a preprocessing or network that cannot work stops the flow
+    before any run opens. keel's own families are not probed. Returns the family's name."""
+    from keel.model import families
+    from keel.model.training import probe
+    from keel.workloads import build
+
+    chosen = build(workload.name, workload.target, workload.params)
+    family = families.chosen(model, chosen.net_options())
+    if families.is_team(family):
+        probe(family, splits.train, features, chosen.objective())
+    return family.name
+
+
 @task(name="train-model", cache_policy=NONE)
 def train_model(
     workload: WorkloadConfig,

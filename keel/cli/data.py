@@ -32,26 +32,52 @@ commands = typer.Typer()
 
 @commands.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="Directory to make a workspace.")] = Path("."),
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None, typer.Argument(help="Directory to make a workspace (default: -w, else here).")
+    ] = None,
     workload: Annotated[
-        str, typer.Option("--workload", help="What it learns (`keel workloads` lists them).")
+        str,
+        typer.Option(
+            "--workload",
+            help="What it learns: a shipped workload (`keel workloads`) or your own class, module:Class.",
+        ),
     ] = "flights",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Your own network family, module:Class (keel.model.families.Family)."),
+    ] = None,
 ):
     """Make DIR a ready workspace: git, DVC with a local remote, MLflow store, a keel.toml
-    for the workload and its GX suite (suite.json, yours to edit)."""
+    for the workload (and your own network family) and its GX suite (suite.json, yours to
+    edit)."""
     from keel.errors import ConfigError
     from keel.workloads import build, init_workspace, shipped
 
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    if workload not in dict(shipped()):
-        fail(f"--workload {workload!r}: shipped are {', '.join(n for n, _ in shipped())}", 2)
+    chosen = ctx.obj["workspace"]
+    if directory is not None and chosen is not None and directory.resolve() != Path(chosen).resolve():
+        fail(f"DIR {directory} and -w {chosen} name two workspaces: give one of them", 2)
+    directory = directory or (Path(chosen) if chosen is not None else Path("."))
     try:
-        ws = init_workspace(directory, build(workload).init_toml())
+        if ":" in workload:  # a team's own class: checked to import and to be a Workload
+            name = build("", workload).name
+            toml = f'[workload]\ntarget = "{workload}"\n'
+        elif workload in dict(shipped()):
+            name, toml = workload, build(workload).init_toml()
+        else:
+            shipped_names = ", ".join(n for n, _ in shipped())
+            fail(f"--workload {workload!r}: shipped are {shipped_names}; your own is module:Class", 2)
+        if model:
+            from keel.model.families import team
+
+            team(model)  # imports, is a Family, takes its default params
+            toml += f'\n[model]\ntarget = "{model}"\n'
+        ws = init_workspace(directory, toml)
     except ConfigError as exc:
         fail(str(exc), 2)
-    echo(
-        f"workspace ready: {ws} (workload {workload})\nnext: keel -w {ws} ingest --demo && keel -w {ws} train"
-    )
+    what = f"workload {name}" + (f", model {model}" if model else "")
+    echo(f"workspace ready: {ws} ({what})\nnext: keel -w {ws} ingest --demo && keel -w {ws} train")
 
 
 @commands.command()

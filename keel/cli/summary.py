@@ -80,6 +80,7 @@ def train(
                 }
                 for check in gate["checks"]
             ],
+            "rules_from": gate.get("rules_from", ""),
         },
         "decision": registered.decision,
         "aliases": {"before": before, "after": after},
@@ -172,7 +173,10 @@ def train_text(settings: Settings, s: dict[str, Any]) -> list[str]:
         lines.append(f"  {n:<22}{_fmt(mine):>10}{_fmt(theirs):>12}{shown:>10} {verdict}".rstrip())
     rules = s["gate"]["rules"]
     ok = sum(r["passed"] for r in rules)
-    lines.append(f"  gate      {s['gate']['status']}: {ok}/{len(rules)} rules passed")
+    where = f"; rules from {s['gate']['rules_from']}" if s["gate"].get("rules_from") else ""
+    lines.append(f"  gate      {s['gate']['status']}: {ok}/{len(rules)} rules passed{where}")
+    if not rules:
+        lines.append("    FAIL  no gate rules: a gate with none never blesses")
     for r in rules:
         lines.append(f"    {'ok' if r['passed'] else 'FAIL':<5} {r['rule']}  (got {_fmt(r['value'])})")
     moves = [
@@ -305,6 +309,15 @@ def replay_text(r: dict[str, Any]) -> list[str]:
         f"{len(env['removed'])} removed",
         f"  report    {_rel(r['report']['markdown'])} ({Path(r['report']['json']).name})",
     ]
+    code = r.get("model_code") or {}
+    if code.get("target"):
+        said = (
+            f"CHANGED since v{r['version']} was built (sha256 {code['recorded_sha256'][:12]} -> "
+            f"{code['replayed_sha256'][:12]})"
+            if code["changed"]
+            else f"as when v{r['version']} was built (sha256 {code['recorded_sha256'][:12]})"
+        )
+        lines.insert(4, f"  code      {code['target']}: {said}")
     return lines + ([f"  next      {r['next']}"] if r["next"] else [])
 
 

@@ -373,7 +373,7 @@ class Settings(_Section):
         """A copy with dotted-key overrides applied (``{"train.max_epochs": 1}``)."""
         raw = self.model_dump(mode="json")
         _merge(raw, _undot(overrides))
-        sources = {**self.sources, **{k: "override" for k in overrides if k in LOCATION_KEYS}}
+        sources = {**self.sources, **{k: "override" for k in overrides if k in SOURCED_KEYS}}
         return Settings.model_validate({**raw, "sources": sources})
 
 
@@ -423,6 +423,18 @@ def _workload_defaults(
     profiles = brought.pop("profiles", {})
     brought.pop("workload", None)  # a workload does not choose the workload
     return workload.name, brought, profiles
+
+
+def _check_model(model: Mapping[str, Any]) -> None:
+    """``[model]``'s class (a team's ``target``, or keel's family by ``name``) imports, is a
+    family, and takes its ``params``: every command checks it at start-up, before any run
+    opens. Nothing is imported when [model] chooses nothing (the workload's family)."""
+    from keel import targets
+
+    name, target = str(model.get("name", "")), str(model.get("target", ""))
+    if name or target:
+        cls = targets.choose(targets.MODELS, name, target)
+        targets.instantiate(targets.MODELS, cls, model.get("params"))
 
 
 def migrate(recorded: Mapping[str, Any]) -> dict[str, Any]:
@@ -586,6 +598,9 @@ ADDRESS_KEYS = (
     "dvc.endpoint_url",
 )
 LOCATION_KEYS = (*PATH_KEYS, *ADDRESS_KEYS)
+# ... and the gate's rules: a training's summary says which layer set them (or that none did,
+# and the objective's default rule applies)
+SOURCED_KEYS = (*LOCATION_KEYS, "gate.metrics")
 
 CREDENTIAL_ENV = (
     "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN for MLflow, "
@@ -670,12 +685,15 @@ def load_settings(
         if layer_name == f"profile '{profile}'":
             layer = profiles[str(profile)]  # with the workload's own part of the profile
         layers.append((layer_name, layer))
-    sources = {key: "default (keel/config/defaults.toml)" for key in LOCATION_KEYS}
+    sources = {key: "default (keel/config/defaults.toml)" for key in SOURCED_KEYS}
     for name, layer in layers:
         _merge(raw, layer)
-        for key in LOCATION_KEYS:
-            if _get(layer, key) not in (None, ""):
+        for key in SOURCED_KEYS:
+            if _get(layer, key) not in (None, "", {}):
                 sources[key] = name
+    if raw.get("workload", {}).get("target"):  # a team's class: its own name, not the default's
+        raw["workload"]["name"] = workload_name
+    _check_model(raw.get("model", {}))
     raw["profile"] = profile
     _refuse_secrets(raw)
     try:

@@ -378,6 +378,52 @@ def fit(
     return model
 
 
+def probe(
+    family: Family, frame: pd.DataFrame, features: FeatureConfig, objective: str, rows: int = 4
+) -> None:
+    """A team's own family tried on a few rows before any run opens: its preprocessing must
+    give two arrays with a row each, its network must answer the objective's width (one value
+    per row, or ``(rows, width)``). Anything else is a ConfigError naming the family's class."""
+    cls = type(family)
+    who = f"net family {family.name!r} ({cls.__module__}:{cls.__qualname__})"
+    head = frame.head(max(rows, 2)).reset_index(drop=True)
+    obj = KINDS[objective].fit_labels(features.label, frame[features.label])
+    try:
+        pre = family.fit_preprocessor(frame, features)
+        arrays = pre.transform(head)
+    except Exception as exc:
+        raise ConfigError(
+            f"{who}: its preprocessing failed on the train rows: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not (isinstance(arrays, tuple) and len(arrays) == 2):
+        raise ConfigError(
+            f"{who}: its preprocessing's transform() must return two arrays (a, b), "
+            f"got {type(arrays).__name__}"
+        )
+    shapes = [tuple(np.shape(x)) for x in arrays]
+    if any(len(s) == 0 or s[0] != len(head) for s in shapes):
+        raise ConfigError(
+            f"{who}: its preprocessing gave arrays of shapes {shapes} for {len(head)} rows (rows first)"
+        )
+    net = family.build(obj.width, pre)
+    net.eval()
+    try:
+        with torch.no_grad():
+            raw = net(*(torch.from_numpy(np.ascontiguousarray(x)) for x in arrays))
+    except Exception as exc:
+        raise ConfigError(f"{who}: its network failed on {shapes}: {type(exc).__name__}: {exc}") from exc
+    shape = tuple(raw.shape)
+    fits = shape[:1] == (len(head),) and (
+        shape[-1] == obj.width if obj.width > 1 else raw.numel() == len(head)
+    )
+    if not fits:
+        want = f"({len(head)},)" if obj.width == 1 else f"({len(head)}, {obj.width})"
+        raise ConfigError(
+            f"{who}: its network answers shape {shape} for {len(head)} rows; the {obj.kind} objective "
+            f"needs {want} ({obj.width} output{'s' if obj.width > 1 else ''})"
+        )
+
+
 def max_f1_threshold(y_true: np.ndarray, prob: np.ndarray) -> float:
     """The probability threshold that maximises F1 on (validation) data."""
     from sklearn.metrics import precision_recall_curve

@@ -34,6 +34,7 @@ class GateResult:
     checks: list[Check] = field(default_factory=list)
     # the rows compared: {"scheme", "batches", "rows", "note", "champion_trained_on_it"}
     holdout: dict[str, Any] = field(default_factory=dict)
+    rules_from: str = ""  # where the rules came from: a settings layer, or the objective's default
 
     @property
     def status(self) -> str:
@@ -43,6 +44,8 @@ class GateResult:
         return [c for c in self.checks if not c.passed]
 
     def summary(self) -> str:
+        if not self.checks:
+            return "rejected: no gate rules (a gate with none never blesses)"
         if self.passed:
             return f"blessed: {len(self.checks)} checks passed"
         return "rejected: " + "; ".join(f"{c.name} (got {c.value:.4f})" for c in self.failures())
@@ -53,6 +56,7 @@ class GateResult:
             "baseline_version": self.baseline_version,
             "holdout": self.holdout,
             "checks": [asdict(c) for c in self.checks],
+            "rules_from": self.rules_from,
         }
 
 
@@ -124,7 +128,30 @@ def evaluate_gate(
                     r[f"{metric}_base"],
                 )
             )
+    if not cfg.metrics and cfg.slice_min_rows <= 0:  # a gate with no rules never blesses
+        return GateResult(False, baseline_version, [])
+    if not checks and baseline_version is None:  # only rules against a champion, and none yet
+        checks.append(Check(f"first version: no {against} to compare with yet", 0.0, 0.0, True))
+    if not checks:  # rules, but none could be evaluated: not a blessing
+        checks.append(Check(f"a rule evaluated against {against}", float("nan"), 0.0, False))
     return GateResult(all(c.passed for c in checks), baseline_version, checks)
+
+
+def objective_default(objective: Any, rules: GateConfig) -> GateConfig:
+    """The gate when no settings layer brings rules: the challenger may not be worse than the
+    champion on the objective's headline metric (binary roc_auc, multiclass accuracy,
+    regression rmse, tokens entity_f1), on the same rows."""
+    from keel.config.settings import MetricRule
+
+    metric = f"test/{objective.headline}"
+    rule = MetricRule(max_drop=0.0) if higher_is_better(metric) else MetricRule(max_rise=0.0)
+    return rules.model_copy(update={"metrics": {metric: rule}})
+
+
+def default_rules_from(objective: Any) -> str:
+    metric = f"test/{objective.headline}"
+    worse = "fall" if higher_is_better(metric) else "rise"
+    return f"the {objective.kind} objective's default: {metric} may not {worse} against the champion"
 
 
 def diff_card(

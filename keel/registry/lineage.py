@@ -90,6 +90,8 @@ class Lineage:
     derived_from: str = ""  # a compressed variant: the version it was built from (keel compress)
     compression: str = ""  # ... and the method
     refit: bool = False  # the weights were fit again on every batch after the gate (split.refit)
+    # the network family: {"family": name} and, for a team's own, "target", "code_sha256", "code_git"
+    model_code: dict[str, str] = field(default_factory=dict)
 
     def restore_commands(self) -> str:
         """What a teammate runs to get this version's data with git and DVC alone."""
@@ -121,6 +123,15 @@ class Lineage:
                 if self.derived_from
                 else []
             ),
+            *(
+                [
+                    f"model code:   {self.model_code['target']} "
+                    f"sha256 {self.model_code.get('code_sha256', '')}"
+                    + (f" (git {self.model_code['code_git']})" if self.model_code.get("code_git") else "")
+                ]
+                if self.model_code.get("target")
+                else []
+            ),
             f"weights:      sha256 {self.weights_sha256}",
             f"environment:  {self.env_hash} ({len(self.packages)} packages)",
             *[f"  {p}" for p in self.packages],
@@ -135,6 +146,13 @@ class ReplayReport:
     weights_sha256: str
     packages: list[str]
     deltas: dict[str, float] = field(default_factory=dict)
+    model_code: dict[str, str] = field(default_factory=dict)  # a team family's code now: sha256, git
+
+    @property
+    def code_changed(self) -> bool:
+        """A team's family whose code differs from what built the version."""
+        recorded = self.lineage.model_code.get("code_sha256", "")
+        return bool(recorded and self.model_code and self.model_code.get("sha256") != recorded)
 
     @property
     def weights_equal(self) -> bool:
@@ -171,6 +189,12 @@ class ReplayReport:
             "recorded_weights_sha256": self.lineage.weights_sha256,
             "replayed_weights_sha256": self.weights_sha256,
             "environment_diff": self.environment,
+            "model_code": {
+                "target": self.lineage.model_code.get("target", ""),
+                "recorded_sha256": self.lineage.model_code.get("code_sha256", ""),
+                "replayed_sha256": self.model_code.get("sha256", ""),
+                "changed": self.code_changed,
+            },
         }
 
     def markdown(self) -> str:
@@ -192,6 +216,20 @@ class ReplayReport:
                 if self.lineage.derived_from
                 else []
             ),
+            *(
+                [
+                    f"- the team's model code ({self.lineage.model_code['target']}) "
+                    + (
+                        f"**changed** since the version was built: sha256 "
+                        f"`{self.lineage.model_code['code_sha256'][:12]}` -> "
+                        f"`{self.model_code['sha256'][:12]}`"
+                        if self.code_changed
+                        else "is the code the version was built with"
+                    )
+                ]
+                if self.lineage.model_code.get("target")
+                else []
+            ),
             f"- metrics identical: **{self.metrics_identical}**",
             f"- weight checksums equal: **{self.weights_equal}** (`{self.weights_sha256[:16]}`)",
             f"- environment: {len(env['changed'])} changed, {len(env['added'])} added, "
@@ -209,6 +247,12 @@ class ReplayReport:
         return "\n".join(lines) + "\n"
 
 
-def compare(lineage: Lineage, metrics: dict[str, float], weights: str, packages: list[str]) -> ReplayReport:
+def compare(
+    lineage: Lineage,
+    metrics: dict[str, float],
+    weights: str,
+    packages: list[str],
+    model_code: dict[str, str] | None = None,
+) -> ReplayReport:
     deltas = {k: metrics[k] - lineage.metrics[k] for k in metrics if k in lineage.metrics}
-    return ReplayReport(lineage, metrics, weights, packages, deltas)
+    return ReplayReport(lineage, metrics, weights, packages, deltas, dict(model_code or {}))

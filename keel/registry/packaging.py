@@ -6,6 +6,8 @@ found by reading their import statements (``TYPE_CHECKING`` imports left out), c
 of the platform (no CLI, servers, flows or training). MLflow puts that directory first on
 ``sys.path`` when it loads the model, so a fresh process with no keel installed loads and
 serves it (the import contract in pyproject.toml keeps the runtime's imports that narrow).
+A team's own network family (``[model] target``) travels too: its top-level package is
+copied beside ``keel``, and its identity (a content hash, the git commit) goes into lineage.
 The requirements are pinned to what is installed (explicit: MLflow's inference takes 9-15 s).
 """
 
@@ -97,6 +99,62 @@ def stage_code(directory: Path) -> Path:
     return package
 
 
+def family_code(family: Any) -> Path | None:
+    """The code a team's family lives in: its top-level package's directory, or its module's
+    file; None for keel's own families (the runtime carries them)."""
+    import sys
+
+    top = type(family).__module__.split(".")[0]
+    if top == "keel":
+        return None
+    module = sys.modules[top]
+    paths = list(getattr(module, "__path__", []))
+    return Path(paths[0]) if paths else Path(str(module.__file__))
+
+
+def _code_files(code: Path) -> list[Path]:
+    if code.is_file():
+        return [code]
+    files = (p for p in code.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(p for p in files if p.suffix != ".pyc")
+
+
+def code_identity(code: Path) -> dict[str, str]:
+    """A team's code as lineage records it: ``sha256`` of its files (relative paths and
+    bytes, in order) and ``git``: the commit of the repository holding it (``+dirty`` with
+    uncommitted changes there; "" outside git)."""
+    import hashlib
+    import subprocess
+
+    digest = hashlib.sha256()
+    base = code.parent
+    for path in _code_files(code):
+        digest.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes() + b"\0")
+    where = code if code.is_dir() else code.parent
+
+    def git(*args: str) -> str | None:
+        proc = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD") or ""
+    if commit and git("status", "--porcelain", "--", str(code)):
+        commit += "+dirty"
+    return {"sha256": digest.hexdigest(), "git": commit}
+
+
+def stage_family_code(code: Path, directory: Path) -> Path:
+    """A copy of a team's code (``family_code``) under ``directory``, without caches."""
+    target = directory / code.name
+    if code.is_file():
+        shutil.copy2(code, target)
+        return target
+    for path in _code_files(code):
+        dest = target / path.relative_to(code)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest)
+    return target
+
+
 def log_pyfunc(
     store: MlflowStore,
     run_id: str,
@@ -105,10 +163,11 @@ def log_pyfunc(
     example: Any,
     output: Any,
     extra_requirements: tuple[str, ...] = (),
+    family: Any = None,
 ) -> Any:
     """Log a keel pyfunc into the run: models-from-code (``keel/model/runtime/<entry>``
-    builds it from ``artifacts``), the staged runtime as its code, its signature, input
-    example and pinned requirements."""
+    builds it from ``artifacts``), the staged runtime as its code (and a team's family's own
+    package beside it), its signature, input example and pinned requirements."""
     import tempfile
 
     import mlflow
@@ -119,16 +178,20 @@ def log_pyfunc(
         # int, which keeps categorical codes such as month=1 exact
         warnings.filterwarnings("ignore", message=".*integer column")
         signature = infer_signature(example, output)
-    needed = (*RUNTIME_DISTRIBUTIONS, *extra_requirements)
+    team = family_code(family) if family is not None else None
+    needed = (*RUNTIME_DISTRIBUTIONS, *extra_requirements, *getattr(family, "requirements", ()))
     tracking.use_tracking(store)
     entry_file = _keel_root().joinpath(*RUNTIME.split(".")[1:], entry)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+        code = [stage_code(Path(tmp))]
+        if team is not None:
+            code.append(stage_family_code(team, Path(tmp)))
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(entry_file),
             artifacts=artifacts,
-            code_paths=[str(stage_code(Path(tmp)))],
+            code_paths=[str(c) for c in code],
             signature=signature,
             input_example=example,
-            pip_requirements=[f"{d}=={dist_version(d)}" for d in needed],
+            pip_requirements=[f"{d}=={dist_version(d)}" for d in dict.fromkeys(needed)],
         )

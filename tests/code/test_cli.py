@@ -110,3 +110,98 @@ def test_help_shows_the_settings_sections_it_names():
     guard = _keel("guard", "--help")
     assert tune.returncode == 0 and "Search the workload's [tune] space" in " ".join(tune.stdout.split())
     assert guard.returncode == 0 and "by [guardrail] (nothing is ingested)" in " ".join(guard.stdout.split())
+
+
+TEAM_WORKLOAD = """
+import pandas as pd
+
+from keel.workloads import Workload, WorkloadParams
+
+
+class Params(WorkloadParams):
+    weeks: int = 2
+
+
+class Churn(Workload):
+    name, summary, Params = "churn", "customer churn, one batch per week", Params
+
+    def defaults(self):
+        return {"features": {"label": "churned", "categorical": ["plan"], "numeric": ["tenure"]}}
+
+    def batches(self):
+        return [f"w{i}" for i in range(1, self.params.weeks + 1)]
+
+    def build_batch(self, name, sample_rows):
+        rows = {"customer_id": [1, 2], "plan": ["a", "b"], "tenure": [1.0, 2.0], "churned": [0, 1]}
+        return pd.DataFrame(rows)
+
+    def split_key(self):
+        return ["customer_id"]
+"""
+
+
+def test_init_for_a_teams_own_workload_and_model_writes_their_targets_only(tmp_path):
+    """`keel init DIR --workload module:Class --model module:Class`: keel.toml names the two
+    targets and holds no other workload's suite; `keel config` names the team's workload."""
+    import json
+    from pathlib import Path
+
+    (tmp_path / "team_churn.py").write_text(TEAM_WORKLOAD)
+    example = Path(__file__).resolve().parents[2] / "examples" / "resnet_digits"
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{example}"}
+    made = _keel(
+        "init",
+        "ws",
+        "--workload",
+        "team_churn:Churn",
+        "--model",
+        "resnet_digits:ResNetFamily",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "workload churn, model resnet_digits:ResNetFamily" in made.stdout
+    toml = (tmp_path / "ws" / "keel.toml").read_text()
+    assert 'target = "team_churn:Churn"' in toml and 'target = "resnet_digits:ResNetFamily"' in toml
+    assert "flights" not in toml and "dep_delay" not in toml
+    suite = tmp_path / "ws" / "suite.json"
+    assert not suite.exists() or "dep_delay" not in suite.read_text()
+    shown = _keel("-w", str(tmp_path / "ws"), "config", env=env)
+    assert shown.returncode == 0, shown.stderr
+    resolved = json.loads(shown.stdout)
+    assert resolved["workload"]["name"] == "churn" and resolved["workload"]["target"] == "team_churn:Churn"
+    assert (
+        resolved["mlflow"]["model_name"] == "churn"
+        and resolved["model"]["target"] == "resnet_digits:ResNetFamily"
+    )
+    # the same workspace where the team's model does not import: every command stops at start-up
+    lost = _keel("-w", str(tmp_path / "ws"), "config", env={"PYTHONPATH": str(tmp_path)})
+    assert lost.returncode == 2 and lost.stderr.strip() == (
+        "error: model.target 'resnet_digits:ResNetFamily': No module named 'resnet_digits'"
+    )
+
+
+def test_init_honours_w_and_refuses_two_workspaces(tmp_path):
+    made = _keel("-w", str(tmp_path / "here"), "init", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "here" / "keel.toml").is_file() and not (tmp_path / "keel.toml").exists()
+    both = _keel("-w", str(tmp_path / "a"), "init", str(tmp_path / "b"), cwd=tmp_path)
+    assert both.returncode == 2 and "name two workspaces" in both.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--workload", "no_such_team:Churn"], "workload.target 'no_such_team:Churn'"),
+        (["--workload", "digits", "--model", "no_such_team:Net"], "model.target 'no_such_team:Net'"),
+        (
+            ["--workload", "digits", "--model", "os:PathLike"],
+            "model.target 'os:PathLike' is not a keel.model.families.Family subclass",
+        ),
+    ],
+)
+def test_init_with_a_target_that_cannot_work_is_exit_2_and_makes_nothing(tmp_path, args, needle):
+    proc = _keel("init", "ws", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "ws").exists()

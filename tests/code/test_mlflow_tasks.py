@@ -23,7 +23,13 @@ def trained(ingested):
     splits = load_splits.fn(ingested.workload, ingested.split, dataset)
     run_id = start_run.fn(ingested, dataset, validation, splits)
     model = train_model.fn(
-        ingested.workload, ingested.features, ingested.train, ingested.mlflow_store, splits, run_id
+        ingested.workload,
+        ingested.model,
+        ingested.features,
+        ingested.train,
+        ingested.mlflow_store,
+        splits,
+        run_id,
     )
     evaluation = evaluate_model.fn(ingested.features, model, splits)
     return dict(

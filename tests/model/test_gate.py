@@ -135,3 +135,38 @@ def test_slice_gap_is_the_headline_metrics_largest_gap_and_the_gate_can_bound_it
     gate = evaluate_gate(cfg, metrics, slices)
     assert not gate.passed and any("test/slice_gap/g" in c.name and not c.passed for c in gate.checks)
     assert evaluate_gate(cfg, {"test/slice_gap/g": 0.1}, slices).passed
+
+
+def test_a_gate_with_zero_rules_never_blesses():
+    bare = CFG.model_copy(update={"metrics": {}, "slice_min_rows": 0})
+    for baseline in (None, "3"):
+        gate = evaluate_gate(bare, {"test/roc_auc": 0.99}, _slices(0.9), baseline, {"test/roc_auc": 0.5})
+        assert not gate.passed and gate.checks == [] and "no gate rules" in gate.summary()
+
+
+@pytest.mark.parametrize(
+    "kind, metric, worse",
+    [
+        ("binary", "test/roc_auc", "drop"),
+        ("multiclass", "test/accuracy", "drop"),
+        ("regression", "test/rmse", "rise"),
+        ("tokens", "test/entity_f1", "drop"),
+    ],
+)
+def test_the_objectives_default_rejects_a_worse_challenger_on_the_same_rows(kind, metric, worse):
+    from keel.model.objectives import KINDS
+    from keel.registry.gate import default_rules_from, objective_default
+
+    objective = KINDS[kind]
+    rules = objective_default(objective, CFG.model_copy(update={"metrics": {}, "slice_min_rows": 0}))
+    assert list(rules.metrics) == [metric]
+    assert metric in default_rules_from(objective) and kind in default_rules_from(objective)
+    champion = {metric: 0.80}
+    better, poorer = (0.85, 0.75) if worse == "drop" else (0.75, 0.85)
+    assert evaluate_gate(rules, {metric: better}, pd.DataFrame(), "3", champion).passed
+    rejected = evaluate_gate(rules, {metric: poorer}, pd.DataFrame(), "3", champion)
+    assert [c.name for c in rejected.failures()] == [f"{metric} {worse} vs champion <= 0"]
+    first = evaluate_gate(rules, {metric: poorer}, pd.DataFrame())  # no champion yet
+    assert first.passed and first.checks[0].name.startswith("first version")
+    unmeasured = evaluate_gate(rules, {}, pd.DataFrame(), "3", champion)
+    assert not unmeasured.passed

@@ -61,6 +61,7 @@ class Family:
     onnx_inputs: ClassVar[tuple[str, str]] = ("categories", "numerics")
     explanation_method: ClassVar[str | None] = "permutation"  # keel.model.explain.METHODS
     chunk_rows: ClassVar[int] = 0  # rows per forward pass when predicting (0: all at once)
+    requirements: ClassVar[tuple[str, ...]] = ()  # distributions its code needs where the model is served
 
     def __init__(self, params: FamilyParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
