@@ -2,7 +2,7 @@
 says: examples/resnet_digits (a residual CNN LightningModule with its own preprocessing and
 training step, nothing of keel's) is importable by PYTHONPATH; keel init --workload digits
 --model resnet_digits:ResNetFamily, ingest, train (gate), serve, replay, compress; explain's
-method.json; and the registered model loads in a fresh process where the team's package is
+method.json; drift and the guardrail on the next batch; and the registered model loads in a fresh process where the team's package is
 not importable (it travels inside the model's code)."""
 
 from __future__ import annotations
@@ -257,3 +257,21 @@ def test_compress_to_onnx_passes_its_parity_gate(team):
     b = _pyfunc(settings, "1").predict(rows)
     assert (a["digit"] == b["digit"]).mean() >= 0.98
     np.testing.assert_allclose(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), atol=1e-4)
+
+
+def test_drift_and_the_guardrail_work_around_the_teams_model(team):
+    """The next batch (chunk-5, never ingested): drift compares it with the champion's training
+    data, the guardrail scores the team's champion on its labelled rows."""
+    settings, _, _ = team
+    ws = str(settings.workspace)
+    drift = json.loads(
+        _ok(_keel("-w", ws, "drift", "-b", "chunk-5", "--json", cwd=settings.workspace)).splitlines()[-1]
+    )
+    assert drift["compared"] and drift["reference_rows"] > 0 and drift["current_rows"] > 0, drift
+    assert {f["feature"] for f in drift["features"]} == set(settings.features.numeric)
+    guard = json.loads(
+        _ok(_keel("-w", ws, "guard", "-b", "chunk-5", "--json", cwd=settings.workspace)).splitlines()[-1]
+    )
+    champion = guard["champion"]
+    assert guard["champion_after"] == champion and guard["scores"][0]["version"] == champion, guard
+    assert guard["scores"][0]["metrics"]["test/accuracy"] >= 0.9, guard  # the team's net on unseen digits
