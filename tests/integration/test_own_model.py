@@ -2,8 +2,9 @@
 says: examples/resnet_digits (a residual CNN LightningModule with its own preprocessing and
 training step, nothing of keel's) is importable by PYTHONPATH; keel init --workload digits
 --model resnet_digits:ResNetFamily, ingest, train (gate), serve, replay, compress; explain's
-method.json; drift and the guardrail on the next batch; and the registered model loads in a fresh process where the team's package is
-not importable (it travels inside the model's code)."""
+method.json; drift and the guardrail on the next batch; and the registered model loads in a
+fresh process where the team's package is not importable (it travels inside the model's
+code)."""
 
 from __future__ import annotations
 
