@@ -1,4 +1,5 @@
-"""The drift monitor against the champion's training data (ephemeral Prefect, sqlite MLflow)."""
+"""The drift monitor against the champion's training data (the session's shared Prefect
+server, sqlite MLflow)."""
 
 import pandas as pd
 import pytest

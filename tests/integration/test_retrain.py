@@ -1,5 +1,6 @@
-"""keel-retrain and keel-monitor in ephemeral mode (no server): the next batch, a rejected
-batch, and drift -> exactly one retraining (dedupe, cooldown)."""
+"""keel-retrain and keel-monitor run as flows (no deployment; the session's shared Prefect
+server): the next batch, a rejected batch, and drift -> exactly one retraining (dedupe,
+cooldown)."""
 
 import json
 import subprocess

@@ -1,6 +1,6 @@
-"""keel simulate in ephemeral mode: batches through drift, ingest, retrain, gate and policy,
-on the synthetic workload with a multiclass objective (the timeline follows its headline
-metric, accuracy)."""
+"""keel simulate on the session's shared Prefect server (tests/conftest.py): batches through
+drift, ingest, retrain, gate and policy, on the synthetic workload with a multiclass
+objective (the timeline follows its headline metric, accuracy)."""
 
 import json
 

@@ -1,5 +1,5 @@
 """The whole flow on a small slice: real git + DVC, real GX, Lightning, MLflow sqlite,
-Prefect in ephemeral mode with a private PREFECT_HOME."""
+Prefect on the session's shared server with a private PREFECT_HOME."""
 
 import json
 import subprocess
