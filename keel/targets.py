@@ -65,9 +65,13 @@ def resolve(kind: Kind, target: str) -> type:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"{kind.section}.target {target!r}: {exc}") from exc
-    except Exception as exc:  # the team's module fails while importing: its error, in one line
+    except Exception as exc:  # the team's module fails while importing: its error and where, in one line
+        import traceback
+
+        where = traceback.extract_tb(exc.__traceback__)[-1]
         raise ConfigError(
-            f"{kind.section}.target {target!r} does not import: {type(exc).__name__}: {exc}"
+            f"{kind.section}.target {target!r} does not import: {type(exc).__name__}: {exc} "
+            f"({where.filename}:{where.lineno})"
         ) from exc
     if not (isinstance(cls, type) and all(hasattr(cls, name) for name in kind.required)):
         raise ConfigError(f"{kind.section}.target {target!r} is not a {kind.base} subclass")

@@ -71,11 +71,10 @@ def apply_gate(
     baseline used. The verdict records the holdout, and whether the champion trained on it."""
     from keel.errors import PromotionError
     from keel.registry import tracking
-    from keel.registry.gate import default_rules_from, evaluate_gate, objective_default
+    from keel.registry.gate import evaluate_gate, objective_default
 
     if not rules.metrics:  # no layer brings rules: the objective's default, never no gate at all
-        rules = objective_default(evaluation.objective, rules)
-        rules_from = default_rules_from(evaluation.objective)
+        rules, rules_from = objective_default(evaluation.objective, rules)
     result = evaluate_gate(
         rules,
         evaluation.metrics,

@@ -162,14 +162,12 @@ def recorded_model(lineage: Lineage, gated, built):
 @task(name="compare-replay", cache_policy=NONE)
 def compare_replay(lineage: Lineage, model, evaluation) -> ReplayReport:
     """A compressed variant compares its model file's checksum, others their weights'."""
-    from keel.model.families import is_team
     from keel.registry import packaging
     from keel.registry.lineage import compare, environment_lock, weights_sha256
 
     weights = model.sha256 if lineage.compression else weights_sha256(model.net.state_dict())
-    code = packaging.family_code(model.family) if is_team(model.family) else None
-    now = packaging.code_identity(code) if code is not None else {}
-    return compare(lineage, evaluation.metrics, weights, environment_lock()[1], now)
+    code = packaging.code_identity(model.family)
+    return compare(lineage, evaluation.metrics, weights, environment_lock()[1], code)
 
 
 @task(name="write-replay-report", cache_policy=NONE)

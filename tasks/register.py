@@ -56,22 +56,10 @@ def version_tags(
 def model_tags(family) -> dict[str, str]:
     """The network family a version was built with; for a team's own, its target and the
     identity of its code (keel.registry.packaging.code_identity), which replay compares."""
-    from keel.model.families import is_team
     from keel.registry import packaging
 
-    tags = {"model.family": family.name}
-    code = packaging.family_code(family) if is_team(family) else None
-    if code is not None:
-        cls = type(family)
-        identity = packaging.code_identity(code)
-        tags.update(
-            {
-                "model.target": f"{cls.__module__}:{cls.__qualname__}",
-                "model.code_sha256": identity["sha256"],
-                "model.code_git": identity["git"],
-            }
-        )
-    return tags
+    identity = {"family": family.name, **packaging.code_identity(family)}
+    return {f"model.{key}": value for key, value in identity.items()}
 
 
 @task(name="register-model", cache_policy=NONE)  # not retried: a retry could add a second version

@@ -300,24 +300,23 @@ def replay_text(r: dict[str, Any]) -> list[str]:
         else f"DIFFER: recorded {r['recorded_weights_sha256'][:16]}, "
         f"replayed {r['replayed_weights_sha256'][:16]}"
     )
+    code = r.get("model_code") or {}
+    said = (
+        f"CHANGED since v{r['version']} was built (sha256 {code['recorded_sha256'][:12]} -> "
+        f"{code['replayed_sha256'][:12]})"
+        if code.get("changed")
+        else f"as when v{r['version']} was built (sha256 {code.get('recorded_sha256', '')[:12]})"
+    )
     lines = [
         f"replay of {r['model']} v{r['version']}: {'IDENTICAL' if r['identical'] else 'DIFFERS'}",
         f"  data      {_short(r['data_version'])} (re-materialised from the DVC remote)",
         f"  metrics   {metrics}",
         f"  weights   {weights}",
+        *([f"  code      {code['target']}: {said}"] if code.get("target") else []),
         f"  packages  {len(env['changed'])} changed, {len(env['added'])} added, "
         f"{len(env['removed'])} removed",
         f"  report    {_rel(r['report']['markdown'])} ({Path(r['report']['json']).name})",
     ]
-    code = r.get("model_code") or {}
-    if code.get("target"):
-        said = (
-            f"CHANGED since v{r['version']} was built (sha256 {code['recorded_sha256'][:12]} -> "
-            f"{code['replayed_sha256'][:12]})"
-            if code["changed"]
-            else f"as when v{r['version']} was built (sha256 {code['recorded_sha256'][:12]})"
-        )
-        lines.insert(4, f"  code      {code['target']}: {said}")
     return lines + ([f"  next      {r['next']}"] if r["next"] else [])
 
 

@@ -425,18 +425,6 @@ def _workload_defaults(
     return workload.name, brought, profiles
 
 
-def _check_model(model: Mapping[str, Any]) -> None:
-    """``[model]``'s class (a team's ``target``, or keel's family by ``name``) imports, is a
-    family, and takes its ``params``: every command checks it at start-up, before any run
-    opens. Nothing is imported when [model] chooses nothing (the workload's family)."""
-    from keel import targets
-
-    name, target = str(model.get("name", "")), str(model.get("target", ""))
-    if name or target:
-        cls = targets.choose(targets.MODELS, name, target)
-        targets.instantiate(targets.MODELS, cls, model.get("params"))
-
-
 def migrate(recorded: Mapping[str, Any]) -> dict[str, Any]:
     """A resolved config recorded by an older keel (a model version's
     config/resolved.json), in the current layout (``CONFIG_VERSION``).
@@ -693,7 +681,6 @@ def load_settings(
                 sources[key] = name
     if raw.get("workload", {}).get("target"):  # a team's class: its own name, not the default's
         raw["workload"]["name"] = workload_name
-    _check_model(raw.get("model", {}))
     raw["profile"] = profile
     _refuse_secrets(raw)
     try:

@@ -137,21 +137,19 @@ def evaluate_gate(
     return GateResult(all(c.passed for c in checks), baseline_version, checks)
 
 
-def objective_default(objective: Any, rules: GateConfig) -> GateConfig:
-    """The gate when no settings layer brings rules: the challenger may not be worse than the
-    champion on the objective's headline metric (binary roc_auc, multiclass accuracy,
-    regression rmse, tokens entity_f1), on the same rows."""
+def objective_default(objective: Any, rules: GateConfig) -> tuple[GateConfig, str]:
+    """The gate when no settings layer brings rules, and where it comes from: the challenger
+    may not be worse than the champion on the objective's headline metric (binary roc_auc,
+    multiclass accuracy, regression rmse, tokens entity_f1), on the same rows."""
     from keel.config.settings import MetricRule
 
     metric = f"test/{objective.headline}"
-    rule = MetricRule(max_drop=0.0) if higher_is_better(metric) else MetricRule(max_rise=0.0)
-    return rules.model_copy(update={"metrics": {metric: rule}})
-
-
-def default_rules_from(objective: Any) -> str:
-    metric = f"test/{objective.headline}"
-    worse = "fall" if higher_is_better(metric) else "rise"
-    return f"the {objective.kind} objective's default: {metric} may not {worse} against the champion"
+    if higher_is_better(metric):
+        rule, worse = MetricRule(max_drop=0.0), "fall"
+    else:
+        rule, worse = MetricRule(max_rise=0.0), "rise"
+    said = f"the {objective.kind} objective's default: {metric} may not {worse} against the champion"
+    return rules.model_copy(update={"metrics": {metric: rule}}), said
 
 
 def diff_card(

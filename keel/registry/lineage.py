@@ -146,13 +146,13 @@ class ReplayReport:
     weights_sha256: str
     packages: list[str]
     deltas: dict[str, float] = field(default_factory=dict)
-    model_code: dict[str, str] = field(default_factory=dict)  # a team family's code now: sha256, git
+    model_code: dict[str, str] = field(default_factory=dict)  # a team family's code now (as Lineage's)
 
     @property
     def code_changed(self) -> bool:
         """A team's family whose code differs from what built the version."""
         recorded = self.lineage.model_code.get("code_sha256", "")
-        return bool(recorded and self.model_code and self.model_code.get("sha256") != recorded)
+        return bool(recorded and self.model_code and self.model_code.get("code_sha256") != recorded)
 
     @property
     def weights_equal(self) -> bool:
@@ -192,7 +192,7 @@ class ReplayReport:
             "model_code": {
                 "target": self.lineage.model_code.get("target", ""),
                 "recorded_sha256": self.lineage.model_code.get("code_sha256", ""),
-                "replayed_sha256": self.model_code.get("sha256", ""),
+                "replayed_sha256": self.model_code.get("code_sha256", ""),
                 "changed": self.code_changed,
             },
         }
@@ -222,7 +222,7 @@ class ReplayReport:
                     + (
                         f"**changed** since the version was built: sha256 "
                         f"`{self.lineage.model_code['code_sha256'][:12]}` -> "
-                        f"`{self.model_code['sha256'][:12]}`"
+                        f"`{self.model_code['code_sha256'][:12]}`"
                         if self.code_changed
                         else "is the code the version was built with"
                     )

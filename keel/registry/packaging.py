@@ -101,12 +101,12 @@ def stage_code(directory: Path) -> Path:
 
 def family_code(family: Any) -> Path | None:
     """The code a team's family lives in: its top-level package's directory, or its module's
-    file; None for keel's own families (the runtime carries them)."""
+    file; None for keel's own families (the runtime carries them) and for none."""
     import sys
 
-    top = type(family).__module__.split(".")[0]
-    if top == "keel":
+    if family is None or type(family).__module__.split(".")[0] == "keel":
         return None
+    top = type(family).__module__.split(".")[0]
     module = sys.modules[top]
     paths = list(getattr(module, "__path__", []))
     return Path(paths[0]) if paths else Path(str(module.__file__))
@@ -119,13 +119,17 @@ def _code_files(code: Path) -> list[Path]:
     return sorted(p for p in files if p.suffix != ".pyc")
 
 
-def code_identity(code: Path) -> dict[str, str]:
-    """A team's code as lineage records it: ``sha256`` of its files (relative paths and
-    bytes, in order) and ``git``: the commit of the repository holding it (``+dirty`` with
-    uncommitted changes there; "" outside git)."""
+def code_identity(family: Any) -> dict[str, str]:
+    """A team's family as lineage records it (the version tags ``model.<key>``, which replay
+    compares): ``target``, where its class lives; ``code_sha256``, of its code's files
+    (relative paths and bytes, in order); ``code_git``, the commit of the repository holding
+    it (``+dirty`` with uncommitted changes there; "" outside git). ``{}`` for keel's own."""
     import hashlib
     import subprocess
 
+    code = family_code(family)
+    if code is None:
+        return {}
     digest = hashlib.sha256()
     base = code.parent
     for path in _code_files(code):
@@ -139,7 +143,12 @@ def code_identity(code: Path) -> dict[str, str]:
     commit = git("rev-parse", "HEAD") or ""
     if commit and git("status", "--porcelain", "--", str(code)):
         commit += "+dirty"
-    return {"sha256": digest.hexdigest(), "git": commit}
+    cls = type(family)
+    return {
+        "target": f"{cls.__module__}:{cls.__qualname__}",
+        "code_sha256": digest.hexdigest(),
+        "code_git": commit,
+    }
 
 
 def stage_family_code(code: Path, directory: Path) -> Path:
@@ -178,7 +187,7 @@ def log_pyfunc(
         # int, which keeps categorical codes such as month=1 exact
         warnings.filterwarnings("ignore", message=".*integer column")
         signature = infer_signature(example, output)
-    team = family_code(family) if family is not None else None
+    team = family_code(family)
     needed = (*RUNTIME_DISTRIBUTIONS, *extra_requirements, *getattr(family, "requirements", ()))
     tracking.use_tracking(store)
     entry_file = _keel_root().joinpath(*RUNTIME.split(".")[1:], entry)

@@ -237,10 +237,13 @@ def checked_workload(settings: Settings) -> Workload:
 
     workload = load_workload(settings)
     workload.check(settings)
-    try:
-        family = families.chosen(settings.model, workload.net_options())
-    except ConfigError as exc:
-        raise ConfigError(f"workload {workload.name!r}: {exc}") from exc
+    if settings.model.name or settings.model.target:  # [model] chooses: its error names model.<key>
+        family = families.chosen(settings.model, {})
+    else:
+        try:
+            family = families.chosen(settings.model, workload.net_options())
+        except ConfigError as exc:
+            raise ConfigError(f"workload {workload.name!r}: {exc}") from exc
     try:
         family.check(settings.features)
     except ConfigError as exc:
