@@ -143,7 +143,7 @@ def parity_gate(
     against the source on the same rows, and the label agreement floor; the slice guard
     as the gate has it."""
     from keel.config.settings import MetricRule
-    from keel.model.objectives import higher_is_better
+    from keel.model.direction import higher_is_better
     from keel.registry.gate import evaluate_gate
 
     c = compress

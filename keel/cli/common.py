@@ -45,6 +45,19 @@ FLOW_COMMANDS = frozenset(
 TRACKING_COMMANDS = (FLOW_COMMANDS - {"ingest"}) | {"lineage", "promote", "rollback", "history", "status"}
 
 
+# Commands that build a network from the settings' [model] (or the workload's family): they
+# check it at start-up (it imports, takes its params, reads the features), and so does
+# `keel config`. The others (status, history, promote, ingest, serve: a registered model
+# carries its own code) never import torch, Lightning or a team's model module.
+MODEL_COMMANDS = frozenset({"train", "tune", "retrain", "simulate", "replay", "compress", "config"})
+
+
+# Commands that move `champion`: each loads the version in a fresh process first (the
+# servability check), whose interpreter starts with the command so that its MLflow import
+# overlaps the command's own.
+SERVABILITY_COMMANDS = frozenset({"promote", "rollback"})
+
+
 # The command running under --json, for this process (one command per process): what it
 # prints, and the error object its failures print too (fail has no context to ask).
 JSON_COMMAND: list[str] = []
@@ -138,10 +151,15 @@ def command_settings(ctx: typer.Context, check: bool = True):
 
     try:
         settings = load_settings(ctx.obj["workspace"], profile=ctx.obj["profile"])
-        checked_workload(settings)  # a workload or net family that cannot work: a config mistake, said now
+        # a workload or net family that cannot work: a config mistake, said now
+        checked_workload(settings, model=ctx.info_name in MODEL_COMMANDS)
     except ConfigError as exc:
         fail(str(exc), 2)
     COMMAND_SETTINGS[:] = [settings]
+    if ctx.info_name in SERVABILITY_COMMANDS:
+        from keel.registry import servability
+
+        servability.warm()
     for key, value in ENGINE_ENV.items():
         os.environ.setdefault(key, value)
     if ctx.info_name in LIFECYCLE_COMMANDS and not worker_rank():

@@ -149,7 +149,7 @@ def shown_metrics(settings: Settings, metrics: dict[str, float]) -> list[str]:
 
 def train_text(settings: Settings, s: dict[str, Any]) -> list[str]:
     """The summary as lines, for a person."""
-    from keel.model.objectives import higher_is_better
+    from keel.model.direction import higher_is_better
 
     v, champ = s["version"], s["champion_version"]
     before, after = s["aliases"]["before"], s["aliases"]["after"]

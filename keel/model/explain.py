@@ -240,7 +240,7 @@ def _permutation(
 ) -> pd.DataFrame:
     from sklearn.inspection import permutation_importance
 
-    from keel.model.objectives import higher_is_better
+    from keel.model.direction import higher_is_better
 
     metric = objective.headline
     sign = 1.0 if higher_is_better(metric) else -1.0

@@ -3,9 +3,9 @@ tag per word (tokens).
 
 Each objective owns its loss, the width of the model's last layer, the label encoding
 (string labels are mapped to codes, and the mapping travels inside the model), the
-output columns of a prediction, its metrics (computed by scikit-learn) and whether
-each metric is better higher or lower. Pure: numpy, pandas, torch and scikit-learn
-only; no files, no MLflow. scikit-learn is imported by the metrics alone: loading a
+output columns of a prediction and its metrics (computed by scikit-learn); which way a
+metric is better is keel.model.direction's (torch-free). Pure: numpy, pandas, torch and
+scikit-learn only; no files, no MLflow. scikit-learn is imported by the metrics alone: loading a
 registered model (serving, the servability check) never pays its ~3 s import.
 """
 
@@ -19,19 +19,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-
-# Lower is better for these; every other metric keel computes is better higher.
-LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "mse", "brier"})
-# Bookkeeping metrics: counted, never compared.
-NOT_COMPARED = frozenset({"rows", "positive_rate"})
-
-
-def higher_is_better(metric: str) -> bool:
-    """``test/log_loss`` -> False; ``val/roc_auc`` -> True (the last path part decides);
-    ``test/slice_gap/<column>`` (a gap between slices) -> False."""
-    if "/slice_gap/" in f"/{metric}":
-        return False
-    return metric.rsplit("/", 1)[-1] not in LOWER_IS_BETTER
 
 
 class Objective(ABC):

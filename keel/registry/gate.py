@@ -11,7 +11,7 @@ from typing import Any, TypeGuard
 import pandas as pd
 
 from keel.config.settings import GateConfig
-from keel.model.objectives import higher_is_better
+from keel.model.direction import higher_is_better
 
 # The ``promotion`` tag value of a blessed version held for a reviewer (set by the policy in
 # tasks/gate.py, read by keel status's list of reviews waiting).

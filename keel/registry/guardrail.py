@@ -149,7 +149,7 @@ def judge(store: MlflowStore, rules: GuardrailConfig, version: str, metrics: dic
 def no_worse(rules: GuardrailConfig, candidate: Score, champion: Score) -> bool:
     """A fallback must also do at least as well as the champion on this batch, on every
     metric a rule names: restoring a model that holds only because it promised less helps no one."""
-    from keel.model.objectives import higher_is_better
+    from keel.model.direction import higher_is_better
 
     for key in rules.metrics:
         a, b = candidate.metrics.get(key), champion.metrics.get(key)

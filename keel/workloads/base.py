@@ -229,14 +229,23 @@ def load_workload(settings: Settings) -> Workload:
     return build(w.name, w.target, w.params)
 
 
-def checked_workload(settings: Settings) -> Workload:
+def checked_workload(settings: Settings, model: bool = True) -> Workload:
     """The workload settings choose, checked to work with them before any run opens: its own
-    ``check`` and its network family's (an unknown family, features the family cannot read);
-    a ConfigError names the key."""
-    from keel.model import families
-
+    ``check`` and (``model``) its network family's (an unknown family, a team's target that
+    does not import or refuses its params, features the family cannot read); a ConfigError
+    names the key. ``model=False`` imports no network code (commands that build none)."""
     workload = load_workload(settings)
     workload.check(settings)
+    if model:
+        check_family(settings, workload)
+    return workload
+
+
+def check_family(settings: Settings, workload: Workload) -> None:
+    """The network family settings choose (``[model]``, else the workload's) builds and reads
+    the features; a ConfigError names the key."""
+    from keel.model import families
+
     if settings.model.name or settings.model.target:  # [model] chooses: its error names model.<key>
         family = families.chosen(settings.model, {})
     else:
@@ -248,7 +257,6 @@ def checked_workload(settings: Settings) -> Workload:
         family.check(settings.features)
     except ConfigError as exc:
         raise ConfigError(f"workload {workload.name!r}, net family {family.name!r}: {exc}") from exc
-    return workload
 
 
 def init_workspace(directory: Path, workload_toml: str = "") -> Path:

@@ -174,11 +174,34 @@ def test_init_for_a_teams_own_workload_and_model_writes_their_targets_only(tmp_p
         resolved["mlflow"]["model_name"] == "churn"
         and resolved["model"]["target"] == "resnet_digits:ResNetFamily"
     )
-    # the same workspace where the team's model does not import: every command stops at start-up
-    lost = _keel("-w", str(tmp_path / "ws"), "config", env={"PYTHONPATH": str(tmp_path)})
-    assert lost.returncode == 2 and lost.stderr.strip() == (
-        "error: model.target 'resnet_digits:ResNetFamily': No module named 'resnet_digits'"
-    )
+    # the same workspace where the team's model does not import: every command that builds
+    # the model (and `keel config`) stops at start-up, before any run opens
+    lost_env = {"PYTHONPATH": str(tmp_path)}
+    for command in ("config", "train"):
+        lost = _keel("-w", str(tmp_path / "ws"), command, env=lost_env)
+        assert lost.returncode == 2 and lost.stderr.strip() == (
+            "error: model.target 'resnet_digits:ResNetFamily': No module named 'resnet_digits'"
+        ), (command, lost.stderr)
+    # the commands that only read the registry build no model: they neither import it nor
+    # torch/Lightning (nor GX, DVC: the ML stack is the training commands' cost); they get past
+    # start-up to the registry, which has no model yet
+    for command in ("status", "history"):
+        code = (
+            f"import sys; sys.argv = ['keel', '-w', {str(tmp_path / 'ws')!r}, {command!r}]\n"
+            "from keel.cli import app\n"
+            "try:\n    app()\nexcept SystemExit as exc:\n    print('EXIT', exc.code)\n"
+            "print('LOADED', sorted(m for m in ('torch', 'lightning', 'great_expectations', 'dvc', "
+            "'transformers', 'resnet_digits') if m in sys.modules))"
+        )
+        read = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, **lost_env},
+        )
+        assert "EXIT 1" in read.stdout and "LOADED []" in read.stdout, (command, read.stdout, read.stderr)
+        assert "error: registered model 'churn' does not exist" in read.stderr, read.stderr
 
 
 def test_init_honours_w_and_refuses_two_workspaces(tmp_path):

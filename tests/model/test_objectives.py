@@ -7,7 +7,8 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from keel.model.objectives import Binary, Multiclass, Regression, from_dict, higher_is_better
+from keel.model.direction import higher_is_better
+from keel.model.objectives import Binary, Multiclass, Regression, from_dict
 
 
 def test_metric_directions():
