@@ -186,38 +186,40 @@ def test_deployments_on_a_process_work_pool_run_through_a_prefect_worker(scaled,
         **run,
     )
     assert reg.returncode == 0, reg.stderr[-3000:]
+    with temporary_settings({PREFECT_API_URL: scaled.prefect_api}), get_client(sync_client=True) as client:
+        for name in (RETRAIN_DEPLOYMENT, MONITOR_DEPLOYMENT):
+            d = client.read_deployment_by_name(name)
+            assert d.work_pool_name == "keel-process" and d.schedules
+        flow_run = run_deployment(
+            RETRAIN_DEPLOYMENT,
+            timeout=0,
+            as_subflow=False,
+            parameters={"workspace": str(ws), "profile": "test", "months": ["b02"]},
+        )
+    # The run is scheduled before the worker starts, so nothing hangs on the worker being
+    # ready: `--run-once` polls the pool once, runs what is due, waits for the run's process to
+    # end and exits by itself (a worker stopped by a signal instead waits for its runs'
+    # processes to exit, which on a loaded 2-core machine outlasted a fixed 30 s).
     log = tmp_path / "worker.log"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "keel-process", "--type", "process"],
+        [
+            sys.executable,
+            *("-m", "prefect", "worker", "start", "--pool", "keel-process", "--type", "process"),
+            "--run-once",
+        ],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
     try:
-        with (
-            temporary_settings({PREFECT_API_URL: scaled.prefect_api}),
-            get_client(sync_client=True) as client,
-        ):
-            for name in (RETRAIN_DEPLOYMENT, MONITOR_DEPLOYMENT):
-                d = client.read_deployment_by_name(name)
-                assert d.work_pool_name == "keel-process" and d.schedules
-            flow_run = run_deployment(
-                RETRAIN_DEPLOYMENT,
-                timeout=0,
-                as_subflow=False,
-                parameters={"workspace": str(ws), "profile": "test", "months": ["b02"]},
-            )
-            deadline = time.monotonic() + 420
-            while time.monotonic() < deadline:
-                flow_run = client.read_flow_run(flow_run.id)
-                if flow_run.state.is_final():
-                    break
-                time.sleep(2)
-        assert flow_run.state.is_completed(), (flow_run.state, log.read_text()[-3000:])
+        code = worker.wait(timeout=600)
     finally:
         from keel.ops.localstack import stop_process
 
-        stop_process(worker)  # SIGTERM; SIGKILL when a loaded machine keeps it past 20 s
+        stop_process(worker)  # only when the wait above failed: SIGTERM, then SIGKILL after 20 s
+    with temporary_settings({PREFECT_API_URL: scaled.prefect_api}), get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run.id)
+    assert code == 0 and flow_run.state.is_completed(), (code, flow_run.state, log.read_text()[-3000:])
     from keel.data.workspace import read_data_version
 
     assert (ws / "data" / "b02.parquet").exists()
