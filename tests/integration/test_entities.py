@@ -29,7 +29,12 @@ def test_token_classification_end_to_end_with_its_onnx_variant(tmp_path, matches
     metrics = c.get_run(registered.run_id).data.metrics
     for name in ("test/entity_f1", "test/entity_precision", "test/entity_recall", "test/token_accuracy"):
         assert 0.0 <= metrics[name] <= 1.0, (name, metrics)
-    assert metrics["test/token_accuracy"] > 0.5  # most words are O: even 6 steps learn that
+    # most words are O, so token accuracy alone cannot fail a model that tags everything O (it
+    # would score the O share); entities can: such a model finds none (entity F1 0). Six steps
+    # find some of the hashtags (entity F1 0.10 here, of which TAG 0.22).
+    assert metrics["test/token_accuracy"] > 0.5
+    assert metrics["test/entity_recall"] > 0 and metrics["test/entity_f1"] > 0
+    assert metrics["test/entity_f1_TAG"] > 0
 
     texts = ["Thank you Iowa and @FoxNews #MAGA", "hello", "New York, New York!"]
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
