@@ -111,15 +111,22 @@ def _no_leaked_model_code():
 
 
 @pytest.fixture(autouse=True)
-def _no_leaked_mlflow_uri(monkeypatch):
+def _no_leaked_mlflow_uri():
     """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI into os.environ; a keel
-    subprocess started by a later test would inherit the store of an earlier one."""
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(name, raising=False)
+    subprocess started by a later test would inherit the store of an earlier one. Cleared
+    before each test and again after it: a module-scoped fixture of the next file is set up
+    before this function-scoped one runs, and its subprocesses must not see this test's store."""
     import sys
 
-    if "mlflow" in sys.modules:  # nor the registry URI an earlier test set in this process
-        sys.modules["mlflow"].set_registry_uri(None)
+    def clear() -> None:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            os.environ.pop(name, None)
+        if "mlflow" in sys.modules:  # nor the registry URI an earlier test set in this process
+            sys.modules["mlflow"].set_registry_uri(None)
+
+    clear()
+    yield
+    clear()
 
 
 @pytest.fixture(scope="session")
