@@ -48,6 +48,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py
 	$(PY) bench/train_overhead.py --profile debug
+	$(PY) bench/command_overhead.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/dvc_add_throughput.py
 	$(PY) bench/data_commit_overhead.py

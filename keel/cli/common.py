@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -180,16 +181,19 @@ def command_settings(ctx: typer.Context, check: bool = True):
     return settings
 
 
-def run_flow(ctx: typer.Context, call):
-    """Run a flow (after this command's Prefect server answers, when it has one). A failure
-    the user can act on (KeelError) becomes one line and its exit code; anything else
-    propagates to ``main`` with its traceback."""
+def run_flow(ctx: typer.Context, call, warm: Callable[[], None] | None = None):
+    """Run a flow (after this command's Prefect server answers, when it has one). ``warm``:
+    what the flow will import anyway (an engine its steps load lazily), imported first so
+    that it overlaps the server's start. A failure the user can act on (KeelError) becomes
+    one line and its exit code; anything else propagates to ``main`` with its traceback."""
     from keel.cli import console
     from keel.errors import KeelError
 
     server = (ctx.obj or {}).get("prefect_server")
     con = console.current()
     try:
+        if warm is not None:
+            warm()
         if server is not None:
             server.wait_ready(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
         if con is not None and not ctx.obj.get("announced"):
@@ -216,9 +220,9 @@ def shown_path(path: Path | None) -> str:
 BATCH_HELP = "A batch of the workload (flights: YYYY-MM); repeatable."
 
 
-def run_flow_state(ctx: typer.Context, call):
+def run_flow_state(ctx: typer.Context, call, warm: Callable[[], None] | None = None):
     """(the flow's result, its flow run id) for a flow called with return_state=True."""
-    state = run_flow(ctx, call)
+    state = run_flow(ctx, call, warm)
     return run_flow(ctx, state.result), str(state.state_details.flow_run_id)
 
 

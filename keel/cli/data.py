@@ -129,10 +129,12 @@ def ingest(
     months = sorted(set(months))
 
     from flows.ingest import ingest_flow
+    from keel.data import validation
     from keel.data.workspace import read_data_version
 
     before = read_data_version(settings.dvc_file)
-    version = run_flow(ctx, lambda: ingest_flow(settings, months, files))
+    # every batch is validated first: GX's import overlaps the Prefect server's start
+    version = run_flow(ctx, lambda: ingest_flow(settings, months, files), warm=validation.warm)
     added = [*months, *files]
     if json_on():
         return json_out(

@@ -141,9 +141,12 @@ def retrain(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None, 
     months, files = batch_args(settings, month, file)
     from flows.retrain import retrain_flow
     from keel.cli import summary
+    from keel.data import validation  # the batch is validated first: GX overlaps the server start
 
     before = summary.aliases(settings)
-    out, flow_run = run_flow_state(ctx, lambda: retrain_flow(settings, months, files, return_state=True))
+    out, flow_run = run_flow_state(
+        ctx, lambda: retrain_flow(settings, months, files, return_state=True), warm=validation.warm
+    )
     _report_retraining(ctx, settings, out, before, flow_run, {"command": "retrain"})
 
 
@@ -192,9 +195,12 @@ def monitor(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None, 
     months, files = batch_args(settings, month, file)
     from flows.monitor import monitor_flow
     from keel.cli import summary
+    from keel.data import validation  # the batch is validated first: GX overlaps the server start
 
     before = summary.aliases(settings)
-    out, flow_run = run_flow_state(ctx, lambda: monitor_flow(settings, months, files, return_state=True))
+    out, flow_run = run_flow_state(
+        ctx, lambda: monitor_flow(settings, months, files, return_state=True), warm=validation.warm
+    )
     if out.status == "rejected":
         fail(f"batch rejected, no drift check, nothing triggered: {out.rejected.detail}")
     r, t = out.report, out.trigger

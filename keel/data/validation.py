@@ -152,6 +152,12 @@ def _schema_detail(expected: list[str], observed: list[str]) -> str:
     return f"columns out of order: expected {expected}"
 
 
+def warm() -> None:
+    """Import Great Expectations now (validate_frames imports it when it first runs): a
+    command calls this while its Prefect server starts, so the two overlap."""
+    import great_expectations  # noqa: F401
+
+
 def validate_frames(
     frames: Mapping[str, pd.DataFrame],
     suite: Mapping[str, Any],
