@@ -85,12 +85,13 @@ def load_source_model(store: MlflowStore, lineage: Lineage, directory: Path) -> 
 
 
 @task(name="build-variant", cache_policy=NONE)
-def build_variant(source, splits: Splits, method: str, directory: Path):
-    """The compressed variant of ``source``, traced on the first held-out rows."""
+def build_variant(source, splits: Splits, method: str, directory: Path, sparsity: float):
+    """The compressed variant of ``source``, traced on the first held-out rows (``sparsity``:
+    [compress] sparsity, for the pruning methods)."""
     from keel.model.compress import compress
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
-    return compress(source, method, sample, directory / "variant")
+    return compress(source, method, sample, directory / "variant", sparsity)
 
 
 @task(name="measure-parity", cache_policy=NONE)
@@ -222,6 +223,7 @@ def register_variant(
         "source_weights_sha256": lineage.weights_sha256,
         "weights_sha256": variant.sha256,
         "env_hash": env_hash,
+        **variant.params,  # the method's settings (compress.sparsity): replay compresses the same way
     }
     run = client.create_run(
         experiment_id,
@@ -242,6 +244,7 @@ def register_variant(
         )
         params = dict(client.get_run(lineage.run_id).data.params)  # the source's, to compare in the UI
         params.update({"compress.method": variant.method, "compress.source_version": lineage.version})
+        params.update(variant.params)
         client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(params.items())])
         client.log_dict(run_id, lineage.config, "config/resolved.json")
         client.log_text(run_id, lineage.dvc_file, "data/data.dvc")
@@ -253,11 +256,11 @@ def register_variant(
         info = packaging.log_pyfunc(
             store,
             run_id,
-            "pyfunc_onnx_entry.py",
+            variant.entry,
             variant.artifacts,
             example,
             variant.predict(example),
-            (*getattr(variant.preprocessor, "REQUIREMENTS", ()), "onnxruntime"),
+            (*getattr(variant.preprocessor, "REQUIREMENTS", ()), *variant.runtime),
             family=variant.family,
         )
         version_tags = {

@@ -77,6 +77,7 @@ def load_lineage(store: MlflowStore, data: DataStore, version: str) -> Lineage:
         metrics=dict(run.data.metrics),
         derived_from=mv.tags.get("derived_from", ""),
         compression=mv.tags.get("compression", ""),
+        sparsity=float(mv.tags.get("compress.sparsity", 0.0)),
         refit=mv.tags.get("refit") == "true",
         model_code={k.removeprefix("model."): v for k, v in mv.tags.items() if k.startswith("model.")},
     )
@@ -149,7 +150,8 @@ def recompress(lineage: Lineage, model, splits, directory: Path):
     from tasks.compress import TRACE_ROWS
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
-    return compress(model, lineage.compression, sample, directory / "variant")
+    sparsity = {"sparsity": lineage.sparsity} if lineage.sparsity else {}
+    return compress(model, lineage.compression, sample, directory / "variant", **sparsity)
 
 
 @task(name="recorded-model", cache_policy=NONE)

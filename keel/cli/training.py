@@ -256,7 +256,10 @@ def compress(
     method: Annotated[
         str | None,
         typer.Option(
-            "--method", "-m", help="onnx-int8 (ONNX + dynamic int8) or onnx; default: compress.method."
+            "--method",
+            "-m",
+            help="onnx-int8 (ONNX + dynamic int8), onnx, prune or prune-int8 (structured pruning at "
+            "compress.sparsity, then ONNX int8); default: compress.method.",
         ),
     ] = None,
     as_json: JsonOpt = False,

@@ -203,7 +203,8 @@ class PromotionConfig(_Section):
 class CompressConfig(_Section):
     """``[compress]``: keel compress and the train flow's automatic compression."""
 
-    method: Literal["onnx-int8", "onnx"] = "onnx-int8"
+    method: Literal["onnx-int8", "onnx", "prune", "prune-int8"] = "onnx-int8"
+    sparsity: float = Field(default=0.5, gt=0, lt=1)  # prune, prune-int8: the share of units removed
     auto: bool = False  # the train flow compresses every version the gate blessed
     max_drop: float = Field(default=0.01, ge=0)  # parity: a gate metric may fall this much vs the source
     max_rise: float = Field(default=0.02, ge=0)  # ... or rise this much (lower-is-better metrics)

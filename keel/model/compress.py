@@ -4,13 +4,17 @@ that it still answers like the original.
 Methods (measured on the text workload's MiniLM, bench/compress.py): ``onnx-int8``
 (the net exported to ONNX, its weights quantized to int8 with onnxruntime's dynamic
 quantization; activations are quantized per call) and ``onnx`` (the ONNX export
-alone, fp32). torchao's int8 dynamic quantization ran 14x slower than fp32 eager on
-this CPU and torch.ao.quantization is deprecated, so neither is offered.
+alone, fp32); ``prune`` (structured pruning by the net's family, ``Family.prune``: whole
+neurons removed at ``[compress] sparsity``; the variant is a smaller torch net of the same
+family, served like any keel model) and ``prune-int8`` (pruned, then ONNX + int8).
+torchao's int8 dynamic quantization ran 14x slower than fp32 eager on this CPU and
+torch.ao.quantization is deprecated, so neither is offered.
 
-Any keel net compresses (MLP, conv, BERT): the variant keeps the source's
-preprocessor, objective and threshold; only the net changes, and it runs in
-onnxruntime (keel.model.runtime.pyfunc.OnnxModel). The net's family names the graph's
-inputs and dynamic axes. Parity is measured on the source's own held-out rows: metric
+Any keel net compresses to ONNX (MLP, conv, BERT); pruning needs a family that prunes
+(``Family.prunable``: the MLP). The variant keeps the source's preprocessor, objective
+and threshold; only the net changes, and (ONNX methods) it runs in onnxruntime
+(keel.model.runtime.pyfunc.OnnxModel). The net's family names the graph's inputs
+and dynamic axes. Parity is measured on the source's own held-out rows: metric
 deltas, label agreement and the largest output difference; size and latency (p50/p99 at 1
 and 32 rows) are measured in a fresh process (``python -m keel.model.compress``). No
 MLflow, no settings here: tasks/compress.py has the edges. Importing this module loads
@@ -26,7 +30,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +49,8 @@ if TYPE_CHECKING:
     from keel.model.features import Preprocessor
     from keel.model.objectives import Objective
 
-METHODS = ("onnx-int8", "onnx")
+METHODS = ("onnx-int8", "onnx", "prune", "prune-int8")
+PRUNING = ("prune", "prune-int8")  # structured pruning by the net's family; -int8: then ONNX + int8
 
 
 class CompressError(KeelError):
@@ -138,6 +143,9 @@ class CompressedModel:
     method: str
     path: Path  # model.onnx
     runner: OnnxRunner
+    entry: str = "pyfunc_onnx_entry.py"
+    runtime: tuple[str, ...] = ("onnxruntime",)
+    params: dict[str, str] = field(default_factory=dict)  # the method's settings, logged as run params
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         a, b = self.preprocessor.transform(frame)
@@ -158,25 +166,73 @@ class CompressedModel:
         }
 
 
-def compress(source: Any, method: str, sample: pd.DataFrame, directory: Path) -> CompressedModel:
+@dataclass
+class PrunedModel:
+    """A pruned variant that stays a torch net of its family (``prune``): the surface of
+    CompressedModel; its artifacts are a keel model's own (preprocessor.json, net.json with
+    the smaller shape, weights.pt), loaded by keel.model.runtime.pyfunc.TabularModel."""
+
+    preprocessor: Preprocessor | TextPreprocessor
+    objective: Objective
+    threshold: float
+    family: Family
+    method: str
+    net: Net
+    directory: Path
+    sparsity: float
+    entry: str = "pyfunc_entry.py"
+    runtime: tuple[str, ...] = ()
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        from keel.model.net import forward_rows
+
+        a, b = self.preprocessor.transform(frame)
+        raw = forward_rows(self.net, torch.from_numpy(a), torch.from_numpy(b))
+        return self.objective.predict(raw, self.threshold, inputs=(a, b))
+
+    @property
+    def path(self) -> Path:
+        """The model file (weights.pt): what parity sizes and the version's checksum names."""
+        return self.directory / "weights.pt"
+
+    @property
+    def sha256(self) -> str:
+        return file_sha256(self.path)
+
+    @property
+    def artifacts(self) -> dict[str, str]:
+        return {name: str(self.directory / f"{name}.json") for name in ("preprocessor", "net")} | {
+            "weights": str(self.directory / "weights.pt")
+        }
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {"compress.sparsity": str(self.sparsity)}
+
+
+def compress(
+    source: Any, method: str, sample: pd.DataFrame, directory: Path, sparsity: float = 0.5
+) -> CompressedModel | PrunedModel:
     """A variant of ``source`` (a keel.model.training.TrainedModel, or the parts of a registered
     one: preprocessor, net, threshold, objective) built with ``method``: its pyfunc
-    artifacts in ``directory``; ``sample``: a few raw rows to trace the net with."""
+    artifacts in ``directory``; ``sample``: a few raw rows to trace the net with;
+    ``sparsity``: the share of units the pruning methods remove."""
     from keel.model.runtime.pyfunc import write_meta
 
     family = source.family
+    net = source.net
+    if method in PRUNING:
+        net = family.prune(net, sparsity)  # a family without pruning: ConfigError naming it
     a, b = source.preprocessor.transform(sample)
-    write_meta(
-        family,
-        source.preprocessor,
-        source.net,
-        source.threshold,
-        directory,
-        source.objective,
-        compression=method,
-    )
-    path = build_variant(family, source.net, a, b, method, directory)
-    return CompressedModel(
+    extra = {"compression": method, **({"sparsity": str(sparsity)} if method in PRUNING else {})}
+    write_meta(family, source.preprocessor, net, source.threshold, directory, source.objective, **extra)
+    if method == "prune":
+        torch.save(net.state_dict(), directory / "weights.pt")
+        return PrunedModel(
+            source.preprocessor, source.objective, source.threshold, family, method, net, directory, sparsity
+        )
+    path = build_variant(family, net, a, b, "onnx-int8" if method == "prune-int8" else method, directory)
+    variant = CompressedModel(
         source.preprocessor,
         source.objective,
         source.threshold,
@@ -185,6 +241,9 @@ def compress(source: Any, method: str, sample: pd.DataFrame, directory: Path) ->
         path,
         OnnxRunner(path, family),
     )
+    if method in PRUNING:
+        variant.params = {"compress.sparsity": str(sparsity)}
+    return variant
 
 
 def agreement(objective: Objective, source: pd.DataFrame, variant: pd.DataFrame) -> dict[str, float]:

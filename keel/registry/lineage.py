@@ -89,6 +89,7 @@ class Lineage:
     origin: str = ""  # where a teammate clones the workspace from
     derived_from: str = ""  # a compressed variant: the version it was built from (keel compress)
     compression: str = ""  # ... and the method
+    sparsity: float = 0.0  # ... and, for a pruning method, the share of units it removed
     refit: bool = False  # the weights were fit again on every batch after the gate (split.refit)
     # the network family: {"family": name} and, for a team's own, "target", "code_sha256", "code_git"
     model_code: dict[str, str] = field(default_factory=dict)

@@ -117,6 +117,17 @@ class Family:
         """The ONNX graph's dynamic axes, by input name and ``raw`` (the output)."""
         return {**{n: {0: "rows"} for n in self.onnx_inputs}, "raw": {0: "rows"}}
 
+    # ---------------------------------------------------------------- structured pruning
+    prunable: ClassVar[bool] = False  # prune() removes whole units (keel compress --method prune)
+
+    def prune(self, net: Net, sparsity: float) -> Net:
+        """A smaller network of the same family: the ``sparsity`` share of its prunable units
+        (neurons, channels, heads) removed, least important first; what is kept keeps its
+        weights. ``describe`` of the result records the smaller shape."""
+        raise ConfigError(
+            f"net family {self.name!r} has no structured pruning (keel compress --method prune)"
+        )
+
 
 class NetFamily(Family):
     """keel's own families: the net is built from, and rebuilt from, a ``NetConfig`` (the

@@ -1,10 +1,12 @@
 """The ``mlp`` family: a table's categorical embeddings and scaled numerics -> an MLP. The
 default network of every table workload. Explained by permutation importance over the raw
 columns (global) and feature ablation (per record); exported to ONNX with the table's two
-inputs."""
+inputs; pruned by hidden neurons (structured: each hidden layer keeps its most important
+neurons, scored by the L1 norms of their incoming and outgoing weights)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
@@ -33,7 +35,44 @@ class TabularNet(nn.Module):
         return out.squeeze(1) if self.cfg.outputs == 1 else out
 
 
+def neuron_importance(into: nn.Linear, out_of: nn.Linear) -> torch.Tensor:
+    """Per hidden neuron: the L1 norm of its incoming weights times that of its outgoing ones
+    (a neuron that reads or writes nothing scores 0)."""
+    return into.weight.abs().sum(1) * out_of.weight.abs().sum(0)
+
+
+def kept(width: int, sparsity: float) -> int:
+    """Units a layer of ``width`` keeps at ``sparsity`` (at least one)."""
+    return max(1, round(width * (1.0 - sparsity)))
+
+
 class MLP(NetFamily):
     name = "mlp"
     net = TabularNet
     explanation_method = "ablation"
+    prunable = True
+
+    @torch.no_grad()
+    def prune(self, net, sparsity: float) -> TabularNet:
+        linears = [m for m in net.mlp if isinstance(m, nn.Linear)]
+        keep = [
+            torch.topk(neuron_importance(linears[i], linears[i + 1]), kept(width, sparsity))
+            .indices.sort()
+            .values
+            for i, width in enumerate(net.cfg.hidden)
+        ]
+        pruned = TabularNet(replace(net.cfg, hidden=[len(k) for k in keep]))
+        pruned.embeddings.load_state_dict(net.embeddings.state_dict())
+        rows: torch.Tensor | None = None  # the previous layer's kept neurons: this layer's inputs
+        for i, (old, new) in enumerate(
+            zip(linears, [m for m in pruned.mlp if isinstance(m, nn.Linear)], strict=True)
+        ):
+            weight, bias = old.weight.detach(), old.bias.detach()
+            if i < len(keep):
+                weight, bias = weight[keep[i]], bias[keep[i]]
+            if rows is not None:
+                weight = weight[:, rows]
+            new.weight.copy_(weight)
+            new.bias.copy_(bias)
+            rows = keep[i] if i < len(keep) else None
+        return pruned.eval()
