@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) bench/workloads.py
 	$(PY) bench/text_finetune.py
 	$(PY) bench/compress.py
+	$(PY) bench/prune.py
 	$(PY) bench/ddp_speed.py
 	$(PY) bench/scaled_backends.py
 	$(PY) bench/tune.py
