@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from command_overhead import task_seconds  # bench/ is this script's sys.path[0]
 
 MODES = ("bare", "keel (prefect)", "keel (managed)")
 
@@ -58,21 +59,6 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - t0
-
-
-def task_times(prefect_db: Path) -> dict[str, float]:
-    """Seconds per task of the newest keel-train flow run, from Prefect's database."""
-    with sqlite3.connect(prefect_db) as db:
-        (flow_run,) = db.execute(
-            "select fr.id from flow_run fr join flow f on f.id = fr.flow_id "
-            "where f.name = 'keel-train' order by fr.created desc limit 1"
-        ).fetchone()
-        rows = db.execute(
-            "select task_key, (julianday(end_time) - julianday(start_time)) * 86400 "
-            "from task_run where flow_run_id = ? and end_time is not null",
-            (flow_run,),
-        ).fetchall()
-    return {key: round(seconds, 2) for key, seconds in rows}
 
 
 def main() -> None:
@@ -115,7 +101,7 @@ def main() -> None:
         for mode in MODES:
             times[mode].append(timed(commands[mode], mode_env[mode]))
             if mode != "bare":
-                tasks[mode].append(task_times(home / "prefect.db"))
+                tasks[mode].append(task_seconds(home / "prefect.db", "keel-train"))
             print(f"round {r} {mode}: {times[mode][-1]:.1f} s", flush=True)
     med = {m: statistics.median(v) for m, v in times.items()}
     result = {

@@ -150,8 +150,7 @@ def recompress(lineage: Lineage, model, splits, directory: Path):
     from tasks.compress import TRACE_ROWS
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
-    sparsity = {"sparsity": lineage.sparsity} if lineage.sparsity else {}
-    return compress(model, lineage.compression, sample, directory / "variant", **sparsity)
+    return compress(model, lineage.compression, sample, directory / "variant", lineage.sparsity)
 
 
 @task(name="recorded-model", cache_policy=NONE)

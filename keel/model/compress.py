@@ -179,7 +179,7 @@ class PrunedModel:
     method: str
     net: Net
     directory: Path
-    sparsity: float
+    params: dict[str, str]  # the method's settings, logged as run params and version tags
     entry: str = "pyfunc_entry.py"
     runtime: tuple[str, ...] = ()
 
@@ -205,10 +205,6 @@ class PrunedModel:
             "weights": str(self.directory / "weights.pt")
         }
 
-    @property
-    def params(self) -> dict[str, str]:
-        return {"compress.sparsity": str(self.sparsity)}
-
 
 def compress(
     source: Any, method: str, sample: pd.DataFrame, directory: Path, sparsity: float = 0.5
@@ -217,22 +213,24 @@ def compress(
     one: preprocessor, net, threshold, objective) built with ``method``: its pyfunc
     artifacts in ``directory``; ``sample``: a few raw rows to trace the net with;
     ``sparsity``: the share of units the pruning methods remove."""
-    from keel.model.runtime.pyfunc import write_meta
+    from keel.model.runtime.pyfunc import save_artifacts, write_meta
 
-    family = source.family
-    net = source.net
+    family, net = source.family, source.net
+    params: dict[str, str] = {}  # the method's settings (run params, version tags)
+    extra = {"compression": method}  # into net.json
     if method in PRUNING:
         net = family.prune(net, sparsity)  # a family without pruning: ConfigError naming it
-    a, b = source.preprocessor.transform(sample)
-    extra = {"compression": method, **({"sparsity": str(sparsity)} if method in PRUNING else {})}
-    write_meta(family, source.preprocessor, net, source.threshold, directory, source.objective, **extra)
+        params, extra["sparsity"] = {"compress.sparsity": str(sparsity)}, str(sparsity)
+    pre, threshold, objective = source.preprocessor, source.threshold, source.objective
     if method == "prune":
-        torch.save(net.state_dict(), directory / "weights.pt")
+        save_artifacts(family, pre, net, threshold, directory, objective, **extra)
         return PrunedModel(
-            source.preprocessor, source.objective, source.threshold, family, method, net, directory, sparsity
+            source.preprocessor, source.objective, source.threshold, family, method, net, directory, params
         )
+    write_meta(family, pre, net, threshold, directory, objective, **extra)
+    a, b = source.preprocessor.transform(sample)
     path = build_variant(family, net, a, b, "onnx-int8" if method == "prune-int8" else method, directory)
-    variant = CompressedModel(
+    return CompressedModel(
         source.preprocessor,
         source.objective,
         source.threshold,
@@ -240,10 +238,8 @@ def compress(
         method,
         path,
         OnnxRunner(path, family),
+        params=params,
     )
-    if method in PRUNING:
-        variant.params = {"compress.sparsity": str(sparsity)}
-    return variant
 
 
 def agreement(objective: Objective, source: pd.DataFrame, variant: pd.DataFrame) -> dict[str, float]:

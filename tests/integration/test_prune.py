@@ -58,10 +58,8 @@ def test_prune_then_prune_int8_registered_behind_the_parity_gate_and_replayed(ws
     assert champion == ("4" if status == "blessed" and settings.promotion.policy == "auto" else "1")
 
     # the registered variant is v1 with the least important hidden neurons silenced
-    source, variant = (
-        _pyfunc(settings, "1").unwrap_python_model(),
-        _pyfunc(settings, "4").unwrap_python_model(),
-    )
+    v1, v4 = _pyfunc(settings, "1"), _pyfunc(settings, "4")  # each loaded once, as MLflow serves it
+    source, variant = v1.unwrap_python_model(), v4.unwrap_python_model()
     hidden = source.net.cfg.hidden
     assert variant.net.cfg.hidden == [max(1, round(w * 0.75)) for w in hidden] != hidden
     masked = type(source.net)(source.net.cfg).eval()
@@ -78,8 +76,8 @@ def test_prune_then_prune_int8_registered_behind_the_parity_gate_and_replayed(ws
         expected = masked(torch.from_numpy(cat), torch.from_numpy(num))
         got = variant.net(torch.from_numpy(cat), torch.from_numpy(num))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    served = _pyfunc(settings, "4").predict(rows)
-    assert list(served.columns) == list(_pyfunc(settings, "1").predict(rows).columns)
+    served = v4.predict(rows)
+    assert list(served.columns) == list(v1.predict(rows).columns)
 
     # pruned, then ONNX int8: the same smaller net in onnxruntime
     both = compress_flow(settings, "1", "prune-int8")

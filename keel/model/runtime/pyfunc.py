@@ -60,9 +60,10 @@ def save_artifacts(
     threshold: float,
     directory: Path,
     objective: Objective,
+    **extra: str,
 ) -> dict[str, str]:
-    """The registered model's artifacts: write_meta's two files and weights.pt."""
-    artifacts = write_meta(family, preprocessor, net, threshold, directory, objective)
+    """The registered model's artifacts: write_meta's two files (``extra`` in net.json) and weights.pt."""
+    artifacts = write_meta(family, preprocessor, net, threshold, directory, objective, **extra)
     torch.save(net.state_dict(), directory / "weights.pt")
     return {**artifacts, "weights": str(directory / "weights.pt")}
 
