@@ -23,6 +23,13 @@ from tasks.register import TAGGED_METRICS
 
 TRACE_ROWS = 8  # held-out rows the net is traced with (the same ones on a replay)
 NAMES = {"preprocessor": "preprocessor.json", "net": "net.json", "weights": "weights.pt"}
+# a version trained with an adapter (keel.model.runtime.adapters): loaded merged into its base
+ADAPTER_NAMES = {
+    "preprocessor": "preprocessor.json",
+    "net": "net.json",
+    "adapter": "adapter",
+    "head": "head.safetensors",
+}
 
 
 @dataclass(frozen=True)
@@ -73,8 +80,9 @@ def load_source_model(store: MlflowStore, lineage: Lineage, directory: Path) -> 
             f"models:/{lineage.name}/{lineage.version}", dst_path=str(directory / "source-model")
         )
     )
-    artifacts = {n: str(local / "artifacts" / f) for n, f in NAMES.items()}
-    missing = [f for f in artifacts.values() if not Path(f).is_file()]
+    names = NAMES if (local / "artifacts" / NAMES["weights"]).is_file() else ADAPTER_NAMES
+    artifacts = {n: str(local / "artifacts" / f) for n, f in names.items()}
+    missing = [f for f in artifacts.values() if not Path(f).exists()]
     if missing:
         raise KeelError(
             f"v{lineage.version} is not a keel net model (no {', '.join(missing)}): cannot compress"
@@ -92,6 +100,19 @@ def build_variant(source, splits: Splits, method: str, directory: Path, sparsity
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
     return compress(source, method, sample, directory / "variant", sparsity)
+
+
+def served_bytes(artifacts: Path) -> int:
+    """The weights a version serves from: weights.pt, or an adapter's files and its base's."""
+    if (artifacts / NAMES["weights"]).is_file():
+        return (artifacts / NAMES["weights"]).stat().st_size
+    import json
+
+    from keel.model.runtime.adapters import Adapter
+
+    adapter = Adapter.from_dict(json.loads((artifacts / "net.json").read_text())["adapter"])
+    files = [*(artifacts / ADAPTER_NAMES["adapter"]).iterdir(), artifacts / ADAPTER_NAMES["head"]]
+    return sum(f.stat().st_size for f in files) + adapter.base.resolve().stat().st_size
 
 
 @task(name="measure-parity", cache_policy=NONE)
@@ -122,7 +143,7 @@ def measure_parity(
         directory / "latency",
         rounds=compress.latency_rounds,
     )
-    sizes = {"source": (source_dir / "weights.pt").stat().st_size, "variant": variant.path.stat().st_size}
+    sizes = {"source": served_bytes(source_dir), "variant": variant.path.stat().st_size}
     metrics["parity/size_ratio"] = sizes["variant"] / sizes["source"]
     for rows_n in latency["source"]:
         for q in ("p50_ms", "p99_ms"):

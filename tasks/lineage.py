@@ -80,6 +80,11 @@ def load_lineage(store: MlflowStore, data: DataStore, version: str) -> Lineage:
         sparsity=float(mv.tags.get("compress.sparsity", 0.0)),
         refit=mv.tags.get("refit") == "true",
         model_code={k.removeprefix("model."): v for k, v in mv.tags.items() if k.startswith("model.")},
+        adapter={
+            ("method" if k == "adapter" else k.removeprefix("adapter.")): v
+            for k, v in mv.tags.items()
+            if k == "adapter" or k.startswith("adapter.")
+        },
     )
 
 
@@ -163,10 +168,11 @@ def recorded_model(lineage: Lineage, gated, built):
 @task(name="compare-replay", cache_policy=NONE)
 def compare_replay(lineage: Lineage, model, evaluation) -> ReplayReport:
     """A compressed variant compares its model file's checksum, others their weights'."""
+    from keel.model.runtime.adapters import saved_state
     from keel.registry import packaging
     from keel.registry.lineage import compare, environment_lock, weights_sha256
 
-    weights = model.sha256 if lineage.compression else weights_sha256(model.net.state_dict())
+    weights = model.sha256 if lineage.compression else weights_sha256(saved_state(model.net))
     code = packaging.code_identity(model.family)
     return compare(lineage, evaluation.metrics, weights, environment_lock()[1], code)
 

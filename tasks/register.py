@@ -75,11 +75,13 @@ def register_model(
     from mlflow.exceptions import MlflowException
 
     from keel.data.workspace import data_commit, git_commit
+    from keel.model.runtime.adapters import adapter_of, saved_state
     from keel.model.runtime.pyfunc import save_artifacts
     from keel.registry import packaging, tracking
     from keel.registry.lineage import environment_lock, weights_sha256
 
     example = splits.test[model.preprocessor.columns].head(5).reset_index(drop=True)
+    adapter = adapter_of(model.net)
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = save_artifacts(
             model.family, model.preprocessor, model.net, model.threshold, Path(tmp), model.objective
@@ -91,7 +93,8 @@ def register_model(
             artifacts,
             example,
             model.predict(example),
-            getattr(model.preprocessor, "REQUIREMENTS", ()),  # a text model: its tokenizer's too
+            # a text model: its tokenizer's too; an adapter: peft, which merges it at load, and its base
+            (*getattr(model.preprocessor, "REQUIREMENTS", ()), *(adapter.requirements if adapter else ())),
             family=model.family,
         )
 
@@ -110,10 +113,13 @@ def register_model(
         evaluation,
         git_commit(settings.workspace),
         environment_lock()[0],
-        weights_sha256(model.net.state_dict()),
+        weights_sha256(saved_state(model.net)),
         data_commit(settings.data_store, dataset.version.md5) or "",
     )
     tags.update(model_tags(model.family))
+    if adapter is not None:  # what it adapts, where the base comes from (lineage shows it)
+        tags.update({"adapter": adapter.method, "adapter.base": adapter.base.describe()})
+        tags["adapter.base_sha256"] = adapter.base.sha256
     if client.get_run(run_id).data.tags.get("refit") == "true":  # tasks.train.refit_model
         tags["refit"] = "true"  # the weights are the refit on every batch, not the gated fit
     mv = client.create_model_version(

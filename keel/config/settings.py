@@ -59,6 +59,17 @@ class FeatureConfig(_Section):
     )  # one free-text column, read by a bert net (keel.model.families.bert)
 
 
+class LoraConfig(_Section):
+    """``[train.lora]``: the LoRA adapter ``[train] adapter = "lora"`` trains (Hugging Face
+    peft's LoraConfig: rank ``r``, ``alpha``, ``dropout``, the ``target_modules`` it adapts,
+    named by the last part of their module names in the family's pre-trained encoder)."""
+
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+
+
 class TrainConfig(_Section):
     seed: int
     strategy: Literal["auto", "ddp"]
@@ -80,6 +91,10 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(default=4096, ge=1)  # rows per validation step
     accelerator: str = "cpu"  # Lightning's: "cpu", "gpu", "auto"...
     precision: str = "32-true"  # Lightning's: "32-true", "bf16-mixed" (autocast), "16-mixed"
+    # "lora": the pre-trained encoder stays frozen, a LoRA adapter ([train.lora]) and the head train;
+    # the version stores the adapter and a reference to its base (keel.model.runtime.adapters)
+    adapter: Literal["", "lora"] = ""
+    lora: LoraConfig = Field(default_factory=LoraConfig)
 
 
 class MlflowConfig(_Section):
@@ -364,6 +379,8 @@ class Settings(_Section):
             section, key = dotted.split(".")
             if inputs[section].get(key) == neutral:
                 del inputs[section][key]
+        if "adapter" not in inputs["train"]:  # no adapter: its settings shape nothing
+            inputs["train"].pop("lora", None)
         return inputs
 
     def config_hash(self) -> str:
@@ -385,6 +402,7 @@ NEUTRAL_INPUTS: dict[str, Any] = {
     "train.eval_batch_size": 4096,
     "train.accelerator": "cpu",
     "train.precision": "32-true",
+    "train.adapter": "",
     "split.holdout": "random",
     "split.refit": False,
     "features.slice_min_rows": 30,

@@ -280,7 +280,10 @@ def _load(directory: Path) -> Any:
         files["onnx"] = str(directory / "model.onnx")
         model = OnnxModel()
     else:
-        files["weights"] = str(directory / "weights.pt")
+        if (directory / "weights.pt").is_file():
+            files["weights"] = str(directory / "weights.pt")
+        else:  # a version trained with an adapter: merged into its base at load
+            files |= {"adapter": str(directory / "adapter"), "head": str(directory / "head.safetensors")}
         model = TabularModel()
     model.load_context(SimpleNamespace(artifacts=files))
     return model

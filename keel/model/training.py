@@ -21,6 +21,7 @@ from keel.model import families
 from keel.model.families import Family
 from keel.model.net import Net, forward_rows
 from keel.model.objectives import KINDS, Binary, Objective
+from keel.model.runtime import adapters
 
 if TYPE_CHECKING:
     from keel.config.settings import FeatureConfig, TrainConfig
@@ -186,7 +187,8 @@ class TabularModule(pl.LightningModule):
             self.log("val/auc", self.val_auc, on_epoch=True)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        trainable = [p for p in self.parameters() if p.requires_grad]  # an adapter's base is frozen
+        return torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
 
 
 class KeepBestWeights(pl.Callback):
@@ -338,6 +340,8 @@ def fit(
     family.check(features)
     pre = family.fit_preprocessor(train, features)
     net = family.build(obj.width, pre, cfg, pretrained=family.pretrained)
+    if cfg.adapter:  # the pre-trained module frozen, a LoRA adapter on it (peft)
+        net = adapters.attach(family, net, cfg.adapter, cfg.lora.model_dump())
     module = net if isinstance(net, pl.LightningModule) else TabularModule(net, cfg.lr, cfg.weight_decay, obj)
     data = TabularDataModule(
         EncodedSplit.encode(pre, train, obj),

@@ -93,6 +93,8 @@ class Lineage:
     refit: bool = False  # the weights were fit again on every batch after the gate (split.refit)
     # the network family: {"family": name} and, for a team's own, "target", "code_sha256", "code_git"
     model_code: dict[str, str] = field(default_factory=dict)
+    # trained with an adapter: {"method", "base" (package==version file), "base_sha256"}
+    adapter: dict[str, str] = field(default_factory=dict)
 
     def restore_commands(self) -> str:
         """What a teammate runs to get this version's data with git and DVC alone."""
@@ -131,6 +133,14 @@ class Lineage:
                     + (f" (git {self.model_code['code_git']})" if self.model_code.get("code_git") else "")
                 ]
                 if self.model_code.get("target")
+                else []
+            ),
+            *(
+                [
+                    f"adapter:      {self.adapter['method']} on {self.adapter.get('base', '')} "
+                    f"(base sha256 {self.adapter.get('base_sha256', '')})"
+                ]
+                if self.adapter.get("method")
                 else []
             ),
             f"weights:      sha256 {self.weights_sha256}",

@@ -243,7 +243,7 @@ def checked_workload(settings: Settings, model: bool = True) -> Workload:
 
 def check_family(settings: Settings, workload: Workload) -> None:
     """The network family settings choose (``[model]``, else the workload's) builds and reads
-    the features; a ConfigError names the key."""
+    the features, and takes the adapter ``[train] adapter`` asks for; a ConfigError names the key."""
     from keel.model import families
 
     if settings.model.name or settings.model.target:  # [model] chooses: its error names model.<key>
@@ -255,6 +255,8 @@ def check_family(settings: Settings, workload: Workload) -> None:
             raise ConfigError(f"workload {workload.name!r}: {exc}") from exc
     try:
         family.check(settings.features)
+        if settings.train.adapter:  # the family takes one, its target modules exist
+            family.check_adapter(settings.train.adapter, settings.train.lora.target_modules)
     except ConfigError as exc:
         raise ConfigError(f"workload {workload.name!r}, net family {family.name!r}: {exc}") from exc
 

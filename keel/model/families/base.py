@@ -18,6 +18,12 @@ A family answers, with working defaults where keel has them:
   are ``(a, b, y)``, y as the objective encodes the labels) and keeps the epoch with the
   lowest ``val/loss``, which its ``validation_step`` logs. Otherwise keel trains the net with
   the objective's loss and AdamW (``[train] lr``, ``weight_decay``);
+- optionally an adapter seam (``[train] adapter = "lora"``, keel.model.runtime.adapters):
+  ``adapter_root``, the attribute of its net holding the pre-trained module an adapter
+  attaches to, ``adapter_modules()`` (the linear layers there, by name, known from the
+  settings alone), ``base_checkpoint(net)`` (the file its pre-trained weights come from) and
+  ``load_base(net, path)``. A family without a root takes no adapter (a ConfigError naming
+  ``train.adapter``);
 - optionally its explanation method (``explanation_method``: keel.model.explain; default
   ``permutation``: model-agnostic, over the raw columns) and its ONNX inputs
   (``onnx_inputs``, ``onnx_axes``) for ``keel compress``.
@@ -37,6 +43,8 @@ from keel.errors import ConfigError
 from keel.model.features import Preprocessor
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
     from torch import nn
 
@@ -116,6 +124,40 @@ class Family:
     def onnx_axes(self, net: Net) -> dict[str, dict[int, str]]:
         """The ONNX graph's dynamic axes, by input name and ``raw`` (the output)."""
         return {**{n: {0: "rows"} for n in self.onnx_inputs}, "raw": {0: "rows"}}
+
+    # ---------------------------------------------------------------- adapters (LoRA)
+    adapter_root: ClassVar[str] = ""  # the net's attribute an adapter attaches to ("": none)
+
+    def check_adapter(self, method: str, targets: list[str]) -> None:
+        """Raise ConfigError, naming the key, when ``[train] adapter = method`` with
+        ``[train.lora] target_modules = targets`` cannot attach to this family's net."""
+        if not self.adapter_root:
+            raise ConfigError(
+                f"train.adapter {method!r}: net family {self.name!r} takes no adapter "
+                "(it has no pre-trained module to adapt; the 'bert' family does)"
+            )
+        known = self.adapter_modules()
+        if known is None:  # known once the net is built (keel.model.runtime.adapters.attach)
+            return
+        unknown = [t for t in targets if t not in known]
+        if unknown:
+            raise ConfigError(
+                f"train.lora.target_modules: {unknown} not among the linear layers of net family "
+                f"{self.name!r}'s {self.adapter_root!r} ({', '.join(sorted(known))})"
+            )
+
+    def adapter_modules(self) -> set[str] | None:
+        """The last parts of the names of the linear layers under ``adapter_root`` (None:
+        known only once the net is built)."""
+        return None
+
+    def base_checkpoint(self, net: Net) -> Path:
+        """The file ``net``'s pre-trained weights were loaded from (an adapter's base)."""
+        raise NotImplementedError(f"net family {self.name!r} names no base checkpoint")
+
+    def load_base(self, net: Net, path: Path) -> None:
+        """Load the pre-trained weights of ``path`` into ``net`` (an adapter's base)."""
+        raise NotImplementedError(f"net family {self.name!r} loads no base checkpoint")
 
     # ---------------------------------------------------------------- structured pruning
     prunable: ClassVar[bool] = False  # prune() removes whole units (keel compress --method prune)

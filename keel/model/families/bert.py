@@ -254,6 +254,7 @@ class Bert(NetFamily):
     onnx_inputs = ("input_ids", "attention_mask")
     explanation_method = "tokens"
     chunk_rows = BertNet.chunk_rows
+    adapter_root = "bert"  # LoRA adapts the encoder; the head trains in full
     params: BertParams
 
     def check(self, features: Any) -> None:
@@ -269,6 +270,24 @@ class Bert(NetFamily):
 
     def fit_preprocessor(self, frame: pd.DataFrame, features: Any) -> TextPreprocessor:
         return TextPreprocessor.fit(features.text[0], self.params.encoder)
+
+    def adapter_modules(self) -> set[str] | None:
+        """The encoder's linear layers, from its config alone (built on the meta device: no
+        weights read, no memory)."""
+        if not self.params.encoder:
+            return None
+        offline()
+        from transformers import BertConfig, BertModel
+
+        with torch.device("meta"):
+            encoder = BertModel(BertConfig(**self.params.encoder["config"]), add_pooling_layer=False)
+        return {n.rsplit(".", 1)[-1] for n, m in encoder.named_modules() if isinstance(m, nn.Linear)}
+
+    def base_checkpoint(self, net: Any) -> Path:
+        return Path(net.cfg.encoder["source"]) / "model.safetensors"
+
+    def load_base(self, net: Any, path: Path) -> None:
+        net._load_checkpoint(path)
 
     def load_preprocessor(self, data: dict[str, Any]) -> TextPreprocessor:
         return TextPreprocessor.from_dict(data)

@@ -4,7 +4,9 @@ Preprocessing (vocabularies and scaling, or a text model's tokenizer) is part of
 stored as JSON next to the weights, so ``mlflow.pyfunc.load_model("models:/<name>@champion")``
 needs only raw rows. The network is rebuilt by its family (net.json's ``arch``, or a team's
 ``family`` target, whose code travels in the model's code too), its weights read with
-``torch.load(weights_only=True)``: loading never unpickles a Python object.
+``torch.load(weights_only=True)``: loading never unpickles a Python object. A version
+trained with a LoRA adapter stores the adapter and its base's reference instead of
+weights.pt; it loads merged (keel.model.runtime.adapters).
 Imports only keel.model's core (families, features, objectives, net): this package and what
 it imports are the code every registered model carries.
 """
@@ -24,6 +26,7 @@ from keel.model import families
 from keel.model.families import Family
 from keel.model.net import Net, forward_rows
 from keel.model.objectives import Objective, from_dict
+from keel.model.runtime import adapters
 
 # Every model registered before objectives existed was this one: net.json without an
 # "objective" entry means a binary classifier answering probability + delayed.
@@ -37,10 +40,10 @@ def write_meta(
     threshold: float,
     directory: Path,
     objective: Objective,
-    **extra: str,
+    **extra: Any,
 ) -> dict[str, str]:
     """preprocessor.json and net.json (the family's record of the net, threshold, objective,
-    ``extra``)."""
+    ``extra``; a net with an adapter: its record, keel.model.runtime.adapters)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "preprocessor.json").write_text(json.dumps(preprocessor.to_dict()))
     meta = {
@@ -49,6 +52,9 @@ def write_meta(
         "objective": objective.to_dict(),
         **extra,
     }
+    adapter = adapters.adapter_of(net)
+    if adapter is not None:
+        meta["adapter"] = adapter.to_dict()
     (directory / "net.json").write_text(json.dumps(meta))
     return {"preprocessor": str(directory / "preprocessor.json"), "net": str(directory / "net.json")}
 
@@ -60,10 +66,13 @@ def save_artifacts(
     threshold: float,
     directory: Path,
     objective: Objective,
-    **extra: str,
+    **extra: Any,
 ) -> dict[str, str]:
-    """The registered model's artifacts: write_meta's two files (``extra`` in net.json) and weights.pt."""
+    """The registered model's artifacts: write_meta's two files (``extra`` in net.json) and
+    weights.pt; a net with an adapter: the adapter and the head instead of weights.pt."""
     artifacts = write_meta(family, preprocessor, net, threshold, directory, objective, **extra)
+    if adapters.adapter_of(net) is not None:
+        return {**artifacts, **adapters.save(net, directory)}
     torch.save(net.state_dict(), directory / "weights.pt")
     return {**artifacts, "weights": str(directory / "weights.pt")}
 
@@ -81,8 +90,11 @@ def read_meta(artifacts: Mapping[str, str]) -> tuple[Family, Any, dict[str, Any]
 def load_parts(artifacts: Mapping[str, str]) -> tuple[Family, Any, Net, float, Objective]:
     """(family, preprocessor, net with its weights, threshold, objective) from a model's artifacts."""
     family, preprocessor, meta, threshold, objective = read_meta(artifacts)
-    net = family.rebuild(meta, preprocessor)
-    net.load_state_dict(torch.load(artifacts["weights"], weights_only=True))
+    if "adapter" in meta:  # its base resolved and checked, the adapter merged into it
+        net = adapters.load(family, meta, preprocessor, artifacts)
+    else:
+        net = family.rebuild(meta, preprocessor)
+        net.load_state_dict(torch.load(artifacts["weights"], weights_only=True))
     net.eval()
     return family, preprocessor, net, threshold, objective
 
