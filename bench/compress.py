@@ -9,6 +9,11 @@ registry agree. Published figures to compare with: dynamic int8 on BERT-base ~1.
 faster on CPU for -0.007 F1; DistilBERT 38 ms -> 14 ms with ONNX int8.
 
     python bench/compress.py [--workload text] [--profile ""|debug] [--methods onnx-int8,onnx]
+
+A pruning method takes its sparsity and recovery epochs after colons: ``prune:0.5:1`` is
+`keel compress --method prune` with ``[compress] sparsity = 0.5`` and ``recovery_epochs = 1``
+(the text-model pruning table in bench/README.md: ``--methods
+onnx-int8,prune:0.5:0,prune:0.5:1,prune-int8:0.5:1,prune:0.25:1,prune-int8:0.25:1``).
 """
 
 from __future__ import annotations
@@ -59,9 +64,11 @@ def main() -> None:
     c = client(settings.mlflow_store)
     source_run = c.get_run(source.run_id)
     results = []
-    for method in args.methods.split(","):
+    for spec in args.methods.split(","):
+        method, *knobs = spec.split(":")
+        overrides = dict(zip(("compress.sparsity", "compress.recovery_epochs"), knobs, strict=False))
         start = time.perf_counter()
-        variant = compress_flow(settings, source.version, method)
+        variant = compress_flow(settings.with_overrides(overrides), source.version, method)
         run = c.get_run(variant.run_id)
         parity = json.loads(Path(c.download_artifacts(variant.run_id, "compress/parity.json")).read_text())
         deltas = {
@@ -72,7 +79,7 @@ def main() -> None:
         latency = parity["latency"]
         results.append(
             {
-                "method": method,
+                "method": spec,
                 "version": variant.version,
                 "decision": variant.decision,
                 "compress_s": round(time.perf_counter() - start, 1),

@@ -31,7 +31,10 @@ def compress_flow(settings: Settings, version: str, method: str) -> RegisteredVe
         source, source_artifacts = load_source_model(store, lineage, scratch)
         recorded, dataset = materialise_dataset(store, s.data_store, lineage, scratch)
         splits = load_splits(recorded.workload, recorded.split, dataset)  # N's own val/test rows
-        variant = build_variant(source, splits, method, scratch, s.compress.sparsity)
+        c = s.compress
+        variant = build_variant(
+            source, splits, method, scratch, c.sparsity, c.recovery_epochs, recorded.train
+        )
         source_eval = evaluate_model(recorded.features, source, splits)
         evaluation = evaluate_model(recorded.features, variant, splits)
         parity = measure_parity(

@@ -35,7 +35,7 @@ def replay_flow(settings: Settings, version: str) -> ReplayReport:
         built = refit_model(
             r.workload, r.model, r.features, r.train, store, gated, splits, lineage.refit, None
         )
-        model = recompress(lineage, built, splits, scratch)
+        model = recompress(lineage, built, splits, scratch, r.train)
         evaluation = evaluate_model(r.features, recorded_model(lineage, gated, model), splits)
         report = compare_replay(lineage, model, evaluation)
     finally:

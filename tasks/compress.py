@@ -12,7 +12,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import CompressConfig, GateConfig, MlflowStore
+from keel.config.settings import CompressConfig, GateConfig, MlflowStore, TrainConfig
 from keel.data.types import Splits
 from keel.errors import KeelError, retry_transient
 from keel.model.evaluation import Evaluation
@@ -92,14 +92,41 @@ def load_source_model(store: MlflowStore, lineage: Lineage, directory: Path) -> 
     return source, local / "artifacts"
 
 
+def recovery(source, splits: Splits, train: TrainConfig, epochs: int):
+    """The pruned net's fine-tune: the source's recorded ``[train]`` (its seed, batch, step
+    size), at most ``epochs`` epochs on the source's own train split, best val/loss kept; the
+    whole net trains (an adapter version is compressed merged)."""
+    from keel.model.compress import Recovery
+    from keel.model.training import fine_tune
+
+    cfg = train.model_copy(update={"max_epochs": max(1, epochs), "adapter": ""})
+
+    def run(net):
+        return fine_tune(
+            source.family, net, source.preprocessor, source.objective, splits.train, splits.val, cfg
+        )
+
+    return Recovery(epochs, run)
+
+
 @task(name="build-variant", cache_policy=NONE)
-def build_variant(source, splits: Splits, method: str, directory: Path, sparsity: float):
-    """The compressed variant of ``source``, traced on the first held-out rows (``sparsity``:
-    [compress] sparsity, for the pruning methods)."""
+def build_variant(
+    source,
+    splits: Splits,
+    method: str,
+    directory: Path,
+    sparsity: float,
+    recovery_epochs: int = 0,
+    train: TrainConfig | None = None,
+):
+    """The compressed variant of ``source``, traced on the first held-out rows (``sparsity``,
+    ``recovery_epochs``: [compress]'s, for the pruning methods; ``train``: the source's
+    recorded [train], which the recovery fine-tune follows)."""
     from keel.model.compress import compress
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
-    return compress(source, method, sample, directory / "variant", sparsity)
+    recover = recovery(source, splits, train, recovery_epochs) if recovery_epochs and train else None
+    return compress(source, method, sample, directory / "variant", sparsity, recover)
 
 
 def served_bytes(artifacts: Path) -> int:

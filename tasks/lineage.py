@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from keel.config.settings import DataStore, MlflowStore, ReportsConfig, Settings
+from keel.config.settings import DataStore, MlflowStore, ReportsConfig, Settings, TrainConfig
 from keel.data.types import DatasetRef
 from keel.data.workspace import DataVersionError
 from keel.errors import KeelError, NotFoundError, retry_transient
@@ -78,6 +78,7 @@ def load_lineage(store: MlflowStore, data: DataStore, version: str) -> Lineage:
         derived_from=mv.tags.get("derived_from", ""),
         compression=mv.tags.get("compression", ""),
         sparsity=float(mv.tags.get("compress.sparsity", 0.0)),
+        recovery_epochs=int(mv.tags.get("compress.recovery_epochs", 0)),
         refit=mv.tags.get("refit") == "true",
         model_code={k.removeprefix("model."): v for k, v in mv.tags.items() if k.startswith("model.")},
         adapter={
@@ -146,16 +147,19 @@ def materialise_dataset(
 
 
 @task(name="recompress", cache_policy=NONE)
-def recompress(lineage: Lineage, model, splits, directory: Path):
+def recompress(lineage: Lineage, model, splits, directory: Path, train: TrainConfig | None = None):
     """A compressed version's replay: the retrained source, compressed again the same way
-    (traced on the same held-out rows); any other version: the model as it is."""
+    (traced on the same held-out rows, pruned at the recorded sparsity and fine-tuned for the
+    recorded recovery epochs with the source's ``train``); any other version: the model as it is."""
     if not lineage.compression:
         return model
     from keel.model.compress import compress
-    from tasks.compress import TRACE_ROWS
+    from tasks.compress import TRACE_ROWS, recovery
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
-    return compress(model, lineage.compression, sample, directory / "variant", lineage.sparsity)
+    epochs = lineage.recovery_epochs
+    recover = recovery(model, splits, train, epochs) if epochs and train else None
+    return compress(model, lineage.compression, sample, directory / "variant", lineage.sparsity, recover)
 
 
 @task(name="recorded-model", cache_policy=NONE)

@@ -259,7 +259,8 @@ def compress(
             "--method",
             "-m",
             help="onnx-int8 (ONNX + dynamic int8), onnx, prune or prune-int8 (structured pruning at "
-            "compress.sparsity, then ONNX int8); default: compress.method.",
+            "compress.sparsity, a compress.recovery_epochs fine-tune, then ONNX int8); default: "
+            "compress.method.",
         ),
     ] = None,
     as_json: JsonOpt = False,

@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,21 +207,42 @@ class PrunedModel:
         }
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """The short fine-tune a pruned net gets before it is saved (``[compress]
+    recovery_epochs``): ``train`` takes the pruned net and returns it trained on the source's
+    own train split (keel.model.training.fine_tune, built by the caller, who has the data)."""
+
+    epochs: int
+    train: Callable[[Net], Net]
+
+
 def compress(
-    source: Any, method: str, sample: pd.DataFrame, directory: Path, sparsity: float = 0.5
+    source: Any,
+    method: str,
+    sample: pd.DataFrame,
+    directory: Path,
+    sparsity: float = 0.5,
+    recovery: Recovery | None = None,
 ) -> CompressedModel | PrunedModel:
     """A variant of ``source`` (a keel.model.training.TrainedModel, or the parts of a registered
     one: preprocessor, net, threshold, objective) built with ``method``: its pyfunc
     artifacts in ``directory``; ``sample``: a few raw rows to trace the net with;
-    ``sparsity``: the share of units the pruning methods remove."""
+    ``sparsity``: the share of units the pruning methods remove; ``recovery``: their
+    fine-tune after pruning (none, or 0 epochs: the pruned weights as they are). A net
+    trained with an adapter is compressed merged."""
+    from keel.model.runtime.adapters import merged
     from keel.model.runtime.pyfunc import save_artifacts, write_meta
 
-    family, net = source.family, source.net
+    family, net = source.family, merged(source.net)
     params: dict[str, str] = {}  # the method's settings (run params, version tags)
     extra = {"compression": method}  # into net.json
     if method in PRUNING:
         net = family.prune(net, sparsity)  # a family without pruning: ConfigError naming it
         params, extra["sparsity"] = {"compress.sparsity": str(sparsity)}, str(sparsity)
+        if recovery is not None and recovery.epochs:
+            net = recovery.train(net)
+            params["compress.recovery_epochs"] = extra["recovery_epochs"] = str(recovery.epochs)
     pre, threshold, objective = source.preprocessor, source.threshold, source.objective
     if method == "prune":
         save_artifacts(family, pre, net, threshold, directory, objective, **extra)

@@ -342,6 +342,35 @@ def fit(
     net = family.build(obj.width, pre, cfg, pretrained=family.pretrained)
     if cfg.adapter:  # the pre-trained module frozen, a LoRA adapter on it (peft)
         net = adapters.attach(family, net, cfg.adapter, cfg.lora.model_dump())
+    trained, done = _train(family, net, pre, obj, train, val, cfg, logger, callbacks)
+    model = TrainedModel(
+        pre,
+        trained,
+        cfg.threshold,
+        int(done["keel/epochs_run"]),
+        int(done["keel/best_epoch"]) if "keel/best_epoch" in done else None,
+        float(done["keel/best_val_loss"]) if "keel/best_val_loss" in done else None,
+        obj,
+        family,
+    )
+    if isinstance(obj, Binary) and cfg.threshold_policy == "max_f1" and len(val):
+        model.threshold = max_f1_threshold(obj.encode(val[features.label]), model.predict_proba(val))
+    return model
+
+
+def _train(
+    family: Family,
+    net: Net,
+    pre: Any,
+    obj: Objective,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    cfg: TrainConfig,
+    logger: Any = False,
+    callbacks: Sequence[Any] = (),
+) -> tuple[Net, dict[str, Any]]:
+    """Lightning's fit of ``net`` on ``train`` (early stopping on ``val``), the epoch with the
+    lowest val/loss kept: (the net on CPU in eval mode, the trainer's callback metrics)."""
     module = net if isinstance(net, pl.LightningModule) else TabularModule(net, cfg.lr, cfg.weight_decay, obj)
     data = TabularDataModule(
         EncodedSplit.encode(pre, train, obj),
@@ -366,20 +395,25 @@ def fit(
         raise
     trained = trained_net(module)
     trained.cpu().eval()  # predictions, evaluation and the saved weights: CPU
-    done = trainer.callback_metrics
-    model = TrainedModel(
-        pre,
-        trained,
-        cfg.threshold,
-        int(done["keel/epochs_run"]),
-        int(done["keel/best_epoch"]) if "keel/best_epoch" in done else None,
-        float(done["keel/best_val_loss"]) if "keel/best_val_loss" in done else None,
-        obj,
-        family,
-    )
-    if isinstance(obj, Binary) and cfg.threshold_policy == "max_f1" and len(val):
-        model.threshold = max_f1_threshold(obj.encode(val[features.label]), model.predict_proba(val))
-    return model
+    return trained, dict(trainer.callback_metrics)
+
+
+def fine_tune(
+    family: Family,
+    net: Net,
+    preprocessor: Any,
+    objective: Objective,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    cfg: TrainConfig,
+) -> Net:
+    """``net`` (already trained: a pruned net, keel compress's recovery) trained on for at
+    most ``cfg.max_epochs`` epochs as ``fit`` trains, with the same seed, loss and optimizer;
+    the epoch with the lowest val/loss kept. Deterministic on CPU: a replay rebuilds it."""
+    torch.set_num_threads(cfg.num_threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    net.train()
+    return _train(family, net, preprocessor, objective, train, val, cfg)[0]
 
 
 def probe(

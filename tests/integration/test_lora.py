@@ -121,6 +121,46 @@ def test_compress_merges_the_adapter_first(lora_ws):
     assert metrics["parity/agreement"] >= lora_ws.compress.min_agreement
 
 
+def test_prune_with_a_recovery_fine_tune_on_the_adapter_version_and_its_replay(lora_ws):
+    """BERT's structured pruning (half the heads and feed-forward neurons of each layer) of the
+    merged adapter version, then one epoch of recovery on v1's own train split; the variant
+    records both and its replay rebuilds the same bytes."""
+    import mlflow
+    import torch
+
+    from flows.compress import compress_flow
+    from flows.replay import replay_flow
+    from keel.model.families import family
+    from keel.model.runtime.pyfunc import load_parts
+    from keel.registry.tracking import client
+
+    settings = lora_ws.with_overrides({"compress.sparsity": 0.5, "compress.recovery_epochs": 1})
+    registered = compress_flow(settings, "1", "prune")
+    c = client(settings.mlflow_store)
+    tags = c.get_model_version("text", registered.version).tags
+    assert (tags["compression"], tags["compress.sparsity"], tags["compress.recovery_epochs"]) == (
+        "prune",
+        "0.5",
+        "1",
+    )
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/text/{registered.version}")) / "artifacts"
+    net_json = json.loads((local / "net.json").read_text())
+    assert net_json["encoder"]["heads"] == 6 and net_json["encoder"]["config"]["intermediate_size"] == 768
+    assert "adapter" not in net_json and (local / "weights.pt").is_file()  # a whole (merged) net
+    source = Path(mlflow.artifacts.download_artifacts("models:/text/1")) / "artifacts"
+    files = ("adapter", "head.safetensors", "preprocessor.json", "net.json")
+    parts = {f.split(".")[0]: str(source / f) for f in files}
+    pruned_only = family("bert").prune(load_parts(parts)[2], 0.5)
+    recovered = torch.load(local / "weights.pt", weights_only=True)
+    assert recovered.keys() == pruned_only.state_dict().keys()
+    before = pruned_only.state_dict()
+    assert not all(torch.equal(recovered[k], before[k]) for k in recovered)  # the recovery trained it
+
+    report = replay_flow(settings, registered.version)
+    assert report.weights_equal and report.metrics_identical, report.deltas
+
+
 def test_keel_tune_searches_the_adapters_rank_and_registers_the_best(lora_ws):
     from flows.tune import tune_flow
     from keel.registry.tracking import client

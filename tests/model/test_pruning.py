@@ -1,7 +1,8 @@
-"""Structured pruning of keel's MLP (keel.model.families.mlp): removing a hidden neuron is
-the same as silencing it, so the pruned net must answer exactly like the original with the
-dropped neurons' incoming weights and biases zeroed (computed here, by masking, not by
-slicing); a family without pruning refuses, naming itself."""
+"""Structured pruning of keel's MLP (keel.model.families.mlp) and BERT (heads and
+feed-forward neurons, keel.model.families.bert): removing a unit is the same as silencing it,
+so the pruned net must answer exactly like the original with the dropped units' weights
+zeroed (computed here, by masking, not by slicing); a family without pruning refuses,
+naming itself."""
 
 from __future__ import annotations
 
@@ -67,3 +68,60 @@ def test_sparsity_outside_zero_one_is_a_settings_error_naming_the_key(tmp_path):
         with pytest.raises(ConfigError, match=r"compress\.sparsity"):
             load_settings(ws, environ={"KEEL_COMPRESS__SPARSITY": bad})
     assert load_settings(ws, environ={"KEEL_COMPRESS__SPARSITY": "0.3"}).compress.sparsity == 0.3
+
+
+def _bert_masked(net, sparsity: float):
+    """The original BERT, each layer's least important heads and feed-forward neurons silenced:
+    their columns in the attention output / the feed-forward output zeroed (scored here from
+    the weights, independently of keel.model.families.bert)."""
+    import copy
+
+    masked = copy.deepcopy(net).eval()
+    with torch.no_grad():
+        for layer in masked.bert.encoder.layer:
+            attn, out = layer.attention.self, layer.attention.output
+            size = attn.attention_head_size
+            heads = attn.all_head_size // size
+            reads = sum(getattr(attn, n).weight.abs().sum(1) for n in ("query", "key", "value"))
+            score = (reads * out.dense.weight.abs().sum(0)).view(heads, size).sum(1)
+            for h in score.argsort(descending=True)[max(1, round(heads * (1 - sparsity))) :]:
+                out.dense.weight[:, h * size : (h + 1) * size] = 0.0
+            inner, outer = layer.intermediate.dense, layer.output.dense
+            score = inner.weight.abs().sum(1) * outer.weight.abs().sum(0)
+            width = len(score)
+            outer.weight[:, score.argsort(descending=True)[max(1, round(width * (1 - sparsity))) :]] = 0.0
+    return masked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sparsity", [0.25, 0.5])
+def test_a_pruned_bert_answers_as_the_original_with_its_dropped_heads_and_neurons_silenced(sparsity):
+    """On the real all-MiniLM-L6-v2 weights (its first 2 layers): 12 heads and 1,536
+    feed-forward neurons per layer."""
+    from keel.model.families import build, family
+    from keel.model.families.bert import encoder_options
+    from keel.workloads.text import default_encoder
+
+    options = encoder_options(default_encoder(), layers=2, max_length=16)
+    torch.manual_seed(3)
+    net = build(NetConfig([], 0, [], 0.1, 16, 3, **options), pretrained=True).eval()
+    bert = family("bert")
+    assert bert.prunable
+    pruned = bert.prune(net, sparsity)
+    heads, width = round(12 * (1 - sparsity)), round(1536 * (1 - sparsity))
+    assert pruned.cfg.encoder["heads"] == heads
+    assert pruned.cfg.encoder["config"]["intermediate_size"] == width
+    assert pruned.bert.encoder.layer[1].attention.self.query.out_features == heads * 32
+    ids = torch.randint(1000, 20000, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[2:, 8:] = 0  # padded rows too
+    with torch.no_grad():
+        torch.testing.assert_close(
+            pruned(ids, mask), _bert_masked(net, sparsity)(ids, mask), rtol=1e-4, atol=1e-5
+        )
+        assert not torch.allclose(pruned(ids, mask), net(ids, mask), atol=1e-4)  # it did remove something
+    # what the registered model records (net.json) rebuilds the smaller net, weights and all
+    again = bert.rebuild(bert.describe(pruned, 3), None)
+    again.load_state_dict(pruned.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(ids, mask), pruned(ids, mask))

@@ -171,6 +171,18 @@ class Family:
         )
 
 
+def kept(width: int, sparsity: float) -> int:
+    """Units a layer of ``width`` keeps at ``sparsity`` (at least one)."""
+    return max(1, round(width * (1.0 - sparsity)))
+
+
+def most_important(scores: Any, sparsity: float) -> Any:
+    """The indices (ascending) of the ``kept(len(scores), sparsity)`` highest ``scores`` (a tensor)."""
+    import torch
+
+    return torch.topk(scores, kept(len(scores), sparsity)).indices.sort().values
+
+
 class NetFamily(Family):
     """keel's own families: the net is built from, and rebuilt from, a ``NetConfig`` (the
     preprocessing's widths, ``[train]`` hidden/dropout/emb_dim_max, the family's params),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +30,7 @@ from pydantic import Field
 from torch import nn
 
 from keel.errors import ConfigError
-from keel.model.families.base import FamilyParams, NetFamily
+from keel.model.families.base import FamilyParams, NetFamily, most_important
 from keel.model.net import NetConfig, dense
 
 # Distributions a served text model needs beyond keel's own (keel.registry.packaging).
@@ -208,6 +208,8 @@ class BertNet(nn.Module):
         self.cfg = cfg
         hf = BertConfig(**cfg.encoder["config"])
         self.bert = BertModel(hf, add_pooling_layer=False)
+        if cfg.encoder.get("heads"):  # structurally pruned (Bert.prune): fewer heads per layer
+            shrink_heads(self.bert, int(cfg.encoder["heads"]))
         if pretrained:
             self._load_checkpoint(Path(cfg.encoder["source"]) / "model.safetensors")
         self.dropout = nn.Dropout(cfg.dropout)
@@ -242,6 +244,41 @@ class BertNet(nn.Module):
         return out.squeeze(1) if self.cfg.outputs == 1 else out
 
 
+# ---------------------------------------------------------------- structured pruning
+def head_rows(heads: torch.Tensor, size: int) -> torch.Tensor:
+    """The rows of the query/key/value projections (columns of the attention output) that
+    belong to ``heads`` (indices), each ``size`` wide."""
+    return (heads.unsqueeze(1) * size + torch.arange(size)).flatten()
+
+
+def shrink_heads(bert: Any, kept: int) -> None:
+    """Every layer of ``bert`` (a transformers BertModel) made ``kept`` attention heads wide,
+    of the original head size, for a pruned state dict to fill (Bert.prune). transformers 5
+    has no head pruning of its own; its attention reads the head count from the projections."""
+    for layer in bert.encoder.layer:
+        attn, out = layer.attention.self, layer.attention.output
+        width = kept * attn.attention_head_size
+        for name in ("query", "key", "value"):
+            setattr(attn, name, nn.Linear(getattr(attn, name).in_features, width))
+        out.dense = nn.Linear(width, out.dense.out_features)
+        attn.num_attention_heads, attn.all_head_size = kept, width
+
+
+def head_importance(layer: Any) -> torch.Tensor:
+    """Per attention head: the L1 norm of its query, key and value rows times that of its
+    columns in the attention output (what it reads times what it writes)."""
+    attn, out = layer.attention.self, layer.attention.output
+    size, heads = attn.attention_head_size, attn.all_head_size // attn.attention_head_size
+    reads = sum(getattr(attn, n).weight.abs().sum(1) for n in ("query", "key", "value"))
+    writes = out.dense.weight.abs().sum(0)
+    return (reads * writes).view(heads, size).sum(1)
+
+
+def neuron_importance(layer: Any) -> torch.Tensor:
+    """Per feed-forward neuron: the L1 norms of its incoming and outgoing weights, multiplied."""
+    return layer.intermediate.dense.weight.abs().sum(1) * layer.output.dense.weight.abs().sum(0)
+
+
 class BertParams(FamilyParams):
     encoder: dict[str, Any] = Field(default_factory=dict)  # encoder_options(...)["encoder"]
 
@@ -255,6 +292,7 @@ class Bert(NetFamily):
     explanation_method = "tokens"
     chunk_rows = BertNet.chunk_rows
     adapter_root = "bert"  # LoRA adapts the encoder; the head trains in full
+    prunable = True  # attention heads and feed-forward neurons
     params: BertParams
 
     def check(self, features: Any) -> None:
@@ -270,6 +308,36 @@ class Bert(NetFamily):
 
     def fit_preprocessor(self, frame: pd.DataFrame, features: Any) -> TextPreprocessor:
         return TextPreprocessor.fit(features.text[0], self.params.encoder)
+
+    @torch.no_grad()
+    def prune(self, net: Any, sparsity: float) -> BertNet:
+        """Each layer keeps its most important ``1 - sparsity`` attention heads and feed-forward
+        neurons (the same counts in every layer, so the config describes the net: the kept heads
+        as ``encoder.heads``, the neurons as ``intermediate_size``); embeddings and the head stay."""
+        layers = list(net.bert.encoder.layer)
+        keep_heads = [most_important(head_importance(x), sparsity) for x in layers]
+        keep_ffn = [most_important(neuron_importance(x), sparsity) for x in layers]
+        config = {**net.cfg.encoder["config"], "intermediate_size": len(keep_ffn[0])}
+        encoder = {**net.cfg.encoder, "config": config, "heads": len(keep_heads[0])}
+        pruned = BertNet(replace(net.cfg, encoder=encoder))
+        state = dict(net.state_dict())
+        size = layers[0].attention.self.attention_head_size
+        for i in range(len(layers)):
+            prefix = f"bert.encoder.layer.{i}."
+            rows = head_rows(keep_heads[i], size)
+            for name in ("query", "key", "value"):
+                for part in ("weight", "bias"):
+                    key = f"{prefix}attention.self.{name}.{part}"
+                    state[key] = state[key][rows]
+            key = f"{prefix}attention.output.dense.weight"
+            state[key] = state[key][:, rows]
+            for part in ("weight", "bias"):
+                key = f"{prefix}intermediate.dense.{part}"
+                state[key] = state[key][keep_ffn[i]]
+            key = f"{prefix}output.dense.weight"
+            state[key] = state[key][:, keep_ffn[i]]
+        pruned.load_state_dict({k: v.contiguous() for k, v in state.items()})
+        return pruned.eval()
 
     def adapter_modules(self) -> set[str] | None:
         """The encoder's linear layers, from its config alone (built on the meta device: no

@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from keel.model.families.base import NetFamily
+from keel.model.families.base import NetFamily, most_important
 from keel.model.net import NetConfig, dense, embedded_width, embeddings
 
 
@@ -41,11 +41,6 @@ def neuron_importance(into: nn.Linear, out_of: nn.Linear) -> torch.Tensor:
     return into.weight.abs().sum(1) * out_of.weight.abs().sum(0)
 
 
-def kept(width: int, sparsity: float) -> int:
-    """Units a layer of ``width`` keeps at ``sparsity`` (at least one)."""
-    return max(1, round(width * (1.0 - sparsity)))
-
-
 class MLP(NetFamily):
     name = "mlp"
     net = TabularNet
@@ -56,10 +51,8 @@ class MLP(NetFamily):
     def prune(self, net, sparsity: float) -> TabularNet:
         linears = [m for m in net.mlp if isinstance(m, nn.Linear)]
         keep = [
-            torch.topk(neuron_importance(linears[i], linears[i + 1]), kept(width, sparsity))
-            .indices.sort()
-            .values
-            for i, width in enumerate(net.cfg.hidden)
+            most_important(neuron_importance(linears[i], linears[i + 1]), sparsity)
+            for i in range(len(net.cfg.hidden))
         ]
         pruned = TabularNet(replace(net.cfg, hidden=[len(k) for k in keep]))
         pruned.embeddings.load_state_dict(net.embeddings.state_dict())

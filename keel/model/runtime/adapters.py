@@ -188,6 +188,20 @@ def adapter_of(net: Net) -> Adapter | None:
     return found if isinstance(found, Adapter) else None
 
 
+def merged(net: Net) -> Net:
+    """``net`` with its adapter merged into its base: a copy, a plain net of its family (no
+    adapter: ``net`` itself). What keel compress and its replay start from."""
+    if adapter_of(net) is None:
+        return net
+    import copy
+
+    out = copy.deepcopy(net)
+    name = _root_name(out)
+    setattr(out, name, getattr(out, name).merge_and_unload())
+    del out.keel_adapter
+    return out
+
+
 def _root_name(net: Net) -> str:
     """The attribute holding the peft model (``attach`` put it there)."""
     for name, child in net.named_children():
