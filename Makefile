@@ -57,8 +57,11 @@ bench: $(STAMP)
 	$(PY) bench/text_finetune.py
 	$(PY) bench/compress.py
 	$(PY) bench/prune.py
+	$(PY) bench/compress.py --methods onnx-int8,prune:0.5:0,prune:0.5:1,prune-int8:0.5:1,prune:0.25:1,prune-int8:0.25:1 --out bench/results/prune_text.json
+	$(PY) bench/lora.py
 	$(PY) bench/ddp_speed.py
 	$(PY) bench/scaled_backends.py
+	$(PY) bench/large_artifacts.py
 	$(PY) bench/tune.py
 
 ## Re-lock the environment after changing a pin in pyproject.toml.

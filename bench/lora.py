@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -73,7 +74,7 @@ def version_facts(ws: Path, version: str) -> dict:
         trainable = 0
         for f in files:
             with safe_open(str(f), "pt") as st:
-                trainable += sum(st.get_slice(k).get_shape().numel() for k in st.keys())  # noqa: SIM118
+                trainable += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())  # noqa: SIM118
     return {
         "version": version,
         "test_accuracy": metrics["test/accuracy"],
@@ -115,7 +116,7 @@ def main() -> None:
             "name": name,
             **version_facts(ws, str(version)),
             "command_s": seconds,
-            "train_step_s": steps.get("train-model"),
+            "train_step_s": steps.get("train_model", steps.get("train-model")),
             "peak_rss_mib": rss / 1024,
         }
         rows.append(row)

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from keel.ops.services import wait_http
 
@@ -268,3 +269,83 @@ class ScaledBackends:
         for proc in reversed(self.procs):
             stop_process(proc)
         self.pg.stop()
+
+
+def large_text_model(target_bytes: int, directory: Path, seed: int = 0) -> dict[str, Any]:
+    """A keel text model of at least ``target_bytes`` of fp32 weights, for the transport of
+    large artifacts (not for its answers): a random-init BERT 1,024 wide (BERT-large's layer
+    shape, as many layers as the size needs; 256 wide with 2 layers under 64 MB), the
+    all-MiniLM-L6-v2 tokenizer, three classes. Its pyfunc artifacts are written to
+    ``directory``; returns them with the parts log_pyfunc needs."""
+    import pandas as pd
+    import torch
+
+    from keel.model.families import family
+    from keel.model.families.bert import BertNet, TextPreprocessor, encoder_options
+    from keel.model.net import NetConfig
+    from keel.model.objectives import KINDS
+    from keel.model.runtime.pyfunc import save_artifacts
+    from keel.workloads.text import default_encoder
+
+    encoder = encoder_options(default_encoder(), layers=1, max_length=32)["encoder"]
+    vocab = int(encoder["config"]["vocab_size"])
+    small = target_bytes < 64 * 1024**2
+    width, heads = (256, 4) if small else (1024, 16)
+    per_layer = 4 * (12 * width * width + 13 * width)  # attention, feed-forward (4x), norms: fp32 bytes
+    fixed = 4 * (vocab + 512 + 2) * width
+    layers = 2 if small else max(1, -(-(target_bytes - fixed) // per_layer))
+    config = {
+        **encoder["config"],
+        "hidden_size": width,
+        "num_attention_heads": heads,
+        "intermediate_size": 4 * width,
+        "num_hidden_layers": layers,
+    }
+    torch.manual_seed(seed)
+    net = BertNet(NetConfig([], 0, [], 0.1, 16, 3, arch="bert", encoder={**encoder, "config": config})).eval()
+    pre = TextPreprocessor.fit("text", encoder)
+    objective = KINDS["multiclass"].fit_labels("label", pd.Series(["a", "b", "c"]))
+    artifacts = save_artifacts(family("bert"), pre, net, 0.5, directory, objective)
+    example = pd.DataFrame({"text": ["a large model", "moves through the store", "in parts"]})
+    a, b = pre.transform(example)
+    with torch.no_grad():
+        output = objective.predict(net(torch.from_numpy(a), torch.from_numpy(b)), 0.5, inputs=(a, b))
+    return {
+        "artifacts": artifacts,
+        "example": example,
+        "output": output,
+        "requirements": pre.REQUIREMENTS,
+        "bytes": Path(artifacts["weights"]).stat().st_size,
+    }
+
+
+def register_large_model(store: Any, name: str, model: dict[str, Any]) -> tuple[str, str]:
+    """``model`` (``large_text_model``) logged into a new run of ``store``'s experiment through
+    keel's own model logging (keel.registry.packaging.log_pyfunc: MLflow's pyfunc, its
+    artifact repository, multipart where the server offers it) and registered as a version of
+    ``name``: (the version, the run id)."""
+    from mlflow.exceptions import MlflowException
+
+    from keel.registry import packaging, tracking
+
+    client = tracking.client(store)
+    run = client.create_run(tracking.ensure_experiment(store), run_name=f"{name} (transport)")
+    info = packaging.log_pyfunc(
+        store,
+        run.info.run_id,
+        "pyfunc_entry.py",
+        model["artifacts"],
+        model["example"],
+        model["output"],
+        model["requirements"],
+    )
+    client.set_terminated(run.info.run_id)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    mv = client.create_model_version(
+        name, source=info.model_uri, run_id=run.info.run_id, model_id=info.model_id
+    )
+    return str(mv.version), run.info.run_id
