@@ -4,7 +4,7 @@ sparsity, as a user runs it. Every row is the variant's own parity run, measured
 against v1 in the same run: size ratio, p50/p99 latency ratios at 1 and 32 rows (each model
 in a fresh process), label agreement, the ROC AUC delta, and the parity gate's verdict.
 
-    python bench/prune.py [--sparsity 0.25 0.5 0.75] [--out bench/results/prune.json]
+    python bench/prune.py [--sparsity 0.25 0.5 0.75] [--recovery-epochs 0 3] [--out bench/results/prune.json]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def keel(ws: Path, *args: str, env: dict[str, str] | None = None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sparsity", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    ap.add_argument("--recovery-epochs", type=int, nargs="+", default=[0, 3])
     ap.add_argument("--out", type=Path, default=HERE / "results" / "prune.json")
     args = ap.parse_args()
 
@@ -48,15 +49,19 @@ def main() -> None:
     print(f"workspace {ws}: ingest the demo months, train v1 ...", flush=True)
     keel(ws, "ingest", "--demo", env=env)
     keel(ws, "train", env=env)
-    runs = [("onnx-int8", None)] + [(m, s) for s in args.sparsity for m in ("prune", "prune-int8")]
+    runs = [("onnx-int8", None, 0)] + [
+        (m, s, e) for e in args.recovery_epochs for s in args.sparsity for m in ("prune", "prune-int8")
+    ]
     rows = []
-    for method, sparsity in runs:
+    for method, sparsity, epochs in runs:
         extra = {"KEEL_COMPRESS__SPARSITY": str(sparsity)} if sparsity else {}
+        extra["KEEL_COMPRESS__RECOVERY_EPOCHS"] = str(epochs)
         out = keel(ws, "compress", "1", "--method", method, "--json", env={**env, **extra})
         p = out["parity"]
         row = {
             "method": method,
             "sparsity": sparsity,
+            "recovery_epochs": epochs,
             "version": out["version"],
             "size_ratio": p["size_ratio"],
             "p50_ratio_1": p.get("p50_ratio_1"),
@@ -70,11 +75,13 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2))
-    print(f"{'method':<12}{'sparsity':>9}{'size':>7}{'p50@1':>7}{'p50@32':>8}{'agree':>7}{'dAUC':>9}  gate")
+    header = f"{'method':<12}{'sparsity':>9}{'epochs':>7}{'size':>7}{'p50@1':>7}{'p50@32':>8}"
+    print(f"{header}{'agree':>7}{'dAUC':>9}  gate")
     for r in rows:
         sp = f"{r['sparsity']:.2f}" if r["sparsity"] else "-"
         print(
-            f"{r['method']:<12}{sp:>9}{r['size_ratio']:>7.2f}{r['p50_ratio_1']:>7.2f}{r['p50_ratio_32']:>8.2f}"
+            f"{r['method']:<12}{sp:>9}{r['recovery_epochs']:>7}{r['size_ratio']:>7.2f}"
+            f"{r['p50_ratio_1']:>7.2f}{r['p50_ratio_32']:>8.2f}"
             f"{r['agreement']:>7.3f}{r['roc_auc_delta']:>+9.4f}  {'passed' if r['gate'] else 'rejected'}"
         )
     print(f"written {args.out}")

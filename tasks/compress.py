@@ -239,7 +239,7 @@ def register_variant(
     from mlflow.entities import Metric, Param
 
     from keel.registry import packaging, tracking
-    from keel.registry.lineage import environment_lock
+    from keel.registry.lineage import environment_lock, numerics
 
     client = tracking.client(store)
     experiment_id = tracking.ensure_experiment(store)
@@ -271,6 +271,8 @@ def register_variant(
         "source_weights_sha256": lineage.weights_sha256,
         "weights_sha256": variant.sha256,
         "env_hash": env_hash,
+        # the source's weights and this compression both rebuild bit for bit on their kind of CPU
+        "numerics": " | ".join(dict.fromkeys(filter(None, [lineage.numerics, numerics()]))),
         **variant.params,  # the method's settings (compress.sparsity): replay compresses the same way
     }
     run = client.create_run(

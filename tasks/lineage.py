@@ -86,6 +86,7 @@ def load_lineage(store: MlflowStore, data: DataStore, version: str) -> Lineage:
             for k, v in mv.tags.items()
             if k == "adapter" or k.startswith("adapter.")
         },
+        numerics=mv.tags.get("numerics", ""),
     )
 
 
@@ -174,11 +175,11 @@ def compare_replay(lineage: Lineage, model, evaluation) -> ReplayReport:
     """A compressed variant compares its model file's checksum, others their weights'."""
     from keel.model.runtime.adapters import saved_state
     from keel.registry import packaging
-    from keel.registry.lineage import compare, environment_lock, weights_sha256
+    from keel.registry.lineage import compare, environment_lock, numerics, weights_sha256
 
     weights = model.sha256 if lineage.compression else weights_sha256(saved_state(model.net))
     code = packaging.code_identity(model.family)
-    return compare(lineage, evaluation.metrics, weights, environment_lock()[1], code)
+    return compare(lineage, evaluation.metrics, weights, environment_lock()[1], code, numerics())
 
 
 @task(name="write-replay-report", cache_policy=NONE)

@@ -36,6 +36,8 @@ def version_tags(
     weights: str,
     data_commit: str = "",
 ) -> dict[str, str]:
+    from keel.registry.lineage import numerics
+
     tags = {
         "data_version": dataset.version.md5,
         "git_sha": git_sha,
@@ -44,6 +46,7 @@ def version_tags(
         "validation_status": validation.status,
         "env_hash": env_hash,
         "weights_sha256": weights,
+        "numerics": numerics(),  # the kind of CPU: replay is bit-identical on the same kind
         "seed": str(settings.train.seed),
         "data_in_remote": "verified",
     }

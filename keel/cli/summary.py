@@ -279,10 +279,21 @@ def replay(settings: Settings, report: Any) -> dict[str, Any]:
         "identical": report.identical,
         **report.to_json(),
         "report": {"markdown": str(md), "json": str(js)},
-        "next": None
-        if report.identical
-        else f"keel lineage {report.lineage.version}  (and the report: what differs)",
+        "next": None if report.identical else _replay_next(report),
     }
+
+
+def _replay_next(report: Any) -> str:
+    lineage = report.lineage
+    if report.weights_equal or report.same_numerics:
+        return f"keel lineage {lineage.version}  (and the report: what differs)"
+    where = lineage.numerics or "the kind of CPU it was trained on (not recorded before keel tagged it)"
+    return f"keel replay {lineage.version} on {where} for a bit-identical rebuild"
+
+
+def _numerics(n: dict[str, Any]) -> str:
+    trained = n["recorded"] or "unrecorded"
+    return f"trained on {trained}, rebuilt on " + ("the same" if n["same"] else n["replayed"])
 
 
 def replay_text(r: dict[str, Any]) -> list[str]:
@@ -313,6 +324,7 @@ def replay_text(r: dict[str, Any]) -> list[str]:
         f"  metrics   {metrics}",
         f"  weights   {weights}",
         *([f"  code      {code['target']}: {said}"] if code.get("target") else []),
+        f"  cpu       {_numerics(r['numerics'])}",
         f"  packages  {len(env['changed'])} changed, {len(env['added'])} added, "
         f"{len(env['removed'])} removed",
         f"  report    {_rel(r['report']['markdown'])} ({Path(r['report']['json']).name})",

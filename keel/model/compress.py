@@ -23,7 +23,6 @@ neither onnx, onnxruntime nor MLflow.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -43,6 +42,7 @@ from torch import nn
 from keel.errors import KeelError
 from keel.model.families import Family
 from keel.model.net import Net
+from keel.model.runtime.adapters import file_sha256, merged
 from keel.model.runtime.onnx import OnnxRunner
 
 if TYPE_CHECKING:
@@ -125,10 +125,6 @@ def build_variant(
     out = quantize_int8(exported, directory / "model.onnx")
     exported.unlink()
     return out
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass
@@ -231,7 +227,6 @@ def compress(
     ``sparsity``: the share of units the pruning methods remove; ``recovery``: their
     fine-tune after pruning (none, or 0 epochs: the pruned weights as they are). A net
     trained with an adapter is compressed merged."""
-    from keel.model.runtime.adapters import merged
     from keel.model.runtime.pyfunc import save_artifacts, write_meta
 
     family, net = source.family, merged(source.net)

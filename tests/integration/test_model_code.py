@@ -119,14 +119,24 @@ def test_versions_registered_before_pass_the_servability_check_and_serve(before)
 
 def test_versions_registered_before_replay_identical(before):
     """Their recorded config migrates, their data comes back from the DVC remote, and this
-    keel retrains v1 bit for bit and compresses it again into the same ONNX bytes (v2)."""
+    keel retrains v1 bit for bit and compresses it again into the same ONNX bytes (v2), on
+    the kind of CPU that made them. Which kind that was, the fixture does not say (it predates
+    the ``numerics`` tag): on another kind (CI's machines differ: AVX2 or AVX-512, MKL's
+    kernels per vendor) the float sums run in another order, so the weights differ in their
+    last bits; then every metric stays within 1e-7 and the report says why."""
     from flows.replay import replay_flow
+    from keel.registry.lineage import numerics
 
     settings, _ = before
     for version in ("1", "2"):
         report = replay_flow(settings, version)
-        assert report.identical, report
-        assert report.weights_equal and report.metrics_identical
+        assert report.lineage.numerics == "" and report.numerics == numerics()
+        assert not report.same_numerics  # unrecorded: never taken for the same kind
+        if report.identical:
+            continue
+        assert report.deltas and max(map(abs, report.deltas.values())) <= 1e-7, report.deltas
+        assert report.environment["removed"] == [], report.environment
+        assert "bit-identity is kept on the kind of CPU a version was trained on" in report.markdown()
 
 
 def test_a_model_carries_the_runtime_and_what_it_imports_and_loads_without_keel(trained_registry, tmp_path):

@@ -203,3 +203,11 @@ def test_the_same_seed_trains_the_same_adapter(trained, encoder):
     again = _train(encoder)
     first, second = (weights_sha256(adapters.saved_state(m.net)) for m in (trained, again))
     assert first == second
+
+
+def test_a_base_checkpoint_that_is_gone_is_a_settings_error_naming_the_key(tmp_path):
+    from keel.workloads import build
+
+    workload = build("text", "", {"encoder": str(tmp_path / "gone")})
+    with pytest.raises(ConfigError, match=r"workload\.params\.encoder \(.*gone\): .*lacks config\.json"):
+        workload.net_options()
