@@ -11,10 +11,10 @@ torchao's int8 dynamic quantization ran 14x slower than fp32 eager on this CPU a
 torch.ao.quantization is deprecated, so neither is offered.
 
 Any keel net compresses to ONNX (MLP, conv, BERT); pruning needs a family that prunes
-(``Family.prunable``: the MLP). The variant keeps the source's preprocessor, objective
-and threshold; only the net changes, and (ONNX methods) it runs in onnxruntime
-(keel.model.runtime.pyfunc.OnnxModel). The net's family names the graph's inputs
-and dynamic axes. Parity is measured on the source's own held-out rows: metric
+(``Family.prunable``: keel's MLP, conv and BERT; a team's own when it declares it). The
+variant keeps the source's preprocessor, objective and threshold; only the net changes,
+and (ONNX methods) it runs in onnxruntime (keel.model.runtime.pyfunc.OnnxModel). The net's
+family names the graph's inputs and dynamic axes. Parity is measured on the source's own held-out rows: metric
 deltas, label agreement and the largest output difference; size and latency (p50/p99 at 1
 and 32 rows) are measured in a fresh process (``python -m keel.model.compress``). No
 MLflow, no settings here: tasks/compress.py has the edges. Importing this module loads

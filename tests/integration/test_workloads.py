@@ -188,3 +188,23 @@ def test_digits_conv_net_reaches_95_percent_and_serves_raw_pixels(tmp_path):
     assert retrained.status in ("promoted", "held"), retrained
     report = replay_flow(settings, registered.version)
     assert report.metrics_identical and report.weights_equal, report.deltas
+
+    # channel pruning (a quarter of each conv layer's channels) with one recovery epoch, then
+    # the parity gate; the variant serves raw pixels with the smaller net
+    from flows.compress import compress_flow
+
+    small = settings.with_overrides(
+        {"compress.sparsity": 0.25, "compress.recovery_epochs": 1, "compress.latency_rounds": 3}
+    )
+    variant = compress_flow(small, registered.version, "prune")
+    mv = client(settings.mlflow_store).get_model_version(settings.mlflow.model_name, variant.version)
+    assert (mv.tags["compression"], mv.tags["compress.recovery_epochs"]) == ("prune", "1")
+    parity = client(settings.mlflow_store).get_run(mv.run_id).data.metrics
+    assert parity["parity/size_ratio"] < 0.8, parity
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.model_name}/{variant.version}")
+    channels = workload.net_options()["channels"]
+    assert model.unwrap_python_model().net.cfg.channels == [round(c * 0.75) for c in channels]
+    digits = model.predict(unseen[PIXELS])["digit"]
+    assert (digits.to_numpy() == unseen["digit"].to_numpy()).mean() >= 0.9, parity

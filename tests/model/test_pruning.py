@@ -1,5 +1,6 @@
-"""Structured pruning of keel's MLP (keel.model.families.mlp) and BERT (heads and
-feed-forward neurons, keel.model.families.bert): removing a unit is the same as silencing it,
+"""Structured pruning of keel's MLP (keel.model.families.mlp), conv net (channels,
+keel.model.families.conv) and BERT (heads and feed-forward neurons,
+keel.model.families.bert): removing a unit is the same as silencing it,
 so the pruned net must answer exactly like the original with the dropped units' weights
 zeroed (computed here, by masking, not by slicing); a family without pruning refuses,
 naming itself."""
@@ -50,13 +51,70 @@ def test_a_pruned_mlp_answers_as_the_original_with_its_dropped_neurons_silenced(
     again.load_state_dict(pruned.state_dict())
 
 
+def _conv_masked(net, sparsity: float):
+    """The original conv net, each conv layer's least important output channels silenced (their
+    BatchNorm scale and shift zeroed, so ReLU and pooling pass zeros on), scored here from the
+    weights: filter L1 x |BN scale| x L1 of the next conv's input slice or of the head's columns."""
+    import copy
+
+    masked = copy.deepcopy(net).eval()
+    convs = [m for m in masked.convs if isinstance(m, nn.Conv2d)]
+    norms = [m for m in masked.convs if isinstance(m, nn.BatchNorm2d)]
+    head = masked.head[0]
+    with torch.no_grad():
+        scores = []
+        for i, (conv, norm) in enumerate(zip(convs, norms, strict=True)):
+            if i + 1 < len(convs):
+                reads = convs[i + 1].weight.abs().sum(dim=(0, 2, 3))
+            else:
+                px = 16  # 8x8 pooled once (after the second conv layer): 4x4 per channel
+                per_pixel = head.weight[:, : conv.out_channels * px].abs()
+                reads = torch.stack(
+                    [per_pixel[:, c * px : (c + 1) * px].sum() for c in range(conv.out_channels)]
+                )
+            scores.append(conv.weight.abs().sum(dim=(1, 2, 3)) * norm.weight.abs() * reads)
+        for norm, score in zip(norms, scores, strict=True):
+            keep = score.argsort(descending=True)[: max(1, round(len(score) * (1 - sparsity)))]
+            drop = torch.ones(len(score), dtype=torch.bool)
+            drop[keep] = False
+            norm.weight[drop] = 0.0
+            norm.bias[drop] = 0.0
+    return masked
+
+
+@pytest.mark.parametrize("sparsity", [0.25, 0.5, 0.9])
+def test_a_pruned_conv_net_answers_as_the_original_with_its_dropped_channels_silenced(sparsity):
+    from keel.model.families.conv import Conv, ConvNet
+
+    torch.manual_seed(11)
+    cfg = NetConfig([3], 2 * 8 * 8, [16], 0.0, 4, outputs=10, arch="conv", image=[1, 8, 8], channels=[8, 12])
+    net = ConvNet(cfg)
+    net.train()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for _ in range(3):
+            net(torch.randint(0, 3, (32, 1)), torch.randn(32, 128) * 2 + 0.5)
+    net.eval()
+    pruned = Conv().prune(net, sparsity)
+    assert pruned.cfg.channels == [max(1, round(c * (1 - sparsity))) for c in (8, 12)]
+    assert pruned.cfg.hidden == [16]  # the dense head keeps its neurons
+    cat, num = torch.randint(0, 3, (64, 1)), torch.randn(64, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(cat, num), _conv_masked(net, sparsity)(cat, num))
+        assert not torch.allclose(pruned(cat, num), net(cat, num))  # it did remove something
+    again = Conv().rebuild(Conv().describe(pruned, 10), None)
+    again.load_state_dict(pruned.state_dict())
+
+
 def test_a_family_without_pruning_refuses_by_name():
     from keel.model.families import family
+    from keel.model.families.base import Family
 
-    conv = family("conv")
-    assert not conv.prunable and family("mlp").prunable
-    with pytest.raises(ConfigError, match="'conv' has no structured pruning"):
-        conv.prune(nn.Linear(2, 2), 0.5)
+    class Team(Family):  # a team's own family that declares no pruning
+        name = "team-net"
+
+    assert not Team.prunable and family("mlp").prunable and family("conv").prunable
+    with pytest.raises(ConfigError, match="'team-net' has no structured pruning"):
+        Team.prune(Team.__new__(Team), nn.Linear(2, 2), 0.5)
 
 
 def test_sparsity_outside_zero_one_is_a_settings_error_naming_the_key(tmp_path):
