@@ -49,8 +49,20 @@ def train(ctx: typer.Context, as_json: JsonOpt = False):
     from keel.cli import summary
 
     before = summary.aliases(settings)
-    registered, flow_run = run_flow_state(ctx, lambda: train_flow(settings, return_state=True))
+    registered, flow_run = run_flow_state(
+        ctx, lambda: train_flow(settings, return_state=True), warm=warm_training
+    )
     report_training(ctx, settings, registered, before, flow_run)
+
+
+def warm_training() -> None:
+    """What a training imports anyway, imported while the command's Prefect server starts:
+    Great Expectations (the data is validated first), then torch, Lightning and torchmetrics
+    (the fit; its first import was ~3.5 s inside the check-model step)."""
+    from keel.data import validation
+
+    validation.warm()
+    import keel.model.training  # noqa: F401
 
 
 def report_training(ctx: typer.Context, settings, registered, before, flow_run, extra=None) -> None:
@@ -141,11 +153,10 @@ def retrain(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None, 
     months, files = batch_args(settings, month, file)
     from flows.retrain import retrain_flow
     from keel.cli import summary
-    from keel.data import validation  # the batch is validated first: GX overlaps the server start
 
     before = summary.aliases(settings)
     out, flow_run = run_flow_state(
-        ctx, lambda: retrain_flow(settings, months, files, return_state=True), warm=validation.warm
+        ctx, lambda: retrain_flow(settings, months, files, return_state=True), warm=warm_training
     )
     _report_retraining(ctx, settings, out, before, flow_run, {"command": "retrain"})
 
