@@ -1,8 +1,9 @@
-"""A team's own model through keel's whole lifecycle, run exactly as README's "Your own model"
-says: examples/resnet_digits (a residual CNN LightningModule with its own preprocessing and
+"""A team's own model through keel's whole lifecycle, as README's "Your own model" says:
+examples/resnet_digits (a residual CNN LightningModule with its own preprocessing and
 training step, nothing of keel's) is importable by PYTHONPATH; keel init --workload digits
---model resnet_digits:ResNetFamily, ingest, train (gate), serve, replay, compress; explain's
-method.json; drift and the guardrail on the next batch; and the registered model loads in a
+--model resnet_digits:ResNetFamily, ingest, train (gate) and serve as the keel command; replay,
+compress, drift and the guardrail on the next batch as their flows in this process; explain's
+method.json; and the registered model loads in a
 fresh process where the team's package is not importable (it travels inside the model's
 code)."""
 
@@ -225,36 +226,35 @@ def test_the_model_loads_in_a_fresh_process_where_the_teams_package_is_not_impor
     )
 
 
+# Below, the lifecycle's flows run in this process (the team's package importable here too,
+# as PYTHONPATH makes it for the keel command): what they do around the team's model is the
+# subject, not the command's process boundary, which the fixture's commands cross; the
+# payloads are the ones the commands print under --json (their builders are the CLI's).
+
+
 def test_replay_is_identical_and_says_the_code_is_as_when_built(team):
+    from flows.replay import replay_flow
+    from keel.cli import summary
+
     settings, _, _ = team
-    out = _ok(_keel("-w", str(settings.workspace), "replay", "1", "--json", cwd=settings.workspace))
-    report = json.loads(out.splitlines()[-1])
+    report = summary.replay(settings, replay_flow(settings, "1"))
     assert report["identical"] and report["weights_equal"], report
     code = report["model_code"]
     assert code["target"] == CLASS and not code["changed"], code
     assert code["recorded_sha256"] == _registered(settings, "1").tags["model.code_sha256"]
 
 
-def test_compress_to_onnx_passes_its_parity_gate(team):
+def test_compress_to_onnx_passes_its_parity_gate(team, monkeypatch):
+    from flows.compress import compress_flow
+
     settings, _, _ = team
-    out = _ok(
-        _keel(
-            "-w",
-            str(settings.workspace),
-            "compress",
-            "1",
-            "--method",
-            "onnx",
-            "--json",
-            cwd=settings.workspace,
-        )
-    )
-    report = json.loads(out.splitlines()[-1])
-    assert report["gate"]["passed"], report
-    variant = _registered(settings, report["version"])
+    monkeypatch.setenv("PYTHONPATH", str(EXAMPLE))  # README's export: the latency processes import it
+    registered = compress_flow(settings, "1", "onnx")
+    variant = _registered(settings, registered.version)
+    assert variant.tags["gate.status"] == "blessed", variant.tags
     assert variant.tags["derived_from"] == "1" and variant.tags["model.target"] == CLASS
     rows = _rows(settings)
-    a = _pyfunc(settings, report["version"]).predict(rows)
+    a = _pyfunc(settings, registered.version).predict(rows)
     b = _pyfunc(settings, "1").predict(rows)
     assert (a["digit"] == b["digit"]).mean() >= 0.98
     np.testing.assert_allclose(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), atol=1e-4)
@@ -263,16 +263,15 @@ def test_compress_to_onnx_passes_its_parity_gate(team):
 def test_drift_and_the_guardrail_work_around_the_teams_model(team):
     """The next batch (chunk-5, never ingested): drift compares it with the champion's training
     data, the guardrail scores the team's champion on its labelled rows."""
+    from flows.drift import drift_flow
+    from flows.guard import guard_flow
+    from keel.cli.data import _drift_json
+
     settings, _, _ = team
-    ws = str(settings.workspace)
-    drift = json.loads(
-        _ok(_keel("-w", ws, "drift", "-b", "chunk-5", "--json", cwd=settings.workspace)).splitlines()[-1]
-    )
+    drift = _drift_json(drift_flow(settings, ["chunk-5"], {}))
     assert drift["compared"] and drift["reference_rows"] > 0 and drift["current_rows"] > 0, drift
     assert {f["feature"] for f in drift["features"]} == set(settings.features.numeric)
-    guard = json.loads(
-        _ok(_keel("-w", ws, "guard", "-b", "chunk-5", "--json", cwd=settings.workspace)).splitlines()[-1]
-    )
+    guard = guard_flow(settings, ["chunk-5"], {}).to_json()
     champion = guard["champion"]
     assert guard["champion_after"] == champion and guard["scores"][0]["version"] == champion, guard
     assert guard["scores"][0]["metrics"]["test/accuracy"] >= 0.9, guard  # the team's net on unseen digits
