@@ -33,7 +33,7 @@ def compress_flow(settings: Settings, version: str, method: str) -> RegisteredVe
         splits = load_splits(recorded.workload, recorded.split, dataset)  # N's own val/test rows
         c = s.compress
         variant = build_variant(
-            source, splits, method, scratch, c.sparsity, c.recovery_epochs, recorded.train
+            source, splits, method, scratch, c.sparsity, c.recovery_epochs, recorded.train, c.recovery
         )
         source_eval = evaluate_model(recorded.features, source, splits)
         evaluation = evaluate_model(recorded.features, variant, splits)

@@ -92,21 +92,23 @@ def load_source_model(store: MlflowStore, lineage: Lineage, directory: Path) -> 
     return source, local / "artifacts"
 
 
-def recovery(source, splits: Splits, train: TrainConfig, epochs: int):
+def recovery(source, splits: Splits, train: TrainConfig, epochs: int, target: str = "labels"):
     """The pruned net's fine-tune: the source's recorded ``[train]`` (its seed, batch, step
     size), at most ``epochs`` epochs on the source's own train split, best val/loss kept; the
-    whole net trains (an adapter version is compressed merged)."""
+    whole net trains (an adapter version is compressed merged). ``target``: "labels" (the
+    objective's loss) or "distill" (the source net's raw outputs on the same rows)."""
     from keel.model.compress import Recovery
     from keel.model.training import fine_tune
 
     cfg = train.model_copy(update={"max_epochs": max(1, epochs), "adapter": ""})
 
-    def run(net):
+    def run(net, original):
+        teacher = original if target == "distill" else None
         return fine_tune(
-            source.family, net, source.preprocessor, source.objective, splits.train, splits.val, cfg
+            source.family, net, source.preprocessor, source.objective, splits.train, splits.val, cfg, teacher
         )
 
-    return Recovery(epochs, run)
+    return Recovery(epochs, run, target)
 
 
 @task(name="build-variant", cache_policy=NONE)
@@ -118,14 +120,19 @@ def build_variant(
     sparsity: float,
     recovery_epochs: int = 0,
     train: TrainConfig | None = None,
+    recovery_target: str = "labels",
 ):
     """The compressed variant of ``source``, traced on the first held-out rows (``sparsity``,
-    ``recovery_epochs``: [compress]'s, for the pruning methods; ``train``: the source's
-    recorded [train], which the recovery fine-tune follows)."""
+    ``recovery_epochs``, ``recovery_target``: [compress]'s, for the pruning methods; ``train``:
+    the source's recorded [train], which the recovery fine-tune follows)."""
     from keel.model.compress import compress
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
-    recover = recovery(source, splits, train, recovery_epochs) if recovery_epochs and train else None
+    recover = (
+        recovery(source, splits, train, recovery_epochs, recovery_target)
+        if recovery_epochs and train
+        else None
+    )
     return compress(source, method, sample, directory / "variant", sparsity, recover)
 
 

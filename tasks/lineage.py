@@ -79,6 +79,7 @@ def load_lineage(store: MlflowStore, data: DataStore, version: str) -> Lineage:
         compression=mv.tags.get("compression", ""),
         sparsity=float(mv.tags.get("compress.sparsity", 0.0)),
         recovery_epochs=int(mv.tags.get("compress.recovery_epochs", 0)),
+        recovery=mv.tags.get("compress.recovery", "labels"),
         refit=mv.tags.get("refit") == "true",
         model_code={k.removeprefix("model."): v for k, v in mv.tags.items() if k.startswith("model.")},
         adapter={
@@ -159,7 +160,7 @@ def recompress(lineage: Lineage, model, splits, directory: Path, train: TrainCon
 
     sample = splits.test.head(TRACE_ROWS).reset_index(drop=True)
     epochs = lineage.recovery_epochs
-    recover = recovery(model, splits, train, epochs) if epochs and train else None
+    recover = recovery(model, splits, train, epochs, lineage.recovery) if epochs and train else None
     return compress(model, lineage.compression, sample, directory / "variant", lineage.sparsity, recover)
 
 

@@ -221,6 +221,7 @@ class CompressConfig(_Section):
     method: Literal["onnx-int8", "onnx", "prune", "prune-int8"] = "onnx-int8"
     sparsity: float = Field(default=0.5, gt=0, lt=1)  # prune, prune-int8: the share of units removed
     recovery_epochs: int = Field(default=0, ge=0)  # ... then at most this many epochs of fine-tune (0: none)
+    recovery: Literal["labels", "distill"] = "labels"  # ... towards the labels, or the source's outputs
     auto: bool = False  # the train flow compresses every version the gate blessed
     max_drop: float = Field(default=0.01, ge=0)  # parity: a gate metric may fall this much vs the source
     max_rise: float = Field(default=0.02, ge=0)  # ... or rise this much (lower-is-better metrics)

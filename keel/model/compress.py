@@ -206,11 +206,13 @@ class PrunedModel:
 @dataclass(frozen=True)
 class Recovery:
     """The short fine-tune a pruned net gets before it is saved (``[compress]
-    recovery_epochs``): ``train`` takes the pruned net and returns it trained on the source's
-    own train split (keel.model.training.fine_tune, built by the caller, who has the data)."""
+    recovery_epochs``): ``train(pruned, source)`` returns the pruned net trained on the source's
+    own train split (keel.model.training.fine_tune, built by the caller, who has the data),
+    towards the labels or, ``target = "distill"``, towards the source net's own outputs."""
 
     epochs: int
-    train: Callable[[Net], Net]
+    train: Callable[[Net, Net], Net]
+    target: str = "labels"
 
 
 def compress(
@@ -233,11 +235,13 @@ def compress(
     params: dict[str, str] = {}  # the method's settings (run params, version tags)
     extra = {"compression": method}  # into net.json
     if method in PRUNING:
-        net = family.prune(net, sparsity)  # a family without pruning: ConfigError naming it
+        original, net = net, family.prune(net, sparsity)  # no pruning: ConfigError naming the family
         params, extra["sparsity"] = {"compress.sparsity": str(sparsity)}, str(sparsity)
         if recovery is not None and recovery.epochs:
-            net = recovery.train(net)
+            net = recovery.train(net, original)
             params["compress.recovery_epochs"] = extra["recovery_epochs"] = str(recovery.epochs)
+            if recovery.target != "labels":  # recorded only when not the default: replay follows it
+                params["compress.recovery"] = extra["recovery"] = recovery.target
     pre, threshold, objective = source.preprocessor, source.threshold, source.objective
     if method == "prune":
         save_artifacts(family, pre, net, threshold, directory, objective, **extra)

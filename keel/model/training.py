@@ -149,7 +149,7 @@ class TabularModule(pl.LightningModule):
         objective: Objective | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["objective", "net"])
+        self.save_hyperparameters(logger=False, ignore=["objective", "net", "teacher"])
         self.net = net
         self.lr, self.weight_decay = lr, weight_decay
         self.objective = objective or Binary("label", [0, 1])
@@ -189,6 +189,34 @@ class TabularModule(pl.LightningModule):
     def configure_optimizers(self):
         trainable = [p for p in self.parameters() if p.requires_grad]  # an adapter's base is frozen
         return torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
+
+
+class DistillModule(TabularModule):
+    """A pruned net's recovery that copies the net it was pruned from (logit matching): on
+    every batch, train and val alike, the loss is the mean squared difference between its raw
+    outputs and the teacher's (frozen, in eval mode), so the epoch kept is the closest copy;
+    what the parity gate measures (agreement, output difference) is what it learns."""
+
+    def __init__(self, net: Net, teacher: Net, lr: float, weight_decay: float, objective: Objective):
+        super().__init__(net, lr, weight_decay, objective)
+        self.teacher = teacher.requires_grad_(False)  # its parameters: not in the optimizer
+
+    def _distance(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        self.teacher.eval()  # Lightning's train() reaches it too: no dropout in the targets
+        with torch.no_grad():
+            target = self.teacher(cat, num)
+        return nn.functional.mse_loss(self.net(cat, num), target)
+
+    def training_step(self, batch, batch_idx):
+        cat, num, y = batch
+        loss = self._distance(cat, num)
+        self._train_loss.add_(loss.detach() * len(y))
+        self._train_rows[0] += len(y)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        cat, num, y = batch
+        self.log("val/loss", self._distance(cat, num), on_epoch=True, batch_size=len(y), sync_dist=True)
 
 
 class KeepBestWeights(pl.Callback):
@@ -386,7 +414,7 @@ def _train(
     try:
         trainer.fit(module, datamodule=data)  # the best weights are in the net afterwards
     except RuntimeError as exc:
-        if module is net and "val/loss" in str(exc):  # a team's own LightningModule
+        if not isinstance(module, TabularModule) and "val/loss" in str(exc):  # a team's own LightningModule
             raise ConfigError(
                 f"net family {family.name!r} ({type(net).__module__}.{type(net).__qualname__}): its "
                 "LightningModule logs no 'val/loss'; keel keeps the epoch with the lowest one "
@@ -406,13 +434,27 @@ def fine_tune(
     train: pd.DataFrame,
     val: pd.DataFrame,
     cfg: TrainConfig,
+    teacher: Net | None = None,
 ) -> Net:
     """``net`` (already trained: a pruned net, keel compress's recovery) trained on for at
-    most ``cfg.max_epochs`` epochs as ``fit`` trains, with the same seed, loss and optimizer;
-    the epoch with the lowest val/loss kept. Deterministic on CPU: a replay rebuilds it."""
+    most ``cfg.max_epochs`` epochs as ``fit`` trains, with the same seed and optimizer; the
+    epoch with the lowest val/loss kept. The loss is the objective's, or with a ``teacher``
+    (the net it was pruned from) the distance to the teacher's outputs (DistillModule).
+    Deterministic on CPU: a replay rebuilds it."""
     torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net.train()
+    if teacher is not None:
+        if isinstance(net, pl.LightningModule):
+            raise ConfigError(
+                f"compress.recovery = 'distill': net family {family.name!r} trains as its own "
+                "LightningModule, whose loss keel does not replace; use 'labels'"
+            )
+        import warnings
+
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the teacher, on purpose
+        module = DistillModule(net, teacher, cfg.lr, cfg.weight_decay, objective)
+        return _train(family, module, preprocessor, objective, train, val, cfg)[0]
     return _train(family, net, preprocessor, objective, train, val, cfg)[0]
 
 

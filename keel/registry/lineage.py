@@ -121,6 +121,7 @@ class Lineage:
     compression: str = ""  # ... and the method
     sparsity: float = 0.0  # ... and, for a pruning method, the share of units it removed
     recovery_epochs: int = 0  # ... and the most epochs of fine-tune after pruning (0: none)
+    recovery: str = "labels"  # ... towards the labels, or "distill": the source's outputs
     refit: bool = False  # the weights were fit again on every batch after the gate (split.refit)
     # the network family: {"family": name} and, for a team's own, "target", "code_sha256", "code_git"
     model_code: dict[str, str] = field(default_factory=dict)

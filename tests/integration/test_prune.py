@@ -132,3 +132,36 @@ def test_a_sparsity_outside_zero_one_exits_2_naming_the_key_and_registers_nothin
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "compress.sparsity" in proc.stderr and "less than 1" in proc.stderr, proc.stderr
     assert _versions(ws) == before and current_alias_version(ws.mlflow_store, "champion") == "1"
+
+
+def test_a_distilled_recovery_is_tagged_and_replays_bit_for_bit(ws):
+    """[compress] recovery = "distill" with one epoch: the version records it (tag and
+    net.json), answers nearer v1 on its held-out rows than the pruned net before recovery, and
+    its replay fine-tunes towards the same outputs into the same weights."""
+    from flows.compress import compress_flow
+    from flows.replay import replay_flow
+    from keel.registry.tracking import client
+
+    base = {"compress.sparsity": 0.5, "compress.latency_rounds": 3}
+    raw = compress_flow(ws.with_overrides(base), "1", "prune")
+    distill = {**base, "compress.recovery_epochs": 1, "compress.recovery": "distill"}
+    settings = ws.with_overrides(distill)
+    variant = compress_flow(settings, "1", "prune")
+    c = client(settings.mlflow_store)
+    mv = c.get_model_version(settings.mlflow.model_name, variant.version)
+    assert (mv.tags["compress.recovery"], mv.tags["compress.recovery_epochs"]) == ("distill", "1")
+    assert (
+        json.loads((_artifacts(settings, variant.version) / "net.json").read_text())["recovery"] == "distill"
+    )
+    raw_mv = c.get_model_version(settings.mlflow.model_name, raw.version)
+    assert "compress.recovery" not in raw_mv.tags  # labels (the default) and no recovery: untagged
+
+    def parity(m) -> dict[str, float]:
+        return c.get_run(m.run_id).data.metrics
+
+    closer, pruned = parity(mv), parity(raw_mv)
+    assert closer["parity/max_abs_diff"] < pruned["parity/max_abs_diff"], (closer, pruned)
+    assert closer["parity/agreement"] >= pruned["parity/agreement"], (closer, pruned)
+    report = replay_flow(settings, variant.version)
+    assert report.lineage.recovery == "distill"
+    assert report.weights_equal and report.metrics_identical, report.deltas
