@@ -10,10 +10,12 @@ faster on CPU for -0.007 F1; DistilBERT 38 ms -> 14 ms with ONNX int8.
 
     python bench/compress.py [--workload text] [--profile ""|debug] [--methods onnx-int8,onnx]
 
-A pruning method takes its sparsity and recovery epochs after colons: ``prune:0.5:1`` is
-`keel compress --method prune` with ``[compress] sparsity = 0.5`` and ``recovery_epochs = 1``
-(the text-model pruning table in bench/README.md: ``--methods
-onnx-int8,prune:0.5:0,prune:0.5:1,prune-int8:0.5:1,prune:0.25:1,prune-int8:0.25:1``).
+A pruning method takes its sparsity, recovery epochs and recovery target after colons:
+``prune:0.5:1`` is `keel compress --method prune` with ``[compress] sparsity = 0.5`` and
+``recovery_epochs = 1``; ``prune-int8:0.5:1:distill`` also ``recovery = "distill"`` (the
+text-model pruning table in bench/README.md: ``--methods
+onnx-int8,prune:0.5:0,prune:0.5:1,prune-int8:0.5:1,prune:0.25:1,prune-int8:0.25:1``, then
+``prune:0.5:1:distill,prune-int8:0.5:1:distill,prune-int8:0.25:1:distill``).
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def main() -> None:
     results = []
     for spec in args.methods.split(","):
         method, *knobs = spec.split(":")
-        overrides = dict(zip(("compress.sparsity", "compress.recovery_epochs"), knobs, strict=False))
+        keys = ("compress.sparsity", "compress.recovery_epochs", "compress.recovery")
+        overrides = dict(zip(keys, knobs, strict=False))
         start = time.perf_counter()
         variant = compress_flow(settings.with_overrides(overrides), source.version, method)
         run = c.get_run(variant.run_id)
