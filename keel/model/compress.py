@@ -14,11 +14,11 @@ Any keel net compresses to ONNX (MLP, conv, BERT); pruning needs a family that p
 (``Family.prunable``: keel's MLP, conv and BERT; a team's own when it declares it). The
 variant keeps the source's preprocessor, objective and threshold; only the net changes,
 and (ONNX methods) it runs in onnxruntime (keel.model.runtime.pyfunc.OnnxModel). The net's
-family names the graph's inputs and dynamic axes. Parity is measured on the source's own held-out rows: metric
-deltas, label agreement and the largest output difference; size and latency (p50/p99 at 1
-and 32 rows) are measured in a fresh process (``python -m keel.model.compress``). No
-MLflow, no settings here: tasks/compress.py has the edges. Importing this module loads
-neither onnx, onnxruntime nor MLflow.
+family names the graph's inputs and dynamic axes. Parity is measured on the source's own
+held-out rows: metric deltas, label agreement and the largest output difference; size and
+latency (p50/p99 at 1 and 32 rows) are measured in a fresh process (``python -m
+keel.model.compress``). No MLflow, no settings here: tasks/compress.py has the edges.
+Importing this module loads neither onnx, onnxruntime nor MLflow.
 """
 
 from __future__ import annotations

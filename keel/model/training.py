@@ -163,9 +163,13 @@ class TabularModule(pl.LightningModule):
     def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         return self.net(cat, num)
 
+    def batch_loss(self, cat: torch.Tensor, num: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What a training step minimises: the objective's loss on the batch's labels."""
+        return self.loss(self.net(cat, num), self.objective.target(y))
+
     def training_step(self, batch, batch_idx):
         cat, num, y = batch
-        loss = self.loss(self.net(cat, num), self.objective.target(y))
+        loss = self.batch_loss(cat, num, y)
         # accumulate instead of self.log per step: logging every step costs ~2.5 ms (STACK.md)
         self._train_loss.add_(loss.detach() * len(y))
         self._train_rows[0] += len(y)
@@ -201,22 +205,15 @@ class DistillModule(TabularModule):
         super().__init__(net, lr, weight_decay, objective)
         self.teacher = teacher.requires_grad_(False)  # its parameters: not in the optimizer
 
-    def _distance(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+    def batch_loss(self, cat: torch.Tensor, num: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.teacher.eval()  # Lightning's train() reaches it too: no dropout in the targets
         with torch.no_grad():
             target = self.teacher(cat, num)
         return nn.functional.mse_loss(self.net(cat, num), target)
 
-    def training_step(self, batch, batch_idx):
-        cat, num, y = batch
-        loss = self._distance(cat, num)
-        self._train_loss.add_(loss.detach() * len(y))
-        self._train_rows[0] += len(y)
-        return loss
-
     def validation_step(self, batch, batch_idx):
         cat, num, y = batch
-        self.log("val/loss", self._distance(cat, num), on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log("val/loss", self.batch_loss(cat, num, y), on_epoch=True, batch_size=len(y), sync_dist=True)
 
 
 class KeepBestWeights(pl.Callback):
@@ -452,9 +449,10 @@ def fine_tune(
             )
         import warnings
 
-        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the teacher, on purpose
         module = DistillModule(net, teacher, cfg.lr, cfg.weight_decay, objective)
-        return _train(family, module, preprocessor, objective, train, val, cfg)[0]
+        with warnings.catch_warnings():  # the teacher is in eval mode on purpose
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+            return _train(family, module, preprocessor, objective, train, val, cfg)[0]
     return _train(family, net, preprocessor, objective, train, val, cfg)[0]
 
 

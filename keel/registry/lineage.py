@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,6 @@ def numerics() -> str:
     the same sums are ordered otherwise (vector width, MKL's kernels and blocking), so a
     replay there differs in the last bits of the weights (its metrics by ~1e-9)."""
     import os
-    import platform
 
     import torch
 
@@ -71,8 +71,6 @@ def _cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or "unknown CPU"
 
 

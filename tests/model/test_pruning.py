@@ -42,12 +42,18 @@ def test_a_pruned_mlp_answers_as_the_original_with_its_dropped_neurons_silenced(
     pruned = MLP().prune(net, sparsity)
     assert pruned.cfg.hidden == [max(1, round(w * (1 - sparsity))) for w in (32, 16)]
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in net.parameters())
-    cat, num = torch.randint(0, 5, (64, 2)), torch.randn(64, 4)
+    _answers_as_masked(
+        MLP(), net, pruned, _masked(net, sparsity), torch.randint(0, 5, (64, 2)), torch.randn(64, 4)
+    )
+
+
+def _answers_as_masked(family, net, pruned, masked, cat, num) -> None:
+    """The pruned net answers as the masked original, not as the original (it did remove
+    something), and what the registered model records (net.json) rebuilds the smaller net."""
     with torch.no_grad():
-        torch.testing.assert_close(pruned(cat, num), _masked(net, sparsity)(cat, num))
-        assert not torch.allclose(pruned(cat, num), net(cat, num))  # it did remove something
-    # what the registered model records rebuilds the smaller net
-    again = MLP().rebuild(MLP().describe(pruned, 3), None)
+        torch.testing.assert_close(pruned(cat, num), masked(cat, num))
+        assert not torch.allclose(pruned(cat, num), net(cat, num))
+    again = family.rebuild(family.describe(pruned, net.cfg.outputs), None)
     again.load_state_dict(pruned.state_dict())
 
 
@@ -97,12 +103,8 @@ def test_a_pruned_conv_net_answers_as_the_original_with_its_dropped_channels_sil
     pruned = Conv().prune(net, sparsity)
     assert pruned.cfg.channels == [max(1, round(c * (1 - sparsity))) for c in (8, 12)]
     assert pruned.cfg.hidden == [16]  # the dense head keeps its neurons
-    cat, num = torch.randint(0, 3, (64, 1)), torch.randn(64, 128)
-    with torch.no_grad():
-        torch.testing.assert_close(pruned(cat, num), _conv_masked(net, sparsity)(cat, num))
-        assert not torch.allclose(pruned(cat, num), net(cat, num))  # it did remove something
-    again = Conv().rebuild(Conv().describe(pruned, 10), None)
-    again.load_state_dict(pruned.state_dict())
+    masked = _conv_masked(net, sparsity)
+    _answers_as_masked(Conv(), net, pruned, masked, torch.randint(0, 3, (64, 1)), torch.randn(64, 128))
 
 
 def test_a_family_without_pruning_refuses_by_name():

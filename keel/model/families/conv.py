@@ -45,6 +45,7 @@ class ConvNet(nn.Module):
                 h, w = h // 2, w // 2
             width = out
         self.convs = nn.Sequential(*convs)
+        self.pixels_out = h * w  # per channel, after the last pooling: the head reads channel-major
         self.embeddings = embeddings(cfg)
         self.head = dense(width * h * w + embedded_width(self.embeddings), cfg)
 
@@ -67,17 +68,8 @@ def _reads(net: ConvNet, i: int) -> torch.Tensor:
         return convs[i + 1].weight.abs().sum((0, 2, 3))
     first = next(m for m in net.head if isinstance(m, nn.Linear))
     width = convs[i].out_channels
-    columns = first.weight[:, : width * _pixels_out(net)].abs()
+    columns = first.weight[:, : width * net.pixels_out].abs()
     return columns.reshape(first.out_features, width, -1).sum((0, 2))
-
-
-def _pixels_out(net: ConvNet) -> int:
-    """Pixels per channel after the last conv layer's pooling."""
-    _, h, w = net.cfg.image
-    for i in range(len(net.cfg.channels)):
-        if i % 2 == 1 and min(h, w) >= 2:
-            h, w = h // 2, w // 2
-    return h * w
 
 
 def channel_importance(net: ConvNet, i: int) -> torch.Tensor:
@@ -132,13 +124,10 @@ class Conv(NetFamily):
             # scale, shift and running statistics per kept channel (num_batches_tracked as it is)
             new_layers[2 * i + 1].load_state_dict({k: v[rows] if v.ndim else v for k, v in norm.items()})
             inputs = rows
-        pixels = _pixels_out(net)
+        pixels = net.pixels_out
         columns = (inputs[:, None] * pixels + torch.arange(pixels)).flatten()  # channel-major flatten
         tail = torch.arange(net.cfg.channels[-1] * pixels, next(iter(net.head)).in_features)  # embeddings
-        new_head = pruned.head.state_dict()
-        for name, value in net.head.state_dict().items():
-            new_head[name] = value
-        first = next(k for k in new_head if k.endswith("weight"))
-        new_head[first] = new_head[first][:, torch.cat([columns, tail])]
-        pruned.head.load_state_dict(new_head)
+        head = dict(net.head.state_dict())  # the dense head as it is, but its first layer's kept columns
+        head["0.weight"] = head["0.weight"][:, torch.cat([columns, tail])]
+        pruned.head.load_state_dict(head)
         return pruned.eval()
