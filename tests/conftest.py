@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -244,6 +245,8 @@ class MlflowServer:
             time.monotonic() + timeout,
             "the mlflow server",
         )
+        if self.admin_password is not None:
+            self.low_cost_hash("admin", self.admin_password)
         return self
 
     def stop(self) -> None:
@@ -251,8 +254,48 @@ class MlflowServer:
 
         stop_process(self.proc)
 
+    def create_user(self, username: str, password: str) -> None:
+        """A user made through the server's own API, as its admin."""
+        from mlflow.server import get_app_client
+
+        with _credentials("admin", self.admin_password or ""):
+            get_app_client("basic-auth", tracking_uri=self.url).create_user(username, password)
+        self.low_cost_hash(username, password)
+
+    def low_cost_hash(self, username: str, password: str) -> None:
+        """Store ``username``'s password under a hash of low work factor (PBKDF2, 1,000
+        rounds). The server still checks every request's credentials with werkzeug's
+        check_password_hash; its default scrypt costs ~0.15 s a check on 2 cores, so a
+        training against it spent ~0.25 s in each of its ~170 requests (a test-only
+        setting, as Django's test settings swap in a fast password hasher)."""
+        import sqlite3
+
+        from werkzeug.security import generate_password_hash
+
+        cheap = generate_password_hash(password, method="pbkdf2:sha256:1000")
+        with sqlite3.connect(self.root / "mlflow-auth.db") as db:
+            changed = db.execute(
+                "UPDATE users SET password_hash = ? WHERE username = ?", (cheap, username)
+            ).rowcount
+        assert changed == 1, f"no user {username!r} in the server's auth database"
+
 
 ADMIN_PASSWORD = "tests-admin-not-a-default"
+
+
+@contextlib.contextmanager
+def _credentials(user: str, password: str):
+    """MLflow's client credentials (MLFLOW_TRACKING_USERNAME/PASSWORD) for the block."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,6 @@ def _as(monkeypatch, user: str, password: str) -> None:
 def test_on_an_authenticated_server_only_a_listed_reviewer_moves_the_champion(
     auth_mlflow_server, tmp_path, monkeypatch
 ):
-    from mlflow.server import get_app_client
-
     from flows.ingest import ingest_flow
     from flows.train import train_flow
     from keel.config.settings import load_settings
@@ -31,10 +29,8 @@ def test_on_an_authenticated_server_only_a_listed_reviewer_moves_the_champion(
     from keel.workloads import init_workspace
 
     url = auth_mlflow_server.url
-    _as(monkeypatch, "admin", auth_mlflow_server.admin_password)
-    users = get_app_client("basic-auth", tracking_uri=url)
-    users.create_user("trainer", "trainer-password-1")
-    users.create_user("alice", "alice-password-1")
+    auth_mlflow_server.create_user("trainer", "trainer-password-1")
+    auth_mlflow_server.create_user("alice", "alice-password-1")
 
     toml = '[workload]\nname = "synthetic"\n[promotion]\nreviewers = ["alice"]\n'
     s = load_settings(
