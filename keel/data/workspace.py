@@ -275,6 +275,21 @@ def add_and_push(data: DataStore) -> DataVersion:
     return version
 
 
+def _no_version_yet(data: DataStore) -> DataVersionError:
+    return DataVersionError(
+        f"{data.dvc_file} does not exist: no dataset version yet. "
+        "Run 'keel ingest --demo' (the workload's demo batches) or 'keel ingest --batch NAME' first."
+    )
+
+
+def require_version(data: DataStore) -> None:
+    """Raise now (DataVersionError) when the workspace has no dataset version and no
+    interrupted ingest to recover: what ensure_checked_out says inside a flow, said by a
+    command before it imports its engines and opens a flow run."""
+    if not _journal(data).exists() and read_data_version(data.dvc_file) is None:
+        raise _no_version_yet(data)
+
+
 def ensure_checked_out(data: DataStore) -> DataVersion:
     """Make data/ hold exactly the version data.dvc records: pull it when absent,
     refuse when data/ has changes that data.dvc does not record."""
@@ -284,10 +299,7 @@ def ensure_checked_out(data: DataStore) -> DataVersion:
     version = read_data_version(data.dvc_file)
     rel = data.dir.relative_to(data.workspace)
     if version is None:
-        raise DataVersionError(
-            f"{data.dvc_file} does not exist: no dataset version yet. "
-            f"Run 'keel ingest --month 2013-01' first."
-        )
+        raise _no_version_yet(data)
     configure_remote(data)
     with Repo(str(data.workspace)) as repo:
         if not data.dir.exists():

@@ -67,7 +67,12 @@ def test_train_without_data_fails_cleanly(tmp_path):
     assert _keel("init", str(tmp_path / "w")).returncode == 0
     proc = _keel("-w", str(tmp_path / "w"), "-p", "test", "train")
     assert proc.returncode == 1
-    assert "no dataset version yet" in proc.stderr and "keel ingest" in proc.stderr
+    assert "no dataset version yet" in proc.stderr and "keel ingest --demo" in proc.stderr
+    # said before any flow: no MLflow run opened
+    from mlflow import MlflowClient
+
+    store = MlflowClient(f"sqlite:///{tmp_path / 'w' / 'mlflow' / 'mlflow.db'}")
+    assert store.search_runs([e.experiment_id for e in store.search_experiments()]) == []
 
 
 def test_lineage_of_an_unknown_version_is_a_clear_error(tmp_path):

@@ -115,6 +115,23 @@ def test_resolve_dataset_without_any_version(workspace):
         resolve_dataset.fn(workspace.data_store)
 
 
+def test_require_version_is_quiet_when_there_is_one(ingested):
+    from keel.data.workspace import require_version
+
+    require_version(ingested.data_store)
+
+
+def test_require_version_says_it_before_a_flow_unless_an_ingest_is_to_recover(workspace):
+    from keel.data.workspace import _journal, require_version
+
+    with pytest.raises(DataVersionError, match=r"no dataset version yet\..*keel ingest --demo"):
+        require_version(workspace.data_store)
+    journal = _journal(workspace.data_store)  # an ingest killed halfway: the flow recovers it first
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text("{}")
+    require_version(workspace.data_store)
+
+
 def test_validate_data_passes_and_keeps_the_report(ingested):
     report = validate_data.fn(ingested, resolve_dataset.fn(ingested.data_store))
     assert report.success and report.status == "passed"
