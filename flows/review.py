@@ -17,6 +17,6 @@ def review_flow(settings: Settings, version: str, timeout_s: int = 3600, poll_s:
             description=description, approve=False, reviewer="", reason=""
         ),
         timeout=timeout_s,
-        poll_interval=poll_s,
+        poll_interval=min(poll_s, max(1, timeout_s)),  # a short timeout ends near its time, not a poll later
     )
     return act_on_review(store, promotion, version, decision)

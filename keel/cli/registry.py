@@ -223,6 +223,15 @@ def status(ctx: typer.Context, as_json: JsonOpt = False):
         echo(line)
 
 
+def warm_guard() -> None:
+    """What a guard imports anyway, imported while the command's Prefect server starts:
+    Great Expectations (the batch is validated first), then the champion's runtime (torch)."""
+    from keel.data import validation
+
+    validation.warm()
+    import keel.model.runtime.pyfunc  # noqa: F401
+
+
 @commands.command()
 def guard(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None, as_json: JsonOpt = False):
     """Judge the champion on a labelled batch by [guardrail] (nothing is ingested). A broken
@@ -235,7 +244,7 @@ def guard(ctx: typer.Context, month: MonthsOpt = None, file: FilesOpt = None, as
     months, files = batch_args(settings, month, file)
     from flows.guard import guard_flow
 
-    out = run_flow(ctx, lambda: guard_flow(settings, months or [], files))
+    out = run_flow(ctx, lambda: guard_flow(settings, months or [], files), warm=warm_guard)
     if as_json:
         return json_out({"command": "guard", "ok": True, **out.to_json()})
     for score in out.scores:
