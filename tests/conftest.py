@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -258,7 +258,8 @@ class MlflowServer:
         """A user made through the server's own API, as its admin."""
         from mlflow.server import get_app_client
 
-        with _credentials("admin", self.admin_password or ""):
+        admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": self.admin_password or ""}
+        with mock.patch.dict(os.environ, admin):
             get_app_client("basic-auth", tracking_uri=self.url).create_user(username, password)
         self.low_cost_hash(username, password)
 
@@ -281,21 +282,6 @@ class MlflowServer:
 
 
 ADMIN_PASSWORD = "tests-admin-not-a-default"
-
-
-@contextlib.contextmanager
-def _credentials(user: str, password: str):
-    """MLflow's client credentials (MLFLOW_TRACKING_USERNAME/PASSWORD) for the block."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

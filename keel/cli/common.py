@@ -53,6 +53,12 @@ TRACKING_COMMANDS = (FLOW_COMMANDS - {"ingest"}) | {"lineage", "promote", "rollb
 MODEL_COMMANDS = frozenset({"train", "tune", "retrain", "simulate", "replay", "compress", "config"})
 
 
+# Commands that train on the workspace's current dataset version: without one they say so
+# at start-up (keel.data.workspace.require_version), before a Prefect server starts or an
+# engine is imported. retrain ingests first; replay and compress read a version's own data.
+DATA_COMMANDS = frozenset({"train", "tune"})
+
+
 # Commands that move `champion`: each loads the version in a fresh process first (the
 # servability check), whose interpreter starts with the command so that its MLflow import
 # overlaps the command's own.
@@ -173,6 +179,13 @@ def command_settings(ctx: typer.Context, check: bool = True):
             check_backends(settings)
         except BackendError as exc:
             fail(str(exc), 2)
+    if check and ctx.info_name in DATA_COMMANDS and not worker_rank():
+        from keel.data.workspace import DataVersionError, require_version
+
+        try:
+            require_version(settings.data_store)
+        except DataVersionError as exc:
+            fail(str(exc))
     use_prefect(ctx, settings)
     if check and ctx.info_name in TRACKING_COMMANDS and not worker_rank():
         from keel.registry import tracking

@@ -45,7 +45,6 @@ def train(ctx: typer.Context, as_json: JsonOpt = False):
         echo(f"rank {launched_rank()}: trained as a DDP worker; rank 0 logs and registers")
         return
 
-    require_data(settings)
     from flows.train import train_flow
     from keel.cli import summary
 
@@ -54,17 +53,6 @@ def train(ctx: typer.Context, as_json: JsonOpt = False):
         ctx, lambda: train_flow(settings, return_state=True), warm=warm_training
     )
     report_training(ctx, settings, registered, before, flow_run)
-
-
-def require_data(settings) -> None:
-    """No dataset version yet: exit 1 with the data step's own message now, before the
-    engines are imported and a flow run opens (~20 s on 2 cores)."""
-    from keel.data.workspace import DataVersionError, require_version
-
-    try:
-        require_version(settings.data_store)
-    except DataVersionError as exc:
-        fail(str(exc))
 
 
 def warm_training() -> None:
@@ -130,7 +118,6 @@ def tune(
     if study:
         overrides["tune.study"] = study
     settings = command_settings(ctx).with_overrides(overrides) if overrides else command_settings(ctx)
-    require_data(settings)
 
     from flows.tune import tune_flow
     from keel.cli import console

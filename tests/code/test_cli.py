@@ -68,6 +68,8 @@ def test_train_without_data_fails_cleanly(tmp_path):
     proc = _keel("-w", str(tmp_path / "w"), "-p", "test", "train")
     assert proc.returncode == 1
     assert "no dataset version yet" in proc.stderr and "keel ingest --demo" in proc.stderr
+    tune = _keel("-w", str(tmp_path / "w"), "-p", "test", "tune", "--trials", "1")
+    assert tune.returncode == 1 and "no dataset version yet" in tune.stderr, tune.stderr
     # said before any flow: no MLflow run opened
     from mlflow import MlflowClient
 
