@@ -39,6 +39,13 @@ def pytest_configure(config):
         if k.startswith("KEEL_") or k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL")
     ]:
         del os.environ[key]  # the developer's own settings must not leak into tests
+    # One OpenMP / BLAS thread per process, as pytest-xdist's workers on a 2-core CI want:
+    # the pools of one thread per core that torch (evaluation, serving, compress), OpenBLAS
+    # and MKL start in each worker and each `keel` subprocess spun against the other
+    # worker's. Training keeps its configured train.num_threads. bench/README: a whole run
+    # 1,250 -> 1,152 s on one machine. A developer's own value wins.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
         _start_session_prefect_server(home)
 
