@@ -42,8 +42,8 @@ def pytest_configure(config):
     # One OpenMP / BLAS thread per process, as pytest-xdist's workers on a 2-core CI want:
     # the pools of one thread per core that torch (evaluation, serving, compress), OpenBLAS
     # and MKL start in each worker and each `keel` subprocess spun against the other
-    # worker's. Training keeps its configured train.num_threads. bench/README: a whole run
-    # 1,250 -> 1,152 s on one machine. A developer's own value wins.
+    # worker's. Training keeps its configured train.num_threads; the measured gain is in
+    # bench/README (command_overhead.py, where the suite's time sits). A developer's value wins.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
